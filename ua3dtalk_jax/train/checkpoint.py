@@ -1,0 +1,88 @@
+"""Atomic, resumable checkpoints with orbax (keep the last k).
+
+A checkpoint holds one pytree of arrays (Gaussians, network parameters,
+optimizer states, step, RNG key data) plus a small JSON document (data-order
+state, phase name, config hash, format version). Orbax writes each step into a
+temporary directory and renames it when complete, so a run killed at any
+moment (SIGKILL included) leaves only whole checkpoints behind; restarting the
+same command restores the newest one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT_VERSION = 1
+
+
+class Checkpointer:
+    """Saves and restores (state pytree, JSON metadata) pairs under `directory`.
+
+    Args:
+      directory: where step folders are written (created if missing).
+      max_to_keep: how many of the newest checkpoints are kept.
+    """
+
+    def __init__(self, directory: str, *, max_to_keep: int = 3):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta")
+        )
+
+    def latest_step(self) -> int | None:
+        """The newest complete step, or None when nothing was saved yet."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict | None = None) -> None:
+        """Writes `state` (a pytree of arrays) and `meta` (JSON) for `step`, atomically."""
+        state = jax.tree.map(np.asarray, jax.device_get(state))
+        meta = dict(meta or {}, format_version=FORMAT_VERSION, step=int(step))
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, like: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restores (state, meta) for `step` (default: newest) with the structure of `like`.
+
+        Raises:
+          FileNotFoundError: no checkpoint exists in the directory.
+          ValueError: the checkpoint was written by another format version.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like
+        )
+        out = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        meta = dict(out["meta"])
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint {self.directory}/{step} has format version "
+                f"{meta.get('format_version')}, this ua3dtalk_jax reads {FORMAT_VERSION}"
+            )
+        return out["state"], meta
+
+    def close(self) -> None:
+        self._manager.close()
