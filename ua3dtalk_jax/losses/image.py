@@ -118,3 +118,40 @@ def lpips(pred: jax.Array, target: jax.Array, *, net: str = "alexnet") -> jax.Ar
     params = lpips_params(net)
     out = _lpips_module(net).apply(params, pred * 2.0 - 1.0, target * 2.0 - 1.0)
     return out.reshape(pred.shape[0])
+
+
+def patch_lpips(
+    pred: jax.Array, target: jax.Array, *, patch: int, rng: jax.Array, net: str = "alexnet"
+) -> jax.Array:
+    """Mean LPIPS over a grid of non-overlapping `patch`×`patch` patches at a random offset.
+
+    The authors draw a random even patch size per step (64-96 for the face,
+    32-42 for the mouth/fuse); here the size is static (one compilation) and
+    the grid is shifted by a random offset instead, which covers the image
+    just as evenly. pred/target: (H, W, 3) in [0, 1].
+    """
+    h, w = pred.shape[0] // patch, pred.shape[1] // patch
+    if h < 1 or w < 1:
+        raise ValueError(f"patch {patch} is larger than the image {pred.shape[:2]}")
+    oy, ox = jax.random.randint(rng, (2,), 0, patch)
+    both = jnp.stack([pred, target])
+    both = jnp.roll(both, (-oy, -ox), axis=(1, 2))[:, : h * patch, : w * patch]
+    tiles = both.reshape(2, h, patch, w, patch, 3).transpose(0, 1, 3, 2, 4, 5)
+    tiles = tiles.reshape(2, h * w, patch, patch, 3)
+    return jnp.mean(lpips(tiles[0], tiles[1], net=net))
+
+
+def crop_lpips(
+    pred: jax.Array, target: jax.Array, rect: jax.Array, *, size: int, net: str = "alexnet"
+) -> jax.Array:
+    """LPIPS on a fixed-size square crop centred on `rect` = [rmin, rmax, cmin, cmax].
+
+    The authors crop the lips rectangle at its own size; a fixed size (clamped
+    inside the image) keeps one compiled shape. pred/target: (H, W, 3).
+    """
+    cy = (rect[0] + rect[1]) // 2
+    cx = (rect[2] + rect[3]) // 2
+    y0 = jnp.clip(cy - size // 2, 0, pred.shape[0] - size)
+    x0 = jnp.clip(cx - size // 2, 0, pred.shape[1] - size)
+    crop = lambda im: jax.lax.dynamic_slice(im, (y0, x0, 0), (size, size, 3))
+    return lpips(crop(pred)[None], crop(target)[None], net=net)[0]
