@@ -1,0 +1,33 @@
+"""Data and audio-feature knobs: `data_config(preset)` for the presets paper, cpu and tiny.
+
+The training config nests this under `config.data`; library code receives only this sub-config.
+    audio_feature  "auto": aud_ds.npy, else aud_hu.npy, else aud_eo.npy, else our f_audio (aud.wav)
+    fps            None: subject.json's fps (plain TalkingGaussian dirs: 25)
+    batch_size     frames per host per step (TalkingGaussian trains one frame per iteration)
+    keys           frame keys to load (None = all of Subject.frame)
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+_PRESETS = {
+    # paper: TalkingGaussian / UA-3DTalk train one frame per step on one GPU.
+    "paper": {"batch_size": 1, "prefetch": 4, "num_workers": 4},
+    "cpu": {"batch_size": 1, "prefetch": 2, "num_workers": 2},
+    "tiny": {"batch_size": 2, "prefetch": 1, "num_workers": 1},
+}
+
+
+def data_config(preset: str = "paper") -> ml_collections.ConfigDict:
+    """Returns the data sub-config of a preset ("paper", "cpu" or "tiny")."""
+    if preset not in _PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(_PRESETS)}")
+    cfg = ml_collections.ConfigDict()
+    cfg.audio_feature = "auto"
+    cfg.fps = ml_collections.FieldReference(None, field_type=float)
+    cfg.seed = 0
+    cfg.shuffle = True
+    cfg.keys = ml_collections.FieldReference(None, field_type=tuple)
+    cfg.update(_PRESETS[preset])
+    return cfg
