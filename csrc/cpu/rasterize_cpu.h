@@ -1,0 +1,53 @@
+// CPU rasterizer: tile binning, per-tile front-to-back blending and its backward.
+//
+// Names follow render/reference.py: `rasterize_to_pixels` composites projected
+// Gaussians; B views per call, arguments as in ua3d/raster_args.h.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ua3d/raster_args.h"
+
+namespace ua3d::cpu {
+
+using ua3d::BackwardInputs;
+using ua3d::BackwardOutputs;
+using ua3d::ForwardOutputs;
+using ua3d::RasterInputs;
+
+// Gaussians of one view bucketed by 16x16 tile (counting sort), then each
+// bucket sorted by (depth, index). Counts and offsets are int64: a 2048^2
+// image with 10^6 Gaussians can exceed 2^31 intersections.
+struct TileBins {
+  int tiles_x = 0;
+  int tiles_y = 0;
+  std::vector<int64_t> offsets;  // [tiles + 1] bucket starts in `ids`
+  std::vector<int32_t> ids;      // [n_isects] Gaussian indices, bucketed by tile
+};
+
+template <typename T>
+void bin_view(const T* means2d,      // [N, 2]
+              const T* opacities,    // [N]
+              const T* depths,       // [N]
+              const int32_t* radii,  // [N, 2]
+              int64_t n, int width, int height, TileBins* bins);
+
+// Sorts one bucket by (depth, index), in place.
+template <typename T>
+void sort_bucket(int32_t* ids,     // [count]
+                 int64_t count,
+                 const T* depths);  // [N]
+
+// Bins every view (views in parallel), then sorts buckets in parallel.
+template <typename T>
+std::vector<TileBins> bin_and_sort(const RasterInputs<T>& in);
+
+template <typename T>
+void rasterize_to_pixels_fwd(const RasterInputs<T>& in, const ForwardOutputs<T>& out);
+
+template <typename T>
+void rasterize_to_pixels_bwd(const RasterInputs<T>& in, const BackwardInputs<T>& grads_in,
+                             const BackwardOutputs<T>& out);
+
+}  // namespace ua3d::cpu

@@ -1,0 +1,132 @@
+// CUDA tile binning: per Gaussian tile count -> CUB inclusive scan -> one
+// 64-bit key per (Gaussian, tile) = view | tile | float bits of depth (depths
+// of active Gaussians are > 0, so the bits sort like the values) -> CUB radix
+// sort over only the bits in use -> start offset of each (view, tile) list.
+#include <cub/cub.cuh>
+
+#include "cuda/rasterize_cuda.h"
+#include "ua3d/raster_math.h"
+
+namespace ua3d::cuda {
+namespace {
+
+__device__ TileRect GaussianRect(const RasterInputs<float>& in, int64_t i, int tiles_x,
+                                 int tiles_y) {
+  const float mx = in.means2d[2 * i], my = in.means2d[2 * i + 1];
+  const int32_t rx = in.radii[2 * i], ry = in.radii[2 * i + 1];
+  if (!is_active(mx, my, in.opacities[i], in.depths[i], rx, ry)) return TileRect{0, 0, 0, 0};
+  return tile_rect(mx, my, rx, ry, tiles_x, tiles_y);
+}
+
+__global__ void CountTiles(RasterInputs<float> in, int tiles_x, int tiles_y,
+                           int64_t* counts) {  // [B * N]
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= in.batch * in.n) return;
+  counts[i] = GaussianRect(in, i, tiles_x, tiles_y).count();
+}
+
+__global__ void EmitKeys(RasterInputs<float> in, int tiles_x, int tiles_y, int tile_bits,
+                         const int64_t* ends,  // [B * N] inclusive scan of the counts
+                         uint64_t* keys,       // [n_isects]
+                         int32_t* ids) {       // [n_isects]
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= in.batch * in.n) return;
+  const TileRect r = GaussianRect(in, i, tiles_x, tiles_y);
+  int64_t out = ends[i] - r.count();
+  const uint64_t view = uint64_t(i / in.n);
+  const uint64_t depth = depth_bits(in.depths[i]);
+  for (int ty = r.y0; ty < r.y1; ++ty) {
+    for (int tx = r.x0; tx < r.x1; ++tx) {
+      const uint64_t tile = uint64_t(ty) * tiles_x + tx;
+      keys[out] = (((view << tile_bits) | tile) << 32) | depth;
+      ids[out] = int32_t(i % in.n);
+      ++out;
+    }
+  }
+}
+
+// offsets[t] = first intersection of (view, tile) t = view * tiles + tile.
+__global__ void TileOffsets(const uint64_t* keys,  // [n] sorted
+                            int64_t n, int64_t num_lists,
+                            int64_t* offsets) {  // [num_lists + 1]
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int64_t list = int64_t(keys[i] >> 32);
+  const int64_t prev = i == 0 ? -1 : int64_t(keys[i - 1] >> 32);
+  for (int64_t t = prev + 1; t <= list; ++t) offsets[t] = i;
+  if (i == n - 1)
+    for (int64_t t = list + 1; t <= num_lists; ++t) offsets[t] = n;
+}
+
+int BitWidth(uint64_t v) {
+  int bits = 0;
+  while (v > 0) {
+    ++bits;
+    v >>= 1;
+  }
+  return bits;
+}
+
+template <typename T>
+T* Alloc(DeviceScratch& scratch, int64_t count) {
+  return static_cast<T*>(scratch.Allocate(size_t(count > 0 ? count : 1) * sizeof(T)));
+}
+
+}  // namespace
+
+cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, cudaStream_t stream,
+                     DeviceBins* bins) {
+  bins->tiles_x = (in.width + kTileSize - 1) / kTileSize;
+  bins->tiles_y = (in.height + kTileSize - 1) / kTileSize;
+  const int64_t tiles = int64_t(bins->tiles_x) * bins->tiles_y;
+  const int64_t num_lists = in.batch * tiles;
+  const int64_t total = in.batch * in.n;
+  int64_t* offsets = Alloc<int64_t>(scratch, num_lists + 1);
+  if (offsets == nullptr) return cudaErrorMemoryAllocation;
+  bins->tile_offsets = offsets;
+  cudaMemsetAsync(offsets, 0, sizeof(int64_t) * (num_lists + 1), stream);
+  bins->n_isects = 0;
+  if (total == 0) return cudaGetLastError();
+
+  constexpr int kThreads = 256;
+  const int64_t blocks = (total + kThreads - 1) / kThreads;
+  int64_t* counts = Alloc<int64_t>(scratch, total);
+  int64_t* ends = Alloc<int64_t>(scratch, total);
+  if (counts == nullptr || ends == nullptr) return cudaErrorMemoryAllocation;
+  CountTiles<<<blocks, kThreads, 0, stream>>>(in, bins->tiles_x, bins->tiles_y, counts);
+  size_t scan_bytes = 0;
+  cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, counts, ends, total, stream);
+  void* scan_tmp = scratch.Allocate(scan_bytes);
+  if (scan_tmp == nullptr) return cudaErrorMemoryAllocation;
+  cub::DeviceScan::InclusiveSum(scan_tmp, scan_bytes, counts, ends, total, stream);
+  int64_t n_isects = 0;
+  cudaMemcpyAsync(&n_isects, ends + total - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream);
+  if (cudaError_t err = cudaStreamSynchronize(stream); err != cudaSuccess) return err;
+  bins->n_isects = n_isects;
+  if (n_isects == 0) return cudaGetLastError();
+
+  const int tile_bits = BitWidth(uint64_t(tiles));
+  const int view_bits = BitWidth(uint64_t(in.batch));
+  if (tile_bits + view_bits > 32) return cudaErrorInvalidValue;
+  uint64_t* keys_in = Alloc<uint64_t>(scratch, n_isects);
+  uint64_t* keys_out = Alloc<uint64_t>(scratch, n_isects);
+  int32_t* ids_in = Alloc<int32_t>(scratch, n_isects);
+  int32_t* ids_out = Alloc<int32_t>(scratch, n_isects);
+  if (!keys_in || !keys_out || !ids_in || !ids_out) return cudaErrorMemoryAllocation;
+  EmitKeys<<<blocks, kThreads, 0, stream>>>(in, bins->tiles_x, bins->tiles_y, tile_bits, ends,
+                                            keys_in, ids_in);
+  const int end_bit = 32 + tile_bits + view_bits;
+  size_t sort_bytes = 0;
+  cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, keys_out, ids_in, ids_out,
+                                  n_isects, 0, end_bit, stream);
+  void* sort_tmp = scratch.Allocate(sort_bytes);
+  if (sort_tmp == nullptr) return cudaErrorMemoryAllocation;
+  cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys_out, ids_in, ids_out,
+                                  n_isects, 0, end_bit, stream);
+  const int64_t isect_blocks = (n_isects + kThreads - 1) / kThreads;
+  TileOffsets<<<isect_blocks, kThreads, 0, stream>>>(keys_out, n_isects, num_lists, offsets);
+  bins->ids = ids_out;
+  return cudaGetLastError();
+}
+
+}  // namespace ua3d::cuda
