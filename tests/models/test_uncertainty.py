@@ -1,0 +1,159 @@
+"""Eq. 7–12: ensemble moments and Gaussian fusion against float64 NumPy transcriptions."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ua3dtalk_jax.models.uncertainty import (
+    UncertaintyBlock,
+    UncertaintyMember,
+    ensemble_moments,
+    gaussian_fusion,
+    gaussian_fusion_diag,
+    gaussian_fusion_weighted,
+)
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
+# float32 arithmetic against a float64 transcription of the same formula.
+F32_RTOL = 1e-4
+F32_ATOL = 1e-5
+# Fusion carries the Cholesky jitter (JITTER_REL = 1e-5 of the mean diagonal) twice.
+FUSION_RTOL = 5e-4
+T, N, D, V = 5, 7, 6, 3
+
+
+def _np_moments(mu, logvar):
+    """Eq. 10 transcribed literally: (1/T) Σ (diag σ² + μμᵀ) − μ̂μ̂ᵀ, with the Eq. 8 split."""
+    mu, var = mu.astype(np.float64), np.exp(logvar.astype(np.float64))
+    t = mu.shape[0]
+    mean = mu.sum(0) / t
+    second = sum(np.einsum("ni,nj->nij", mu[k], mu[k]) for k in range(t)) / t
+    epi = second - np.einsum("ni,nj->nij", mean, mean)
+    alea = np.stack([np.diag(v) for v in var.sum(0) / t])
+    return mean, epi + alea, epi, alea
+
+
+def _np_fusion(means, covs):
+    """Eq. 12 with explicit float64 inverses."""
+    prec = [np.linalg.inv(c) for c in covs.astype(np.float64)]
+    cov = np.linalg.inv(sum(prec))
+    mean = np.einsum(
+        "...ij,...j->...i", cov, sum(p @ m[..., None] for p, m in zip(prec, means))[..., 0]
+    )
+    return mean, cov
+
+
+def _random_spd(key, shape, d):
+    a = jax.random.normal(key, shape + (d, d))
+    return a @ jnp.swapaxes(a, -1, -2) / d + 0.1 * jnp.eye(d)
+
+
+def test_ensemble_moments_match_eq10():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    mu = jax.random.normal(k1, (T, N, D))
+    logvar = 0.5 * jax.random.normal(k2, (T, N, D))
+    got = jax.jit(ensemble_moments)(mu, logvar)
+    want = _np_moments(np.asarray(mu), np.asarray(logvar))
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=F32_RTOL, atol=F32_ATOL)
+    # Eq. 9's literal aleatoric *sum* would be T times ours; the code's epistemic, T/(T−1) times.
+    np.testing.assert_allclose(
+        np.asarray(got[3]) * T, np.stack([np.diag(v) for v in np.exp(logvar).sum(0)]), rtol=F32_RTOL
+    )
+
+
+def test_single_member_has_no_epistemic_part():
+    mu = jax.random.normal(jax.random.PRNGKey(1), (1, N, D))
+    mean, cov, epi, _ = ensemble_moments(mu, jnp.zeros_like(mu))
+    np.testing.assert_array_equal(epi, 0.0)
+    np.testing.assert_allclose(cov, np.broadcast_to(np.eye(D), (N, D, D)))
+    np.testing.assert_array_equal(mean, mu[0])
+
+
+def test_fusion_matches_explicit_inverses():
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    means = jax.random.normal(keys[0], (V, N, D))
+    covs = _random_spd(keys[1], (V, N), D)
+    mean, cov = jax.jit(gaussian_fusion)(means, covs)
+    want_mean, want_cov = _np_fusion(np.asarray(means), np.asarray(covs))
+    np.testing.assert_allclose(mean, want_mean, rtol=FUSION_RTOL, atol=F32_ATOL)
+    np.testing.assert_allclose(cov, want_cov, rtol=FUSION_RTOL, atol=F32_ATOL)
+
+
+def test_fusion_equal_covariances_is_plain_average():
+    means = jax.random.normal(jax.random.PRNGKey(3), (V, N, D))
+    covs = jnp.broadcast_to(_random_spd(jax.random.PRNGKey(4), (N,), D), (V, N, D, D))
+    mean, cov, weights = gaussian_fusion_weighted(means, covs)
+    np.testing.assert_allclose(mean, means.mean(0), rtol=FUSION_RTOL, atol=F32_ATOL)
+    np.testing.assert_allclose(cov, covs[0] / V, rtol=FUSION_RTOL, atol=F32_ATOL)
+    np.testing.assert_allclose(weights, 1.0 / V, rtol=F32_RTOL)
+
+
+@pytest.mark.parametrize("huge", [1e2, 1e4, 1e6])
+def test_fusion_huge_variance_view_loses_its_weight(huge):
+    means = jax.random.normal(jax.random.PRNGKey(5), (V, N, D))
+    covs = jnp.broadcast_to(jnp.eye(D), (V, N, D, D)).at[0].multiply(huge)
+    mean, _, weights = gaussian_fusion_weighted(means, covs)
+    expected_weight = 1.0 / (1.0 + (V - 1) * huge)
+    np.testing.assert_allclose(weights[0], expected_weight, rtol=FUSION_RTOL)
+    # The fused mean tends to the average of the remaining views (offset O(1/huge)).
+    np.testing.assert_allclose(mean, means[1:].mean(0), atol=10.0 / huge + FUSION_RTOL)
+
+
+def test_fusion_is_permutation_invariant():
+    keys = jax.random.split(jax.random.PRNGKey(6), 2)
+    means = jax.random.normal(keys[0], (V, N, D))
+    covs = _random_spd(keys[1], (V, N), D)
+    ref = gaussian_fusion(means, covs)
+    for perm in itertools.permutations(range(V)):
+        idx = jnp.asarray(perm)
+        got = gaussian_fusion(means[idx], covs[idx])
+        for g, r in zip(got, ref):
+            np.testing.assert_allclose(g, r, rtol=FUSION_RTOL, atol=F32_ATOL)
+
+
+def test_fusion_finite_for_near_singular_inputs():
+    # Pure epistemic covariances of rank 1 and an all-zero one: singular without the jitter.
+    u = jax.random.normal(jax.random.PRNGKey(7), (V, N, D))
+    covs = jnp.einsum("vni,vnj->vnij", u, u).at[1].set(0.0)
+    mean, cov, weights = gaussian_fusion_weighted(u, covs)
+    grads = jax.grad(lambda c: gaussian_fusion(u, c)[0].sum())(covs)
+    for x in (mean, cov, weights, grads):
+        assert np.all(np.isfinite(x))
+
+
+def test_diagonal_fusion_equals_full_fusion_of_diagonal_covariances():
+    keys = jax.random.split(jax.random.PRNGKey(8), 2)
+    means = jax.random.normal(keys[0], (V, N, D))
+    var = jnp.exp(jax.random.normal(keys[1], (V, N, D)))
+    mean_d, var_d, w_d = gaussian_fusion_diag(means, var)
+    mean_f, cov_f, w_f = gaussian_fusion_weighted(means, var[..., None] * jnp.eye(D))
+    np.testing.assert_allclose(mean_d, mean_f, rtol=FUSION_RTOL, atol=F32_ATOL)
+    np.testing.assert_allclose(var_d, jnp.diagonal(cov_f, axis1=-2, axis2=-1), rtol=FUSION_RTOL)
+    np.testing.assert_allclose(w_d, w_f, rtol=FUSION_RTOL)
+
+
+def test_vmapped_ensemble_equals_separate_members():
+    x = jax.random.normal(jax.random.PRNGKey(9), (N, 11))
+    block = UncertaintyBlock(hidden=8, latent=D, members=T)
+    params = block.init(jax.random.PRNGKey(10), x)
+    stacked = params["params"]["members"]
+    assert stacked["fc"]["kernel"].shape == (T, 11, 8)
+    # Members have separate parameters.
+    assert not np.allclose(stacked["fc"]["kernel"][0], stacked["fc"]["kernel"][1])
+    mu, logvar = block.apply(params, x)
+    member = UncertaintyMember(hidden=8, latent=D)
+    for t in range(T):
+        p_t = jax.tree.map(lambda p, t=t: p[t], stacked)
+        m_t, l_t = member.apply({"params": p_t}, x)
+        np.testing.assert_allclose(mu[t], m_t, rtol=F32_RTOL, atol=F32_ATOL)
+        np.testing.assert_allclose(logvar[t], l_t, rtol=F32_RTOL, atol=F32_ATOL)
+        # Training mode: only member t's parameters are gathered and evaluated.
+        m_one, l_one = jax.jit(lambda p, i: block.apply(p, x, i))(params, jnp.int32(t))
+        np.testing.assert_allclose(m_one[0], m_t, rtol=F32_RTOL, atol=F32_ATOL)
+        np.testing.assert_allclose(l_one[0], l_t, rtol=F32_RTOL, atol=F32_ATOL)

@@ -1,0 +1,86 @@
+"""Stage-2 model configuration: Gaussian heads and the uncertainty-based deformation (§2, §2.3).
+
+`model_config(preset)` returns one ConfigDict; `models.motion.motion_spec(cfg, part)` turns it into
+the FACE/MOUTH spec and `gaussians.densify.densify_config(cfg.gaussians.<part>)` into the
+densification thresholds. Presets:
+
+  paper  the authors' sizes: xyz hexplane ±0.15, res 64, scales (1, 2, 4, 8), 16 channels
+         (≈16.7M parameters per branch); emotion hexplane 64 channels, scales (1, 2, 4); T = 10
+         members, latent 48, hidden 64; face from 2000 random points, mouth from 10,000; SH
+         degree 2; densify thresholds 0.0005 (face), 0.0002 (mouth).
+  cpu    trains on 2 CPU cores: planes res 16, scales (1, 2), 8/16 channels, T = 4, latent 16,
+         a few hundred Gaussians.
+  tiny   seconds, for tests: planes res 8, T = 3, latent 8, capacity 128.
+
+The audio input width is 32 in every preset (our `audio.features.F_AUDIO_DIM`; the authors' 29-wide
+DeepSpeech logits add nothing but the first conv's 3·32·(F − 29) weights).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+PRESETS = ("paper", "cpu", "tiny")
+
+# Per preset: plane resolution and scales, xyz/emotion channels, uncertainty sizes, and
+# (initial points, capacity) of the face and mouth Gaussians.
+_SIZES = {
+    "paper": {"res": 64, "multires": (1, 2, 4, 8), "ch": 16, "emo_dim": 64,
+              "emo_multires": (1, 2, 4), "hidden": 64, "latent": 48, "members": 10,
+              "face": (2000, 65536), "mouth": (10000, 65536)},
+    "cpu": {"res": 16, "multires": (1, 2), "ch": 8, "emo_dim": 16, "emo_multires": (1, 2),
+            "hidden": 32, "latent": 16, "members": 4, "face": (400, 2048), "mouth": (300, 1024)},
+    "tiny": {"res": 8, "multires": (1, 2), "ch": 4, "emo_dim": 8, "emo_multires": (1, 2),
+             "hidden": 16, "latent": 8, "members": 3, "face": (48, 128), "mouth": (32, 128)},
+}  # fmt: skip
+
+
+def _gaussians(init_num: int, capacity: int, grad_threshold: float, densify_until: int):
+    g = ml_collections.ConfigDict()
+    g.init_num = init_num  # random points in the init box (authors: face 2000, mouth 10,000)
+    g.capacity = capacity  # fixed buffer size; exceeding it is an error
+    g.init_box = 0.1  # points uniform in [−0.1, 0.1]³
+    g.init_opacity = 0.1
+    g.sh_degree = 2  # max SH degree; the active degree grows by one every sh_every its
+    g.sh_every = 1000
+    g.grad_threshold = grad_threshold  # on the averaged NDC-space mean gradient (3DGS units)
+    g.percent_dense = 0.005  # clone if max scale ≤ this · extent, else split
+    g.split_factor = 1.6  # children's scale = parent / (0.8 · 2)
+    g.min_opacity = 0.05  # prune threshold, ramped by +0.25 · it / densify_until
+    g.min_opacity_ramp = 0.25
+    g.densify_from = 500
+    g.densify_until = densify_until
+    g.densify_every = 100
+    g.size_prune_from = 3000  # size prune only after the 3000-iteration interval
+    g.max_screen_radius = 20.0  # px
+    g.max_world_scale = 0.1  # · extent
+    return g
+
+
+def model_config(preset: str) -> ml_collections.ConfigDict:
+    """The stage-2 model config for `preset` ∈ PRESETS."""
+    if preset not in _SIZES:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
+    s = _SIZES[preset]
+    cfg = ml_collections.ConfigDict()
+    cfg.preset = preset
+    cfg.hexplane = {
+        "bound": 0.15,
+        "base_res": s["res"],
+        "multires": s["multires"],
+        "channels": s["ch"],
+    }
+    cfg.audio = {"in_dim": 32, "dim": 32, "window": 8, "steps": 16}
+    cfg.emotion = {
+        "in_dim": 128,
+        "dim": s["emo_dim"],
+        "base_res": s["res"],
+        "multires": s["emo_multires"],
+    }
+    cfg.prior = {"exp_dim": 64, "tone_dim": 64}
+    cfg.uncertainty = {"hidden": s["hidden"], "latent": s["latent"], "members": s["members"]}
+    cfg.ablation = {"prior": True, "emotion": True, "uncertainty": True}  # Table 2: P, E, U
+    cfg.gaussians = ml_collections.ConfigDict()
+    cfg.gaussians.face = _gaussians(*s["face"], grad_threshold=5e-4, densify_until=49_000)
+    cfg.gaussians.mouth = _gaussians(*s["mouth"], grad_threshold=2e-4, densify_until=45_000)
+    return cfg

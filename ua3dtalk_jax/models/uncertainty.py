@@ -1,0 +1,183 @@
+"""Uncertainty blocks and uncertainty-aware Gaussian fusion (paper Eq. 7–12).
+
+Naming: T ensemble members, V views, D latent width (48), "..." any batch (here N Gaussians).
+
+  Eq. 7   one member F_θ: x → Linear(64) → ReLU → (μ = Linear(D), log σ² = Linear(D)).
+  Eq. 8   Var[y] = Var_θ[E(y|θ)] (epistemic) + E_θ[Var(y|θ)] (aleatoric), law of total variance.
+  Eq. 10  μ̂ = (1/T) Σₜ μₜ;   Σ̂ = (1/T) Σₜ (diag σₜ² + μₜμₜᵀ) − μ̂μ̂ᵀ
+          = epistemic (1/T) Σₜ (μₜ − μ̂)(μₜ − μ̂)ᵀ  (full D×D, rank ≤ T−1)
+          + aleatoric diag((1/T) Σₜ σₜ²).
+          Eq. 9 writes the aleatoric part as a *sum* over t, and the authors' code divides the
+          epistemic part by T − 1 (unbiased sample covariance); we follow Eq. 10, the consistent
+          1/T form of Eq. 8 (the plug-in estimate under a uniform distribution over members).
+  Eq. 12  product of the V view Gaussians: Σ = (Σᵢ Σ̂ᵢ⁻¹)⁻¹, μ = Σ Σᵢ Σ̂ᵢ⁻¹ μ̂ᵢ, computed with
+          batched Cholesky factors and triangular solves plus a small relative jitter, never with
+          explicit inverses of ill-conditioned matrices. A view's effective weight is its share
+          of the total precision trace, tr(Σ̂ᵢ⁻¹) / Σⱼ tr(Σ̂ⱼ⁻¹).
+
+The T members are one `UncertaintyMember` lifted with `nn.vmap` (separate parameters, stacked on
+a leading T axis). Training mode ("stage 1" of the authors): one member per view drawn at random
+each step, diagonal variance, and the cheap diagonal fusion; evaluation mode ("stage 2", also
+used in training after 15k iterations): all T members, full covariances.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Cholesky jitter, relative to the mean diagonal: keeps float32 factorisations of near-singular
+# covariances (epistemic parts have rank ≤ T − 1 < D) well defined (condition number ≲ 1e5).
+JITTER_REL = 1e-5
+# Absolute floor on the jitter so an all-zero covariance still factorises (finite, huge weight).
+JITTER_ABS = 1e-12
+
+
+class UncertaintyMember(nn.Module):
+    """One uncertainty network (Eq. 7): (..., in) → μ (..., D), log σ² (..., D)."""
+
+    hidden: int = 64
+    latent: int = 48
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = nn.relu(nn.Dense(self.hidden, name="fc")(x))
+        return nn.Dense(self.latent, name="mu")(h), nn.Dense(self.latent, name="logvar")(h)
+
+
+class UncertaintyBlock(nn.Module):
+    """T members (`nn.vmap`, params stacked on axis 0) of one view.
+
+    Attributes:
+      hidden, latent: member sizes (64, 48).
+      members: T (10).
+    """
+
+    hidden: int = 64
+    latent: int = 48
+    members: int = 10
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, member: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """Runs all members, or only `member`.
+
+        Args:
+          x: (N, in) view features.
+          member: None for the whole ensemble, else a scalar int32 member index (may be traced);
+            only that member's parameters are gathered and evaluated (1/T of the cost).
+        Returns:
+          μ and log σ², each (T, N, D), or (1, N, D) when `member` is given.
+        """
+        ensemble = nn.vmap(
+            UncertaintyMember,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.members,
+        )(self.hidden, self.latent, name="members")
+        if member is None or self.is_initializing():
+            mu, logvar = ensemble(x)
+            if member is None:
+                return mu, logvar
+            return mu[member][None], logvar[member][None]
+        one = jax.tree.map(lambda p: p[member], self.variables["params"]["members"])
+        mu, logvar = UncertaintyMember(self.hidden, self.latent, parent=None).apply(
+            {"params": one}, x
+        )
+        return mu[None], logvar[None]
+
+
+def ensemble_moments(
+    mu: jax.Array, logvar: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Eq. 10: the block's mean and total covariance, split into epistemic and aleatoric parts.
+
+    Args:
+      mu: (T, ..., D) member means.
+      logvar: (T, ..., D) member log-variances.
+    Returns:
+      mean (..., D), cov (..., D, D) = epistemic + aleatoric, epistemic (..., D, D) (1/T form,
+      written centred so it is positive semi-definite in floating point), aleatoric (..., D, D)
+      (diagonal).
+    """
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu {mu.shape} and logvar {logvar.shape} must match")
+    mean = jnp.mean(mu, axis=0)
+    centred = mu - mean
+    epistemic = jnp.einsum("t...i,t...j->...ij", centred, centred) / mu.shape[0]
+    var = jnp.mean(jnp.exp(logvar), axis=0)
+    aleatoric = var[..., :, None] * jnp.eye(mu.shape[-1], dtype=mu.dtype)
+    return mean, epistemic + aleatoric, epistemic, aleatoric
+
+
+def _jittered_cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of the symmetrised (..., D, D) `a` plus a relative jitter."""
+    a = 0.5 * (a + jnp.swapaxes(a, -1, -2))
+    d = a.shape[-1]
+    scale = jnp.trace(a, axis1=-2, axis2=-1)[..., None, None] / d
+    eye = jnp.eye(d, dtype=a.dtype)
+    return jnp.linalg.cholesky(a + (JITTER_REL * jnp.abs(scale) + JITTER_ABS) * eye)
+
+
+def _cholesky_inverse(chol: jax.Array) -> jax.Array:
+    """(L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹ from the lower factor L, via one batched triangular solve."""
+    eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=chol.dtype), chol.shape)
+    inv_l = jax.lax.linalg.triangular_solve(chol, eye, left_side=True, lower=True)
+    return jnp.swapaxes(inv_l, -1, -2) @ inv_l
+
+
+def gaussian_fusion_weighted(
+    means: jax.Array, covs: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Eq. 12 with full covariances, plus each view's effective weight.
+
+    Args:
+      means: (V, ..., D) view means μ̂ᵢ.
+      covs: (V, ..., D, D) view covariances Σ̂ᵢ (symmetric PSD; near-singular is fine).
+    Returns:
+      mean (..., D), cov (..., D, D), weights (V, ...) = tr(Σ̂ᵢ⁻¹) / Σⱼ tr(Σ̂ⱼ⁻¹).
+    """
+    if covs.shape != means.shape + means.shape[-1:]:
+        raise ValueError(f"covs {covs.shape} must be means {means.shape} + (D,)")
+    precisions = _cholesky_inverse(_jittered_cholesky(covs))  # (V, ..., D, D)
+    info = jnp.sum(jnp.einsum("v...ij,v...j->v...i", precisions, means), axis=0)
+    chol_total = _jittered_cholesky(jnp.sum(precisions, axis=0))
+    cov = _cholesky_inverse(chol_total)
+    mean = (cov @ info[..., None])[..., 0]
+    traces = jnp.trace(precisions, axis1=-2, axis2=-1)
+    return mean, 0.5 * (cov + jnp.swapaxes(cov, -1, -2)), traces / jnp.sum(traces, axis=0)
+
+
+def gaussian_fusion(means: jax.Array, covs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eq. 12: product of V Gaussian views with full covariances.
+
+    Args:
+      means: (V, ..., D) view means.
+      covs: (V, ..., D, D) view covariances.
+    Returns:
+      mean (..., D) and cov (..., D, D) of the fused Gaussian.
+    """
+    mean, cov, _ = gaussian_fusion_weighted(means, covs)
+    return mean, cov
+
+
+def gaussian_fusion_diag(
+    means: jax.Array, variances: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Eq. 12 for diagonal covariances (training mode): elementwise precisions, no factorisation.
+
+    Args:
+      means: (V, ..., D) view means.
+      variances: (V, ..., D) positive view variances.
+    Returns:
+      mean (..., D), variance (..., D), weights (V, ...) (precision-trace shares).
+    """
+    precisions = 1.0 / (variances + JITTER_ABS)
+    total = jnp.sum(precisions, axis=0)
+    mean = jnp.sum(precisions * means, axis=0) / total
+    traces = jnp.sum(precisions, axis=-1)
+    return mean, 1.0 / total, traces / jnp.sum(traces, axis=0)
