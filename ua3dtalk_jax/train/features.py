@@ -1,0 +1,101 @@
+"""Per-frame stage-1 features for stage 2 and inference: f_exp (64), f_tone (64), f_emo-attn (128).
+
+`stage1_features(source, stage1)` takes a subject (its aud.wav and frame count) or a bare waveform
+(novel audio) plus a trained stage 1 (`train.stage1.load_stage1` result or its workdir). Every
+feature comes from the audio and the checkpoint alone — f_exp from lip-wav images that the lip
+expert generates from the audio and the checkpoint's stored reference crops, f_tone from StyleNet,
+f_emo-attn from the frozen emotion encoder — so training audio and novel audio take the same path
+and no video frame of the audio's own clip is used. For a subject the result is cached in the
+subject dir as `stage1_features.npy` (N, 256) with a JSON description that names the checkpoint.
+An optional emotion spec (`models.emotion.control`) overrides f_emo-attn after the cache.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from ua3dtalk_jax.audio import emotion_inputs, features
+from ua3dtalk_jax.audio.cache import cached_array
+from ua3dtalk_jax.models.emotion import control
+from ua3dtalk_jax.train import stage1_emotion as emo
+from ua3dtalk_jax.train import stage1_prior as prior
+from ua3dtalk_jax.train.stage1 import CKPT_DIR, Stage1Model, load_stage1
+
+CACHE_NAME = "stage1_features"
+WIDTHS = (("f_exp", 64), ("f_tone", 64), ("f_emo", 128))
+
+
+def compute_features(model: Stage1Model, wav: np.ndarray, fps: float, n_frames: int) -> dict:
+    """Runs the frozen stage 1 on a waveform.
+
+    Args:
+      model: a trained stage 1.
+      wav: (S,) float32 16 kHz.
+      fps: video frame rate of the frames to produce.
+      n_frames: N.
+    Returns:
+      {"f_exp": (N, 64), "f_tone": (N, 64), "f_emo": (N, 128)} float32 numpy arrays.
+    """
+    cfg = model.cfg
+    mel = jnp.asarray(np.transpose(features.mel_chunks(wav, fps, n_frames), (0, 2, 1)))
+    refs = jnp.asarray(model.refs, jnp.float32) / 255.0
+    p = prior.prior_features(model.models, model.params, refs, mel, cfg.stylenet.seq_len)
+    stream = {k: jnp.asarray(v) for k, v in emotion_inputs.emotion_stream(wav, cfg.emotion).items()}
+    centres = emotion_inputs.frame_centres(n_frames, fps)
+    e = emo.emotion_features(model.models["emotion"], model.params["emotion"], stream, centres,
+                             cfg.emotion)  # fmt: skip
+    out = {"f_exp": p["f_exp"], "f_tone": p["f_tone"], "f_emo": e["f_emo"]}
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def stage1_features(source, stage1, *, fps: float | None = None, n_frames: int | None = None,
+                    emotion: str | None = None, cache: bool = True) -> dict:  # fmt: skip
+    """f_exp, f_tone, f_emo-attn per video frame of a subject or of novel audio.
+
+    Args:
+      source: a `data.Subject`, or a waveform ((S,) 16 kHz array or audio file path).
+      stage1: a `Stage1Model` or the workdir it was trained in.
+      fps: frame rate (a subject's own by default; 25 for bare audio).
+      n_frames: N (a subject's length; round(S·fps/16000) for bare audio).
+      emotion: None/"audio" keeps the audio's f_emo-attn; else a `control` spec ("happy:0.8").
+      cache: for a subject, read/write `stage1_features.npy` in its directory.
+    Returns:
+      {"f_exp": (N, 64), "f_tone": (N, 64), "f_emo": (N, 128)} float32.
+    """
+    ckpt = None
+    if not isinstance(stage1, Stage1Model):
+        ckpt = os.path.abspath(stage1)
+        stage1 = load_stage1(stage1)
+    is_subject = hasattr(source, "wav") and hasattr(source, "path")
+    wav = source.wav() if is_subject else features.load_audio(source)
+    fps = float(fps or (source.fps if is_subject else 25.0))
+    n = int(n_frames or (len(source) if is_subject else features.num_frames(wav, fps)))
+
+    def compute() -> np.ndarray:
+        f = compute_features(stage1, wav, fps, n)
+        return np.concatenate([f[k] for k, _ in WIDTHS], axis=1)
+
+    if is_subject and cache and ckpt is not None:
+        params = {"checkpoint": ckpt, "stamp": _stamp(ckpt), "fps": fps, "n": n}
+        flat = cached_array(source.path, CACHE_NAME, params, compute,
+                            source=os.path.join(source.path, "aud.wav"))  # fmt: skip
+    else:
+        flat = compute()
+    out, a = {}, 0
+    for k, w in WIDTHS:
+        out[k] = np.asarray(flat[:, a : a + w], np.float32)
+        a += w
+    out["f_emo"] = control.apply_spec(out["f_emo"], stage1.class_means, emotion)
+    return out
+
+
+def _stamp(ckpt: str) -> int:
+    """Newest modification time under the checkpoint folder (a retrained stage 1 changes it)."""
+    root = os.path.join(ckpt, CKPT_DIR) if os.path.isdir(os.path.join(ckpt, CKPT_DIR)) else ckpt
+    return max(
+        (os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(root) for f in fs),
+        default=0,
+    )

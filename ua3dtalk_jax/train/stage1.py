@@ -1,0 +1,239 @@
+"""Stage 1 driver: trains Prior Extraction (§2.1) and Emotion Distillation (§2.2) on one subject.
+
+`train_stage1(data, cfg, workdir)` runs, in order (each module frozen once trained):
+  1. SyncNet (BCE on in-sync vs shifted windows)                      → AUC at a 5-frame shift
+  2. lip expert (L1 + frozen-SyncNet sync loss)                        → lip-wav images
+  3. 3D expression prior (regress f_gt-exp on real crops)              → f_exp on lip-wav images
+  4. StyleNet + FuseNet (Eq. 4, L_recon on f_gen-exp)                  → f_tone
+  5. emotion encoder: pre-training (CE on a corpus), fine-tuning (Eq. 5) → f_emo-attn, class means
+and writes one orbax checkpoint (train/checkpoint.py) under `workdir/stage1`: every parameter tree,
+the lip-wav reference crops (so novel audio needs no video), the f_gt-exp standardisation and the
+per-class mean f_emo-attn (for the emotion override). `load_stage1(workdir)` rebuilds it all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ua3dtalk_jax.models.emotion import control
+from ua3dtalk_jax.train import stage1_emotion as emo
+from ua3dtalk_jax.train import stage1_prior as prior
+from ua3dtalk_jax.train.checkpoint import Checkpointer
+from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices, to_float
+from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
+from ua3dtalk_jax.types import EMOTIONS
+
+CKPT_DIR = "stage1"
+AUC_SHIFT = 5  # frames; the issue's separation test
+
+
+@dataclasses.dataclass
+class Stage1Model:
+    """A trained stage 1: config, modules, parameters and the stored side arrays."""
+
+    cfg: ml_collections.ConfigDict
+    models: dict  # Prior Extraction modules + "emotion"
+    params: dict  # same keys
+    refs: np.ndarray  # (K, S, S, 3) uint8 reference crops
+    exp_mean: np.ndarray  # (E,)
+    exp_std: np.ndarray  # (E,)
+    class_means: np.ndarray  # (C, 128)
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _config(d: dict) -> ml_collections.ConfigDict:
+    cfg = ml_collections.ConfigDict(d)
+    for sub, key in (("syncnet", "face_specs"), ("syncnet", "audio_specs"),
+                     ("lip_expert", "audio_specs"), ("lip_expert", "channels"),
+                     ("expr_prior", "channels"), ("stylenet", "mlp"), ("emotion", "image_hw")):
+        cfg[sub][key] = _tuples(cfg[sub][key])  # fmt: skip
+    return cfg
+
+
+def train_prior(data: Stage1Data, cfg, key, log=None) -> tuple[dict, dict, dict]:
+    """Steps 1–4. Returns (models, params, metrics)."""
+    models = prior.build_models(cfg, data.exp_dim)
+    params = prior.init_params(models, cfg, jax.random.fold_in(key, 0), data.exp_dim)
+    arrays = {"crops": data.crops, "mel": data.mel, "exp": data.exp}
+    m = {}
+    t = cfg.data.sync_frames
+
+    step, tx = prior.make_syncnet_step(cfg, models["syncnet"], data.n_train)
+    st, h = run_steps(step, init_state(params["syncnet"], tx), arrays, jax.random.fold_in(key, 1),
+                      cfg.syncnet.steps, log, "syncnet")  # fmt: skip
+    params["syncnet"] = st.params
+    m["syncnet"] = _summary(h)
+    for split, (lo, hi) in {"train": (0, data.n_train), "val": (data.n_train, data.n)}.items():
+        if hi - lo > t + AUC_SHIFT:
+            m["syncnet"][f"auc_{split}"] = prior.sync_auc(
+                models["syncnet"], st.params, arrays, lo, hi, t, AUC_SHIFT)  # fmt: skip
+
+    step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
+    st, h = run_steps(step, init_state(params["lip_expert"], tx), dict(arrays, syncnet=st.params),
+                      jax.random.fold_in(key, 2), cfg.lip_expert.steps, log, "lip_expert")  # fmt: skip
+    params["lip_expert"] = st.params
+    m["lip_expert"] = _summary(h)
+
+    step, tx = prior.make_prior_step(cfg, models["expr_prior"], data.n_train)
+    st, h = run_steps(step, init_state(params["expr_prior"], tx), arrays,
+                      jax.random.fold_in(key, 3), cfg.expr_prior.steps, log, "expr_prior")  # fmt: skip
+    params["expr_prior"] = st.params
+    m["expr_prior"] = _summary(h)
+    if data.n > data.n_train:
+        pred, _ = models["expr_prior"].apply({"params": st.params},
+                                             to_float(data.crops[data.n_train:]))  # fmt: skip
+        m["expr_prior"]["val_loss"] = float(_recon(pred, data.exp[data.n_train:]))
+
+    refs = to_float(data.crops[reference_indices(data.n_train, cfg.data.n_refs)])
+    feats = prior.prior_features(models, params, refs, data.mel, cfg.stylenet.seq_len)
+    step, tx = prior.make_style_step(cfg, models["stylenet"], models["fuse"], data.n_train)
+    sp = {"stylenet": params["stylenet"], "fuse": params["fuse"]}
+    st, h = run_steps(step, init_state(sp, tx), dict(arrays, f_exp=feats["f_exp"]),
+                      jax.random.fold_in(key, 4), cfg.stylenet.steps, log, "stylenet_fuse")  # fmt: skip
+    params.update(st.params)
+    m["stylenet_fuse"] = _summary(h)
+    if data.n > data.n_train:
+        feats = prior.prior_features(models, params, refs, data.mel, cfg.stylenet.seq_len)
+        m["stylenet_fuse"]["val_loss"] = float(
+            _recon(feats["f_gen_exp"][data.n_train:], data.exp[data.n_train:]))  # fmt: skip
+    return models, params, m
+
+
+def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None):
+    """Step 5. `corpus` defaults to the subject's labelled train frames.
+
+    Returns:
+      (encoder module, params, class_means (C, 128), metrics).
+    """
+    e = cfg.emotion
+    n_classes = len(EMOTIONS)
+    pre_classes = corpus_classes or n_classes
+    if corpus is None:
+        corpus = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=False)
+    pre_model = emo.build_encoder(e, pre_classes, data.exp_dim)
+    params, imagenet = emo.init_encoder(pre_model, e, jax.random.fold_in(key, 0))
+    m = {"alexnet_imagenet": imagenet}
+    step, tx = emo.make_emotion_step(e, pre_model, finetune=False)
+    st, h = run_steps(step, init_state(params, tx), corpus, jax.random.fold_in(key, 1),
+                      e.pretrain_steps, log, "emotion_pretrain")  # fmt: skip
+    m["pretrain"] = _summary(h)
+    model = emo.build_encoder(e, n_classes, data.exp_dim)
+    val = np.arange(data.n_train, data.n)
+    if pre_classes == n_classes and len(val):
+        out = emo.emotion_features(model, st.params, data.stream, np.asarray(data.centres)[val], e)
+        m["pretrain"]["val_acc"] = emo.accuracy(out["logits"], np.asarray(data.emotion)[val])
+    fresh, _ = emo.init_encoder(model, e, jax.random.fold_in(key, 2))
+    params = emo.adapt_heads(st.params, fresh)
+    ft = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=True)
+    step, tx = emo.make_emotion_step(e, model, finetune=True)
+    st, h = run_steps(step, init_state(params, tx), ft, jax.random.fold_in(key, 3),
+                      e.finetune_steps, log, "emotion_finetune")  # fmt: skip
+    m["finetune"] = _summary(h)
+    out = emo.emotion_features(model, st.params, data.stream, np.asarray(data.centres), e)
+    if len(val):
+        m["finetune"]["val_acc"] = emo.accuracy(out["logits"][val], np.asarray(data.emotion)[val])
+        m["finetune"]["val_l2"] = float(_recon(out["exp"][val], data.exp[val]))
+    tr = np.arange(data.n_train)
+    means = control.class_means(np.asarray(out["f_emo"])[tr], np.asarray(data.emotion)[tr], n_classes)
+    return model, st.params, means, m
+
+
+def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_classes=None,
+                 log=None) -> tuple[Stage1Model, dict]:  # fmt: skip
+    """Trains every stage-1 module on `data` and saves the checkpoint under workdir/stage1.
+
+    Args:
+      data: the subject's `Stage1Data`.
+      cfg: `configs.stage1.stage1_config(...)`.
+      workdir: run directory.
+      corpus, corpus_classes: optional pre-training corpus (`stage1_emotion` docstring) and its
+        number of classes (default: the subject's labelled train frames, 8 classes).
+      log: optional callable taking progress lines.
+    Returns:
+      (the trained `Stage1Model`, metrics dict).
+    """
+    key = jax.random.PRNGKey(cfg.seed)
+    models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log)
+    enc, ep, means, m["emotion"] = train_emotion(
+        data, cfg, jax.random.fold_in(key, 20), corpus, corpus_classes, log)  # fmt: skip
+    models["emotion"], params["emotion"] = enc, ep
+    refs = np.asarray(data.crops)[reference_indices(data.n_train, cfg.data.n_refs)]
+    model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means)
+    save_stage1(model, workdir, m)
+    return model, m
+
+
+def save_stage1(model: Stage1Model, workdir: str, metrics: dict | None = None) -> str:
+    """Writes the checkpoint; returns its directory."""
+    path = os.path.join(os.path.abspath(workdir), CKPT_DIR)
+    tree = {"params": model.params, "refs": model.refs, "exp_mean": model.exp_mean,
+            "exp_std": model.exp_std, "class_means": model.class_means}  # fmt: skip
+    meta = {"config": model.cfg.to_dict(), "exp_dim": int(model.exp_mean.shape[0]),
+            "n_refs": len(model.refs), "metrics": jax.tree.map(float, metrics or {})}  # fmt: skip
+    ck = Checkpointer(path, max_to_keep=1)
+    ck.save(0, tree, meta)
+    ck.close()
+    return path
+
+
+def load_stage1(workdir: str) -> Stage1Model:
+    """Restores a `train_stage1` checkpoint from workdir (or its stage1/ folder)."""
+    path = os.path.abspath(workdir)
+    if os.path.isdir(os.path.join(path, CKPT_DIR)):
+        path = os.path.join(path, CKPT_DIR)
+    ck = Checkpointer(path, max_to_keep=1)
+    meta = ck._manager.restore(ck.latest_step(), args=_meta_args())["meta"]
+    cfg = _config(meta["config"])
+    e_dim = int(meta["exp_dim"])
+    models = prior.build_models(cfg, e_dim)
+    models["emotion"] = emo.build_encoder(cfg.emotion, len(EMOTIONS), e_dim)
+    shapes = jax.eval_shape(lambda k: _init_all(models, cfg, k, e_dim), jax.random.PRNGKey(0))
+    s = cfg.data.face_size
+    like = {"params": jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes),
+            "refs": np.zeros((int(meta["n_refs"]), s, s, 3), np.uint8),
+            "exp_mean": np.zeros(e_dim, np.float32), "exp_std": np.zeros(e_dim, np.float32),
+            "class_means": np.zeros((len(EMOTIONS), cfg.emotion.feature_dim), np.float32)}  # fmt: skip
+    tree, _ = ck.restore(like)
+    ck.close()
+    params = jax.tree.map(jnp.asarray, tree["params"])
+    return Stage1Model(cfg, models, params, np.asarray(tree["refs"]), np.asarray(tree["exp_mean"]),
+                       np.asarray(tree["exp_std"]), np.asarray(tree["class_means"]))  # fmt: skip
+
+
+def _meta_args():
+    import orbax.checkpoint as ocp
+
+    return ocp.args.Composite(meta=ocp.args.JsonRestore())
+
+
+def _init_all(models, cfg, key, e_dim):
+    p = prior.init_params({k: v for k, v in models.items() if k != "emotion"}, cfg, key, e_dim)
+    e = cfg.emotion
+    wt, sw = emo.emotion_inputs.window_frames(e), emo.emotion_inputs.window_samples(e)
+    h, w = e.image_hw
+    p["emotion"] = models["emotion"].init(key, jnp.zeros((1, h, w, 3)), jnp.zeros(
+        (1, -(-wt // e.mfcc_stride), e.n_mfcc)), jnp.zeros((1, sw)))["params"]  # fmt: skip
+    return p
+
+
+def _recon(pred, target) -> jax.Array:
+    return jnp.mean(jnp.sum((pred - target) ** 2, axis=-1))
+
+
+def _summary(h: dict) -> dict:
+    """First/last-10-step means of each metric plus timings."""
+    out = {"seconds": float(h["seconds"]), "compile_s": float(h["compile_s"])}
+    for k, v in h.items():
+        if isinstance(v, np.ndarray) and v.size:
+            out[f"{k}_first"] = float(np.mean(v[: min(10, len(v))]))
+            out[f"{k}_last"] = float(np.mean(v[-min(10, len(v)) :]))
+    return out

@@ -1,0 +1,135 @@
+"""Stage-1 training data: per-frame face crops, mel chunks, targets, and the emotion stream.
+
+Everything stage 1 needs from a subject fits in memory at the crop sizes used here (the cpu preset's
+48² crops of a 60 s, 25 fps clip are 10 MB), so `Stage1Data` holds device arrays and each training
+step samples its own batch from them with its RNG key (no host loop, no host↔device copies):
+
+    crops   (N, S, S, 3) uint8   square face crop around the 68 landmarks (Wav2Lip's face box),
+                                 box centre and side smoothed over `smooth_frames` frames
+    mel     (N, 80, 16) f32      Wav2Lip mel chunk starting at frame i (mel bins × mel frames)
+    exp     (N, E) f32           f_gt-exp standardised with the train-split mean/std (`exp_stats`)
+    emotion (N,) i32             EMOTIONS index, −1 unlabelled
+    n_train                      frames [0, n_train) are the train split (contiguous, ER-NeRF style)
+    stream, centres              `audio.emotion_inputs` whole-clip arrays and frame sample positions
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import jax.numpy as jnp
+import numpy as np
+
+from ua3dtalk_jax.audio import emotion_inputs, features
+
+STD_FLOOR = 1e-6  # standardisation of a constant coefficient
+
+
+@dataclasses.dataclass
+class Stage1Data:
+    crops: jnp.ndarray
+    mel: jnp.ndarray
+    exp: jnp.ndarray
+    emotion: jnp.ndarray
+    n_train: int
+    fps: float
+    wav: np.ndarray
+    stream: dict
+    centres: jnp.ndarray
+    exp_stats: tuple  # (mean (E,), std (E,)) numpy
+
+    @property
+    def n(self) -> int:
+        return int(self.crops.shape[0])
+
+    @property
+    def exp_dim(self) -> int:
+        return int(self.exp.shape[1])
+
+    @classmethod
+    def from_arrays(cls, crops, wav, fps, exp, emotion, n_train, emotion_cfg, mel=None):
+        """Builds the data from in-memory arrays (crops (N,S,S,3) uint8, wav (S,) 16 kHz)."""
+        n = len(crops)
+        if mel is None:
+            mel = features.mel_chunks(wav, fps, n)
+        exp = np.asarray(exp, np.float32)
+        mean = exp[:n_train].mean(0)
+        std = np.maximum(exp[:n_train].std(0), STD_FLOOR)
+        return cls(
+            crops=jnp.asarray(crops, jnp.uint8),
+            mel=jnp.asarray(np.transpose(mel, (0, 2, 1)), jnp.float32),
+            exp=jnp.asarray((exp - mean) / std),
+            emotion=jnp.asarray(emotion, jnp.int32),
+            n_train=int(n_train),
+            fps=float(fps),
+            wav=np.asarray(wav, np.float32),
+            stream={k: jnp.asarray(v) for k, v in emotion_inputs.emotion_stream(wav, emotion_cfg).items()},
+            centres=jnp.asarray(emotion_inputs.frame_centres(n, fps)),
+            exp_stats=(mean, std),
+        )
+
+    @classmethod
+    def from_subject(cls, subject, cfg):
+        """Reads a `data.Subject` (images, landmarks, f_gt-exp, labels, aud.wav) with the stage-1 cfg."""
+        n = len(subject)
+        train = np.asarray(subject.split("train"))
+        if not np.array_equal(train, np.arange(len(train))):
+            raise ValueError("stage 1 expects the train split to be the leading frames")
+        images, lms, exp, emo = [], [], [], []
+        for i in range(n):
+            fr = subject.frame(i, keys=("image", "landmarks", "exp", "emotion"))
+            images.append(fr["image"])
+            lms.append(fr["landmarks"])
+            exp.append(fr["exp"])
+            emo.append(fr["emotion"])
+        if np.asarray(exp).shape[1] == 0:
+            raise ValueError(f"{subject.path}: stage 1 needs f_gt-exp (expression coefficients)")
+        crops = face_crops(np.stack(images), np.stack(lms), cfg.data)
+        wav = subject.wav()
+        mel = features.mel_chunks(wav, subject.fps, n)
+        return cls.from_arrays(crops, wav, subject.fps, np.stack(exp), np.stack(emo), len(train),
+                               cfg.emotion, mel=mel)  # fmt: skip
+
+
+def face_boxes(landmarks: np.ndarray, scale: float, smooth: int, size: tuple) -> np.ndarray:
+    """Square boxes (N, 3) = (centre x, centre y, side) around each frame's 68 landmarks.
+
+    Frames without landmarks (all zeros) get the whole image's central square.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    h, w = size
+    lo, hi = lm.min(1), lm.max(1)  # (N, 2)
+    centre = (lo + hi) / 2.0
+    side = scale * np.max(hi - lo, axis=1)
+    missing = ~np.any(lm != 0, axis=(1, 2))
+    centre[missing] = (w / 2.0, h / 2.0)
+    side[missing] = min(h, w)
+    boxes = np.concatenate([centre, side[:, None]], axis=1)
+    if smooth > 1 and len(boxes) > 1:
+        k = np.ones(smooth) / smooth
+        pad = np.pad(boxes, ((smooth // 2, smooth - 1 - smooth // 2), (0, 0)), mode="edge")
+        boxes = np.stack([np.convolve(pad[:, j], k, mode="valid") for j in range(3)], axis=1)
+    return boxes
+
+
+def face_crops(images: np.ndarray, landmarks: np.ndarray, data_cfg) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames + (N, 68, 2) landmarks → (N, S, S, 3) uint8 face crops."""
+    s = data_cfg.face_size
+    boxes = face_boxes(landmarks, data_cfg.crop_scale, data_cfg.smooth_frames, images.shape[1:3])
+    out = np.empty((len(images), s, s, 3), np.uint8)
+    for i, (img, (cx, cy, side)) in enumerate(zip(images, boxes)):
+        a = s / side  # affine: crop pixel centre (u + 0.5) ↔ image point
+        m = np.array([[a, 0.0, s / 2.0 - a * cx], [0.0, a, s / 2.0 - a * cy]], np.float64)
+        interp = cv2.INTER_AREA if a < 1 else cv2.INTER_LINEAR
+        out[i] = cv2.warpAffine(img, m, (s, s), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def reference_indices(n_train: int, k: int) -> np.ndarray:
+    """k train frames spread evenly over the train split: the fixed lip-wav references."""
+    return np.unique(np.linspace(0, n_train - 1, k).round().astype(np.int32))
+
+
+def to_float(crops: jnp.ndarray) -> jnp.ndarray:
+    return crops.astype(jnp.float32) / 255.0

