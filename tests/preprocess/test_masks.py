@@ -1,0 +1,51 @@
+"""Landmark-polygon masks and person segmentation on the astronaut photo; the background plate."""
+
+import numpy as np
+from skimage import data
+
+from ua3dtalk_jax.preprocess import landmarks as lm
+from ua3dtalk_jax.preprocess import masks
+
+
+def test_region_masks_on_astronaut():
+    img = data.astronaut()
+    tracker, seg = lm.FaceTracker(static=True), masks.PersonSegmenter()
+    try:
+        pts = tracker(img)
+        m = masks.region_masks(img, pts, seg(img))
+    finally:
+        tracker.close()
+        seg.close()
+    names = ("face", "mouth", "teeth", "hair", "neck", "torso")
+    stack = np.stack([m[k] for k in names]).astype(int)
+    assert stack[[0, 1, 3, 4, 5]].sum(0).max() == 1  # regions are disjoint (teeth ⊂ mouth)
+    assert not (m["teeth"] & ~m["mouth"]).any() and m["teeth"].sum() > 20  # she smiles: teeth
+    nose = pts[4, :2].astype(int)
+    assert m["face"][nose[1], nose[0]]
+    assert m["hair"][40, 220] and not m["person"][20, 480]  # hair above the face; wall at the right
+    assert m["torso"][480, 250]  # the suit
+    assert m["eyes"][int(pts[159, 1]) + 1, int(pts[159, 0])]  # just under the upper lid
+    box = masks.eye_boxes(pts)
+    assert box.shape == (2, 4) and (box[:, 1] > box[:, 0]).all()
+
+
+def test_background_plate_median_and_inpainting():
+    h = w = 40
+    bg = np.zeros((h, w, 3), np.uint8)
+    bg[:, :, 0] = np.arange(w)[None] * 5
+    plate = masks.BackgroundPlate((h, w), max_samples=10)
+    for t in range(10):
+        frame = bg.copy()
+        person = np.zeros((h, w), bool)
+        person[10:30, 2 + 3 * t : 12 + 3 * t] = True  # a walker crossing the frame
+        person[32:, 15:25] = True  # something never moving: never seen behind
+        frame[person] = 255
+        frame[0, 0] = 200 if t == 3 else frame[0, 0]  # a one-frame flicker the median removes
+        plate.add(frame, person)
+    out, seen = plate.plate()
+    ok = seen.copy()
+    ok[30:, :] = False  # near the never-seen block, inpainting
+    np.testing.assert_array_equal(out[ok], bg[ok])
+    assert not seen[36, 20] and seen[20, 20]
+    assert abs(int(out[36, 20, 0]) - int(bg[36, 20, 0])) < 30  # inpainted from the sides
+    assert out[36, 20, 1] < 30  # the never-seen white block is gone

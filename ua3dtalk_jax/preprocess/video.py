@@ -1,0 +1,200 @@
+"""Video input through imageio-ffmpeg's bundled ffmpeg binary: probe, decode, crop, audio.
+
+Decoding runs `ffmpeg -vf fps=F,crop=…,scale=S:S` and reads raw RGB from a pipe, so the frame-rate
+conversion (constant or variable input rate) is ffmpeg's `fps` filter: output frame k shows the
+input frame on screen at time k/F. Frames are never all held in memory. A contiguous range of
+output frames is selected with `trim` after the `fps` filter, so two readers of the same file give
+identical frames for the same indices (that is what lets `pipeline` split work between processes).
+
+Crop boxes are (x, y, w, h) in source pixels, square (the subject layout has one --size). The
+automatic crop follows EDTalk's fixed window for MEAD's moving camera: the union of the face boxes
+seen over the whole clip, enlarged to take in hair, neck and shoulders, one window for every frame.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import numpy as np
+
+AUDIO_RATE = 16000  # aud.wav
+# Face box → crop: the window's side is CROP_SCALE × the larger side of the union of face boxes,
+# and its centre sits CROP_SHIFT_DOWN × side below the box centre, so neck and shoulders show as in
+# the TalkingGaussian subjects (face about 40% of the frame width, chin near the middle).
+CROP_SCALE = 2.2
+CROP_SHIFT_DOWN = 0.12
+
+
+class VideoError(ValueError):
+    """A video that cannot be preprocessed (the message says why and which file)."""
+
+
+def ffmpeg_exe() -> str:
+    """Path of the bundled ffmpeg (there is no system ffmpeg)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def probe(path: str) -> dict:
+    """Reads stream information from `ffmpeg -i`.
+
+    Args:
+      path: the video file.
+
+    Returns:
+      dict with width, height (ints), fps (float, the container's frame rate), duration (s, or
+      None when unknown), has_audio (bool).
+
+    Raises:
+      VideoError: missing or unreadable file, or no video stream.
+    """
+    if not os.path.isfile(path):
+        raise VideoError(f"{path}: no such file")
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", path], capture_output=True, check=False
+    )
+    text = proc.stderr.decode(errors="replace")
+    if "Invalid data found" in text or "Input #0" not in text:
+        last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+        raise VideoError(f"{path}: unreadable ({last})")
+    video = re.search(r"Stream #\S+.*?: Video: (.*)", text)
+    if video is None:
+        raise VideoError(f"{path}: no video stream")
+    size = re.search(r", (\d{2,5})x(\d{2,5})[, \[]", video.group(1))
+    rate = re.search(r", ([\d.]+)(k?) fps", video.group(1)) or re.search(
+        r", ([\d.]+)(k?) tbr", video.group(1)
+    )
+    dur = re.search(r"Duration: (\d+):(\d+):([\d.]+)", text)
+    if size is None or rate is None:
+        raise VideoError(f"{path}: cannot read the video size or frame rate ({video.group(1)})")
+    fps = float(rate.group(1)) * (1000 if rate.group(2) else 1)
+    duration = None
+    if dur is not None:
+        h, m, s = dur.groups()
+        duration = int(h) * 3600 + int(m) * 60 + float(s)
+    return {
+        "width": int(size.group(1)),
+        "height": int(size.group(2)),
+        "fps": fps,
+        "duration": duration,
+        "has_audio": re.search(r"Stream #\S+.*?: Audio: ", text) is not None,
+    }
+
+
+def read_frames(
+    path: str,
+    *,
+    fps: float,
+    size: int | tuple[int, int],
+    crop: tuple[int, int, int, int] | None = None,
+    start: int = 0,
+    stop: int | None = None,
+):
+    """Yields frames resampled to `fps`, cropped and resized.
+
+    Args:
+      path: the video file.
+      fps: output frame rate.
+      size: output side S (square) or (H, W).
+      crop: (x, y, w, h) source window, or None for the whole frame.
+      start, stop: output frame range [start, stop) (stop None = to the end).
+
+    Yields:
+      (H, W, 3) uint8 RGB frames, in order.
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    filters = [f"fps={fps:.6f}"]
+    if start or stop is not None:
+        end = "" if stop is None else f":end_frame={int(stop)}"
+        filters.append(f"trim=start_frame={int(start)}{end},setpts=PTS-STARTPTS")
+    if crop is not None:
+        x, y, cw, ch = (int(v) for v in crop)
+        filters.append(f"crop={cw}:{ch}:{x}:{y}")
+    filters.append(f"scale={w}:{h}:flags=area")
+    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-threads", "1", "-i", path, "-an"]
+    cmd += ["-vf", ",".join(filters), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    nbytes = h * w * 3
+    try:
+        while True:
+            buf = proc.stdout.read(nbytes)
+            if len(buf) < nbytes:
+                break
+            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        rc = proc.wait()
+    if rc != 0:
+        raise VideoError(f"{path}: ffmpeg decoding failed ({err.strip()[-300:]})")
+
+
+def count_frames(path: str, *, fps: float) -> int:
+    """Number of frames `read_frames` yields at `fps` (decodes at 16×16; cheap)."""
+    return sum(1 for _ in read_frames(path, fps=fps, size=16))
+
+
+def extract_audio(path: str, out_wav: str, *, n_frames: int, fps: float) -> None:
+    """Writes the file's audio as 16 kHz mono PCM16, trimmed or zero-padded to n_frames / fps.
+
+    The exact length keeps audio and video aligned when clips are concatenated.
+
+    Raises:
+      VideoError: no audio stream or ffmpeg failure.
+    """
+    seconds = n_frames / fps
+    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", path, "-vn", "-ac", "1"]
+    cmd += ["-ar", str(AUDIO_RATE), "-af", f"apad,atrim=0:{seconds:.6f}", "-c:a", "pcm_s16le"]
+    proc = subprocess.run(cmd + [out_wav], capture_output=True, check=False)
+    if proc.returncode != 0 or not os.path.isfile(out_wav):
+        msg = proc.stderr.decode(errors="replace").strip()
+        if "does not contain any stream" in msg or "matches no streams" in msg or not msg:
+            raise VideoError(f"{path}: no audio track")
+        raise VideoError(f"{path}: audio extraction failed ({msg[-300:]})")
+
+
+def parse_crop(text: str) -> tuple[int, int, int, int] | None:
+    """'auto' → None; 'x,y,w,h' → a square box (w == h required)."""
+    if text.strip().lower() == "auto":
+        return None
+    parts = [round(float(v)) for v in text.split(",")]
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0:
+        raise ValueError(f"crop must be 'auto' or 'x,y,w,h' with w, h > 0, got {text!r}")
+    if parts[2] != parts[3]:
+        raise ValueError(f"crop window must be square (the layout has one --size), got {text!r}")
+    return tuple(parts)
+
+
+def check_crop(crop, width: int, height: int) -> tuple[int, int, int, int]:
+    """Validates a box against the source frame; returns it as ints (even sides for ffmpeg)."""
+    x, y, w, h = (int(v) for v in crop)
+    if x < 0 or y < 0 or x + w > width or y + h > height or w < 8 or h < 8:
+        raise ValueError(f"crop {crop} does not fit in the {width}x{height} frame")
+    return x, y, w, h
+
+
+def crop_from_face_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """One fixed square window from the face boxes seen over a clip (EDTalk-style).
+
+    Args:
+      boxes: (K, 4) face boxes (x0, y0, x1, y1) in source pixels, K ≥ 1.
+      width, height: source frame size.
+
+    Returns:
+      (x, y, side, side) inside the frame; the window shrinks when the frame is too small and
+      slides (never leaving the frame) when the face is near an edge.
+    """
+    boxes = np.asarray(boxes, np.float64)
+    x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+    x1, y1 = boxes[:, 2].max(), boxes[:, 3].max()
+    side = CROP_SCALE * max(x1 - x0, y1 - y0)
+    side = int(min(side, width, height)) // 2 * 2
+    cx = (x0 + x1) / 2
+    cy = (y0 + y1) / 2 + CROP_SHIFT_DOWN * side
+    x = int(np.clip(round(cx - side / 2), 0, width - side))
+    y = int(np.clip(round(cy - side / 2), 0, height - side))
+    return x, y, side, side
