@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ua3dtalk_jax.models import small_linalg
+
 # Cholesky jitter, relative to the mean diagonal: keeps float32 factorisations of near-singular
 # covariances (epistemic parts have rank ≤ T − 1 < D) well defined (condition number ≲ 1e5).
 JITTER_REL = 1e-5
@@ -120,13 +122,12 @@ def _jittered_cholesky(a: jax.Array) -> jax.Array:
     d = a.shape[-1]
     scale = jnp.trace(a, axis1=-2, axis2=-1)[..., None, None] / d
     eye = jnp.eye(d, dtype=a.dtype)
-    return jnp.linalg.cholesky(a + (JITTER_REL * jnp.abs(scale) + JITTER_ABS) * eye)
+    return small_linalg.cholesky(a + (JITTER_REL * jnp.abs(scale) + JITTER_ABS) * eye)
 
 
 def _cholesky_inverse(chol: jax.Array) -> jax.Array:
-    """(L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹ from the lower factor L, via one batched triangular solve."""
-    eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=chol.dtype), chol.shape)
-    inv_l = jax.lax.linalg.triangular_solve(chol, eye, left_side=True, lower=True)
+    """(L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹ from the lower factor L (batched forward substitution)."""
+    inv_l = small_linalg.lower_inverse(chol)
     return jnp.swapaxes(inv_l, -1, -2) @ inv_l
 
 
