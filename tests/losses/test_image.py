@@ -73,3 +73,9 @@ def test_lpips_zero_for_identical_and_monotone_in_noise(astronaut):
         vals.append(float(image.lpips(x, y)[0]))
     assert vals[0] == pytest.approx(0.0, abs=1e-6)
     assert all(a < b for a, b in zip(vals, vals[1:])), vals
+
+
+def test_lpips_rejects_images_too_small_for_alexnet():
+    x = jnp.zeros((1, 16, 16, 3))
+    with pytest.raises(ValueError, match="at least 32"):
+        image.lpips(x, x)

@@ -25,6 +25,9 @@ SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+# AlexNet's two stride-2 max-pools leave no feature map below 31 px (the mean over an empty map
+# is NaN): LPIPS inputs must be at least this large.
+LPIPS_MIN_SIZE = 32
 
 
 def l1(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -115,6 +118,8 @@ def lpips(pred: jax.Array, target: jax.Array, *, net: str = "alexnet") -> jax.Ar
     """
     if pred.ndim != 4 or pred.shape[-1] != 3 or pred.shape != target.shape:
         raise ValueError(f"lpips expects two (B, H, W, 3) images, got {pred.shape}, {target.shape}")
+    if min(pred.shape[1:3]) < LPIPS_MIN_SIZE:
+        raise ValueError(f"lpips needs images of at least {LPIPS_MIN_SIZE}² px, got {pred.shape[1:3]}")
     params = lpips_params(net)
     out = _lpips_module(net).apply(params, pred * 2.0 - 1.0, target * 2.0 - 1.0)
     return out.reshape(pred.shape[0])
