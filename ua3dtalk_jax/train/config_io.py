@@ -1,0 +1,43 @@
+"""The resolved run config in the workdir: `config.json` (written once, read by resume/inference).
+
+JSON turns tuples into lists; `load_config` turns them back where the code hashes or compares them
+(the stage-1 layer specs, via `train.stage1._config`), so a reloaded config equals the saved one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+CONFIG_NAME = "config.json"
+
+
+def save_config(cfg: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes workdir/config.json atomically; returns its path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_NAME)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """Reads workdir/config.json.
+
+    Raises:
+      FileNotFoundError: the workdir has no config (not a training workdir).
+    """
+    from ua3dtalk_jax.train.stage1 import _config  # noqa: PLC0415 - stage-1 tuple fields
+
+    path = os.path.join(workdir, CONFIG_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not found; is {workdir} a training workdir?")
+    with open(path) as f:
+        d = json.load(f)
+    cfg = ml_collections.ConfigDict(d)
+    cfg.stage1 = _config(d["stage1"])
+    return cfg

@@ -1,0 +1,252 @@
+"""Jitted stage-2 steps: face and mouth branches (Eq. 13) and the fuse step (Eq. 14).
+
+    L_D = L1 + λ·(1 − SSIM)  (+ regularisers)       face on its region, mouth inside the mouth
+    L_F = L1 + λ·(1 − SSIM) + γ·patch-LPIPS          the fused frame against the whole image
+
+Targets as the authors build them (reference §4):
+  face   GT = gt·head + green·(1 − head), the mouth interior and teeth set to green (the mouth branch
+         owns them; that mask eroded by 2 px late in training); on "hair iterations" the hair pixels
+         are green in render and GT alike. Regularisers after the warm-up: 1e-5·mean|δ|, 1e-3 alpha
+         mask on the head, 1e-4 eye attention inside the lips rectangle, and on non-hair iterations
+         1e-4 audio and eye attention over the hair. Late: 0.01·LPIPS on the lips crop and
+         0.2·patch LPIPS with the lips blanked.
+  mouth  GT = gt·mouth + green elsewhere; rendered pixels in (lips rect XOR mouth) forced to green;
+         1e-3 alpha mask on the lips rectangle; late: 0.5·patch LPIPS.
+Static variants (one compilation each): `Variant(deform, mode)`; per-iteration switches that
+change no shapes (hair, erode, late) are traced scalars, the late LPIPS under `lax.cond`. Each step runs inside `parallel.data_parallel`:
+gradients, metrics and densification statistics are reduced over the device axis, a non-finite
+loss or gradient leaves the state unchanged (metrics["finite"] = 0).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ua3dtalk_jax.gaussians import accumulate_grad_stats
+from ua3dtalk_jax.gaussians.compose import GREEN
+from ua3dtalk_jax.gaussians.params import trainable
+from ua3dtalk_jax.losses import image as L
+from ua3dtalk_jax.losses import regularizers as R
+from ua3dtalk_jax.train import parallel
+from ua3dtalk_jax.train.stage2_render import render_branch, render_fused, to_float
+
+
+class Variant(NamedTuple):
+    deform: bool  # MotionNetwork on (after the static warm-up)
+    mode: str  # "train" (one random member per view) or "eval" (full ensemble)
+
+
+def _late(on, fn) -> jax.Array:
+    """fn() when the traced flag `on` is set, else 0 (one program, no recompilation)."""
+    return jax.lax.cond(on, fn, lambda: jnp.zeros((), jnp.float32))
+
+
+def _erode(mask: jax.Array, px: int) -> jax.Array:
+    m = mask.astype(jnp.float32)
+    for _ in range(px):
+        m = -jax.lax.reduce_window(-m, -jnp.inf, jax.lax.max, (3, 3), (1, 1), "SAME")
+    return m > 0.5
+
+
+def _green(shape_hw) -> jax.Array:
+    return jnp.broadcast_to(jnp.asarray(GREEN, jnp.float32), tuple(shape_hw) + (3,))
+
+
+def face_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng) -> tuple[jax.Array, dict]:
+    """Loss of one face-branch render `r` (see module docstring)."""
+    b, lam = cfg.train.face, cfg.train.lambda_ssim
+    gt = to_float(frame["image"])
+    green = _green(gt.shape[:2])
+    mouth = frame["mouth_mask"] | frame["teeth_mask"]
+    mouth = jnp.where(flags["erode"], _erode(mouth, 2), mouth)
+    head = frame["head_mask"] & ~mouth
+    target = jnp.where(head[..., None], gt, green)
+    pred = r["rgb"]
+    hair = flags["hair"] & frame["hair_mask"]
+    target = jnp.where(hair[..., None], green, target)
+    pred = jnp.where(hair[..., None], green, pred)
+    l1, ds = L.l1(pred, target), L.d_ssim(pred, target)
+    loss = l1 + lam * ds
+    m = {"l1": l1, "psnr": L.psnr(pred, target)}
+    if v.deform:
+        d = r["deform"]
+        active = None
+        loss += b.reg_deform * R.deformation_l1(d.d_xyz, d.d_rot, d.d_scale, active)
+        loss += b.reg_alpha * R.alpha_mask(r["alpha"], frame["head_mask"])
+        if b.reg_attention > 0:
+            h, w = gt.shape[:2]
+            lips = R.rect_mask(frame["lips_rect"], h, w)
+            att = r["att"]
+            loss += b.reg_attention * R.masked_map_mean(att[..., 1], lips)
+            on_hair = (~flags["hair"]).astype(jnp.float32)
+            hair_att = R.masked_map_mean(att[..., 0], frame["hair_mask"])
+            hair_att += R.masked_map_mean(att[..., 1], frame["hair_mask"])
+            loss += b.reg_attention * on_hair * hair_att
+    def late():
+        h, w = gt.shape[:2]
+        lips = R.rect_mask(frame["lips_rect"], h, w)[..., None]
+        crop = L.crop_lpips(pred, target, frame["lips_rect"], size=cfg.train.lips_crop)
+        patch = L.patch_lpips(jnp.where(lips, 0.0, pred), jnp.where(lips, 0.0, target),
+                              patch=cfg.train.patch_size_face, rng=rng)  # fmt: skip
+        return b.lpips_lips * crop + b.lpips_patch * patch
+
+    if v.deform and (b.lpips_lips > 0 or b.lpips_patch > 0):
+        loss += _late(flags["late"], late)
+    return loss, m
+
+
+def mouth_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng) -> tuple[jax.Array, dict]:
+    """Loss of one mouth-branch render `r` (see module docstring)."""
+    b, lam = cfg.train.mouth, cfg.train.lambda_ssim
+    gt = to_float(frame["image"])
+    h, w = gt.shape[:2]
+    green = _green((h, w))
+    mouth = frame["mouth_mask"] | frame["teeth_mask"]
+    lips = R.rect_mask(frame["lips_rect"], h, w)
+    target = jnp.where(mouth[..., None], gt, green)
+    pred = jnp.where((lips ^ mouth)[..., None], green, r["rgb"])
+    l1, ds = L.l1(pred, target), L.d_ssim(pred, target)
+    loss = l1 + lam * ds
+    if v.deform:
+        loss += b.reg_alpha * R.alpha_mask(r["alpha"], lips)
+    if v.deform and b.lpips_patch > 0:
+        loss += _late(flags["late"], lambda: b.lpips_patch * L.patch_lpips(
+            pred, target, patch=cfg.train.patch_size_mouth, rng=rng))  # fmt: skip
+    return loss, {"l1": l1, "psnr": L.psnr(pred, target)}
+
+
+def fuse_loss(cfg, fused: dict, frame: dict, late, rng) -> tuple[jax.Array, dict]:
+    """Eq. 14 on the whole frame (`late`: traced flag of the patch-LPIPS term)."""
+    gt = to_float(frame["image"])
+    pred = fused["rgb"]
+    l1, ds = L.l1(pred, gt), L.d_ssim(pred, gt)
+    loss = l1 + cfg.train.lambda_ssim * ds
+    if cfg.train.gamma_lpips > 0:
+        loss += _late(late, lambda: cfg.train.gamma_lpips * L.patch_lpips(
+            pred, gt, patch=cfg.train.patch_size_mouth, rng=rng))  # fmt: skip
+    return loss, {"l1": l1, "psnr": L.psnr(pred, gt)}
+
+
+def _finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves))
+
+
+def _select(ok, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def make_branch_step(cfg, part: str, net, g_tx, n_tx, v: Variant, *, width: int, height: int,
+                     mesh):  # fmt: skip
+    """The jitted step of one branch and variant.
+
+    Returns:
+      step(state, batch, flags) → (state, metrics); batch: dict of (B, …) arrays sharded over the
+      mesh's data axis; flags: {"hair", "erode", "late"} bool scalars.
+    """
+    loss_of = face_loss if part == "face" else mouth_loss
+    attention = part == "face" and v.deform and cfg.train.face.reg_attention > 0
+    backend = cfg.backend
+
+    def local(state, batch, flags):
+        key = jax.random.fold_in(state.key, state.step)
+        nb = batch["image"].shape[0]
+        dev = jax.lax.axis_index(parallel.AXIS)
+        keys = jax.random.split(jax.random.fold_in(key, dev), nb)
+        n = state.gaussians.capacity
+
+        def total(g_params, n_params, offsets):
+            gs = state.gaussians.replace(**g_params)
+
+            def one(frame, offset, k):
+                k_m, k_l = jax.random.split(k)
+                r = render_branch(net, n_params, gs, frame, width=width, height=height,
+                                  use_deform=v.deform, mode=v.mode, rng=k_m, offset=offset,
+                                  backend=backend, attention=attention)  # fmt: skip
+                loss, m = loss_of(cfg, r, frame, flags, v, k_l)
+                return loss, (m, r["radii"])
+
+            losses, (m, radii) = jax.vmap(one)(batch, offsets, keys)
+            return jnp.mean(losses), (jax.tree.map(jnp.mean, m), radii)
+
+        offsets = jnp.zeros((nb, n, 2), jnp.float32)
+        g_params = trainable(state.gaussians)
+        (loss, (m, radii)), grads = jax.value_and_grad(total, argnums=(0, 1, 2), has_aux=True)(
+            g_params, state.net, offsets)  # fmt: skip
+        g_grad, n_grad, off_grad = grads
+        # The mean over devices of per-device means = the mean over the global batch; the
+        # per-frame screen gradients (of the local mean) are rescaled to single-frame units.
+        g_grad, n_grad, loss, m = jax.lax.pmean((g_grad, n_grad, loss, m), parallel.AXIS)
+        stats = state.stats
+        for i in range(nb):
+            stats = accumulate_grad_stats(stats, off_grad[i] * nb, radii[i],
+                                          width=width, height=height)  # fmt: skip
+        delta = jax.tree.map(lambda a, b: a - b, stats, state.stats)
+        delta = jax.lax.psum(delta, parallel.AXIS)
+        stats = state.stats.replace(
+            grad_accum=state.stats.grad_accum + delta.grad_accum,
+            count=state.stats.count + delta.count,
+            max_radii=jax.lax.pmax(stats.max_radii, parallel.AXIS),
+        )
+        ok = jnp.isfinite(loss) & _finite((g_grad, n_grad))
+        g_up, g_opt = g_tx.update(g_grad, state.g_opt, g_params)
+        n_up, n_opt = n_tx.update(n_grad, state.n_opt, state.net)
+        new_g = jax.tree.map(lambda p, u: p + u, g_params, g_up)
+        new = state.replace(
+            gaussians=state.gaussians.replace(**new_g),
+            net=jax.tree.map(lambda p, u: p + u, state.net, n_up) if v.deform else state.net,
+            g_opt=g_opt,
+            n_opt=n_opt if v.deform else state.n_opt,
+            stats=stats,
+        )
+        new = _select(ok, new, state).replace(step=state.step + 1)
+        return new, dict(m, loss=loss, finite=ok.astype(jnp.float32))
+
+    return jax.jit(parallel.data_parallel(local, mesh, batch_argnums=(1,)))
+
+
+def make_fuse_step(cfg, nets, txs, *, width: int, height: int, mesh):
+    """The jitted fuse step: colours of both branches and the face opacity (frozen networks).
+
+    Args:
+      nets: {"face": MotionNetwork, "mouth": MotionNetwork}; txs: their fuse Gaussian optimisers.
+    Returns:
+      step(states, batch, late) → (states, metrics) with states = {"face": BranchState, ...};
+      late: bool scalar, the patch-LPIPS term on.
+    """
+    backend = cfg.backend
+
+    def local(states, batch, late):
+        st = states["face"]
+        key = jax.random.fold_in(jax.random.fold_in(st.key, st.step), 7)
+        nb = batch["image"].shape[0]
+        keys = jax.random.split(jax.random.fold_in(key, jax.lax.axis_index(parallel.AXIS)), nb)
+        params = {p: trainable(states[p].gaussians) for p in ("face", "mouth")}
+
+        def total(params):
+            branch = {p: (nets[p], states[p].net, states[p].gaussians.replace(**params[p]))
+                      for p in ("face", "mouth")}  # fmt: skip
+
+            def one(frame, k):
+                fused = render_fused(branch["face"], branch["mouth"], frame, width=width,
+                                     height=height, backend=backend)  # fmt: skip
+                return fuse_loss(cfg, fused, frame, late, k)
+
+            losses, m = jax.vmap(one)(batch, keys)
+            return jnp.mean(losses), jax.tree.map(jnp.mean, m)
+
+        (loss, m), grads = jax.value_and_grad(total, has_aux=True)(params)
+        grads, loss, m = jax.lax.pmean((grads, loss, m), parallel.AXIS)
+        ok = jnp.isfinite(loss) & _finite(grads)
+        new = {}
+        for p in ("face", "mouth"):
+            up, opt = txs[p].update(grads[p], states[p].g_opt, params[p])
+            g = states[p].gaussians.replace(**jax.tree.map(lambda a, u: a + u, params[p], up))
+            cand = states[p].replace(gaussians=g, g_opt=opt)
+            new[p] = _select(ok, cand, states[p]).replace(step=states[p].step + 1)
+        return new, dict(m, loss=loss, finite=ok.astype(jnp.float32))
+
+    return jax.jit(parallel.data_parallel(local, mesh, batch_argnums=(1,)))
