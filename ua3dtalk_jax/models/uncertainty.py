@@ -116,19 +116,13 @@ def ensemble_moments(
     return mean, epistemic + aleatoric, epistemic, aleatoric
 
 
-def _jittered_cholesky(a: jax.Array) -> jax.Array:
-    """Lower Cholesky factor of the symmetrised (..., D, D) `a` plus a relative jitter."""
+def _jittered(a: jax.Array) -> jax.Array:
+    """The symmetrised (..., D, D) `a` plus a relative jitter on the diagonal (its scale is held
+    constant under differentiation: it only keeps the factorisation finite)."""
     a = 0.5 * (a + jnp.swapaxes(a, -1, -2))
     d = a.shape[-1]
-    scale = jnp.trace(a, axis1=-2, axis2=-1)[..., None, None] / d
-    eye = jnp.eye(d, dtype=a.dtype)
-    return small_linalg.cholesky(a + (JITTER_REL * jnp.abs(scale) + JITTER_ABS) * eye)
-
-
-def _cholesky_inverse(chol: jax.Array) -> jax.Array:
-    """(L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹ from the lower factor L (batched forward substitution)."""
-    inv_l = small_linalg.lower_inverse(chol)
-    return jnp.swapaxes(inv_l, -1, -2) @ inv_l
+    scale = jax.lax.stop_gradient(jnp.trace(a, axis1=-2, axis2=-1)[..., None, None] / d)
+    return a + (JITTER_REL * jnp.abs(scale) + JITTER_ABS) * jnp.eye(d, dtype=a.dtype)
 
 
 def gaussian_fusion_weighted(
@@ -144,10 +138,9 @@ def gaussian_fusion_weighted(
     """
     if covs.shape != means.shape + means.shape[-1:]:
         raise ValueError(f"covs {covs.shape} must be means {means.shape} + (D,)")
-    precisions = _cholesky_inverse(_jittered_cholesky(covs))  # (V, ..., D, D)
+    precisions = small_linalg.spd_inverse(_jittered(covs))  # (V, ..., D, D)
     info = jnp.sum(jnp.einsum("v...ij,v...j->v...i", precisions, means), axis=0)
-    chol_total = _jittered_cholesky(jnp.sum(precisions, axis=0))
-    cov = _cholesky_inverse(chol_total)
+    cov = small_linalg.spd_inverse(_jittered(jnp.sum(precisions, axis=0)))
     mean = (cov @ info[..., None])[..., 0]
     traces = jnp.trace(precisions, axis1=-2, axis2=-1)
     return mean, 0.5 * (cov + jnp.swapaxes(cov, -1, -2)), traces / jnp.sum(traces, axis=0)

@@ -65,10 +65,10 @@ def make_validator(cfg, subject, features, workdir, writer=None):
         if phase == "fuse":
             heads = {p: (net[p], state[p].net, state[p].gaussians) for p in ("face", "mouth")}
             pred = render_fused(heads["face"], heads["mouth"], f, width=w, height=h,
-                                backend=cfg.backend)["rgb"]  # fmt: skip
+                                backend=cfg.backend, use_deform=cfg.train.deform)["rgb"]  # fmt: skip
         else:
             pred = render_branch(net, state.net, state.gaussians, f, width=w, height=h,
-                                 use_deform=it > cfg.train[phase].warmup,
+                                 use_deform=cfg.train.deform and it > cfg.train[phase].warmup,
                                  backend=cfg.backend)["rgb"]  # fmt: skip
         gt = np.asarray(to_float(f["image"]))
         pred = np.asarray(pred)
@@ -110,7 +110,8 @@ def run_stage2(cfg, subject, workdir: str, *, log=print, writer=None, on_frame=N
     save_stage2(cfg, workdir, states, extent)
     t = time.time()
     heads = {p: (branches[p][1], states[p].net, states[p].gaussians) for p in ("face", "mouth")}
-    metrics = evaluate_heldout(cfg, subject, features, heads, on_frame=on_frame)
+    metrics = evaluate_heldout(cfg, subject, features, heads, on_frame=on_frame,
+                               use_deform=cfg.train.deform)  # fmt: skip
     times["eval"] = time.time() - t
     summary = {"heldout": metrics, "seconds": times, "extent": extent,
                "gaussians": {p: int(np.sum(states[p].gaussians.active)) for p in states}}  # fmt: skip

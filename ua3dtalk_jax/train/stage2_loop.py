@@ -10,7 +10,8 @@ Schedule of a branch of `iterations` steps (reference §2–§4, scaled by the p
 The fuse step trains colours and the face opacity for `fuse.iterations` steps.
 
 Checkpoints (orbax, atomic, keep-last-k) go to workdir/stage2/<phase>, the logged metrics to
-workdir/stage2/<phase>_metrics.jsonl (one JSON object per `log_every` iterations); the frames of an iteration
+workdir/stage2/<phase>_metrics.jsonl (one JSON object per `log_every` iterations: the means
+over those iterations); the frames of an iteration
 are a function of the iteration (stage2_data), so a killed run restarted with the same command ends
 with the same parameters. A non-finite loss or gradient skips the update (the step leaves the
 state unchanged); `max_bad_steps` in a row roll back to the newest checkpoint.
@@ -57,6 +58,7 @@ class Phase:
         self.bar = None
         self.warned_capacity = False
         self.rollbacks = 0
+        self.window = []
         self.history = os.path.join(workdir, "stage2", f"{name}_metrics.jsonl")
 
     def restore(self, state):
@@ -97,8 +99,11 @@ class Phase:
                 self.log(f"[{self.name}] {self.cfg.train.max_bad_steps} bad steps: rolling back")
                 return self.restore(state)
         self.bar.update(1)
+        self.window.append({k: float(v) for k, v in metrics.items()})
         if (it + 1) % self.cfg.train.log_every == 0 or it + 1 == self.total:
-            m = {k: float(v) for k, v in metrics.items()}
+            # means over the steps since the last log line (single frames are noisy)
+            m = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
+            self.window = []
             rate = (it + 1 - self.i0) / max(time.time() - self.t0, 1e-9)
             self.bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
                                  its=f"{rate:.1f}")  # fmt: skip
@@ -116,8 +121,9 @@ class Phase:
         self.ckpt.close()
 
 
-def variant(b, it: int) -> Variant:
-    return Variant(deform=it >= b.warmup, mode="eval" if it >= b.ensemble_from else "train")
+def variant(cfg, b, it: int) -> Variant:
+    return Variant(deform=bool(cfg.train.deform) and it >= b.warmup,
+                   mode="eval" if it >= b.ensemble_from else "train")  # fmt: skip
 
 
 def flags(b, part: str, it: int) -> dict:
@@ -159,7 +165,7 @@ def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=
     it = start
     try:
         while it < b.iterations:
-            v = variant(b, it)
+            v = variant(cfg, b, it)
             if v not in steps:
                 steps[v] = make_branch_step(cfg, part, net, g_tx, n_tx, v, width=w, height=h,
                                             mesh=mesh)  # fmt: skip

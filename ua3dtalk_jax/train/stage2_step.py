@@ -227,6 +227,11 @@ def make_fuse_step(cfg, nets, txs, *, width: int, height: int, mesh):
         params = {p: trainable(states[p].gaussians) for p in ("face", "mouth")}
 
         def total(params):
+            # Only the colours and the face opacity train: the frozen fields are cut from the
+            # graph, so no gradient flows back through the deformation networks.
+            live = {"face": ("sh", "opacity_logits"), "mouth": ("sh",)}
+            params = {p: {k: v if k in live[p] else jax.lax.stop_gradient(v)
+                          for k, v in params[p].items()} for p in params}  # fmt: skip
             branch = {p: (nets[p], states[p].net, states[p].gaussians.replace(**params[p]))
                       for p in ("face", "mouth")}  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Fixtures for the stage-2 model/Gaussian tests."""
+"""Fixtures shared by the test modules."""
 
 import jax
 import pytest
