@@ -27,14 +27,8 @@ RESUME_TOL = 1e-5  # float32 round-off; the CPU kernel and the frame order are d
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stage2")
-    run.enable_compile_cache(str(root / "xla_cache"))
-    subject = generate_preset(str(root / "subject"), "tiny", seed=0)
-    cfg = get_config("tiny")
-    workdir = str(root / "work")
-    out = run.train(cfg, subject, workdir, "all")
-    return {"cfg": cfg, "subject": subject, "workdir": workdir, "out": out, "root": root}
+def trained(tiny_trained):
+    return tiny_trained
 
 
 def _history(workdir, phase):
