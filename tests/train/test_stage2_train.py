@@ -23,6 +23,7 @@ from ua3dtalk_jax.train.stage2 import Stage1Missing, load_stage2, run_stage2, st
 from ua3dtalk_jax.train.stage2_loop import train_branch
 from ua3dtalk_jax.train.stage2_state import init_branch, scene_extent
 
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"  # jax.monitoring: one per jit trace
 RESUME_TOL = 1e-5  # float32 round-off; the CPU kernel and the frame order are deterministic
 
 
@@ -74,8 +75,22 @@ def test_resumed_branch_ends_where_an_uninterrupted_one_does(trained, tmp_path):
     shutil.copytree(os.path.join(src, "20"), os.path.join(resumed, "stage2", "face", "20"))
     features = stage1_arrays(subject, workdir)
     extent = scene_extent(np.stack([subject.viewmat(int(i)) for i in subject.split("train")]))
-    state, _ = train_branch(cfg, "face", subject, features, resumed, extent=extent,
-                            mesh=parallel.global_mesh())  # fmt: skip
+    traces = []
+
+    def listen(event, seconds, **kw):
+        if event == TRACE_EVENT and kw.get("fun_name") == "branch_step":
+            traces.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        state, _ = train_branch(cfg, "face", subject, features, resumed, extent=extent,
+                                mesh=parallel.global_mesh())  # fmt: skip
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    # Iterations 20-30 are all full-ensemble steps (ensemble_from < 20): one variant, traced once,
+    # however many iterations, densifications and checkpoints follow (no recompilation).
+    assert cfg.train.face.ensemble_from < 20
+    assert len(traces) == 1, traces
     like = init_branch(cfg, "face", jax.random.PRNGKey(0), extent)[0]
     full, meta = Checkpointer(src).restore(like, 30)
     assert meta["iteration"] == 30

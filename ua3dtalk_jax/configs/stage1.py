@@ -69,8 +69,8 @@ def _sizes(preset: str) -> dict:
         return {"face": 48, "sync": (16, 32, 64, 96, 128), "gen": (16, 32, 64, 96),
                     "prior": (16, 32, 64, 96), "lstm": 96, "lstm_layers": 1, "mlp": (128, 96),
                     "fuse": 96, "window_s": 1.0, "image": (64, 64), "alex_pool": 1, "mfcc_stride": 2,
-                    "emo_lstm": 48, "emo_layers": 1, "wav_ch": 48, "wav_dim": 64, "steps": 300, "batch": 24,
-                    "emo_steps": 300, "ft_steps": 150, "seq": 16, "refs": 25}  # fmt: skip
+                    "emo_lstm": 48, "emo_layers": 1, "wav_ch": 48, "wav_dim": 64, "steps": 150, "batch": 24,
+                    "emo_steps": 200, "ft_steps": 100, "seq": 16, "refs": 25}  # fmt: skip
     if preset == "tiny":
         return {"face": 32, "sync": (8, 16, 16, 32, 32), "gen": (8, 16, 32),
                     "prior": (8, 16, 32), "lstm": 32, "lstm_layers": 1, "mlp": (64, 48),

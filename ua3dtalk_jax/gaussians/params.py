@@ -128,11 +128,14 @@ def init_gaussians(
     box: float = 0.1,
     sh_degree: int = 2,
     init_opacity: float = 0.1,
+    colors: jax.Array | None = None,
+    max_scale: float | None = None,
 ) -> GaussianState:
     """Gaussians at `points`, or at `num_points` uniform random points in [−box, box]³.
 
-    As the authors: grey colour (0.5 + U(0, 1)/255) in the SH DC, higher bands 0; opacity
-    `init_opacity`; identity rotation; raw scale log(sqrt(mean sq. distance to 3 neighbours)).
+    As the authors: grey colour (0.5 + U(0, 1)/255) in the SH DC unless `colors` are given, higher
+    bands 0; opacity `init_opacity`; identity rotation; raw scale log(sqrt(mean sq. distance to 3
+    neighbours)).
 
     Args:
       key: PRNG key (random points and colour noise).
@@ -140,6 +143,9 @@ def init_gaussians(
       points: optional (M, 3) initial centres (e.g. tracked face points).
       num_points: M when `points` is None (face 2000, mouth 10,000 in the paper).
       box, sh_degree, init_opacity: see above.
+      colors: optional (M, 3) RGB in [0, 1] of the initial points (with `points`).
+      max_scale: optional upper bound of the initial scales (an isolated point would otherwise
+        start as one huge blob).
     Returns:
       a `GaussianState` with the first M slots active.
     Raises:
@@ -158,7 +164,13 @@ def init_gaussians(
         raise ValueError(f"need more than {KNN_NEIGHBOURS} initial points, got {m}")
     state = empty_gaussians(capacity, sh_degree)
     rgb = 0.5 + jax.random.uniform(k_col, (m, 3)) / 255.0
+    if colors is not None:
+        if colors.shape != (m, 3):
+            raise ValueError(f"colors has shape {colors.shape}, expected ({m}, 3) like points")
+        rgb = jnp.asarray(colors, jnp.float32)
     log_scale = 0.5 * jnp.log(knn_mean_sq_dist(points))
+    if max_scale is not None:
+        log_scale = jnp.minimum(log_scale, math.log(max_scale))
     return state.replace(
         means=state.means.at[:m].set(points),
         scales_raw=state.scales_raw.at[:m].set(jnp.repeat(log_scale[:, None], 3, axis=1)),

@@ -14,6 +14,8 @@ devices, and each process feeds its own frames (`process_slice`).
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable, Sequence
 
 import jax
@@ -86,6 +88,7 @@ def data_parallel(fn: Callable, mesh: Mesh, *, batch_argnums: Sequence[int]) -> 
     """
     batch_argnums = tuple(batch_argnums)
 
+    @functools.wraps(fn)  # keeps fn's name in compile logs and trace events
     def wrapped(*args):
         specs = tuple(
             PartitionSpec(AXIS) if i in batch_argnums else PartitionSpec()

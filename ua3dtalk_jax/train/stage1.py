@@ -94,7 +94,7 @@ def train_prior(data: Stage1Data, cfg, key, log=None) -> tuple[dict, dict, dict]
         m["expr_prior"]["val_loss"] = float(_recon(pred, data.exp[data.n_train:]))
 
     refs = to_float(data.crops[reference_indices(data.n_train, cfg.data.n_refs)])
-    feats = prior.prior_features(models, params, refs, data.mel, cfg.stylenet.seq_len)
+    feats = prior.expression_features(models, params, refs, data.mel)
     step, tx = prior.make_style_step(cfg, models["stylenet"], models["fuse"], data.n_train)
     sp = {"stylenet": params["stylenet"], "fuse": params["fuse"]}
     st, h = run_steps(step, init_state(sp, tx), dict(arrays, f_exp=feats["f_exp"]),
@@ -102,7 +102,7 @@ def train_prior(data: Stage1Data, cfg, key, log=None) -> tuple[dict, dict, dict]
     params.update(st.params)
     m["stylenet_fuse"] = _summary(h)
     if data.n > data.n_train:
-        feats = prior.prior_features(models, params, refs, data.mel, cfg.stylenet.seq_len)
+        feats = prior.tone_features(models, params, data.mel, feats["f_exp"], cfg.stylenet.seq_len)
         m["stylenet_fuse"]["val_loss"] = float(
             _recon(feats["f_gen_exp"][data.n_train:], data.exp[data.n_train:]))  # fmt: skip
     return models, params, m

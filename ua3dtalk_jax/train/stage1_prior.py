@@ -191,22 +191,45 @@ def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> ja
       (N, S, S, 3) float in [0, 1].
     """
     n, k = mel.shape[0], refs.shape[0]
-    gen = jax.jit(lambda x, m: lip.apply({"params": params}, x, m)[0])
+
+    @jax.jit
+    def gen(refs, mel, idx):  # the gathers stay inside the jitted program (eager ones are slow)
+        r = refs[idx % k]
+        return lip.apply({"params": params}, jnp.concatenate([mask_lower_half(r), r], -1),
+                         mel[idx])[0]  # fmt: skip
+
     out = []
     for a in range(0, n, GEN_CHUNK):
         idx = np.minimum(np.arange(a, a + GEN_CHUNK), n - 1)  # fixed shape → one compile
-        r = refs[idx % k]
-        out.append(gen(jnp.concatenate([mask_lower_half(r), r], -1), mel[idx]))
-    return jnp.concatenate(out)[:n]
+        out.append(np.asarray(gen(refs, mel, idx)))
+    return jnp.asarray(np.concatenate(out)[:n])
+
+
+def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array) -> dict:
+    """Lip-wav images (N, S, S, 3) and f_exp (N, 64) of an audio clip (no video needed)."""
+    lw = lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
+    enc = jax.jit(lambda x: models["expr_prior"].apply({"params": params["expr_prior"]}, x)[1])
+    lw_np, n = np.asarray(lw), len(lw)
+    chunks = []
+    for a in range(0, n, GEN_CHUNK):  # fixed-size chunks (the last one padded): one compile
+        idx = np.minimum(np.arange(a, a + GEN_CHUNK), n - 1)
+        chunks.append(np.asarray(enc(lw_np[idx])["f_exp"]))
+    return {"f_exp": jnp.asarray(np.concatenate(chunks)[:n]), "lipwav": lw}
+
+
+def tone_features(models: dict, params: dict, mel: jax.Array, f_exp: jax.Array, seq_len: int):
+    """f_tone (N, 64) from StyleNet and FuseNet's f_gen-exp (N, E) given f_exp."""
+    tone_fn = jax.jit(lambda m: sequence_apply(
+        lambda x: models["stylenet"].apply({"params": params["stylenet"]}, x)[0], m, seq_len))
+    f_tone = tone_fn(mel)
+    gen, _ = jax.jit(lambda a, b: models["fuse"].apply({"params": params["fuse"]}, a, b))(
+        f_exp, f_tone)
+    return {"f_tone": f_tone, "f_gen_exp": gen}
 
 
 def prior_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array, seq_len: int):
     """f_exp (N, 64), f_tone (N, 64) and f_gen-exp (N, E) of an audio clip (no video needed)."""
-    lw = lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
-    enc = jax.jit(lambda x: models["expr_prior"].apply({"params": params["expr_prior"]}, x)[1])
-    f_exp = jnp.concatenate([enc(lw[a : a + GEN_CHUNK])["f_exp"] for a in range(0, len(lw), GEN_CHUNK)])
-    tone_fn = jax.jit(lambda m: sequence_apply(
-        lambda x: models["stylenet"].apply({"params": params["stylenet"]}, x)[0], m, seq_len))
-    f_tone = tone_fn(mel)
-    gen, _ = models["fuse"].apply({"params": params["fuse"]}, f_exp, f_tone)
+    e = expression_features(models, params, refs, mel)
+    t = tone_features(models, params, mel, e["f_exp"], seq_len)
+    lw, f_exp, f_tone, gen = e["lipwav"], e["f_exp"], t["f_tone"], t["f_gen_exp"]
     return {"f_exp": f_exp, "f_tone": f_tone, "f_gen_exp": gen, "lipwav": lw}

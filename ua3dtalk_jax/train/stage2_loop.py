@@ -122,8 +122,9 @@ class Phase:
 
 
 def variant(cfg, b, it: int) -> Variant:
-    return Variant(deform=bool(cfg.train.deform) and it >= b.warmup,
-                   mode="eval" if it >= b.ensemble_from else "train")  # fmt: skip
+    deform = bool(cfg.train.deform) and it >= b.warmup
+    # A static step never runs the ensemble: one variant (and one compilation) for all of them.
+    return Variant(deform=deform, mode="eval" if it >= b.ensemble_from or not deform else "train")
 
 
 def flags(b, part: str, it: int) -> dict:
@@ -149,7 +150,7 @@ def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=
     b = cfg.train[part]
     h, w = subject.size
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), {"face": 1, "mouth": 2}[part])
-    state, net, g_tx, n_tx = init_branch(cfg, part, key, extent)
+    state, net, g_tx, n_tx = init_branch(cfg, part, key, extent, subject)
     ph = Phase(part, b.iterations, cfg, workdir, writer, log)
     state, start = ph.restore(state)
     if start >= b.iterations:
@@ -157,42 +158,64 @@ def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=
         return state, net
     dcfg = densify_config(cfg.model.gaussians[part])
     sampler = FrameSampler(subject, features, part, b, cfg.seed, global_batch(cfg, mesh))
-    rows = parallel.process_slice(sampler.batch)
-    pre = Prefetcher(lambda i: _slice(sampler.load(i), rows), start, b.iterations,
-                     depth=cfg.data.prefetch, workers=cfg.data.num_workers)  # fmt: skip
     steps = {}
+
+    def step(state, batch, it):
+        v = variant(cfg, b, it)
+        if v not in steps:
+            steps[v] = make_branch_step(cfg, part, net, g_tx, n_tx, v, width=w, height=h,
+                                        mesh=mesh)  # fmt: skip
+        if it % b.sh_every == 0:
+            state = state.replace(gaussians=grow_sh_degree(state.gaussians, it, b.sh_every))
+        return steps[v](state, batch, flags(b, part, it))
+
+    def after(state, it):
+        if should_densify(dcfg, it):
+            state = _densify(dcfg, state, it, extent, ph, cfg.train.strict_capacity)
+        if validate is not None and (it % cfg.train.val_every == 0 or it == b.iterations):
+            validate(part, state, net, it)
+        return state
+
+    state = _run(cfg, ph, state, start, sampler, mesh, step, after)
+    log(f"[{part}] {b.iterations} iterations, {int(np.sum(state.gaussians.active))} Gaussians, "
+        f"{len(steps)} compiled step variants")  # fmt: skip
+    return state, net
+
+
+def _run(cfg, ph: Phase, state, start: int, sampler: FrameSampler, mesh, step, after):
+    """The loop of one phase from iteration `start` to `ph.total`.
+
+    `step(state, batch, it)` → (state, metrics) runs iteration `it`; `after(state, it)` → state
+    runs once `it` iterations are done (densification, validation), before the checkpoint. A
+    roll-back (Phase.after_step) restarts the frame prefetcher at the restored iteration.
+    """
+    rows = parallel.process_slice(sampler.batch)
+
+    def prefetcher(it):
+        return Prefetcher(lambda i: _slice(sampler.load(i), rows), it, ph.total,
+                          depth=cfg.data.prefetch, workers=cfg.data.num_workers)  # fmt: skip
+
+    pre = prefetcher(start)
     ph.progress(start)
     it = start
     try:
-        while it < b.iterations:
-            v = variant(cfg, b, it)
-            if v not in steps:
-                steps[v] = make_branch_step(cfg, part, net, g_tx, n_tx, v, width=w, height=h,
-                                            mesh=mesh)  # fmt: skip
-            if it % b.sh_every == 0:
-                state = state.replace(gaussians=grow_sh_degree(state.gaussians, it, b.sh_every))
+        while it < ph.total:
             batch = parallel.put_batch(pre.get(it), mesh)
-            state, metrics = steps[v](state, batch, flags(b, part, it))
+            state, metrics = step(state, batch, it)
             back = ph.after_step(it, metrics, state)
             if back is not None:
                 state, it = back
                 pre.close()
-                pre = Prefetcher(lambda i: _slice(sampler.load(i), rows), it, b.iterations,
-                                 depth=cfg.data.prefetch, workers=cfg.data.num_workers)  # fmt: skip
+                pre = prefetcher(it)
                 continue
             it += 1
-            if should_densify(dcfg, it):
-                state = _densify(dcfg, state, it, extent, ph, cfg.train.strict_capacity)
-            if it % cfg.train.checkpoint_every == 0 or it == b.iterations:
+            state = after(state, it)
+            if it % cfg.train.checkpoint_every == 0 or it == ph.total:
                 ph.save(state, it)
-            if validate is not None and (it % cfg.train.val_every == 0 or it == b.iterations):
-                validate(part, state, net, it)
     finally:
         pre.close()
         ph.close()
-    log(f"[{part}] {b.iterations} iterations, {int(np.sum(state.gaussians.active))} Gaussians, "
-        f"{len(steps)} compiled step variants")  # fmt: skip
-    return state, net
+    return state
 
 
 def _slice(batch: dict, rows: slice) -> dict:
@@ -238,28 +261,17 @@ def train_fuse(cfg, subject, features, workdir, branches, *, extent, mesh, write
         ph.close()
         return states
     sampler = FrameSampler(subject, features, "fuse", None, cfg.seed, global_batch(cfg, mesh))
-    rows = parallel.process_slice(sampler.batch)
-    pre = Prefetcher(lambda i: _slice(sampler.load(i), rows), start, f.iterations,
-                     depth=cfg.data.prefetch, workers=cfg.data.num_workers)  # fmt: skip
     steps = {}
-    ph.progress(start)
-    it = start
-    try:
-        while it < f.iterations:
-            if not steps:
-                steps[0] = make_fuse_step(cfg, nets, txs, width=w, height=h, mesh=mesh)
-            batch = parallel.put_batch(pre.get(it), mesh)
-            states, metrics = steps[0](states, batch, np.bool_(it >= f.lpips_from))
-            back = ph.after_step(it, metrics, states)
-            if back is not None:
-                states, it = back
-                continue
-            it += 1
-            if it % cfg.train.checkpoint_every == 0 or it == f.iterations:
-                ph.save(states, it)
-            if validate is not None and (it % cfg.train.val_every == 0 or it == f.iterations):
-                validate("fuse", states, nets, it)
-    finally:
-        pre.close()
-        ph.close()
+
+    def step(states, batch, it):
+        if not steps:
+            steps[0] = make_fuse_step(cfg, nets, txs, width=w, height=h, mesh=mesh)
+        return steps[0](states, batch, np.bool_(it >= f.lpips_from))
+
+    def after(states, it):
+        if validate is not None and (it % cfg.train.val_every == 0 or it == f.iterations):
+            validate("fuse", states, nets, it)
+        return states
+
+    states = _run(cfg, ph, states, start, sampler, mesh, step, after)
     return states

@@ -33,6 +33,7 @@ import optax
 from ua3dtalk_jax.gaussians import GaussianState, GradStats, init_gaussians, init_grad_stats
 from ua3dtalk_jax.gaussians.params import trainable
 from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
+from ua3dtalk_jax.train.stage2_init import INIT_MODES, image_points
 from ua3dtalk_jax.train.optim import (
     adamw_network,
     exponential_lr,
@@ -157,22 +158,32 @@ def _paths(params) -> list[str]:
     return ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
 
 
-def init_branch(cfg, part: str, key: jax.Array, extent: float):
-    """A fresh branch: Gaussians at random points in the init box, an initialised network.
+def init_branch(cfg, part: str, key: jax.Array, extent: float, subject=None):
+    """A fresh branch: Gaussians at their initial points (`train.stage2_init`), a new network.
 
     Args:
       cfg: the whole run config (`configs.get_config`).
       part: "face" or "mouth".
       key: PRNG key.
       extent: scene extent.
+      subject: the `data.Subject` the "image" initialisation lifts its points from (None: random
+        box points whatever the config says — enough for shapes, as when restoring a checkpoint).
     Returns:
       (BranchState, MotionNetwork, gaussian optimiser, network optimiser).
     """
     g = cfg.model.gaussians[part]
     bcfg = cfg.train[part]
     k_g, k_n, k_run = jax.random.split(key, 3)
-    gaussians = init_gaussians(k_g, g.capacity, num_points=g.init_num, box=g.init_box,
-                               sh_degree=g.sh_degree, init_opacity=g.init_opacity)  # fmt: skip
+    if g.init not in INIT_MODES:
+        raise ValueError(f"model.gaussians.{part}.init = {g.init!r}; choose one of {INIT_MODES}")
+    kw = dict(sh_degree=g.sh_degree, init_opacity=g.init_opacity)
+    if g.init == "image" and subject is not None:
+        pts, cols, spacing = image_points(subject, part, g.init_num, cfg.seed,
+                                          frames=g.init_frames)  # fmt: skip
+        gaussians = init_gaussians(k_g, g.capacity, points=pts, colors=jnp.asarray(cols),
+                                   max_scale=2.0 * spacing, **kw)  # fmt: skip
+    else:
+        gaussians = init_gaussians(k_g, g.capacity, num_points=g.init_num, box=g.init_box, **kw)
     net = build_network(cfg.model, part)
     params = net.init(k_n, gaussians.means, dummy_inputs(cfg.model), mode="eval")["params"]
     g_tx = gaussian_optimizer(bcfg, extent, gaussians.sh.shape[1], part=part)

@@ -151,7 +151,7 @@ def make_branch_step(cfg, part: str, net, g_tx, n_tx, v: Variant, *, width: int,
     attention = part == "face" and v.deform and cfg.train.face.reg_attention > 0
     backend = cfg.backend
 
-    def local(state, batch, flags):
+    def branch_step(state, batch, flags):
         key = jax.random.fold_in(state.key, state.step)
         nb = batch["image"].shape[0]
         dev = jax.lax.axis_index(parallel.AXIS)
@@ -205,7 +205,7 @@ def make_branch_step(cfg, part: str, net, g_tx, n_tx, v: Variant, *, width: int,
         new = _select(ok, new, state).replace(step=state.step + 1)
         return new, dict(m, loss=loss, finite=ok.astype(jnp.float32))
 
-    return jax.jit(parallel.data_parallel(local, mesh, batch_argnums=(1,)))
+    return jax.jit(parallel.data_parallel(branch_step, mesh, batch_argnums=(1,)))
 
 
 def make_fuse_step(cfg, nets, txs, *, width: int, height: int, mesh):
@@ -219,7 +219,7 @@ def make_fuse_step(cfg, nets, txs, *, width: int, height: int, mesh):
     """
     backend = cfg.backend
 
-    def local(states, batch, late):
+    def fuse_step(states, batch, late):
         st = states["face"]
         key = jax.random.fold_in(jax.random.fold_in(st.key, st.step), 7)
         nb = batch["image"].shape[0]
@@ -254,4 +254,4 @@ def make_fuse_step(cfg, nets, txs, *, width: int, height: int, mesh):
             new[p] = _select(ok, cand, states[p]).replace(step=states[p].step + 1)
         return new, dict(m, loss=loss, finite=ok.astype(jnp.float32))
 
-    return jax.jit(parallel.data_parallel(local, mesh, batch_argnums=(1,)))
+    return jax.jit(parallel.data_parallel(fuse_step, mesh, batch_argnums=(1,)))
