@@ -1,0 +1,326 @@
+"""A trained workdir as pure functions: load it, featurise audio, condition, deform, render.
+
+This is the one code path of inference (`eval.synthesize`), the notebook API (`ua3dtalk_jax.api`)
+and anything else that drives a trained model frame by frame:
+
+    model = load_trained(workdir, subject)              # TrainedModel(cfg, heads, subject, stage1)
+    feats = audio_features(model, "speech.m4a")         # per-frame features of the whole clip
+    frame = frame_conditioning(model, feats, t, pose)   # one frame's inputs (a dict of arrays)
+    out   = deform(model, "face", frame)                # Deformed(gaussians, delta, aux)
+    rgb   = render(model, frame)                        # (H, W, 3) fused frame in [0, 1]
+
+Per-frame features (N video frames at the subject's fps, N = round(S · fps / 16000), half up):
+
+    aud    (N, Wa, F)   the subject's own audio feature (our f_audio log-mel windows; Wa = 16,
+                        F = the subject's mel bands), computed by `audio.features.f_audio`
+                        exactly as `data.Subject` computes it from aud.wav
+    f_exp  (N, 64)      expression prior, f_tone (N, 64), f_emo (N, 128) f_emo-attn: the frozen
+                        stage 1 (`train.features.stage1_features`), with an optional emotion spec
+                        (`models.emotion.control`) replacing or blending f_emo (`with_emotion`;
+                        the audio's own one stays in f_emo_audio)
+
+A frame dict holds viewmat (4, 4), K (3, 3), au_exp (6,), background (H, W, 3) uint8 (from a pose,
+see `eval.poses`), aud (8, Wa, F) (the AudioAttNet context of frames t−4 … t+3, zeros past either
+end, as `Subject.frame`), f_exp, f_tone, f_emo. `deform` and `render` are jitted once per model
+shape: every frame of a clip reuses one executable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import flax.struct
+import jax
+import ml_collections
+import numpy as np
+
+from ua3dtalk_jax.audio import features as audio_lib
+from ua3dtalk_jax.data import Subject, layout
+from ua3dtalk_jax.data.subject import AUD_CONTEXT
+from ua3dtalk_jax.gaussians import GaussianState
+from ua3dtalk_jax.models.emotion import control
+from ua3dtalk_jax.models.motion import DeformOut
+from ua3dtalk_jax.train.features import stage1_features
+from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
+from ua3dtalk_jax.train.stage1 import Stage1Model, load_stage1
+from ua3dtalk_jax.train.stage2 import load_stage2
+from ua3dtalk_jax.train.stage2_render import deform as deform_branch
+from ua3dtalk_jax.train.stage2_render import render_fused
+
+PARTS = ("face", "mouth")
+# Peak below −60 dBFS: digital silence or dither, nothing a lip-sync model can follow.
+SILENCE_PEAK = 1e-3
+POSE_KEYS = ("viewmat", "K", "au_exp", "background")
+_NET_KEYS = ("aud", "au_exp", "f_exp", "f_tone", "f_emo")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainedModel:
+    """A trained workdir (read-only).
+
+    Attributes:
+      cfg: the run's resolved config (workdir/config.json).
+      heads: {"face" | "mouth": (MotionNetwork, params, GaussianState)} pytrees.
+      subject: the `data.Subject` it was trained on (fps, size, cameras, torso frames).
+      stage1: the frozen `train.stage1.Stage1Model` (features of novel audio).
+      workdir: the workdir's path.
+    """
+
+    cfg: ml_collections.ConfigDict
+    heads: dict
+    subject: Subject
+    stage1: Stage1Model
+    workdir: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of every rendered frame."""
+        return self.subject.size
+
+    @property
+    def fps(self) -> float:
+        return self.subject.fps
+
+    def view_names(self, part: str) -> tuple[str, ...]:
+        """The fused views of a branch, in the order of the V axis of `Deformed.aux`."""
+        return self.heads[part][0].spec.view_names
+
+
+def load_trained(workdir: str, subject: str) -> TrainedModel:
+    """Opens a workdir whose stage 2 has finished.
+
+    Args:
+      workdir: the training workdir (config.json, stage1/, stage2/model).
+      subject: path of the subject directory it was trained on (the workdir does not record it).
+    Returns:
+      the `TrainedModel`.
+    Raises:
+      FileNotFoundError: no workdir / no stage-1 checkpoint / stage 2 not finished (named).
+      ValueError: the model was written by another version of this project, or the subject's
+        audio features cannot be computed for new audio.
+    """
+    workdir = os.fspath(workdir)
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"--workdir={workdir}: no such directory")
+    try:
+        cfg, heads = load_stage2(workdir)
+    except (KeyError, AttributeError, TypeError) as e:  # a config.json of another layout
+        raise ValueError(
+            f"{workdir}: its stage-2 model cannot be read by this version ({type(e).__name__}: {e})"
+        ) from None
+    s1 = os.path.join(workdir, STAGE1_DIR)
+    if not os.path.isdir(s1) or not os.listdir(s1):
+        raise FileNotFoundError(f"{s1}: no stage-1 checkpoint (needed for new audio's features)")
+    subj = Subject.open(os.fspath(subject))
+    if subj.audio_source != layout.WAV:
+        raise ValueError(
+            f"{subj.path}: the model was trained on the precomputed {subj.audio_source}, which "
+            "cannot be computed here for new audio; train on our f_audio instead "
+            "(remove or rename the aud_*.npy files so aud.wav is used)")  # fmt: skip
+    return TrainedModel(cfg, heads, subj, load_stage1(workdir), os.path.abspath(workdir))
+
+
+def load_waveform(audio, sample_rate: int | None = None, *, name: str = "audio") -> np.ndarray:
+    """Any audio → float32 16 kHz mono, refusing what cannot drive a talking head.
+
+    Args:
+      audio: a file path (wav, flac, mp3, ogg through soundfile; m4a/aac and anything else through
+        imageio-ffmpeg's ffmpeg) or an array (S,) / (S, C) at `sample_rate` (default 16 kHz).
+      name: how errors name an array source (a path names itself).
+    Returns:
+      (S,) float32 at 16 kHz.
+    Raises:
+      FileNotFoundError, ValueError: missing, undecodable, empty, non-finite or silent audio.
+    """
+    what = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else name
+    try:
+        wav = audio_lib.load_audio(audio, sample_rate)
+    except (RuntimeError, TypeError, EOFError) as e:  # decoder errors not already ValueError
+        raise ValueError(f"{what}: cannot decode audio ({type(e).__name__}: {e})") from None
+    if wav.size == 0:
+        raise ValueError(f"{what}: empty audio (no samples)")
+    if not np.all(np.isfinite(wav)):
+        raise ValueError(f"{what}: audio holds NaN or infinite samples")
+    peak = float(np.max(np.abs(wav)))
+    if peak < SILENCE_PEAK:
+        raise ValueError(
+            f"{what}: the audio is silent (peak {peak:.2g} < {SILENCE_PEAK:g}, −60 dBFS); "
+            "a talking head needs speech")  # fmt: skip
+    return wav
+
+
+def audio_features(model: TrainedModel, audio, emotion: str | None = None, *,
+                   sample_rate: int | None = None, name: str = "audio") -> dict:  # fmt: skip
+    """Per-frame features of a clip at the subject's fps (see the module docstring).
+
+    Args:
+      model: a `TrainedModel`.
+      audio: a file path or a waveform (see `load_waveform`).
+      emotion: None/"audio" (f_emo-attn from the audio, the paper's setting) or a
+        `models.emotion.control` spec ("happy", "happy:0.7", "happy@1.2:0.7+sad:0.3").
+      sample_rate: the rate of an array `audio` (default 16 kHz).
+      name: how errors name an array `audio`.
+    Returns:
+      {"aud" (N, Wa, F), "f_exp" (N, 64), "f_tone" (N, 64), "f_emo" (N, 128) (after `emotion`),
+       "f_emo_audio" (N, 128) (the audio's own f_emo-attn, kept for `with_emotion`)} float32.
+    """
+    wav = load_waveform(audio, sample_rate, name=name)
+    s = model.subject
+    n = audio_lib.num_frames(wav, s.fps)
+    if n == 0:
+        what = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else name
+        raise ValueError(f"{what}: {len(wav) / audio_lib.SAMPLE_RATE * 1e3:.1f} ms of audio is "
+                         f"shorter than half a video frame at {s.fps:g} fps")  # fmt: skip
+    aud = audio_lib.f_audio(wav, s.fps, n, n_mels=s.audio_dim, window=s.audio_window)
+    out = stage1_features(wav, model.stage1, fps=s.fps, n_frames=n)
+    feats = {"aud": aud, **out, "f_emo_audio": out["f_emo"]}
+    return with_emotion(model, feats, emotion)
+
+
+def with_emotion(model: TrainedModel, feats: dict, emotion: str | None) -> dict:
+    """`feats` with f_emo set from an emotion spec (cheap: no audio is reprocessed).
+
+    The same `control.apply_spec` that `train.features.stage1_features(emotion=...)` applies,
+    on the audio's own f_emo-attn ("f_emo_audio"), with the stage-1 class means.
+    """
+    f_emo = control.apply_spec(feats["f_emo_audio"], model.stage1.class_means, emotion)
+    return {**feats, "f_emo": f_emo}
+
+
+def subject_pose(model: TrainedModel, position: int) -> dict:
+    """The camera, blink AUs and torso/background of one of the subject's frames.
+
+    Returns:
+      {"viewmat" (4, 4), "K" (3, 3), "au_exp" (6,), "background" (H, W, 3) uint8}.
+    """
+    return model.subject.frame(int(position), keys=POSE_KEYS)
+
+
+def frame_conditioning(model: TrainedModel, feats: dict, t: int, pose: dict) -> dict:
+    """One frame's inputs: frame t's features plus a pose (camera, AUs, background).
+
+    Args:
+      model: a `TrainedModel`.
+      feats: `audio_features` output (N frames).
+      t: frame index in 0..N-1.
+      pose: {"viewmat" (4, 4), "K" (3, 3), "au_exp" (6,), "background" (H, W, 3) uint8}.
+    Returns:
+      the frame dict of the module docstring (numpy arrays).
+    """
+    aud = feats["aud"]
+    n = len(aud)
+    if not 0 <= t < n:
+        raise IndexError(f"frame {t} outside 0..{n - 1}")
+    missing = [k for k in POSE_KEYS if k not in pose]
+    if missing:
+        raise KeyError(f"pose lacks {missing}; expected keys {POSE_KEYS}")
+    if pose["background"].shape != (*model.size, 3):
+        raise ValueError(f"pose background {pose['background'].shape} is not the subject's "
+                         f"{(*model.size, 3)}")  # fmt: skip
+    # AudioAttNet context t−4 … t+3, zero outside the clip (Subject.frame's "aud" rule).
+    idx = t + np.arange(-(AUD_CONTEXT // 2), AUD_CONTEXT // 2)
+    inside = (idx >= 0) & (idx < n)
+    window = aud[np.clip(idx, 0, n - 1)] * inside[:, None, None]
+    frame = {k: np.asarray(pose[k]) for k in POSE_KEYS}
+    frame["aud"] = window.astype(np.float32)
+    for k in ("f_exp", "f_tone", "f_emo"):
+        frame[k] = np.asarray(feats[k][t], np.float32)
+    return frame
+
+
+@flax.struct.dataclass
+class Deformed:
+    """One branch's deformed Gaussians for one frame and the MotionNetwork's intermediates.
+
+    Attributes:
+      gaussians: the deformed `GaussianState` (N slots; `active` marks the live ones).
+      delta: `DeformOut` (d_xyz (N, 3), d_rot (N, 4), d_scale (N, 3)).
+      aux: "aleatoric", "epistemic" (V, N) mean variance per latent dimension of each view,
+        "view_weights" (V, N) fusion weights (precision shares, sum 1 over V), "view_mu" (V, N, D),
+        "fused_mu" (N, D), "fused_var" (N,), "aud_ch_att_norm", "eye_att_norm" (N,),
+        "time_att" (8,); the uncertainty entries exist only with the U switch on, and aux is
+        empty for a model trained without deformation. V follows `TrainedModel.view_names`.
+    """
+
+    gaussians: GaussianState
+    delta: DeformOut | None
+    aux: dict
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _deform(net, params, gaussians, inputs: dict) -> Deformed:
+    g, d, aux = deform_branch(net, params, gaussians, inputs, mode="eval", rng=None)
+    return Deformed(g, d, aux)
+
+
+def deform(model: TrainedModel, part: str, frame: dict) -> Deformed:
+    """Deforms one branch's static Gaussians for one frame (all T ensemble members, Eq. 10–12).
+
+    Args:
+      model: a `TrainedModel`.
+      part: "face" or "mouth".
+      frame: a `frame_conditioning` dict.
+    Returns:
+      `Deformed` (jax arrays); for a model trained with train.deform=False the static Gaussians,
+      zero delta and empty aux.
+    """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    net, params, gaussians = model.heads[part]
+    if not model.cfg.train.deform:
+        return Deformed(gaussians, None, {})
+    return _deform(net, params, gaussians, {k: frame[k] for k in _NET_KEYS})
+
+
+@functools.partial(jax.jit, static_argnames=("nets", "width", "height", "backend", "use_deform"))
+def _render(trees, frame, *, nets, width, height, backend, use_deform):
+    face, mouth = ((net, *tree) for net, tree in zip(nets, trees))
+    out = render_fused(face, mouth, frame, width=width, height=height, backend=backend,
+                       use_deform=use_deform)  # fmt: skip
+    return out["rgb"]
+
+
+def render(model: TrainedModel, frame: dict) -> jax.Array:
+    """The fused frame: face over mouth over the pose's torso/background (eval mode, full ensemble).
+
+    Args:
+      model: a `TrainedModel`.
+      frame: a `frame_conditioning` dict.
+    Returns:
+      (H, W, 3) float32 RGB in [0, 1] (a jax array; dispatch is asynchronous).
+    """
+    nets = tuple(model.heads[p][0] for p in PARTS)
+    trees = tuple(tuple(model.heads[p][1:]) for p in PARTS)
+    h, w = model.size
+    inputs = {k: frame[k] for k in (*_NET_KEYS, "viewmat", "K", "background")}
+    return _render(trees, inputs, nets=nets, width=w, height=h, backend=model.cfg.backend,
+                   use_deform=bool(model.cfg.train.deform))  # fmt: skip
+
+
+def read_uncertainty(model: TrainedModel, part: str, frame: dict) -> dict:
+    """The per-Gaussian uncertainty of one branch for one frame, live Gaussians only (numpy).
+
+    Args:
+      model: a `TrainedModel` trained with the U switch on and with deformation.
+      part: "face" or "mouth".
+      frame: a `frame_conditioning` dict.
+    Returns:
+      {"views": V names, "means" (M, 3) deformed centres, "aleatoric" (V, M), "epistemic" (V, M),
+       "view_weights" (V, M), "fused_var" (M,)} over the M active Gaussians.
+    Raises:
+      ValueError: the model has no uncertainty fusion (U off, or no deformation).
+    """
+    out = deform(model, part, frame)
+    if "aleatoric" not in out.aux:
+        raise ValueError(
+            f"{model.workdir}: the {part} branch has no uncertainty fusion "
+            "(trained with model.ablation.uncertainty=False or train.deform=False)"
+        )
+    live = np.asarray(out.gaussians.active)
+    res = {"views": model.view_names(part), "means": np.asarray(out.gaussians.means)[live]}
+    for k in ("aleatoric", "epistemic", "view_weights"):
+        res[k] = np.asarray(out.aux[k])[:, live]
+    res["fused_var"] = np.asarray(out.aux["fused_var"])[live]
+    return res
