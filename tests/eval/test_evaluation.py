@@ -1,0 +1,140 @@
+"""Evaluation of a trained workdir: the table, its cross-checks, E-FD (own) of frames, bad input."""
+
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from ua3dtalk_jax.eval import evaluation, metrics
+from ua3dtalk_jax.eval.expression_coeffs import expression_sets
+from ua3dtalk_jax.eval.metrics import EFD_OWN, NOT_AVAILABLE
+
+FRAMES = 8  # held-out frames evaluated (dlib and MediaPipe dominate the cost)
+# evaluate_heldout measures the float render; the collected frames are truncated to uint8
+# (LMDMeter's conversion): ≤ 1/255 per pixel, ~0.05 dB at the tiny model's ~16 dB.
+PSNR_UINT8_TOL = 0.15
+SSIM_UINT8_TOL = 0.01
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_trained, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("eval"))
+    res = evaluation.evaluate(tiny_trained["workdir"], tiny_trained["subject"], max_frames=FRAMES,
+                              out_dir=out, log=lambda *_: None)  # fmt: skip
+    return res, out
+
+
+@pytest.mark.slow
+def test_evaluate_tiny_workdir_writes_the_table(evaluated):
+    res, out = evaluated
+    rendered, gt = res["rows"]
+    assert (rendered["source"], gt["source"]) == ("rendered", "ground truth")
+    assert rendered["frames"] == gt["frames"] == FRAMES
+    assert 5.0 < rendered["PSNR"] < 60.0 and 0.0 < rendered["SSIM"] <= 1.0
+    assert 0.0 <= rendered["LPIPS"] < 1.0
+    assert all(gt[c] == evaluation.NOT_APPLICABLE for c in ("PSNR", "LMD", EFD_OWN))
+    # no SyncNet v2 weights: "not available" with the reason, never a number
+    assert rendered["Sync-C"] is None and gt["Sync-D"] is None
+    assert any("syncnet_weights" in n for n in res["notes"])
+    for row in (rendered, gt):  # the stage-1 SyncNet: distances of unit vectors in [0, 2]
+        assert 0.0 <= row["Sync-D (own)"] <= 2.0 and row["Sync-C (own)"] >= 0.0
+        assert row["Emo-acc"] is None or 0.0 <= row["Emo-acc"] <= 1.0
+    assert rendered[EFD_OWN] is None or rendered[EFD_OWN] >= 0.0
+    assert rendered["LMD"] is None or rendered["LMD"] >= 0.0
+    with open(os.path.join(out, "eval_val.json")) as f:
+        doc = json.load(f)
+    assert doc["columns"] == list(evaluation.COLUMNS)
+    assert doc["rows"][0]["Sync-C"] == NOT_AVAILABLE
+    assert doc["extra"]["frames"] == list(
+        range(doc["extra"]["frames"][0], doc["extra"]["frames"][0] + FRAMES)
+    )
+    with open(os.path.join(out, "eval_val.md")) as f:
+        md = f.read()
+    assert "E-FD (own)" in md and "NOT the paper's E-FID" in md and "Notes:" in md
+    assert os.path.exists(os.path.join(out, "eval_val.csv"))
+
+
+@pytest.mark.slow
+def test_collected_frames_are_the_measured_ones(tiny_trained, evaluated):
+    """The frames the on_frame callback collected, re-measured on the host, give the PSNR/SSIM
+    that evaluate_heldout measured on the device, and the real frames are the subject's."""
+    from ua3dtalk_jax.data import Subject
+
+    res, _ = evaluated
+    fr = res["frames"]
+    s = Subject.open(tiny_trained["subject"])
+    np.testing.assert_array_equal(fr.index, s.split("val")[:FRAMES])
+    np.testing.assert_array_equal(fr.real[-1], s.frame(int(fr.index[-1]), keys=("image",))["image"])
+    assert fr.rendered.dtype == np.uint8 and fr.rendered.shape == fr.real.shape
+    host = metrics.image_metrics(fr.rendered, fr.real, lpips=False)
+    assert host["PSNR"].mean() == pytest.approx(res["rows"][0]["PSNR"], abs=PSNR_UINT8_TOL)
+    assert host["SSIM"].mean() == pytest.approx(res["rows"][0]["SSIM"], abs=SSIM_UINT8_TOL)
+    assert fr.image_metrics["frames"] == FRAMES
+
+
+@pytest.mark.slow
+def test_expression_fd_of_frames_self_zero_grows_with_warp(tiny_trained):
+    """E-FD (own) through the extractor: a set against itself → 0; a stretched lower face moves
+    the mesh, more stretch moves it more."""
+    from ua3dtalk_jax.data import Subject
+
+    s = Subject.open(tiny_trained["subject"])
+    real = np.stack([s.frame(int(i), keys=("image",))["image"] for i in s.split("val")[:8]])
+
+    def stretch(img, k):  # lower half stretched vertically by 1 + k around the image middle
+        h, w = img.shape[:2]
+        ys = np.arange(h, dtype=np.float32)
+        src = np.where(ys > h / 2, h / 2 + (ys - h / 2) / (1 + k), ys)
+        mx, my = np.meshgrid(np.arange(w, dtype=np.float32), src)
+        return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    fd = {}
+    for k in (0.0, 0.04, 0.12):
+        sets = expression_sets(np.stack([stretch(f, k) for f in real]) if k else real, real)
+        assert sets["missing_real"] == 0 and sets["missing_rendered"] == 0
+        fd[k] = metrics.expression_frechet_distance(sets["rendered"], sets["real"])
+    assert fd[0.0] < 1e-6
+    assert fd[0.04] > 1e-3 and fd[0.12] > fd[0.04]
+
+
+def test_bad_workdirs_are_refused(tiny_trained, tmp_path):
+    wd, subj = tiny_trained["workdir"], tiny_trained["subject"]
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        evaluation.load_trained(str(tmp_path / "nowhere"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        evaluation.load_trained(str(empty))
+    # stage 1 only: config.json, no stage-2 model
+    s1 = tmp_path / "stage1_only"
+    s1.mkdir()
+    shutil.copy(os.path.join(wd, "config.json"), s1)
+    with pytest.raises(FileNotFoundError, match="stage-2"):
+        evaluation.load_trained(str(s1))
+    # another version: a config with a key this version does not have, and one it lacks
+    with open(os.path.join(wd, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["model"]["old_switch"] = 1
+    del cfg["train"]["deform"]
+    other = tmp_path / "other_version"
+    other.mkdir()
+    with open(other / "config.json", "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ValueError, match="another version.*train.deform.*model.old_switch"):
+        evaluation.load_trained(str(other))
+    # another model format in the stage-2 checkpoint's metadata
+    fmt = tmp_path / "other_format"
+    shutil.copytree(wd, fmt, ignore=shutil.ignore_patterns("tb", "val", "face", "mouth", "fuse"))
+    meta = next(p for p in fmt.glob("stage2/model/*/meta/metadata"))
+    meta.write_text(meta.read_text().replace("ua3dtalk_jax/stage2/v1", "ua3dtalk_jax/stage2/v0"))
+    with pytest.raises(ValueError, match="stage2/v0"):
+        evaluation.load_trained(str(fmt))
+    with pytest.raises(FileNotFoundError, match="--syncnet_weights"):
+        evaluation.evaluate(wd, subj, syncnet_weights=str(tmp_path / "syncnet_v2.model"))
+    with pytest.raises(ValueError, match="--split"):
+        evaluation.evaluate(wd, subj, split="test")
+    with pytest.raises(FileNotFoundError, match="--subject"):
+        evaluation.workdir_subject("synthetic", str(tmp_path), wd)

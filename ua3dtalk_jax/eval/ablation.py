@@ -1,0 +1,174 @@
+"""Ablation study of the paper's Table 2: Baseline, +P, +E, +P+U, +P+E+U on one subject.
+
+Each configuration is the base config with `model.ablation` = {prior P, emotion E, uncertainty U}
+set as below (models/motion.py honours them: P adds the f_exp and f_tone views, E the emotion view
+(face branch only), U replaces the plain concatenation of the views by the uncertainty blocks and
+Gaussian fusion). "Baseline" is the paper's "without any proposed modules": TalkingGaussian's
+deformation from the audio view alone (+ the xyz encoding). U is not tried without P because, as the
+paper notes, uncertainty fusion needs several views.
+
+Stage 1 does not read `model.ablation`, so it is trained once (in root/stage1_shared, or taken from
+`stage1_from`) and its checkpoint copied into every configuration's workdir root/<slug>, where
+`train.run.train` then finds it and trains only stage 2. A configuration is resumable: its stage 2
+resumes from its own checkpoints, and a finished, evaluated one (eval_val.json newer than its
+model) is read back instead of rerun. Each is evaluated with `evaluation.evaluate`; the table is
+root/ablation.{md,csv,json}.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+
+from ua3dtalk_jax.eval import metrics
+from ua3dtalk_jax.eval.metrics import EFD_OWN
+
+CONFIGURATIONS = {  # Table 2 row → (prior, emotion, uncertainty)
+    "Baseline": (False, False, False),
+    "+P": (True, False, False),
+    "+E": (False, True, False),
+    "+P+U": (True, False, True),
+    "+P+E+U": (True, True, True),
+}
+SLUGS = {"Baseline": "baseline", "+P": "p", "+E": "e", "+P+U": "p_u", "+P+E+U": "p_e_u"}
+SHARED_STAGE1 = "stage1_shared"
+COLUMNS = ("configuration", "P", "E", "U", "LMD", "PSNR", "LPIPS", "SSIM", "Sync-C",
+           EFD_OWN, "Sync-C (own)", "Emo-acc")  # fmt: skip
+
+
+def ablation_config(base, name: str):
+    """A copy of `base` with the Table 2 switches of configuration `name`."""
+    if name not in CONFIGURATIONS:
+        raise ValueError(f"unknown configuration {name!r}; choose from {list(CONFIGURATIONS)}")
+    cfg = copy.deepcopy(base)
+    p, e, u = CONFIGURATIONS[name]
+    cfg.model.ablation.prior, cfg.model.ablation.emotion, cfg.model.ablation.uncertainty = p, e, u
+    return cfg
+
+
+def parse_configurations(spec: str | None) -> list[str]:
+    """'Baseline,+P' → names (None or "all": all five, in Table 2's order)."""
+    if spec in (None, "", "all"):
+        return list(CONFIGURATIONS)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in CONFIGURATIONS]
+    if bad:
+        raise ValueError(f"--configurations: unknown {bad}; choose from {list(CONFIGURATIONS)}")
+    return names
+
+
+def check_overrides(overrides) -> None:
+    """--set may not touch model.ablation: the study sets it per configuration."""
+    bad = [o for o in overrides or () if o.strip().startswith("model.ablation")]
+    if bad:
+        raise ValueError(f"--set {bad[0]!r}: the ablation sets model.ablation per configuration")
+
+
+def _stage1_config(workdir: str) -> dict:
+    with open(os.path.join(workdir, "config.json")) as f:
+        return json.load(f)["stage1"]
+
+
+def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None, log=print) -> str:
+    """The workdir whose stage-1 checkpoint every configuration copies (trained here if needed)."""
+    from ua3dtalk_jax.train import run  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage1 import CKPT_DIR  # noqa: PLC0415
+
+    src = stage1_from or os.path.join(root, SHARED_STAGE1)
+    ckpt = os.path.join(src, CKPT_DIR)
+    if stage1_from and not (os.path.isdir(ckpt) and os.listdir(ckpt)):
+        raise FileNotFoundError(f"--stage1_from={stage1_from}: no stage-1 checkpoint in {ckpt}")
+    if not stage1_from:
+        log(f"ablation: stage 1 (shared by all configurations) in {src}")
+        run.train(ablation_config(base, "+P+E+U"), subject_path, src, "1", log=log)
+    want = json.loads(json.dumps(base.stage1.to_dict()))
+    if _stage1_config(src) != want:
+        raise ValueError(f"{src}: its stage 1 was trained with another stage1 config than this run")
+    return src
+
+
+def _finished(workdir: str, split: str) -> dict | None:
+    """The evaluated rendered row of a configuration, when its evaluation is newer than its model."""
+    from ua3dtalk_jax.train.stage2 import MODEL_DIR  # noqa: PLC0415
+
+    res, model = os.path.join(workdir, f"eval_{split}.json"), os.path.join(workdir, MODEL_DIR)
+    if not (os.path.isfile(res) and os.path.isdir(model)):
+        return None
+    if os.path.getmtime(res) < os.path.getmtime(model):
+        return None
+    with open(res) as f:
+        return json.load(f)["rows"][0]
+
+
+def run_configuration(cfg, name: str, subject_path: str, root: str, stage1_src: str, *,
+                      split: str = "val", syncnet_weights=None, max_frames=None,
+                      log=print) -> dict:  # fmt: skip
+    """Trains (or resumes) and evaluates one configuration; returns its table row."""
+    from ua3dtalk_jax.eval.evaluation import evaluate  # noqa: PLC0415
+    from ua3dtalk_jax.train import run  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage1 import CKPT_DIR  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2 import MODEL_DIR  # noqa: PLC0415
+
+    wd = os.path.join(root, SLUGS[name])
+    run.check_workdir(cfg, wd)  # a workdir of another config (other --set) is refused, not mixed
+    row = _finished(wd, split)
+    if row is None:
+        if not os.path.isdir(os.path.join(wd, MODEL_DIR)):
+            if not os.path.isdir(os.path.join(wd, CKPT_DIR)):
+                shutil.copytree(os.path.join(stage1_src, CKPT_DIR), os.path.join(wd, CKPT_DIR))
+            log(f"ablation {name}: training stage 2 in {wd}")
+            run.train(cfg, subject_path, wd, "all", log=log)
+        log(f"ablation {name}: evaluating")
+        row = evaluate(wd, subject_path, split=split, syncnet_weights=syncnet_weights,
+                       max_frames=max_frames, log=log)["rows"][0]  # fmt: skip
+    else:
+        log(f"ablation {name}: finished and evaluated in {wd}, not rerun")
+    p, e, u = CONFIGURATIONS[name]
+    out = {"configuration": name, "P": "✓" if p else "", "E": "✓" if e else "",
+           "U": "✓" if u else "", "workdir": wd}  # fmt: skip
+    out.update({c: row.get(c) for c in COLUMNS[4:]})
+    return out
+
+
+def run_ablation(base, subject_path: str, root: str, names=None, *, stage1_from=None,
+                 split: str = "val", syncnet_weights=None, max_frames=None,
+                 log=print) -> dict:  # fmt: skip
+    """Trains and evaluates the configurations `names` (default all five) under `root`.
+
+    Returns:
+      {"rows": one row per configuration, "table": printed text, "paths": written files}.
+    """
+    names = list(names or CONFIGURATIONS)
+    os.makedirs(root, exist_ok=True)
+    src = shared_stage1(base, subject_path, root, stage1_from, log)
+    rows = []
+    for name in names:
+        rows.append(
+            run_configuration(
+                ablation_config(base, name),
+                name,
+                subject_path,
+                root,
+                src,
+                split=split,
+                syncnet_weights=syncnet_weights,
+                max_frames=max_frames,
+                log=log,
+            )
+        )
+        metrics.write_results(rows, root, stem="ablation", columns=COLUMNS)  # after each: partial
+    paths = metrics.write_results(
+        rows,
+        root,
+        stem="ablation",
+        columns=COLUMNS,
+        extra={
+            "subject": os.path.abspath(subject_path),
+            "split": split,
+            "max_frames": max_frames,
+            "workdirs": {r["configuration"]: r["workdir"] for r in rows},
+        },
+    )
+    return {"rows": rows, "table": metrics.format_table(rows, COLUMNS), "paths": paths}
