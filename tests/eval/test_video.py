@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import wave
 
 import numpy as np
@@ -78,6 +79,9 @@ def test_no_audio_and_float_frames(tmp_path):
     info = V.probe(path)
     assert info["frames"] == 10
     assert info["audio_seconds"] is None and info["audio_codec"] is None
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask  # not mkstemp's 0600
     mae = np.abs(V.read_frames(path).astype(np.float32) - np.stack(frames)).mean()
     assert mae < MAE_TOL
 

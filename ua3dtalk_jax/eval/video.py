@@ -179,6 +179,9 @@ class VideoWriter:
             pass
         if self._proc.wait() != 0:
             self._fail("ffmpeg failed")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp made it 0600; give it a normal file's mode
         os.replace(self._tmp, self.path)
         self._cleanup()
 
