@@ -193,19 +193,7 @@ def synthesize(model: tm.TrainedModel, audio, out: str, *, emotion: str | None =
 
 
 def resolve_subject(subject: str, data_root: str, workdir: str) -> str:
-    """The subject directory of a workdir for the CLI (the workdir does not record it).
+    """The subject directory of a workdir for the CLI: `eval.evaluation.workdir_subject`."""
+    from ua3dtalk_jax.eval.evaluation import workdir_subject  # noqa: PLC0415
 
-    "synthetic" (experiments.train's default) is `data_root/synthetic_<preset>` with the preset of
-    the workdir's config; anything else is a path or a folder under `data_root`. Never builds one.
-    """
-    from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
-
-    if subject == "synthetic":
-        cands = [os.path.join(data_root, f"synthetic_{load_config(workdir).synthetic}")]
-    else:
-        cands = [subject, os.path.join(data_root, subject)]
-    for c in cands:
-        if os.path.isdir(c):
-            return c
-    raise FileNotFoundError(f"--subject={subject}: no subject directory at {' or '.join(cands)}; "
-                            "pass the subject the workdir was trained on")  # fmt: skip
+    return workdir_subject(subject, data_root, workdir)
