@@ -25,8 +25,6 @@ from ua3dtalk_jax.gaussians.params import knn_mean_sq_dist
 from ua3dtalk_jax.gaussians.sh import C0, eval_sh, sh_basis
 from ua3dtalk_jax.render import rasterize
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 F32_RTOL = 1e-5  # float32 vs float64 of the same formula
 IMAGE_ATOL = 1e-6  # renders that must agree up to summation order
 W = H = 24
@@ -43,7 +41,7 @@ def _render(state):
 
 
 @pytest.fixture(scope="module")
-def head(fast_compile):
+def head():
     return init_gaussians(jax.random.PRNGKey(0), CAP, num_points=24, box=0.1)
 
 

@@ -21,8 +21,6 @@ from ua3dtalk_jax.gaussians import (
 from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
 from ua3dtalk_jax.render import rasterize
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 CFG = model_config("tiny")
 W = H = 20
 VIEWMAT = jnp.eye(4).at[2, 3].set(0.5)
@@ -70,7 +68,7 @@ def _loss_and_grads(params, state, inputs, target, rng):
 
 
 @pytest.fixture(scope="module")
-def step(fast_compile):
+def step():
     gauss, params = _setup(0)
     target = jax.random.uniform(jax.random.PRNGKey(2), (H, W, 3))
     inputs = _inputs(jax.random.PRNGKey(3))

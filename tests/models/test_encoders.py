@@ -3,13 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from ua3dtalk_jax.models.audio_net import AudioAttNet, AudioNet
 from ua3dtalk_jax.models.emotion_encoder import EmotionEncoder
 from ua3dtalk_jax.models.hexplane import PLANE_AXES, HexPlaneField, sample_plane
-
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 F32_RTOL = 1e-5  # float32 against a float64 loop of the same arithmetic
 F32_ATOL = 1e-6

@@ -12,8 +12,6 @@ from ua3dtalk_jax.configs.model import model_config
 from ua3dtalk_jax.models.heads import DeformHeads
 from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 F32_RTOL = 1e-5  # the same float32 computation reordered (vmap, member gather)
 F32_ATOL = 1e-6
 CFG = model_config("tiny")
@@ -52,7 +50,7 @@ def _random_params(net, seed=0):
 
 
 @pytest.fixture(scope="module")
-def face(fast_compile):
+def face():
     net = MotionNetwork(motion_spec(CFG, "face"))
     apply = jax.jit(net.apply, static_argnames=("mode",))
     return net, _random_params(net), apply

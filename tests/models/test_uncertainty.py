@@ -16,8 +16,6 @@ from ua3dtalk_jax.models.uncertainty import (
     gaussian_fusion_weighted,
 )
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
-
 # float32 arithmetic against a float64 transcription of the same formula.
 F32_RTOL = 1e-4
 F32_ATOL = 1e-5

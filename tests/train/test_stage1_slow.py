@@ -3,16 +3,19 @@
 Data: the procedural talking face of `test_stage1_train.py` (30 s), held-out = its val tail.
 """
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
 
 from tests.train.test_stage1_train import make_data, procedural_subject
 from ua3dtalk_jax.configs.stage1 import stage1_config
+from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
 from ua3dtalk_jax.train.features import stage1_features
-from ua3dtalk_jax.train.stage1 import load_stage1, train_stage1
+from ua3dtalk_jax.train.stage1 import load_stage1, save_stage1
 from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
 
 MIN_AUC = 0.8  # the issue's bar for in-sync vs 5-frame-shifted windows
@@ -58,27 +61,16 @@ def test_emotion_pretraining_beats_chance(data_cfg):
     assert acc >= 2 * CHANCE
 
 
-class _FakeSubject:
-    """The slice of the Subject API that `stage1_features` reads."""
-
-    def __init__(self, path, wav, fps, n):
-        self.path, self._wav, self.fps, self._n = path, wav, fps, n
-
-    def wav(self):
-        return self._wav
-
-    def __len__(self):
-        return self._n
-
-
 @pytest.mark.slow
-def test_stage1_end_to_end_checkpoint_and_features(tmp_path):
-    cfg = stage1_config("tiny")
-    cfg.syncnet.steps = cfg.lip_expert.steps = cfg.expr_prior.steps = cfg.stylenet.steps = 10
-    cfg.emotion.pretrain_steps = cfg.emotion.finetune_steps = 10
-    data = make_data(cfg, seconds=6.0)
-    model, metrics = train_stage1(data, cfg, str(tmp_path / "run"))
+def test_stage1_end_to_end_checkpoint_and_features(tiny_trained, tmp_path):
+    """Stage 1 of the shared tiny `--stage=all` run: its metrics, a save/load round trip, features
+    of novel audio, and the subject feature cache with an emotion override."""
+    metrics = tiny_trained["out"]["stage1"]["metrics"]
     assert metrics["emotion"]["alexnet_imagenet"]
+    for part in ("syncnet", "lip_expert", "expr_prior", "stylenet_fuse"):
+        assert np.isfinite(metrics[part]["loss_last"]), part
+    model = load_stage1(tiny_trained["workdir"])
+    save_stage1(model, str(tmp_path / "run"))
     restored = load_stage1(str(tmp_path / "run"))
     jax.tree.map(np.testing.assert_array_equal, restored.params, model.params)
     np.testing.assert_array_equal(restored.class_means, model.class_means)
@@ -89,11 +81,12 @@ def test_stage1_end_to_end_checkpoint_and_features(tmp_path):
     assert f["f_emo"].shape == (50, 128) and all(np.isfinite(v).all() for v in f.values())
     # subject path: cached in the subject dir, and an emotion override replaces f_emo-attn
     subj_dir = tmp_path / "subject"
-    subj_dir.mkdir()
-    (subj_dir / "aud.wav").write_bytes(b"0")  # the cache fingerprints this file
-    subj = _FakeSubject(str(subj_dir), data.wav, data.fps, data.n)
+    shutil.copytree(tiny_trained["subject"], subj_dir)
+    (subj_dir / "stage1_features.npy").unlink(missing_ok=True)
+    subj = Subject.open(str(subj_dir))
     a = stage1_features(subj, str(tmp_path / "run"))
     assert (subj_dir / "stage1_features.npy").exists()
+    assert a["f_exp"].shape == (len(subj), 64)
     b = stage1_features(subj, str(tmp_path / "run"), emotion="happy:1")
     np.testing.assert_array_equal(a["f_exp"], b["f_exp"])
     np.testing.assert_allclose(b["f_emo"], np.broadcast_to(model.class_means[5], b["f_emo"].shape),

@@ -165,11 +165,11 @@ def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=
         if v not in steps:
             steps[v] = make_branch_step(cfg, part, net, g_tx, n_tx, v, width=w, height=h,
                                         mesh=mesh)  # fmt: skip
-        if it % b.sh_every == 0:
-            state = state.replace(gaussians=grow_sh_degree(state.gaussians, it, b.sh_every))
         return steps[v](state, batch, flags(b, part, it))
 
     def after(state, it):
+        if it % b.sh_every == 0:  # the SH degree of the steps from `it` on
+            state = state.replace(gaussians=grow_sh_degree(state.gaussians, it, b.sh_every))
         if should_densify(dcfg, it):
             state = _densify(dcfg, state, it, extent, ph, cfg.train.strict_capacity)
         if validate is not None and (it % cfg.train.val_every == 0 or it == b.iterations):
@@ -201,6 +201,11 @@ def _run(cfg, ph: Phase, state, start: int, sampler: FrameSampler, mesh, step, a
     try:
         while it < ph.total:
             batch = parallel.put_batch(pre.get(it), mesh)
+            # One placement for every step's inputs: restored, freshly initialised, densified or
+            # SH-grown arrays would otherwise reach the jitted step with another sharding than its
+            # own replicated outputs, and each such change is a retrace and a recompilation.
+            # (A no-op for arrays already replicated over the mesh.)
+            state = jax.device_put(state, parallel.replicated(mesh))
             state, metrics = step(state, batch, it)
             back = ph.after_step(it, metrics, state)
             if back is not None:
