@@ -18,6 +18,8 @@ import sys
 
 from absl import app, flags, logging
 
+from experiments import cli
+
 _SUBJECT = flags.DEFINE_string("subject", "synthetic", "Subject name under --data_root or path.")
 _DATA_ROOT = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
 _CONFIG = flags.DEFINE_enum("config", "cpu", ["paper", "cpu", "tiny"], "Preset.")
@@ -30,8 +32,7 @@ _SET = flags.DEFINE_multi_string("set", [], "Config override dotted.key=value (r
 _SPLIT = flags.DEFINE_enum("split", "val", ["val", "train"], "Frames to evaluate.")
 _MAX = flags.DEFINE_integer("max_frames", None, "Evaluate only the split's first N frames.")
 _SYNCNET = flags.DEFINE_string("syncnet_weights", None, "syncnet_v2.model for Sync-C/D.")
-_CACHE = flags.DEFINE_string("compile_cache", os.path.expanduser("~/.cache/ua3dtalk_jax/xla"),
-                             "Persistent XLA compilation cache ('' = off).")  # fmt: skip
+_CACHE = cli.define_compile_cache()
 
 
 def main(argv):

@@ -15,10 +15,11 @@ subject the workdir was trained on (default: the synthetic subject of the workdi
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags, logging
+
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (stage 2 finished).")
 _AUDIO = flags.DEFINE_string("audio", None, "Audio file (wav, flac, mp3, m4a, ...).")
@@ -29,8 +30,7 @@ _EMOTION = flags.DEFINE_string("emotion", None, "Emotion label (e.g. happy); def
 _INTENSITY = flags.DEFINE_integer("intensity", None, "MEAD intensity level 1..3 of the emotion.")
 _MIX = flags.DEFINE_string("emotion_mix", None, "Blend, e.g. happy:0.7,sad:0.3 (or audio:0.5).")
 _POSES = flags.DEFINE_string("poses", "val", "val | static | a .npy / .json pose file.")
-_CACHE = flags.DEFINE_string("compile_cache", os.path.expanduser("~/.cache/ua3dtalk_jax/xla"),
-                             "Persistent XLA compilation cache ('' = off).")  # fmt: skip
+_CACHE = cli.define_compile_cache()
 flags.mark_flags_as_required(["workdir", "audio", "out"])
 
 

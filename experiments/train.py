@@ -15,6 +15,8 @@ import os
 
 from absl import app, flags
 
+from experiments import cli
+
 _SUBJECT = flags.DEFINE_string("subject", "synthetic", "Subject name under --data_root or path.")
 _DATA_ROOT = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
 _STAGE = flags.DEFINE_enum("stage", "all", ["1", "2", "all"], "What to train.")
@@ -25,15 +27,14 @@ _VIDEO = flags.DEFINE_bool("video", True, "Write the rendered held-out frames as
 _COORD = flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
-_CACHE = flags.DEFINE_string("compile_cache", os.path.expanduser("~/.cache/ua3dtalk_jax/xla"),
-                             "Persistent XLA compilation cache ('' = off).")  # fmt: skip
+_CACHE = cli.define_compile_cache()
 
 
 def main(argv):
     del argv
     from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
-    from ua3dtalk_jax.train import parallel, run  # noqa: PLC0415
     from ua3dtalk_jax.eval.heldout_video import HeldoutVideo  # noqa: PLC0415
+    from ua3dtalk_jax.train import parallel, run  # noqa: PLC0415
 
     parallel.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
     run.enable_compile_cache(_CACHE.value)

@@ -16,31 +16,27 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with a finished stage 2.")
 _WHAT = flags.DEFINE_enum("what", "uncertainty", ["uncertainty"], "What to visualise.")
 _FRAMES = flags.DEFINE_string("frames", "val", "val, train, a:b (positions) or 3,7,9.")
 _BRANCH = flags.DEFINE_enum("branch", "fused", ["fused", "face", "mouth"], "Which Gaussians.")
-_SUBJECT = flags.DEFINE_string("subject", "synthetic", "Subject name under --data_root or path.")
-_DATA_ROOT = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
+_SUBJECT, _DATA_ROOT = cli.define_subject()
 _OUT = flags.DEFINE_string("out", None, "Output folder (default WORKDIR/uncertainty).")
-_CACHE = flags.DEFINE_string("compile_cache", os.path.expanduser("~/.cache/ua3dtalk_jax/xla"),
-                             "Persistent XLA compilation cache ('' = off).")  # fmt: skip
+_CACHE = cli.define_compile_cache()
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:  # orbax logs every restore at INFO
-        logging.set_verbosity(logging.WARNING)
-    from ua3dtalk_jax.eval import evaluation, uncertainty_maps  # noqa: PLC0415
-    from ua3dtalk_jax.train import run  # noqa: PLC0415
+    cli.quiet_orbax()
+    from ua3dtalk_jax.eval import uncertainty_maps  # noqa: PLC0415
 
-    run.enable_compile_cache(_CACHE.value)
     try:
-        evaluation.check_version(_WORKDIR.value)
-        subject = evaluation.workdir_subject(_SUBJECT.value, _DATA_ROOT.value, _WORKDIR.value)
+        subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, _CACHE.value)
         res = uncertainty_maps.render_uncertainty(
             _WORKDIR.value, subject, frames=_FRAMES.value, out_dir=_OUT.value, branch=_BRANCH.value
         )

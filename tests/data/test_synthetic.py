@@ -24,6 +24,10 @@ PROJECTION_TOL_PX = 1e-3  # float32 files vs the float64 renderer
 ENERGY_WINDOW_S = 0.04  # half-window of the per-frame RMS (one frame at 25 fps)
 CLOSURE_MAX_JAW = 0.15  # jaw_open in the middle of a /p b m/ (rest 0, a vowel 0.3-1)
 EMOTION_MIN_CHANGE = 2.0  # mean |Δ| in the face oval vs neutral, grey levels at 64²
+# torso over bc.jpg vs the frame outside the head, grey levels (JPEG frames and bc.jpg); measured
+# 1.7 / 9 at 256², and 4.1 / 65 with the former binary neck|torso cut-out
+BACKDROP_MEAN_TOL = 2.5
+BACKDROP_P99_TOL = 20.0
 # aud_mel.json fingerprints aud.wav by mtime, the one file that legitimately differs between runs.
 TIMESTAMPED = {"aud_mel.json"}
 
@@ -215,3 +219,26 @@ def test_ensure_synthetic_generates_once_and_refuses_half_written_dirs(tmp_path)
     os.makedirs(tmp_path / "broken")
     with pytest.raises(FileExistsError, match="broken"):
         generate.ensure_synthetic(str(tmp_path), "broken", preset="tiny")
+    # a subject of an older generator is refused (named), not silently reused
+    meta_path = os.path.join(path, "subject.json")
+    with open(meta_path) as f:
+        doc = json.load(f)
+    assert doc["metadata"]["generator_version"] == generate.GENERATOR_VERSION
+    doc["metadata"].pop("generator_version")  # what version 1 wrote
+    with open(meta_path, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(FileExistsError, match="generator version 1"):
+        generate.ensure_synthetic(str(tmp_path), "syn", preset="tiny")
+
+
+def test_torso_over_bc_reproduces_the_frame_outside_the_head(moving256):
+    """The fuse step's backdrop (torso_imgs over bc.jpg) equals the frame wherever the Gaussians do
+    not render, the matte's soft fringe included (it belongs to no binary region)."""
+    subject = Subject.open(moving256)
+    f = subject.frame(4, keys=["image", "background", "face_mask", "mouth_mask", "teeth_mask",
+                               "hair_mask"])  # fmt: skip
+    outside = ~(f["face_mask"] | f["mouth_mask"] | f["teeth_mask"] | f["hair_mask"])
+    err = np.abs(f["image"].astype(float) - f["background"])[outside].max(-1)
+    print(f"backdrop vs frame outside the head: mean {err.mean():.2f}, "
+          f"99th percentile {np.percentile(err, 99):.1f} grey levels")
+    assert err.mean() < BACKDROP_MEAN_TOL and np.percentile(err, 99) < BACKDROP_P99_TOL

@@ -18,6 +18,7 @@ Everything is a function of the seed (and the photo), so the same call writes id
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import multiprocessing
 import os
 import shutil
@@ -31,6 +32,9 @@ from ua3dtalk_jax.data.synthetic.blendshapes import EXP_NAMES
 from ua3dtalk_jax.data.writer import SubjectWriter
 from ua3dtalk_jax.types import EMOTIONS
 
+# Bumped whenever the generator's output changes; `ensure_synthetic` refuses an older subject
+# instead of silently training on it. 2: torso_imgs carry the soft person matte (render.torso_layer).
+GENERATOR_VERSION = 2
 PRESETS = {
     "default": {"size": 256, "fps": 25, "seconds_train": 60.0, "seconds_test": 10.0},
     "tiny": {"size": 64, "fps": 25, "seconds_train": 2.0, "seconds_test": 1.0},  # 1 sentence each
@@ -173,6 +177,7 @@ def generate_subject(
     writer.add_array("mesh_basis", model.basis[:, : face_model.N_FACE].astype(np.float32))
     writer.add_metadata(
         generator="ua3dtalk_jax.data.synthetic",
+        generator_version=GENERATOR_VERSION,
         seed=int(seed),
         photo=model.source,
         head_motion=bool(head_motion),
@@ -201,7 +206,8 @@ def _write_frames(writer, chunks, exp, viewmats, clips, which):
         for out in chunk:
             clip = clips[which[i]]
             writer.add_frame(
-                out["image"], viewmat=viewmats[i], masks=out["masks"], landmarks68=out["landmarks68"],
+                out["image"], viewmat=viewmats[i], masks=out["masks"], torso_rgba=out["torso_rgba"],
+                landmarks68=out["landmarks68"],
                 landmarks=out["landmarks"], aus=_aus(exp[i]), emotion=clip.emotion,
                 intensity=clip.intensity, exp=exp[i],
             )  # fmt: skip
@@ -224,9 +230,15 @@ def ensure_synthetic(
       FileExistsError: data_root/name exists but is not a finished subject (not touched).
     """
     path = os.path.join(os.fspath(data_root), name)
-    if os.path.isfile(os.path.join(path, layout.SUBJECT_JSON)) and not os.path.exists(
-        os.path.join(path, layout.INCOMPLETE)
-    ):
+    meta = os.path.join(path, layout.SUBJECT_JSON)
+    if os.path.isfile(meta) and not os.path.exists(os.path.join(path, layout.INCOMPLETE)):
+        with open(meta) as f:
+            version = json.load(f).get("metadata", {}).get("generator_version", 1)
+        if version != GENERATOR_VERSION:
+            raise FileExistsError(
+                f"{path}: built by synthetic generator version {version}, this is version "
+                f"{GENERATOR_VERSION} (see GENERATOR_VERSION in {__name__}); remove it to regenerate"
+            )
         return path
     if os.path.exists(path):
         raise FileExistsError(

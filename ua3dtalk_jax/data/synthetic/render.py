@@ -55,7 +55,7 @@ def render_frame(model: FaceModel, exp: np.ndarray, viewmat: np.ndarray) -> dict
 
     Returns:
       dict: "image" (S, S, 3) uint8; "masks" dict of (S, S) bool face, mouth, teeth, hair, neck,
-      torso; "landmarks" (478, 2) and "landmarks68" (68, 2) float32 continuous pixels.
+      torso; "torso_rgba" (S, S, 4) uint8 (`torso_layer`); "landmarks" (478, 2) and "landmarks68" (68, 2) float32 continuous pixels.
     """
     size, ss = model.size, SUPERSAMPLE
     cam = camera_vertices(model, exp, viewmat)
@@ -87,9 +87,24 @@ def render_frame(model: FaceModel, exp: np.ndarray, viewmat: np.ndarray) -> dict
     return {
         "image": np.clip(np.round(image), 0, 255).astype(np.uint8),
         "masks": masks,
+        "torso_rgba": torso_layer(rgba[..., :3], alpha[..., 0], masks),
         "landmarks": lms,
         "landmarks68": to_68(lms),
     }
+
+
+def torso_layer(rgb: np.ndarray, alpha: np.ndarray, masks: dict) -> np.ndarray:
+    """(S, S, 4) uint8 torso image: the person layer wherever the Gaussians do not model it.
+
+    Everything of the soft person matte outside face, mouth, teeth and hair (neck, torso and the
+    matte's half-transparent fringe, e.g. background the segmentation left in the photo), with
+    its own alpha, so torso over bc.jpg reproduces the frame outside the head exactly. A binary
+    neck|torso cut-out would leave the fringe (alpha < 0.5 belongs to no region) to bc.jpg.
+    """
+    head = masks["face"] | masks["mouth"] | masks["teeth"] | masks["hair"]
+    a = np.where(head, 0.0, alpha)
+    out = np.concatenate([rgb * (a[..., None] > 0), 255.0 * a[..., None]], -1)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def id_buffer(pix: np.ndarray, depth: np.ndarray, tris: np.ndarray, res: int) -> np.ndarray:
