@@ -195,26 +195,29 @@ def _run(cfg, ph: Phase, state, start: int, sampler: FrameSampler, mesh, step, a
         return Prefetcher(lambda i: _slice(sampler.load(i), rows), it, ph.total,
                           depth=cfg.data.prefetch, workers=cfg.data.num_workers)  # fmt: skip
 
+    # Every state that does not come out of the step itself (initialised, restored, densified,
+    # SH-grown) is placed like the step's replicated outputs; otherwise each such change of
+    # sharding would be a retrace and a recompilation of the step.
+    def place(s):
+        return jax.device_put(s, parallel.replicated(mesh))
+
+    state = place(state)
     pre = prefetcher(start)
     ph.progress(start)
     it = start
     try:
         while it < ph.total:
             batch = parallel.put_batch(pre.get(it), mesh)
-            # One placement for every step's inputs: restored, freshly initialised, densified or
-            # SH-grown arrays would otherwise reach the jitted step with another sharding than its
-            # own replicated outputs, and each such change is a retrace and a recompilation.
-            # (A no-op for arrays already replicated over the mesh.)
-            state = jax.device_put(state, parallel.replicated(mesh))
             state, metrics = step(state, batch, it)
             back = ph.after_step(it, metrics, state)
             if back is not None:
-                state, it = back
+                state, it = place(back[0]), back[1]
                 pre.close()
                 pre = prefetcher(it)
                 continue
             it += 1
-            state = after(state, it)
+            changed = after(state, it)
+            state = state if changed is state else place(changed)
             if it % cfg.train.checkpoint_every == 0 or it == ph.total:
                 ph.save(state, it)
     finally:
