@@ -8,7 +8,11 @@ build is what the README's main job and the benchmarks run. Set
 JAX_DISABLE_MOST_OPTIMIZATIONS=0 to run the suite with full optimisations.
 """
 
+import fcntl
+import json
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
@@ -19,20 +23,53 @@ jax.config.update("jax_disable_most_optimizations",
                   os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("0", "false", "False"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Orders the modules so that, under `pytest -n 2`, one worker starts the shared tiny run at
+    once while the other runs the independent modules: the first module that needs `tiny_trained`
+    goes first, the modules that do not need it next, the other users of it last (each module's
+    own order unchanged; modules stay contiguous so their fixtures are set up once)."""
+    modules: dict = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    users = [m for m, its in modules.items()
+             if any("tiny_trained" in getattr(i, "fixturenames", ()) for i in its)]  # fmt: skip
+    order = users[:1] + [m for m in modules if m not in users] + users[1:]
+    items[:] = [i for m in order for i in modules[m]]
+
+
+def _shared_tmp(tmp_path_factory) -> Path:
+    """A tmp folder shared by every pytest-xdist worker of this run (the run's own basetemp when
+    not distributed; never a folder an earlier run left behind)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory):
     """One `--config=tiny --stage=all` run on the tiny synthetic subject, shared by every module
-    that needs a trained workdir (training, inference, evaluation, notebook tests). Compilations go
-    to a persistent cache in the session's tmp dir. Treat the workdir as read-only; copy it first
-    to change it."""
+    that needs a trained workdir (training, inference, evaluation, notebook tests) and, under
+    `pytest -n N`, by every worker: the first worker to need it trains it under a file lock, the
+    others wait for it and read its summary. Compilations go to a persistent cache next to it.
+    Treat the workdir as read-only; copy it first to change it."""
     from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
     from ua3dtalk_jax.data.synthetic.generate import generate_preset  # noqa: PLC0415
     from ua3dtalk_jax.train import run  # noqa: PLC0415
 
-    root = tmp_path_factory.mktemp("tiny_trained")
-    run.enable_compile_cache(str(root / "xla_cache"))
-    subject = generate_preset(str(root / "subject"), "tiny", seed=0)
+    root = _shared_tmp(tmp_path_factory) / "tiny_trained"
+    root.mkdir(exist_ok=True)
     cfg = get_config("tiny")
-    workdir = str(root / "work")
-    out = run.train(cfg, subject, workdir, "all")
-    return {"cfg": cfg, "subject": subject, "workdir": workdir, "out": out, "root": root}
+    done = root / "summary.json"
+    with open(root.parent / "tiny_trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run.enable_compile_cache(str(root / "xla_cache"))
+        if not done.exists():
+            for name in ("subject", "work"):
+                shutil.rmtree(root / name, ignore_errors=True)
+            subject = generate_preset(str(root / "subject"), "tiny", seed=0)
+            out = run.train(cfg, subject, str(root / "work"), "all")
+            tmp = done.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"subject": subject, "out": out}))
+            os.replace(tmp, done)
+        saved = json.loads(done.read_text())
+    return {"cfg": cfg, "subject": saved["subject"], "workdir": str(root / "work"),
+            "out": saved["out"], "root": root}  # fmt: skip
