@@ -57,7 +57,7 @@ def render_branch(
       attention: also render the attention maps (needs `use_deform` and the face branch).
     Returns:
       {"rgb" (H, W, 3), "alpha" (H, W), "radii" (N, 2), "deform" DeformOut or None, "aux" dict,
-       "att" (H, W, 2) when `attention`}.
+       "active" (N,) the live slots, "att" (H, W, 2) when `attention`}.
     """
     d, aux = None, {}
     g = gaussians
@@ -68,7 +68,14 @@ def render_branch(
     bg = jnp.asarray(background, jnp.float32)
     out = rasterize(means, quats, scales, opac, colors, viewmat, k, width=width, height=height,
                     background=bg, backend=backend, means2d_offset=offset)  # fmt: skip
-    res = {"rgb": out.rgb, "alpha": out.alpha, "radii": out.radii, "deform": d, "aux": aux}
+    res = {
+        "rgb": out.rgb,
+        "alpha": out.alpha,
+        "radii": out.radii,
+        "deform": d,
+        "aux": aux,
+        "active": gaussians.active,
+    }
     if attention:
         att = jnp.stack([aux["aud_ch_att_norm"], aux["eye_att_norm"], jnp.zeros_like(opac)], -1)
         geo = jax.tree.map(jax.lax.stop_gradient, (means, quats, scales, opac))

@@ -6,9 +6,9 @@
 Targets as the authors build them (reference §4):
   face   GT = gt·head + green·(1 − head), the mouth interior and teeth set to green (the mouth branch
          owns them; that mask eroded by 2 px late in training); on "hair iterations" the hair pixels
-         are green in render and GT alike. Regularisers after the warm-up: 1e-5·mean|δ|, 1e-3 alpha
-         mask on the head, 1e-4 eye attention inside the lips rectangle, and on non-hair iterations
-         1e-4 audio and eye attention over the hair. Late: 0.01·LPIPS on the lips crop and
+         are green in render and GT alike. Regularisers after the warm-up: 1e-5·mean|δ| (over
+         the live slots), 1e-3 alpha mask on the head, 1e-4 eye attention inside the lips
+         rectangle, and on non-hair iterations 1e-4 audio and eye attention over the hair. Late: 0.01·LPIPS on the lips crop and
          0.2·patch LPIPS with the lips blanked.
   mouth  GT = gt·mouth + green elsewhere; rendered pixels in (lips rect XOR mouth) forced to green;
          1e-3 alpha mask on the lips rectangle; late: 0.5·patch LPIPS.
@@ -73,8 +73,8 @@ def face_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng) -> tuple[
     m = {"l1": l1, "psnr": L.psnr(pred, target)}
     if v.deform:
         d = r["deform"]
-        active = None
-        loss += b.reg_deform * R.deformation_l1(d.d_xyz, d.d_rot, d.d_scale, active)
+        # mean over the live slots only (the authors' buffer has no empty ones)
+        loss += b.reg_deform * R.deformation_l1(d.d_xyz, d.d_rot, d.d_scale, r["active"])
         loss += b.reg_alpha * R.alpha_mask(r["alpha"], frame["head_mask"])
         if b.reg_attention > 0:
             h, w = gt.shape[:2]
@@ -85,6 +85,7 @@ def face_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng) -> tuple[
             hair_att = R.masked_map_mean(att[..., 0], frame["hair_mask"])
             hair_att += R.masked_map_mean(att[..., 1], frame["hair_mask"])
             loss += b.reg_attention * on_hair * hair_att
+
     def late():
         h, w = gt.shape[:2]
         lips = R.rect_mask(frame["lips_rect"], h, w)[..., None]
