@@ -16,8 +16,14 @@ def define_compile_cache() -> flags.FlagHolder:
 
 
 def define_subject() -> tuple[flags.FlagHolder, flags.FlagHolder]:
-    """--subject and --data_root, resolved like experiments.train does."""
-    subject = flags.DEFINE_string("subject", "synthetic", "Subject name under --data_root or path.")
+    """--subject and --data_root of the tools that read a trained workdir (default: the subject
+    the workdir records, see `eval.evaluation.workdir_subject`)."""
+    subject = flags.DEFINE_string(
+        "subject",
+        None,
+        "Subject name under --data_root or path (default: the one the workdir "
+        "was trained on, as recorded in its subject.json; else the preset's synthetic subject).",
+    )
     data_root = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
     return subject, data_root
 

@@ -8,7 +8,8 @@ points), "E-FD (own)" (Fréchet distance of this project's expression coefficien
 E-FID), Sync-C/D (standard SyncNet, only with --syncnet_weights), Sync-C/D (own) (the stage-1
 SyncNet) and fer emotion accuracy, for the rendered and the real frames. Writes
 workdir/eval_<split>.{json,csv,md} (and eval_<split>_emotion.*) and prints the table. --subject
-must be the subject the workdir was trained on (default: the synthetic subject of its preset).
+must be the subject the workdir was trained on (default: the one its subject.json records,
+else the synthetic subject of its preset).
 """
 
 from __future__ import annotations

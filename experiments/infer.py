@@ -10,7 +10,8 @@ alone (the paper's setting); --emotion / --emotion_mix replace f_emo-attn by sta
 emotion features (see ua3dtalk_jax/eval/synthesize.py). --poses: the held-out frames' head motion
 played ping-pong (val), the first held-out frame (static), or a .npy (P, 4, 4) of world→camera
 OpenCV matrices / a transforms .json (see ua3dtalk_jax/eval/poses.py). --subject must be the
-subject the workdir was trained on (default: the synthetic subject of the workdir's preset).
+subject the workdir was trained on (default: the one its subject.json records, else the synthetic
+subject of the workdir's preset).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from experiments import cli
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (stage 2 finished).")
 _AUDIO = flags.DEFINE_string("audio", None, "Audio file (wav, flac, mp3, m4a, ...).")
 _OUT = flags.DEFINE_string("out", None, "Output video (.mp4).")
-_SUBJECT = flags.DEFINE_string("subject", "synthetic", "Subject name under --data_root or path.")
-_DATA_ROOT = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
+_SUBJECT, _DATA_ROOT = cli.define_subject()
 _EMOTION = flags.DEFINE_string("emotion", None, "Emotion label (e.g. happy); default: from audio.")
 _INTENSITY = flags.DEFINE_integer("intensity", None, "MEAD intensity level 1..3 of the emotion.")
 _MIX = flags.DEFINE_string("emotion_mix", None, "Blend, e.g. happy:0.7,sad:0.3 (or audio:0.5).")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ua3dtalk_jax.eval import evaluation, metrics
+from ua3dtalk_jax.eval.trained_model import load_trained
 from ua3dtalk_jax.eval.expression_coeffs import expression_sets
 from ua3dtalk_jax.eval.metrics import EFD_OWN, NOT_AVAILABLE
 
@@ -138,3 +139,21 @@ def test_bad_workdirs_are_refused(tiny_trained, tmp_path):
         evaluation.evaluate(wd, subj, split="test")
     with pytest.raises(FileNotFoundError, match="--subject"):
         evaluation.workdir_subject("synthetic", str(tmp_path), wd)
+
+
+def test_workdir_records_its_subject(tiny_trained, tmp_path):
+    """Training writes subject.json, so the tools find the subject without --subject; an older
+    workdir without it (or whose subject moved) falls back to the preset's synthetic subject."""
+    wd = tiny_trained["workdir"]
+    want = os.path.abspath(tiny_trained["subject"])
+    assert evaluation.workdir_subject(None, str(tmp_path), wd) == want
+    assert evaluation.workdir_subject(want, str(tmp_path), wd) == want  # explicit still wins
+    assert os.path.abspath(load_trained(wd).subject.path) == want  # the notebook API likewise
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(os.path.join(wd, "config.json"), old / "config.json")
+    with pytest.raises(FileNotFoundError, match="--subject=synthetic"):
+        evaluation.workdir_subject(None, str(tmp_path), str(old))
+    (old / "subject.json").write_text(json.dumps({"subject": str(tmp_path / "moved")}))
+    with pytest.raises(FileNotFoundError, match="--subject=synthetic"):
+        evaluation.workdir_subject(None, str(tmp_path), str(old))

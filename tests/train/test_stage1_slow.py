@@ -3,6 +3,7 @@
 Data: the procedural talking face of `test_stage1_train.py` (30 s), held-out = its val tail.
 """
 
+import dataclasses
 import shutil
 
 import jax
@@ -14,7 +15,7 @@ from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.features import stage1_features
+from ua3dtalk_jax.train.features import checkpoint_digest, stage1_features
 from ua3dtalk_jax.train.stage1 import load_stage1, save_stage1
 from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
 
@@ -87,7 +88,21 @@ def test_stage1_end_to_end_checkpoint_and_features(tiny_trained, tmp_path):
     a = stage1_features(subj, str(tmp_path / "run"))
     assert (subj_dir / "stage1_features.npy").exists()
     assert a["f_exp"].shape == (len(subj), 64)
+    # the cache is keyed by the checkpoint's content: a copy reuses it, another stage 1 does not
+    cache = subj_dir / "stage1_features.npy"
+    written = cache.stat().st_mtime_ns
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    np.testing.assert_array_equal(
+        stage1_features(subj, str(tmp_path / "copy"))["f_exp"], a["f_exp"]
+    )
+    assert cache.stat().st_mtime_ns == written
+    other = dataclasses.replace(restored, class_means=restored.class_means + 1.0)
+    save_stage1(other, str(tmp_path / "other"))
+    assert checkpoint_digest(str(tmp_path / "other")) != checkpoint_digest(str(tmp_path / "run"))
+    stage1_features(subj, str(tmp_path / "other"))
+    assert cache.stat().st_mtime_ns != written
     b = stage1_features(subj, str(tmp_path / "run"), emotion="happy:1")
     np.testing.assert_array_equal(a["f_exp"], b["f_exp"])
-    np.testing.assert_allclose(b["f_emo"], np.broadcast_to(model.class_means[5], b["f_emo"].shape),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        b["f_emo"], np.broadcast_to(model.class_means[5], b["f_emo"].shape), rtol=1e-5
+    )

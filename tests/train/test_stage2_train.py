@@ -58,7 +58,7 @@ def test_tiny_run_trains_checkpoints_and_summarises(trained):
     assert np.isfinite(held["psnr"]) and 0 < held["ssim"] <= 1 and held["lpips"] >= 0
     assert set(summary["seconds"]) >= {"face", "mouth", "fuse", "eval", "stage1"}
     cfg2, heads = load_stage2(workdir)
-    as_json = lambda c: json.loads(json.dumps(c.to_dict()))  # noqa: E731 - tuples vs lists
+    as_json = lambda c: json.loads(json.dumps(c.to_dict()))
     assert as_json(cfg2) == as_json(cfg)
     assert heads["face"][2].capacity == cfg.model.gaussians.face.capacity
     assert os.path.isfile(os.path.join(workdir, "val", "fuse_000010.png"))
@@ -163,7 +163,7 @@ def test_two_devices_give_the_losses_and_statistics_of_one(trained):
     import sys
 
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT, trained["subject"]], env=env,
+    proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT, trained["subject"]], env=env, check=False,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
@@ -173,3 +173,83 @@ def test_two_devices_give_the_losses_and_statistics_of_one(trained):
     np.testing.assert_allclose(two["means"], one["means"], atol=1e-6)
     np.testing.assert_allclose(two["grad_accum"], one["grad_accum"], rtol=1e-4, atol=1e-9)
     np.testing.assert_array_equal(two["count"], one["count"])
+
+
+_MH_SCRIPT = r"""
+import json, sys
+import jax, numpy as np
+mode = sys.argv[2]
+if mode == "multi":  # one CPU device per process, collectives over gloo
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    from ua3dtalk_jax.train import parallel
+    parallel.initialize_distributed(f"127.0.0.1:{sys.argv[4]}", 2, int(sys.argv[3]))
+from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.data import Subject
+from ua3dtalk_jax.train import parallel
+from ua3dtalk_jax.train.stage2_data import FrameSampler
+from ua3dtalk_jax.train.stage2_loop import flags
+from ua3dtalk_jax.train.stage2_state import init_branch
+from ua3dtalk_jax.train.stage2_step import Variant, make_branch_step
+
+cfg = get_config("tiny")
+subject = Subject.open(sys.argv[1])
+feats = {k: np.zeros((len(subject), d), np.float32) for k, d in
+         (("f_exp", 64), ("f_tone", 64), ("f_emo", 128))}
+state, net, g_tx, n_tx = init_branch(cfg, "face", jax.random.PRNGKey(0), 0.2)
+mesh = parallel.global_mesh()
+batch = FrameSampler(subject, feats, "face", cfg.train.face, 0, 2).load(0)
+rows = parallel.process_slice(2)  # as the training loop feeds each host
+local = {k: v[rows] for k, v in batch.items()}
+h, w = subject.size
+step = make_branch_step(cfg, "face", net, g_tx, n_tx, Variant(False, "train"), width=w, height=h,
+                        mesh=mesh)
+new, m = step(state, parallel.put_batch(local, mesh), flags(cfg.train.face, "face", 0))
+out = {"devices": mesh.devices.size, "processes": jax.process_count(), "loss": float(m["loss"]),
+       "means": np.asarray(new.gaussians.means).tolist(),
+       "grad_accum": np.asarray(new.stats.grad_accum).tolist(),
+       "count": np.asarray(new.stats.count).tolist()}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_losses_and_statistics_of_one(tmp_path):
+    """Multi-host data parallelism: two processes with one CPU device each (gloo collectives),
+    each feeding its own row of the global batch, take the step one process takes alone."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subject = generate_preset(str(tmp_path / "s"), "tiny", seed=0)
+    base = [sys.executable, "-c", _MH_SCRIPT, subject]
+    port = str(_free_port())
+    procs = [subprocess.Popen(base + ["multi", str(i), port], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]  # fmt: skip
+    single = subprocess.run(base + ["single"], env=env, check=False, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    def result(stdout):
+        line = [x for x in stdout.splitlines() if x.startswith("RESULT")][-1]
+        return json.loads(line[len("RESULT") :])
+
+    one = result(single.stdout)
+    assert (one["devices"], one["processes"]) == (1, 1)
+    for stdout, _ in outs:
+        two = result(stdout)
+        assert (two["devices"], two["processes"]) == (2, 2)
+        assert abs(one["loss"] - two["loss"]) < 1e-5
+        np.testing.assert_allclose(two["means"], one["means"], atol=1e-6)
+        np.testing.assert_allclose(two["grad_accum"], one["grad_accum"], rtol=1e-4, atol=1e-9)
+        np.testing.assert_array_equal(two["count"], one["count"])

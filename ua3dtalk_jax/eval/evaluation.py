@@ -72,14 +72,22 @@ def check_version(workdir: str) -> None:
         )
 
 
-def workdir_subject(subject: str, data_root: str, workdir: str) -> str:
-    """The subject directory of a workdir (which does not record it); never builds one.
+def workdir_subject(subject: str | None, data_root: str, workdir: str) -> str:
+    """The subject directory of a workdir; never builds one.
 
-    "synthetic" (experiments.train's default) is data_root/synthetic_<the config's synthetic
-    preset>; anything else is a path or a folder under data_root.
+    None: the subject recorded in the workdir by training (`train.run.record_subject`) when that
+    directory still exists, else as "synthetic". "synthetic" (experiments.train's default) is
+    data_root/synthetic_<the config's synthetic preset>; anything else is a path or a folder
+    under data_root.
     """
     from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
+    from ua3dtalk_jax.train.run import recorded_subject  # noqa: PLC0415
 
+    if subject is None:
+        rec = recorded_subject(workdir)
+        if rec is not None and os.path.isdir(rec):
+            return rec
+        subject = "synthetic"
     if subject == "synthetic":
         cands = [os.path.join(data_root, f"synthetic_{load_config(workdir).synthetic}")]
     else:

@@ -43,6 +43,7 @@ from ua3dtalk_jax.gaussians import GaussianState
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.models.motion import DeformOut
 from ua3dtalk_jax.train.features import stage1_features
+from ua3dtalk_jax.train.run import recorded_subject
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import Stage1Model, load_stage1
 from ua3dtalk_jax.train.stage2 import load_stage2
@@ -88,12 +89,13 @@ class TrainedModel:
         return self.heads[part][0].spec.view_names
 
 
-def load_trained(workdir: str, subject: str) -> TrainedModel:
+def load_trained(workdir: str, subject: str | None = None) -> TrainedModel:
     """Opens a workdir whose stage 2 has finished.
 
     Args:
       workdir: the training workdir (config.json, stage1/, stage2/model).
-      subject: path of the subject directory it was trained on (the workdir does not record it).
+      subject: path of the subject directory it was trained on (None: the one training recorded
+        in the workdir's subject.json).
     Returns:
       the `TrainedModel`.
     Raises:
@@ -113,6 +115,11 @@ def load_trained(workdir: str, subject: str) -> TrainedModel:
     s1 = os.path.join(workdir, STAGE1_DIR)
     if not os.path.isdir(s1) or not os.listdir(s1):
         raise FileNotFoundError(f"{s1}: no stage-1 checkpoint (needed for new audio's features)")
+    if subject is None:
+        subject = recorded_subject(workdir)
+        if subject is None:
+            raise FileNotFoundError(f"{workdir}: no subject.json (a workdir of an older version); "
+                                    "pass subject= the subject directory it was trained on")  # fmt: skip
     subj = Subject.open(os.fspath(subject))
     if subj.audio_source != layout.WAV:
         raise ValueError(

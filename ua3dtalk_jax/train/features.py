@@ -6,12 +6,15 @@ feature comes from the audio and the checkpoint alone — f_exp from lip-wav ima
 expert generates from the audio and the checkpoint's stored reference crops, f_tone from StyleNet,
 f_emo-attn from the frozen emotion encoder — so training audio and novel audio take the same path
 and no video frame of the audio's own clip is used. For a subject the result is cached in the
-subject dir as `stage1_features.npy` (N, 256) with a JSON description that names the checkpoint.
+subject dir as `stage1_features.npy` (N, 256), keyed by a SHA-256 of the stage-1 checkpoint's
+files: a copy of the same checkpoint (every ablation configuration gets one) reuses the cache, a
+retrained stage 1 recomputes it.
 An optional emotion spec (`models.emotion.control`) overrides f_emo-attn after the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax.numpy as jnp
@@ -79,7 +82,7 @@ def stage1_features(source, stage1, *, fps: float | None = None, n_frames: int |
         return np.concatenate([f[k] for k, _ in WIDTHS], axis=1)
 
     if is_subject and cache and ckpt is not None:
-        params = {"checkpoint": ckpt, "stamp": _stamp(ckpt), "fps": fps, "n": n}
+        params = {"stage1_sha256": checkpoint_digest(ckpt), "fps": fps, "n": n}
         flat = cached_array(source.path, CACHE_NAME, params, compute,
                             source=os.path.join(source.path, "aud.wav"))  # fmt: skip
     else:
@@ -92,10 +95,16 @@ def stage1_features(source, stage1, *, fps: float | None = None, n_frames: int |
     return out
 
 
-def _stamp(ckpt: str) -> int:
-    """Newest modification time under the checkpoint folder (a retrained stage 1 changes it)."""
+def checkpoint_digest(ckpt: str) -> str:
+    """SHA-256 over the relative paths and bytes of every file of a stage-1 checkpoint folder
+    (`<workdir>/stage1` or the workdir itself), in sorted order: equal for byte-identical copies."""
     root = os.path.join(ckpt, CKPT_DIR) if os.path.isdir(os.path.join(ckpt, CKPT_DIR)) else ckpt
-    return max(
-        (os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(root) for f in fs),
-        default=0,
-    )
+    h = hashlib.sha256()
+    for d, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            path = os.path.join(d, name)
+            h.update(os.path.relpath(path, root).encode() + b"\0")
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()

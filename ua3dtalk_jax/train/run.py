@@ -20,6 +20,7 @@ from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 
 STAGES = ("1", "2", "all")
+SUBJECT_RECORD = "subject.json"  # {"subject": absolute path} of the first training call
 
 
 def enable_compile_cache(path: str | None) -> None:
@@ -102,6 +103,27 @@ def check_workdir(cfg, workdir: str) -> None:
     save_config(cfg, workdir)
 
 
+def record_subject(workdir: str, subject_path: str) -> None:
+    """Writes workdir/subject.json (the subject's absolute path) unless it is there already, so
+    the tools that read a finished workdir find its subject without --subject."""
+    path = os.path.join(workdir, SUBJECT_RECORD)
+    if os.path.exists(path):
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"subject": os.path.abspath(subject_path)}, f)
+    os.replace(path + ".tmp", path)
+
+
+def recorded_subject(workdir: str) -> str | None:
+    """The subject path recorded by `record_subject`, or None (older workdirs have none)."""
+    try:
+        with open(os.path.join(workdir, SUBJECT_RECORD)) as f:
+            return json.load(f)["subject"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _diff(a, b, prefix=""):
     if isinstance(a, dict) and isinstance(b, dict):
         for k in set(a) | set(b):
@@ -141,6 +163,7 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
     check_workdir(cfg, workdir)
     subject = Subject.open(subject_path)
+    record_subject(workdir, subject_path)
     out = {"subject": os.path.abspath(subject_path), "workdir": os.path.abspath(workdir)}
     if stage in ("1", "all"):
         out["stage1"] = run_stage1(cfg, subject, workdir, log)
