@@ -157,32 +157,12 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.mark.slow
-def test_two_devices_give_the_losses_and_statistics_of_one(trained):
-    import subprocess
-    import sys
-
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT, trained["subject"]], env=env, check=False,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
-    res = json.loads(line[len("RESULT") :])
-    one, two = res["1"], res["2"]
-    assert abs(one["loss"] - two["loss"]) < 1e-5
-    np.testing.assert_allclose(two["means"], one["means"], atol=1e-6)
-    np.testing.assert_allclose(two["grad_accum"], one["grad_accum"], rtol=1e-4, atol=1e-9)
-    np.testing.assert_array_equal(two["count"], one["count"])
-
-
 _MH_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
-mode = sys.argv[2]
-if mode == "multi":  # one CPU device per process, collectives over gloo
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from ua3dtalk_jax.train import parallel
-    parallel.initialize_distributed(f"127.0.0.1:{sys.argv[4]}", 2, int(sys.argv[3]))
+jax.config.update("jax_cpu_collectives_implementation", "gloo")  # one CPU device per process
+from ua3dtalk_jax.train import parallel
+parallel.initialize_distributed(f"127.0.0.1:{sys.argv[4]}", 2, int(sys.argv[3]))
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.train import parallel
@@ -220,36 +200,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _result(stdout: str) -> dict:
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
+
+
+def _assert_same_step(two: dict, one: dict) -> None:
+    assert abs(one["loss"] - two["loss"]) < 1e-5
+    np.testing.assert_allclose(two["means"], one["means"], atol=1e-6)
+    np.testing.assert_allclose(two["grad_accum"], one["grad_accum"], rtol=1e-4, atol=1e-9)
+    np.testing.assert_array_equal(two["count"], one["count"])
+
+
 @pytest.mark.slow
-def test_two_processes_give_the_losses_and_statistics_of_one(tmp_path):
-    """Multi-host data parallelism: two processes with one CPU device each (gloo collectives),
-    each feeding its own row of the global batch, take the step one process takes alone."""
+def test_two_devices_and_two_processes_take_the_step_of_one(trained):
+    """Data parallelism: one step on a global batch of 2 frames is the same on one device, on two
+    devices of one process, and on two processes with one CPU device each (multi-host through
+    `jax.distributed` with gloo collectives, each process feeding its own row of the batch)."""
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    subject = generate_preset(str(tmp_path / "s"), "tiny", seed=0)
-    base = [sys.executable, "-c", _MH_SCRIPT, subject]
     port = str(_free_port())
-    procs = [subprocess.Popen(base + ["multi", str(i), port], env=env, stdout=subprocess.PIPE,
+    multi = [sys.executable, "-c", _MH_SCRIPT, trained["subject"], "multi"]
+    procs = [subprocess.Popen(multi + [str(i), port], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in (0, 1)]  # fmt: skip
-    single = subprocess.run(base + ["single"], env=env, check=False, capture_output=True, text=True,
-                            timeout=600)  # fmt: skip
+    env2 = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT, trained["subject"]], env=env2,
+                          check=False, capture_output=True, text=True, timeout=600)  # fmt: skip
     outs = [p.communicate(timeout=600) for p in procs]
+    assert proc.returncode == 0, proc.stderr[-3000:]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    assert single.returncode == 0, single.stderr[-3000:]
-
-    def result(stdout):
-        line = [x for x in stdout.splitlines() if x.startswith("RESULT")][-1]
-        return json.loads(line[len("RESULT") :])
-
-    one = result(single.stdout)
-    assert (one["devices"], one["processes"]) == (1, 1)
+    res = _result(proc.stdout)
+    one = res["1"]
+    _assert_same_step(res["2"], one)
     for stdout, _ in outs:
-        two = result(stdout)
+        two = _result(stdout)
         assert (two["devices"], two["processes"]) == (2, 2)
-        assert abs(one["loss"] - two["loss"]) < 1e-5
-        np.testing.assert_allclose(two["means"], one["means"], atol=1e-6)
-        np.testing.assert_allclose(two["grad_accum"], one["grad_accum"], rtol=1e-4, atol=1e-9)
-        np.testing.assert_array_equal(two["count"], one["count"])
+        _assert_same_step(two, one)
