@@ -20,8 +20,7 @@ from absl import app, flags, logging
 
 from experiments import cli
 
-_SUBJECT = flags.DEFINE_string("subject", "synthetic", "Subject name under --data_root or path.")
-_DATA_ROOT = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
+_SUBJECT, _DATA_ROOT = cli.define_subject("synthetic")
 _CONFIG = flags.DEFINE_enum("config", "cpu", ["paper", "cpu", "tiny"], "Preset.")
 _ROOT = flags.DEFINE_string(
     "workdir_root", None, "Folder of the runs (default workdirs/ablation-SUBJECT-CONFIG)."

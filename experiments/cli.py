@@ -15,15 +15,15 @@ def define_compile_cache() -> flags.FlagHolder:
                                "Persistent XLA compilation cache ('' = off).")  # fmt: skip
 
 
-def define_subject() -> tuple[flags.FlagHolder, flags.FlagHolder]:
-    """--subject and --data_root of the tools that read a trained workdir (default: the subject
-    the workdir records, see `eval.evaluation.workdir_subject`)."""
-    subject = flags.DEFINE_string(
-        "subject",
-        None,
-        "Subject name under --data_root or path (default: the one the workdir "
-        "was trained on, as recorded in its subject.json; else the preset's synthetic subject).",
-    )
+def define_subject(default: str | None = None) -> tuple[flags.FlagHolder, flags.FlagHolder]:
+    """--subject and --data_root. default None (the tools that read a trained workdir): the
+    subject the workdir records, see `eval.evaluation.workdir_subject`; the training tools pass
+    "synthetic" (the embedded subject, built on first use)."""
+    text = "Subject name under --data_root or path."
+    if default is None:
+        text = text[:-1] + (" (default: the one the workdir was trained on, as recorded in its "
+                            "subject.json; else the preset's synthetic subject).")  # fmt: skip
+    subject = flags.DEFINE_string("subject", default, text)
     data_root = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
     return subject, data_root
 

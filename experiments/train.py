@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import app, flags
 
 from experiments import cli
 
-_SUBJECT = flags.DEFINE_string("subject", "synthetic", "Subject name under --data_root or path.")
-_DATA_ROOT = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
+_SUBJECT, _DATA_ROOT = cli.define_subject("synthetic")
 _STAGE = flags.DEFINE_enum("stage", "all", ["1", "2", "all"], "What to train.")
 _CONFIG = flags.DEFINE_enum("config", "cpu", ["paper", "cpu", "tiny"], "Preset.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default workdirs/SUBJECT-CONFIG).")
@@ -38,8 +38,11 @@ def main(argv):
 
     parallel.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
     run.enable_compile_cache(_CACHE.value)
-    cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
-    subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
+    try:
+        cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
+        subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
+    except (FileNotFoundError, ValueError) as e:  # a bad --set or --subject: the message names it
+        sys.exit(f"train: {e}")
     name = os.path.basename(os.path.normpath(subject))
     workdir = _WORKDIR.value or os.path.join("workdirs", f"{name}-{_CONFIG.value}")
     video = HeldoutVideo(subject, os.path.join(workdir, "heldout.mp4")) if _VIDEO.value else None

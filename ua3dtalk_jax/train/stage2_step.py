@@ -8,8 +8,8 @@ Targets as the authors build them (reference §4):
          owns them; that mask eroded by 2 px late in training); on "hair iterations" the hair pixels
          are green in render and GT alike. Regularisers after the warm-up: 1e-5·mean|δ| (over
          the live slots), 1e-3 alpha mask on the head, 1e-4 eye attention inside the lips
-         rectangle, and on non-hair iterations 1e-4 audio and eye attention over the hair. Late: 0.01·LPIPS on the lips crop and
-         0.2·patch LPIPS with the lips blanked.
+         rectangle, and on non-hair iterations 1e-4 audio and eye attention over the hair.
+         Late: 0.01·LPIPS on the lips crop and 0.2·patch LPIPS with the lips blanked.
   mouth  GT = gt·mouth + green elsewhere; rendered pixels in (lips rect XOR mouth) forced to green;
          1e-3 alpha mask on the lips rectangle; late: 0.5·patch LPIPS.
 Static variants (one compilation each): `Variant(deform, mode)`; per-iteration switches that

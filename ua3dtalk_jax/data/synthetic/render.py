@@ -55,7 +55,8 @@ def render_frame(model: FaceModel, exp: np.ndarray, viewmat: np.ndarray) -> dict
 
     Returns:
       dict: "image" (S, S, 3) uint8; "masks" dict of (S, S) bool face, mouth, teeth, hair, neck,
-      torso; "torso_rgba" (S, S, 4) uint8 (`torso_layer`); "landmarks" (478, 2) and "landmarks68" (68, 2) float32 continuous pixels.
+      torso; "torso_rgba" (S, S, 4) uint8 (`torso_layer`); "landmarks" (478, 2) and
+      "landmarks68" (68, 2) float32 continuous pixels.
     """
     size, ss = model.size, SUPERSAMPLE
     cam = camera_vertices(model, exp, viewmat)
