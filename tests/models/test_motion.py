@@ -180,3 +180,49 @@ def test_every_ablation_combination_runs(p, e, u):
     assert np.all(np.isfinite(out.d_xyz)) and out.d_xyz.shape == (N, 3)
     if u:
         assert aux["view_weights"].shape == (len(spec.view_names), N)
+
+
+def test_decoder_section_sets_gain_zero_init_and_channel_attention():
+    cfg = model_config("tiny")
+    cfg.decoder.face.update(xyz_gain=30.0, zero_init=("xyz",), channel_attention=False)
+    spec = motion_spec(cfg, "face")
+    assert spec.xyz_scale == (0.3, 0.3, 0.3) and spec.zero_init == ("xyz",)
+    assert not spec.channel_attention
+    assert motion_spec(cfg, "mouth").xyz_scale == (2e-3, 1e-2, 2e-3)  # the mouth keeps its own
+    # the cpu preset scales the face's Δμ (short schedule); the paper preset is the authors'
+    assert motion_spec(model_config("cpu"), "face").xyz_scale == (0.3, 0.3, 0.3)
+    assert motion_spec(model_config("paper"), "face").xyz_scale == (1e-2,) * 3
+    del cfg.decoder  # configs saved before the section existed read as the authors' decoder
+    assert motion_spec(cfg, "face") == motion_spec(model_config("tiny"), "face")
+
+
+def test_xyz_gain_multiplies_the_position_offsets(face):
+    net, params, apply = face
+    cfg = model_config("tiny")
+    cfg.decoder.face.xyz_gain = 30.0
+    big = MotionNetwork(motion_spec(cfg, "face"))
+    a, _ = apply(params, XYZ, INPUTS, mode="eval")
+    b, _ = jax.jit(lambda p: big.apply(p, XYZ, INPUTS, mode="eval"))(params)
+    np.testing.assert_allclose(b.d_xyz, 30.0 * a.d_xyz, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(b.d_rot, a.d_rot, rtol=F32_RTOL, atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("concat", [False, True])
+def test_zero_init_heads_start_at_the_identity(concat):
+    from ua3dtalk_jax.models.heads import ConcatMLPHeads
+
+    scales = tuple((k, (1.0,) * w) for k, w in (("xyz", 3), ("rot", 4), ("scale", 3)))
+    x = jax.random.normal(jax.random.PRNGKey(2), (N, 12))
+    if concat:
+        heads = ConcatMLPHeads(("xyz", "rot", "scale"), scales, 16, zero_init=("xyz",))
+        args = (x,)
+    else:
+        heads = DeformHeads(("xyz", "rot", "scale"), scales, 16, ("xyz",))
+        args = (x[:, :8], x[:, 8:])
+    params = heads.init(jax.random.PRNGKey(3), *args)
+    out, _ = heads.apply(params, *args)
+    np.testing.assert_array_equal(out["xyz"], 0.0)  # zero last layer: no initial jitter
+    assert np.abs(np.asarray(out["rot"])).max() > 1e-3  # the other heads keep their random init
+    grads = jax.grad(lambda p: jnp.sum(heads.apply(p, *args)[0]["xyz"] ** 2 + heads.apply(
+        p, *args)[0]["xyz"].sum()))(params)  # fmt: skip
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) > 0  # and it trains

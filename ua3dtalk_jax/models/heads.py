@@ -3,7 +3,9 @@
 After the uncertainty-aware fusion (Eq. 12) the fused state vector μ (D = 48) is concatenated with
 the xyz encoding and mapped by Linear(D + X → 64); each head is ReLU → Linear(64, 64) → ReLU →
 Linear(64, k) and predicts one modification: Δμ (k = 3), Δr (k = 4), Δs (k = 3). Each head's output
-is multiplied by a per-component scale (Δμ ×1e-2; the mouth's Δμ x and z a further /5).
+is multiplied by a per-component scale (Δμ ×1e-2; the mouth's Δμ x and z a further /5). Heads named
+in `zero_init` start with a zero last layer, i.e. at the identity deformation (the short presets:
+`configs.model`).
 
 `BiasFreeMLP` is the authors' `MLP(in, out, hidden, L)`: bias-free Linear layers with ReLU between
 them and none after the last; it serves the attention nets of the audio stream and the baseline's
@@ -22,20 +24,35 @@ HEAD_WIDTHS = {"xyz": 3, "rot": 4, "scale": 3}
 
 
 class BiasFreeMLP(nn.Module):
-    """`layers` bias-free Dense layers, ReLU between them: (..., in) → (..., out)."""
+    """`layers` bias-free Dense layers, ReLU between them: (..., in) → (..., out).
+
+    `zero_cols`: output columns whose last-layer weights start at zero.
+    """
 
     out_dim: int
     hidden: int
     layers: int = 2
+    zero_cols: tuple[int, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(self.layers):
             last = i == self.layers - 1
-            x = nn.Dense(self.out_dim if last else self.hidden, use_bias=False)(x)
+            init = nn.initializers.lecun_normal()
+            if last and self.zero_cols:
+                init = _zero_columns(init, self.zero_cols)
+            x = nn.Dense(self.out_dim if last else self.hidden, use_bias=False, kernel_init=init)(x)
             if not last:
                 x = nn.relu(x)
         return x
+
+
+def _zero_columns(init, cols: tuple[int, ...]):
+    def wrapped(key, shape, dtype=jnp.float32):
+        keep = jnp.ones((shape[-1],), dtype).at[jnp.asarray(cols)].set(0)
+        return init(key, shape, dtype) * keep
+
+    return wrapped
 
 
 def scale_outputs(raw: dict, scales: dict) -> dict:
@@ -55,6 +72,7 @@ class DeformHeads(nn.Module):
     outputs: tuple[str, ...] = ("xyz", "rot", "scale")
     scales: tuple[tuple[str, tuple[float, ...]], ...] = ()
     hidden: int = 64
+    zero_init: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, state: jax.Array, enc_x: jax.Array) -> tuple[dict, dict]:
@@ -70,7 +88,8 @@ class DeformHeads(nn.Module):
         raw = {}
         for name in self.outputs:
             y = nn.Dense(self.hidden, name=f"{name}_0")(nn.relu(h))
-            raw[name] = nn.Dense(HEAD_WIDTHS[name], name=f"{name}_1")(nn.relu(y))
+            init = nn.initializers.zeros if name in self.zero_init else nn.initializers.lecun_normal()
+            raw[name] = nn.Dense(HEAD_WIDTHS[name], kernel_init=init, name=f"{name}_1")(nn.relu(y))
         return scale_outputs(raw, dict(self.scales)), {"h": h}
 
 
@@ -85,12 +104,16 @@ class ConcatMLPHeads(nn.Module):
     scales: tuple[tuple[str, tuple[float, ...]], ...] = ()
     hidden: int = 64
     layers: int = 3
+    zero_init: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, features: jax.Array) -> tuple[dict, dict]:
         """Args: features (N, Σ view widths). Returns ({name: (N, k)}, {})."""
         widths = [HEAD_WIDTHS[n] for n in self.outputs]
-        y = BiasFreeMLP(sum(widths), self.hidden, self.layers, name="sigma_net")(features)
+        starts = np.cumsum([0] + widths)
+        zero = tuple(int(c) for n, a, w in zip(self.outputs, starts, widths)
+                     if n in self.zero_init for c in range(a, a + w))  # fmt: skip
+        y = BiasFreeMLP(sum(widths), self.hidden, self.layers, zero, name="sigma_net")(features)
         splits = jnp.split(y, np.cumsum(widths)[:-1].tolist(), axis=-1)
         raw = dict(zip(self.outputs, splits))
         return scale_outputs(raw, dict(self.scales)), {}

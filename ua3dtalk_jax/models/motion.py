@@ -89,6 +89,7 @@ class MotionSpec:
     channel_attention: bool = True  # per-Gaussian gating of the audio code
     outputs: tuple[str, ...] = ("xyz", "rot", "scale")
     xyz_scale: tuple[float, float, float] = (1e-2, 1e-2, 1e-2)
+    zero_init: tuple[str, ...] = ()  # heads whose last layer starts at zero (identity deformation)
     prior: bool = True  # P
     emotion: bool = True  # E
     uncertainty: bool = True  # U
@@ -184,10 +185,13 @@ class MotionNetwork(nn.Module):
         if sp.uncertainty:
             fused, uaux = self._fuse(views, enc_x, mode, rng)
             aux.update(uaux)
-            out, _ = DeformHeads(sp.outputs, scales, sp.hidden, name="decoder")(fused, enc_x)
+            heads = DeformHeads(sp.outputs, scales, sp.hidden, sp.zero_init, name="decoder")
+            out, _ = heads(fused, enc_x)
         else:
             concat = jnp.concatenate([f for f, _ in views] + [enc_x], axis=-1)
-            out, _ = ConcatMLPHeads(sp.outputs, scales, sp.hidden, name="decoder")(concat)
+            heads = ConcatMLPHeads(sp.outputs, scales, sp.hidden, zero_init=sp.zero_init,
+                                   name="decoder")  # fmt: skip
+            out, _ = heads(concat)
 
         zeros = lambda k: jnp.zeros((n, k), xyz.dtype)
         deform = DeformOut(
@@ -246,12 +250,20 @@ def motion_spec(cfg, part: str) -> MotionSpec:
         sections are read).
       part: "face" or "mouth".
     Returns:
-      the spec; the mouth never has the emotion view, whatever the E switch says.
+      the spec; the mouth never has the emotion view, whatever the E switch says. The decoder
+      section (`decoder.<part>`: xyz_gain multiplies the Δμ scale, zero_init names the heads that
+      start at zero, channel_attention gates the face's audio code) is optional: older configs
+      without it get the authors' decoder.
     """
     if part not in ("face", "mouth"):
         raise ValueError(f"part must be 'face' or 'mouth', got {part!r}")
     base = FACE if part == "face" else MOUTH
+    dec = cfg.get("decoder", {}).get(part, {})
+    gain = float(dec.get("xyz_gain", 1.0))
     return base.replace(
+        xyz_scale=tuple(gain * s for s in base.xyz_scale),
+        zero_init=tuple(dec.get("zero_init", ())),
+        channel_attention=bool(dec.get("channel_attention", base.channel_attention)),
         prior=bool(cfg.ablation.prior),
         emotion=bool(cfg.ablation.emotion) and part == "face",
         uncertainty=bool(cfg.ablation.uncertainty),
