@@ -114,6 +114,6 @@ class ConcatMLPHeads(nn.Module):
         zero = tuple(int(c) for n, a, w in zip(self.outputs, starts, widths)
                      if n in self.zero_init for c in range(a, a + w))  # fmt: skip
         y = BiasFreeMLP(sum(widths), self.hidden, self.layers, zero, name="sigma_net")(features)
-        splits = jnp.split(y, np.cumsum(widths)[:-1].tolist(), axis=-1)
+        splits = jnp.split(y, starts[1:-1].tolist(), axis=-1)
         raw = dict(zip(self.outputs, splits))
         return scale_outputs(raw, dict(self.scales)), {}
