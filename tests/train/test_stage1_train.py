@@ -110,6 +110,28 @@ def test_lip_expert_step_overfits(setup):
     overfit(step, init_state(params["lip_expert"], tx), dict(arrays, syncnet=params["syncnet"]))
 
 
+def test_lip_expert_step_with_the_cpu_options_overfits(setup):
+    cfg, data, _, params, arrays = setup
+    cfg = cfg.copy_and_resolve_references()
+    cfg.lip_expert.update(audio_norm="none", audio_all_stages=True, mouth_weight=10.0)
+    models = prior.build_models(cfg, data.exp_dim)
+    s = cfg.data.face_size
+    lp = models["lip_expert"].init(jax.random.PRNGKey(1), np.zeros((1, s, s, 6)), np.zeros((1, 80, 16)))
+    step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
+    overfit(step, init_state(lp["params"], tx), dict(arrays, syncnet=params["syncnet"]))
+
+
+def test_mouth_weight_map_and_generator_mel():
+    w = np.asarray(prior.mouth_weight_map(40, 10.0))[..., 0]
+    assert w.shape == (40, 40) and abs(w.mean() - 1.0) < 1e-6
+    assert w[30, 20] / w[0, 0] == pytest.approx(10.0) and w[30, 5] == w[0, 0]  # box rows 20–31, cols 10–29
+    assert w[19, 20] == w[0, 0] and w[20, 10] > w[0, 0] and w[32, 20] == w[0, 0]
+    np.testing.assert_array_equal(prior.mouth_weight_map(8, 1.0), np.ones((8, 8, 1)))
+    mel = np.arange(10)[:, None, None] * np.ones((10, 80, 16))
+    got = np.asarray(prior.generator_mel(mel, np.array([0, 1, 2, 5, 9])))[:, 0, 0]
+    np.testing.assert_array_equal(got, [0, 0, 0, 3, 7])  # frame i reads the chunk of i − 2, clamped
+
+
 def test_expression_prior_step_overfits(setup):
     cfg, data, models, params, arrays = setup
     step, tx = prior.make_prior_step(cfg, models["expr_prior"], data.n_train)

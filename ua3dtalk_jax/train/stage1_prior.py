@@ -26,6 +26,29 @@ from ua3dtalk_jax.train.stage1_data import to_float
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
 
 GEN_CHUNK = 64  # frames per jitted lip-wav generation call
+GEN_MEL_OFFSET = 2  # the generator's chunk for frame i starts at frame i − 2 (centred on frame i)
+
+
+def generator_mel(mel: jax.Array, idx) -> jax.Array:
+    """The lip expert's mel chunk of each frame index: the 0.2 s centred on the frame.
+
+    Wav2Lip's generator reads `crop_audio_window(spec, i - 2)` for frame i (its SyncNet reads the
+    chunk starting at a window's first frame, as `sync_pairs` does); chunks before the clip's start
+    are clamped to the first one.
+    """
+    return mel[jnp.maximum(jnp.asarray(idx) - GEN_MEL_OFFSET, 0)]
+
+
+MOUTH_ROWS, MOUTH_COLS = (0.5, 0.8), (0.25, 0.75)  # the mouth box of a face crop, as fractions
+
+
+def mouth_weight_map(size: int, weight: float) -> jax.Array:
+    """(size, size, 1) L1 weights: `weight` inside the crop's mouth box, 1 outside, mean 1."""
+    r0, r1 = (int(f * size) for f in MOUTH_ROWS)
+    c0, c1 = (int(f * size) for f in MOUTH_COLS)
+    w = np.ones((size, size, 1), np.float32)
+    w[r0:r1, c0:c1] = weight
+    return jnp.asarray(w / w.mean())
 
 
 def build_models(cfg, exp_dim: int) -> dict:
@@ -34,7 +57,8 @@ def build_models(cfg, exp_dim: int) -> dict:
         "syncnet": SyncNet(tuple(cfg.syncnet.face_specs), tuple(cfg.syncnet.audio_specs),
                            cfg.syncnet.norm, cfg.syncnet.calibrated),
         "lip_expert": LipExpert(tuple(cfg.lip_expert.channels), tuple(cfg.lip_expert.audio_specs),
-                                cfg.lip_expert.norm),
+                                cfg.lip_expert.norm, cfg.lip_expert.get("audio_norm", "group"),
+                                cfg.lip_expert.get("audio_all_stages", False)),
         "expr_prior": ExpressionPrior(tuple(cfg.expr_prior.channels), exp_dim,
                                       cfg.expr_prior.feature_dim, cfg.expr_prior.norm),
         "stylenet": StyleNet(cfg.stylenet.lstm_hidden, cfg.stylenet.lstm_layers,
@@ -111,6 +135,7 @@ def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):
     """Lip-expert step; `data["syncnet"]` carries the frozen SyncNet params."""
     tx = optax.adam(cfg.lip_expert.lr)
     b, t, w = cfg.lip_expert.batch, cfg.data.sync_frames, cfg.lip_expert.sync_weight
+    l1_map = mouth_weight_map(cfg.data.face_size, cfg.lip_expert.get("mouth_weight", 1.0))
 
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):
@@ -121,12 +146,12 @@ def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):
         ref = to_float(data["crops"][jax.random.randint(k2, (b, t), 0, n_train)])
         sz = target.shape[2]
         inp = jnp.concatenate([mask_lower_half(target), ref], -1).reshape(b * t, sz, sz, 6)
-        mel_i = data["mel"][idx].reshape(b * t, 80, 16)
+        mel_i = generator_mel(data["mel"], idx).reshape(b * t, 80, 16)
 
         def loss_fn(p):
             gen, _ = lip.apply({"params": p}, inp, mel_i)
             gen = gen.reshape(b, t, sz, sz, 3)
-            l1 = jnp.mean(jnp.abs(gen - target))
+            l1 = jnp.mean(jnp.abs(gen - target) * l1_map)
             sim, _ = sync.apply({"params": data["syncnet"]}, data["mel"][s], stack_lower_halves(gen))
             sl = sync_bce(sim, jnp.ones_like(sim))
             return (1.0 - w) * l1 + w * sl, {"l1": l1, "sync": sl}
@@ -196,7 +221,7 @@ def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> ja
     def gen(refs, mel, idx):  # the gathers stay inside the jitted program (eager ones are slow)
         r = refs[idx % k]
         return lip.apply({"params": params}, jnp.concatenate([mask_lower_half(r), r], -1),
-                         mel[idx])[0]  # fmt: skip
+                         generator_mel(mel, idx))[0]  # fmt: skip
 
     out = []
     for a in range(0, n, GEN_CHUNK):

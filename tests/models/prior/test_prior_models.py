@@ -75,6 +75,27 @@ def test_lip_expert_shapes_and_mask():
     assert float(m[: S // 2].min()) == 1.0 and float(m[S // 2 :].max()) == 0.0
 
 
+@pytest.mark.parametrize("audio_norm", ["group", "none"])
+def test_lip_expert_options_feed_the_audio_to_every_decoder_stage(audio_norm):
+    ch, spec = tuple(CFG.lip_expert.channels), tuple(CFG.lip_expert.audio_specs)
+    faces = jax.random.uniform(jax.random.PRNGKey(3), (2, S, S, 6))
+    mel = jax.random.normal(jax.random.PRNGKey(4), (2, 80, 16))
+    base = LipExpert(ch, spec, audio_norm=audio_norm)
+    wide = LipExpert(ch, spec, audio_norm=audio_norm, audio_all_stages=True)
+    (out, inter), p_wide = _det(wide, faces, mel)
+    assert out.shape == (2, S, S, 3) and np.all((out >= 0) & (out <= 1))
+    a_dim = inter["audio"].shape[-1]
+    p_base = base.init(jax.random.PRNGKey(0), faces, mel)
+    # every decoder stage's first conv takes a_dim more input channels; nothing else changes
+    assert len(jax.tree.leaves(p_wide)) == len(jax.tree.leaves(p_base))
+    n_extra = sum(x.size for x in jax.tree.leaves(p_wide)) - sum(x.size for x in jax.tree.leaves(p_base))
+    assert n_extra == a_dim * 9 * sum(ch)  # 3×3 kernels, one per decoder stage of width c
+    norms = lambda p: [k for k in p["params"]["ConvStack_0"]["ConvBlock_0"]]
+    assert ("GroupNorm_0" in norms(p_wide)) == (audio_norm == "group")
+    louder, _ = wide.apply(p_wide, faces, mel + 2.0)
+    assert float(jnp.abs(louder - out).max()) > 1e-4  # the generated face depends on the audio
+
+
 def test_expression_prior_shapes():
     model = ExpressionPrior(tuple(CFG.expr_prior.channels), exp_dim=11)
     (coeffs, inter), _ = _det(model, jnp.full((4, S, S, 3), 0.5))

@@ -7,6 +7,13 @@ encoder (the SyncNet audio stack) gives a vector that is tiled over the bottlene
 upsamples (nearest ×2 then conv, instead of Wav2Lip's transposed convs) through the skips to a
 sigmoid RGB crop (B, S, S, 3): the "lip-wav image". Trained with L1 plus the frozen SyncNet's sync
 loss (`train/stage1_prior.py`).
+
+Two options exist for short (CPU) schedules, both off in the paper preset:
+  audio_norm       the audio stack's norm. GroupNorm normalises each mel window over its own
+                   time×frequency extent, which removes most of its loudness — the cue that says
+                   how far the mouth opens (Wav2Lip's BatchNorm keeps it). "none" keeps it.
+  audio_all_stages the audio vector is also tiled into every decoder stage (not only the
+                   bottleneck), so the lower-face pixels see it one conv away.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ class LipExpert(nn.Module):
     channels: tuple
     audio_specs: tuple
     norm: str = "group"
+    audio_norm: str = "group"
+    audio_all_stages: bool = False
 
     @nn.compact
     def __call__(self, faces: jax.Array, mel: jax.Array) -> tuple[jax.Array, dict]:
@@ -49,12 +58,12 @@ class LipExpert(nn.Module):
             x = ConvBlock(c, (3, 3), (1, 1) if i == 0 else (2, 2), (1, 1), norm=self.norm)(x)
             x = ConvBlock(c, residual=True, norm=self.norm)(x)
             skips.append(x)
-        a = jnp.mean(ConvStack(self.audio_specs, self.norm)(mel[..., None]), axis=(1, 2))
-        b, h, w, _ = x.shape
-        x = jnp.concatenate([x, jnp.broadcast_to(a[:, None, None], (b, h, w, a.shape[-1]))], -1)
+        a = jnp.mean(ConvStack(self.audio_specs, self.audio_norm)(mel[..., None]), axis=(1, 2))
+        tiled = lambda x: jnp.broadcast_to(a[:, None, None], x.shape[:3] + a.shape[-1:])
+        x = jnp.concatenate([x, tiled(x)], -1)
         x = ConvBlock(self.channels[-1], norm=self.norm)(x)
         for i in reversed(range(len(self.channels))):
-            x = jnp.concatenate([x, skips[i]], axis=-1)
+            x = jnp.concatenate([x, skips[i]] + ([tiled(x)] if self.audio_all_stages else []), -1)
             x = ConvBlock(self.channels[i], norm=self.norm)(x)
             x = ConvBlock(self.channels[i], residual=True, norm=self.norm)(x)
             if i > 0:
