@@ -92,7 +92,10 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     cfg.data.crop_scale = 1.15  # crop side / max landmark-box extent
     cfg.data.smooth_frames = 5  # temporal box smoothing, as Wav2Lip's face-detection boxes
     cfg.data.sync_frames = 5  # consecutive frames per SyncNet window (0.2 s at 25 fps)
-    cfg.data.n_refs = z["refs"]  # fixed reference frames used for lip-wav images (any audio)
+    # fixed reference frames for lip-wav images (any audio), frame i uses refs[i mod K]. cpu: one,
+    # since cycling references adds per-frame noise to f_exp that a short lip expert cannot hide
+    # (BUILD_NOTES, "A lip expert that listens").
+    cfg.data.n_refs = 1 if preset == "cpu" else z["refs"]
 
     cfg.syncnet = ml_collections.ConfigDict()
     cfg.syncnet.face_specs = wav2lip_face_specs(z["sync"], exact=preset == "paper")
@@ -115,7 +118,7 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     cfg.lip_expert.audio_norm = "none" if short else "group"  # keep the mel's loudness
     cfg.lip_expert.audio_all_stages = short  # audio tiled into every decoder stage
     cfg.lip_expert.mouth_weight = 10.0 if short else 1.0  # L1 weight of the mouth box (mean 1)
-    cfg.lip_expert.steps = 2 * z["steps"] if short else z["steps"]
+    cfg.lip_expert.steps = 4 * z["steps"] if short else z["steps"]
     cfg.lip_expert.batch = max(2, z["batch"] // 4)  # windows of sync_frames frames each
     cfg.lip_expert.lr = 1e-4 if preset == "paper" else 1e-3
     cfg.lip_expert.sync_weight = 0.03  # Wav2Lip's syncnet_wt
