@@ -1,6 +1,7 @@
 """Prior Extraction training (paper §2.1): SyncNet → lip expert → expression prior → StyleNet+FuseNet.
 
-  SyncNet      BCE of cos(audio, 5 lower faces) on in-sync (1) vs shifted (0, ≥ min_shift frames)
+  SyncNet      BCE of cos(audio, 5 lower faces) on in-sync (1) vs shifted (0, ≥ min_shift frames),
+               + nce_weight · InfoNCE of the batch's windows with their in-sync audio (cpu/tiny)
   lip expert   (1 − w)·L1(gen, target) + w·BCE(cos(SyncNet(mel, gen lower faces)), 1), SyncNet frozen
   expr prior   ‖ê − f_gt-exp‖² on real face crops (standardised coefficients)
   StyleNet+Fuse  Eq. 4, L_recon = ‖FuseNet(f_exp, f_tone) − f_gt-exp‖², where f_exp comes from the
@@ -21,7 +22,8 @@ from ua3dtalk_jax.models.prior.expression_prior import ExpressionPrior, recon_lo
 from ua3dtalk_jax.models.prior.fuse import FuseNet
 from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
 from ua3dtalk_jax.models.prior.stylenet import StyleNet, sequence_apply
-from ua3dtalk_jax.models.prior.syncnet import SyncNet, roc_auc, stack_lower_halves, sync_bce
+from ua3dtalk_jax.models.prior.syncnet import (SyncNet, info_nce, roc_auc, stack_lower_halves,
+                                               sync_bce)
 from ua3dtalk_jax.train.stage1_data import to_float
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
 
@@ -55,10 +57,12 @@ def build_models(cfg, exp_dim: int) -> dict:
     """The four Prior Extraction modules for a stage-1 config."""
     return {
         "syncnet": SyncNet(tuple(cfg.syncnet.face_specs), tuple(cfg.syncnet.audio_specs),
-                           cfg.syncnet.norm, cfg.syncnet.calibrated),
+                           cfg.syncnet.norm, cfg.syncnet.calibrated,
+                           cfg.syncnet.get("centre", False)),
         "lip_expert": LipExpert(tuple(cfg.lip_expert.channels), tuple(cfg.lip_expert.audio_specs),
                                 cfg.lip_expert.norm, cfg.lip_expert.get("audio_norm", "group"),
-                                cfg.lip_expert.get("audio_all_stages", False)),
+                                cfg.lip_expert.get("audio_all_stages", False),
+                                cfg.lip_expert.get("audio_proj", False)),
         "expr_prior": ExpressionPrior(tuple(cfg.expr_prior.channels), exp_dim,
                                       cfg.expr_prior.feature_dim, cfg.expr_prior.norm),
         "stylenet": StyleNet(cfg.stylenet.lstm_hidden, cfg.stylenet.lstm_layers,
@@ -85,7 +89,8 @@ def sync_pairs(key, crops, mel, lo, hi, batch, frames, min_shift, max_shift):
     """Half in-sync, half shifted (mel, lower-face stack, label) triples from frames [lo, hi).
 
     Returns:
-      mel (B, 80, 16), faces (B, S/2, S, 3T), label (B,) float {1 in sync, 0 shifted}.
+      mel (B, 80, 16), faces (B, S/2, S, 3T), label (B,) float {1 in sync, 0 shifted}, and
+      mel_sync (B, 80, 16): every window's in-sync chunk (= mel where label is 1).
     """
     k1, k2, k3 = jax.random.split(key, 3)
     s = jax.random.randint(k1, (batch,), lo, hi - frames + 1)
@@ -97,25 +102,36 @@ def sync_pairs(key, crops, mel, lo, hi, batch, frames, min_shift, max_shift):
     t = jnp.clip(t, lo, hi - frames)
     a = jnp.where(label > 0, s, t)
     faces = stack_lower_halves(to_float(crops[s[:, None] + jnp.arange(frames)]))
-    return mel[a], faces, label
+    return mel[a], faces, label, mel[s]
 
 
 def make_syncnet_step(cfg, model: SyncNet, n_train: int):
     tx = optax.adam(cfg.syncnet.lr)
     c = cfg.syncnet
+    nce_w = float(c.get("nce_weight", 0.0))
 
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):
-        mel, faces, label = sync_pairs(key, data["crops"], data["mel"], 0, n_train, c.batch,
-                                       cfg.data.sync_frames, c.min_shift, c.max_shift)  # fmt: skip
+        mel, faces, label, mel_sync = sync_pairs(key, data["crops"], data["mel"], 0, n_train,
+                                                 c.batch, cfg.data.sync_frames, c.min_shift,
+                                                 c.max_shift)  # fmt: skip
 
         def loss_fn(p):
-            sim, _ = model.apply({"params": p}, mel, faces)
-            return sync_bce(sim, label), sim
+            v = {"params": p}
+            if not nce_w:
+                sim, _ = model.apply(v, mel, faces)
+                bce = sync_bce(sim, label)
+                return bce, (sim, {"bce": bce})
+            f = model.apply(v, faces, method=SyncNet.embed_face)  # one face pass for both terms
+            a = model.apply(v, jnp.concatenate([mel, mel_sync]), method=SyncNet.embed_audio)
+            sim, _ = model.apply(v, a[: len(f)], f, method=SyncNet.score)
+            bce = sync_bce(sim, label)
+            nce = info_nce(a[len(f) :], f, c.get("nce_scale", 10.0))
+            return bce + nce_w * nce, (sim, {"bce": bce, "nce": nce})
 
-        (loss, sim), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (sim, parts)), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         acc = jnp.mean((sim > 0.5) == (label > 0))
-        return apply_grads(state, g, tx), {"loss": loss, "acc": acc}
+        return apply_grads(state, g, tx), {"loss": loss, "acc": acc, **parts}
 
     return step, tx
 

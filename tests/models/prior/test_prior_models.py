@@ -10,7 +10,8 @@ from ua3dtalk_jax.models.prior.expression_prior import ExpressionPrior
 from ua3dtalk_jax.models.prior.fuse import FuseNet
 from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
 from ua3dtalk_jax.models.prior.stylenet import StyleNet, sequence_apply
-from ua3dtalk_jax.models.prior.syncnet import SyncNet, roc_auc, stack_lower_halves, sync_bce
+from ua3dtalk_jax.models.prior.syncnet import (SyncNet, info_nce, roc_auc, stack_lower_halves,
+                                               sync_bce)
 
 CFG = stage1_config("tiny")
 S = CFG.data.face_size
@@ -34,6 +35,33 @@ def test_syncnet_shapes_range_and_determinism():
     assert emb["audio"].shape == emb["face"].shape == (3, CFG.syncnet.face_specs[-1][0])
     assert np.all(sim >= 0) and np.all(sim <= 1 + 1e-6)  # ReLU'd unit vectors
     np.testing.assert_allclose(np.linalg.norm(emb["audio"], axis=-1), 1.0, rtol=1e-5)
+
+
+def test_centred_syncnet_embeddings_are_signed_unit_vectors():
+    specs = tuple(CFG.syncnet.face_specs), tuple(CFG.syncnet.audio_specs)
+    mel = jax.random.normal(jax.random.PRNGKey(1), (6, 80, 16))
+    faces = jax.random.uniform(jax.random.PRNGKey(2), (6, S // 2, S, 15))
+    (cos, emb), _ = _det(SyncNet(*specs, centre=True), mel, faces)
+    for e in (emb["audio"], emb["face"]):
+        np.testing.assert_allclose(np.mean(e, axis=-1), 0.0, atol=1e-6)  # channel mean removed
+        np.testing.assert_allclose(np.linalg.norm(e, axis=-1), 1.0, rtol=1e-5)
+        assert np.any(e < 0)
+    np.testing.assert_allclose(cos, np.sum(emb["audio"] * emb["face"], -1), rtol=1e-5)
+    (p, aux), params = _det(SyncNet(*specs, calibrated=True, centre=True), mel, faces)
+    assert float(params["params"]["logit_bias"]) == 0.0  # cos 0 ↦ p ½ for signed embeddings
+    np.testing.assert_allclose(p, jax.nn.sigmoid(10.0 * aux["cos"]), rtol=1e-5)
+
+
+def test_info_nce_matches_its_formula_and_rewards_alignment():
+    a = jax.random.normal(jax.random.PRNGKey(5), (8, 16))
+    a = a / jnp.linalg.norm(a, axis=-1, keepdims=True)
+    f = jnp.roll(a, 1, axis=0)
+    z = 10.0 * np.asarray(a) @ np.asarray(f).T
+    lsm = lambda x: x - np.log(np.exp(x).sum(-1, keepdims=True))  # noqa: E731
+    want = -0.5 * (np.mean(np.diag(lsm(z))) + np.mean(np.diag(lsm(z.T))))
+    assert float(info_nce(a, f, 10.0)) == pytest.approx(want, rel=1e-5)
+    assert float(info_nce(a, a, 10.0)) < float(info_nce(a, f, 10.0))  # matched pairs score better
+    assert float(info_nce(a, a, 10.0)) < np.log(8)  # below chance (ln B) when pairs are aligned
 
 
 def test_paper_syncnet_is_wav2lip_sized():
@@ -94,6 +122,20 @@ def test_lip_expert_options_feed_the_audio_to_every_decoder_stage(audio_norm):
     assert ("GroupNorm_0" in norms(p_wide)) == (audio_norm == "group")
     louder, _ = wide.apply(p_wide, faces, mel + 2.0)
     assert float(jnp.abs(louder - out).max()) > 1e-4  # the generated face depends on the audio
+
+
+def test_lip_expert_audio_projection_per_decoder_stage():
+    ch, spec = tuple(CFG.lip_expert.channels), tuple(CFG.lip_expert.audio_specs)
+    faces = jax.random.uniform(jax.random.PRNGKey(3), (2, S, S, 6))
+    mel = jax.random.normal(jax.random.PRNGKey(4), (2, 80, 16))
+    model = LipExpert(ch, spec, audio_norm="none", audio_all_stages=True, audio_proj=True)
+    (out, inter), params = _det(model, faces, mel)
+    assert out.shape == (2, S, S, 3)
+    a_dim = inter["audio"].shape[-1]
+    for i, c in enumerate(ch):  # one Dense a_dim → width of stage i, tiled over that stage
+        assert params["params"][f"audio_proj_{i}"]["kernel"].shape == (a_dim, c)
+    louder, _ = model.apply(params, faces, mel + 2.0)
+    assert float(jnp.abs(louder - out).max()) > 1e-4
 
 
 def test_expression_prior_shapes():

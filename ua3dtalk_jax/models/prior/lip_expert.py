@@ -14,6 +14,9 @@ Two options exist for short (CPU) schedules, both off in the paper preset:
                    how far the mouth opens (Wav2Lip's BatchNorm keeps it). "none" keeps it.
   audio_all_stages the audio vector is also tiled into every decoder stage (not only the
                    bottleneck), so the lower-face pixels see it one conv away.
+  audio_proj       with audio_all_stages: each decoder stage gets the audio vector through its
+                   own Dense layer to that stage's width (instead of the whole vector), which
+                   makes the full-resolution stages several times cheaper.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class LipExpert(nn.Module):
     norm: str = "group"
     audio_norm: str = "group"
     audio_all_stages: bool = False
+    audio_proj: bool = False
 
     @nn.compact
     def __call__(self, faces: jax.Array, mel: jax.Array) -> tuple[jax.Array, dict]:
@@ -63,7 +67,11 @@ class LipExpert(nn.Module):
         x = jnp.concatenate([x, tiled(x)], -1)
         x = ConvBlock(self.channels[-1], norm=self.norm)(x)
         for i in reversed(range(len(self.channels))):
-            x = jnp.concatenate([x, skips[i]] + ([tiled(x)] if self.audio_all_stages else []), -1)
+            extra = []
+            if self.audio_all_stages:
+                v = nn.Dense(self.channels[i], name=f"audio_proj_{i}")(a) if self.audio_proj else a
+                extra = [jnp.broadcast_to(v[:, None, None], x.shape[:3] + v.shape[-1:])]
+            x = jnp.concatenate([x, skips[i]] + extra, -1)
             x = ConvBlock(self.channels[i], norm=self.norm)(x)
             x = ConvBlock(self.channels[i], residual=True, norm=self.norm)(x)
             if i > 0:

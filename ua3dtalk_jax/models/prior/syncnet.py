@@ -10,6 +10,11 @@ binary cross-entropy against in-sync (1) / shifted (0) labels (Wav2Lip's `cosine
 the raw-cosine BCE sits at ln 2 for thousands of steps before it starts to separate (a known Wav2Lip
 behaviour), too long for a CPU budget; the calibrated head only rescales the same score, so the
 ranking (AUC) and the frozen-expert use are unchanged in kind.
+`centre=True` (cpu/tiny presets) subtracts each pooled embedding's mean over its channels before
+the L2 normalisation (a LayerNorm without gain), so the embeddings are signed and the cosine spans
+[-1, 1] instead of crowding near one corner of the positive orthant. With the contrastive term of
+the training step (`info_nce`, `train/stage1_prior.py`) this is what lets the cpu-sized SyncNet
+leave the ln 2 plateau within a few hundred steps (BUILD_NOTES, "A SyncNet that separates").
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from ua3dtalk_jax.models.prior.conv import ConvStack
 
 NORM_EPS = 1e-12  # F.normalize's eps
 BCE_EPS = 1e-7  # clip of the similarity inside the log
-CAL_SCALE0 = 10.0  # initial logit scale of the calibrated head (cos 0.5 ↦ p 0.5)
+CAL_SCALE0 = 10.0  # initial logit scale of the calibrated head
 
 
 def l2_normalize(x: jax.Array) -> jax.Array:
@@ -36,22 +41,26 @@ class SyncNet(nn.Module):
     audio_specs: tuple
     norm: str = "group"
     calibrated: bool = False  # p = σ(a·cos + b) with learned a, b instead of p = cos
-
+    centre: bool = False  # subtract each embedding's channel mean before normalising
 
     def setup(self):
         self.face_encoder = ConvStack(self.face_specs, self.norm)
         self.audio_encoder = ConvStack(self.audio_specs, self.norm)
         if self.calibrated:
             self.logit_scale = self.param("logit_scale", lambda _: jnp.float32(CAL_SCALE0))
-            self.logit_bias = self.param("logit_bias", lambda _: jnp.float32(-CAL_SCALE0 / 2))
+            b0 = 0.0 if self.centre else -CAL_SCALE0 / 2  # the cosine that maps to p = 0.5: 0 or ½
+            self.logit_bias = self.param("logit_bias", lambda _: jnp.float32(b0))
 
     def embed_face(self, faces: jax.Array) -> jax.Array:
         """(B, S/2, S, 3T) lower-face stacks in [0, 1] → (B, D) unit embeddings."""
-        return l2_normalize(jnp.mean(self.face_encoder(faces), axis=(1, 2)))
+        return self._unit(jnp.mean(self.face_encoder(faces), axis=(1, 2)))
 
     def embed_audio(self, mel: jax.Array) -> jax.Array:
         """(B, 80, 16) mel windows → (B, D) unit embeddings."""
-        return l2_normalize(jnp.mean(self.audio_encoder(mel[..., None]), axis=(1, 2)))
+        return self._unit(jnp.mean(self.audio_encoder(mel[..., None]), axis=(1, 2)))
+
+    def _unit(self, x: jax.Array) -> jax.Array:
+        return l2_normalize(x - jnp.mean(x, axis=-1, keepdims=True) if self.centre else x)
 
     def __call__(self, mel: jax.Array, faces: jax.Array) -> tuple[jax.Array, dict]:
         """Cosine similarity of each (mel, faces) pair.
@@ -60,9 +69,13 @@ class SyncNet(nn.Module):
           mel: (B, 80, 16) Wav2Lip mel windows.
           faces: (B, S/2, S, 3T) stacked lower-face crops.
         Returns:
-          sim (B,) in [0, 1] and {"audio": (B, D), "face": (B, D)} embeddings.
+          sim (B,) in [0, 1] ([-1, 1] for a centred, uncalibrated net) and {"audio": (B, D),
+          "face": (B, D), "cos": (B,)}.
         """
-        a, f = self.embed_audio(mel), self.embed_face(faces)
+        return self.score(self.embed_audio(mel), self.embed_face(faces))
+
+    def score(self, a: jax.Array, f: jax.Array) -> tuple[jax.Array, dict]:
+        """(B, D) unit audio and face embeddings → sim (B,) as `__call__` returns it."""
         cos = jnp.sum(a * f, axis=-1)
         if not self.calibrated:
             return cos, {"audio": a, "face": f, "cos": cos}
@@ -74,6 +87,15 @@ def sync_bce(sim: jax.Array, label: jax.Array) -> jax.Array:
     """Mean binary cross-entropy of similarities (B,) against labels (B,) in {0, 1}."""
     p = jnp.clip(sim, BCE_EPS, 1.0 - BCE_EPS)
     return -jnp.mean(label * jnp.log(p) + (1.0 - label) * jnp.log1p(-p))
+
+
+def info_nce(audio: jax.Array, face: jax.Array, scale: float) -> jax.Array:
+    """Symmetric InfoNCE of B in-sync (audio, face) unit-embedding pairs (B, D): row i's positive
+    is column i, the other B − 1 windows of the batch are its negatives (CLIP's loss, fixed
+    temperature 1/scale)."""
+    logits = scale * audio @ face.T
+    ce = lambda z: -jnp.mean(jnp.diagonal(jax.nn.log_softmax(z, axis=-1)))  # noqa: E731
+    return 0.5 * (ce(logits) + ce(logits.T))
 
 
 def stack_lower_halves(frames: jax.Array) -> jax.Array:
