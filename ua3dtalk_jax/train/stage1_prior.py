@@ -118,14 +118,13 @@ def make_syncnet_step(cfg, model: SyncNet, n_train: int):
 
         def loss_fn(p):
             v = {"params": p}
-            if not nce_w:
-                sim, _ = model.apply(v, mel, faces)
-                bce = sync_bce(sim, label)
-                return bce, (sim, {"bce": bce})
             f = model.apply(v, faces, method=SyncNet.embed_face)  # one face pass for both terms
-            a = model.apply(v, jnp.concatenate([mel, mel_sync]), method=SyncNet.embed_audio)
+            a = model.apply(v, jnp.concatenate([mel, mel_sync]) if nce_w else mel,
+                            method=SyncNet.embed_audio)  # fmt: skip
             sim, _ = model.apply(v, a[: len(f)], f, method=SyncNet.score)
             bce = sync_bce(sim, label)
+            if not nce_w:
+                return bce, (sim, {"bce": bce})
             nce = info_nce(a[len(f) :], f, c.get("nce_scale", 10.0))
             return bce + nce_w * nce, (sim, {"bce": bce, "nce": nce})
 

@@ -63,14 +63,14 @@ class LipExpert(nn.Module):
             x = ConvBlock(c, residual=True, norm=self.norm)(x)
             skips.append(x)
         a = jnp.mean(ConvStack(self.audio_specs, self.audio_norm)(mel[..., None]), axis=(1, 2))
-        tiled = lambda x: jnp.broadcast_to(a[:, None, None], x.shape[:3] + a.shape[-1:])
-        x = jnp.concatenate([x, tiled(x)], -1)
+        tiled = lambda v, x: jnp.broadcast_to(v[:, None, None], x.shape[:3] + v.shape[-1:])
+        x = jnp.concatenate([x, tiled(a, x)], -1)
         x = ConvBlock(self.channels[-1], norm=self.norm)(x)
         for i in reversed(range(len(self.channels))):
             extra = []
             if self.audio_all_stages:
                 v = nn.Dense(self.channels[i], name=f"audio_proj_{i}")(a) if self.audio_proj else a
-                extra = [jnp.broadcast_to(v[:, None, None], x.shape[:3] + v.shape[-1:])]
+                extra = [tiled(v, x)]
             x = jnp.concatenate([x, skips[i]] + extra, -1)
             x = ConvBlock(self.channels[i], norm=self.norm)(x)
             x = ConvBlock(self.channels[i], residual=True, norm=self.norm)(x)
