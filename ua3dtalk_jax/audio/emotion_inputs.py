@@ -79,6 +79,36 @@ def emotion_stream(wav: np.ndarray, cfg) -> dict:
     }
 
 
+def clips_corpus(wavs, labels, cfg) -> dict:
+    """Labelled clips → a pre-training corpus: one stream, training windows inside the clips.
+
+    The clips are concatenated with half a window of silence between them; window centres lie
+    every `clip_hop_s` inside each clip (at least its middle), so no window mixes two labels much.
+
+    Args:
+      wavs: iterable of (S_k,) float32 16 kHz clips.
+      labels: one class index per clip.
+      cfg: the `emotion` sub-config.
+    Returns:
+      {"stream": `emotion_stream` arrays, "centres" (M,) int32, "labels" (M,) int32}, numpy.
+    """
+    gap = window_samples(cfg) // 2
+    hop = max(1, int(cfg.clip_hop_s * features.SAMPLE_RATE))
+    parts, centres, out_labels, pos = [], [], [], 0
+    for wav, label in zip(wavs, labels, strict=True):
+        wav = np.asarray(wav, np.float32)
+        c = np.arange(hop // 2, len(wav), hop) if len(wav) > hop else np.array([len(wav) // 2])
+        centres.append(pos + c)
+        out_labels.append(np.full(len(c), label, np.int32))
+        parts += [wav, np.zeros(gap, np.float32)]
+        pos += len(wav) + gap
+    if not parts:
+        raise ValueError("an emotion corpus needs at least one clip")
+    return {"stream": emotion_stream(np.concatenate(parts), cfg),
+            "centres": np.concatenate(centres).astype(np.int32),
+            "labels": np.concatenate(out_labels)}  # fmt: skip
+
+
 def frame_centres(n_frames: int, fps: float) -> np.ndarray:
     """(N,) int32 sample index of each video frame's time i / fps."""
     return np.floor(np.arange(n_frames) * features.SAMPLE_RATE / fps + 0.5).astype(np.int32)

@@ -64,19 +64,22 @@ def _sizes(preset: str) -> dict:
                     "prior": (64, 128, 256, 512), "lstm": 640, "lstm_layers": 2, "mlp": (640, 320),
                     "fuse": 256, "window_s": 3.0, "image": (224, 336), "alex_pool": 6, "mfcc_stride": 1,
                     "emo_lstm": 256, "emo_layers": 2, "wav_ch": 512, "wav_dim": 768, "steps": 20000, "batch": 64,
-                    "emo_steps": 20000, "ft_steps": 5000, "seq": 32, "refs": 25}  # fmt: skip
+                    "emo_steps": 20000, "ft_steps": 5000, "seq": 32, "refs": 25,
+                    "corpus_clips": 32}  # fmt: skip
     if preset == "cpu":
         return {"face": 48, "sync": (16, 32, 64, 96, 128), "gen": (16, 32, 64, 96),
                     "prior": (16, 32, 64, 96), "lstm": 96, "lstm_layers": 1, "mlp": (128, 96),
                     "fuse": 96, "window_s": 1.0, "image": (64, 64), "alex_pool": 1, "mfcc_stride": 2,
                     "emo_lstm": 48, "emo_layers": 1, "wav_ch": 48, "wav_dim": 64, "steps": 150, "batch": 24,
-                    "emo_steps": 200, "ft_steps": 100, "seq": 16, "refs": 25}  # fmt: skip
+                    "emo_steps": 500, "ft_steps": 100, "seq": 16, "refs": 25,
+                    "corpus_clips": 12}  # fmt: skip
     if preset == "tiny":
         return {"face": 32, "sync": (8, 16, 16, 32, 32), "gen": (8, 16, 32),
                     "prior": (8, 16, 32), "lstm": 32, "lstm_layers": 1, "mlp": (64, 48),
                     "fuse": 48, "window_s": 0.64, "image": (64, 64), "alex_pool": 1, "mfcc_stride": 2,
                     "emo_lstm": 16, "emo_layers": 1, "wav_ch": 16, "wav_dim": 32, "steps": 40, "batch": 8,
-                    "emo_steps": 40, "ft_steps": 20, "seq": 8, "refs": 8}  # fmt: skip
+                    "emo_steps": 40, "ft_steps": 20, "seq": 8, "refs": 8,
+                    "corpus_clips": 1}  # fmt: skip
     raise ValueError(f"unknown stage-1 preset {preset!r}; choose one of {PRESETS}")
 
 
@@ -177,4 +180,12 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     e.lr = 1e-4 if preset == "paper" else 1e-3
     e.exp_weight = 1.0  # weight of the L2 term of Eq. 5
     e.clip_hop_s = 0.1  # spacing of training windows inside corpus clips
+    # Pre-training corpus (paper: IEMOCAP, `iemocap:<root>` when a user has it). "synthetic" is the
+    # synthetic voice's emotional speech over the generator's train sentences (all 8 classes × 3
+    # intensities, `corpus_clips` sentences each); pre-training on the subject's own 60 s
+    # ("subject") memorises it: held-out accuracy 0.10 on the default subject (chance 0.125).
+    e.corpus = "synthetic"
+    e.corpus_clips = z["corpus_clips"]
+    e.corpus_seed = 0
+    e.iemocap_labels = "four"
     return cfg

@@ -83,16 +83,5 @@ def iemocap_corpus(utterances: list[dict], emotion_cfg) -> dict:
       {"stream", "centres" (M,), "labels" (M,)} with window centres every `clip_hop_s` inside each
       utterance (at least its middle), numpy arrays.
     """
-    gap = emotion_inputs.window_samples(emotion_cfg) // 2
-    hop = max(1, int(emotion_cfg.clip_hop_s * features.SAMPLE_RATE))
-    parts, centres, labels, pos = [], [], [], 0
-    for u in utterances:
-        wav = features.load_audio(u["wav"])
-        c = np.arange(hop // 2, len(wav), hop) if len(wav) > hop else np.array([len(wav) // 2])
-        centres.append(pos + c)
-        labels.append(np.full(len(c), u["label"], np.int32))
-        parts += [wav, np.zeros(gap, np.float32)]
-        pos += len(wav) + gap
-    stream = emotion_inputs.emotion_stream(np.concatenate(parts), emotion_cfg)
-    return {"stream": stream, "centres": np.concatenate(centres).astype(np.int32),
-            "labels": np.concatenate(labels)}  # fmt: skip
+    wavs = (features.load_audio(u["wav"]) for u in utterances)
+    return emotion_inputs.clips_corpus(wavs, [u["label"] for u in utterances], emotion_cfg)

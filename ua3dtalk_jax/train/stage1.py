@@ -109,16 +109,16 @@ def train_prior(data: Stage1Data, cfg, key, log=None) -> tuple[dict, dict, dict]
 
 
 def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None):
-    """Step 5. `corpus` defaults to the subject's labelled train frames.
+    """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names.
 
     Returns:
       (encoder module, params, class_means (C, 128), metrics).
     """
     e = cfg.emotion
     n_classes = len(EMOTIONS)
-    pre_classes = corpus_classes or n_classes
     if corpus is None:
-        corpus = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=False)
+        corpus, corpus_classes = emo.pretraining_corpus(e, data, log)
+    pre_classes = corpus_classes or n_classes
     pre_model = emo.build_encoder(e, pre_classes, data.exp_dim)
     params, imagenet = emo.init_encoder(pre_model, e, jax.random.fold_in(key, 0))
     m = {"alexnet_imagenet": imagenet}
@@ -156,7 +156,7 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
       cfg: `configs.stage1.stage1_config(...)`.
       workdir: run directory.
       corpus, corpus_classes: optional pre-training corpus (`stage1_emotion` docstring) and its
-        number of classes (default: the subject's labelled train frames, 8 classes).
+        number of classes (default: the corpus `cfg.emotion.corpus` names).
       log: optional callable taking progress lines.
     Returns:
       (the trained `Stage1Model`, metrics dict).

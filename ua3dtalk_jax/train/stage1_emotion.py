@@ -1,7 +1,10 @@
 """Emotion Distillation training (paper §2.2, Eq. 5): pre-training, then fine-tuning on the subject.
 
-  pre-training  cross-entropy on an emotional speech corpus (IEMOCAP's released layout through
-                `data.iemocap`, or a synthetic subject's labelled speech)
+  pre-training  cross-entropy on an emotional speech corpus, `emotion.corpus`: "synthetic" (the
+                synthetic voice's emotional speech, `data.synthetic.speech_corpus`),
+                "iemocap:<root>" (IEMOCAP's released layout through `data.iemocap`,
+                `emotion.iemocap_labels` "four" or "full"), or "subject" (the subject's own
+                labelled train frames)
   fine-tuning   Eq. 5 on the subject: CE + ‖f_emo − f_gt-emo‖², the expression predictor's output
                 against the subject's standardised f_gt-exp; the classifier is re-initialised when
                 the corpus has another label set (IEMOCAP 4 classes → MEAD's 8)
@@ -18,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ua3dtalk_jax.audio import emotion_inputs
+from ua3dtalk_jax.audio import emotion_inputs, features
 from ua3dtalk_jax.models.emotion.alexnet import load_imagenet_alexnet
 from ua3dtalk_jax.models.emotion.encoder import (
     SpeechEmotionEncoder,
@@ -56,6 +59,37 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
     if imagenet is not None:
         params = dict(params, alexnet=imagenet)
     return params, imagenet is not None
+
+
+def pretraining_corpus(e, data, log=None) -> tuple[dict, int]:
+    """The pre-training corpus named by `e.corpus` (module docstring) and its number of classes."""
+    from ua3dtalk_jax.data import iemocap  # noqa: PLC0415
+    from ua3dtalk_jax.data.synthetic.speech_corpus import emotional_speech  # noqa: PLC0415
+    from ua3dtalk_jax.types import EMOTIONS  # noqa: PLC0415
+
+    spec = str(e.corpus)
+    if spec == "subject":
+        corpus = corpus_from_frames(data, np.arange(data.n_train), with_exp=False)
+        classes = len(EMOTIONS)
+        if corpus["labels"].shape[0] == 0:
+            raise ValueError("stage1.emotion.corpus=subject: the subject has no emotion labels "
+                             "(emotion.csv); use stage1.emotion.corpus=synthetic or iemocap:<root>")
+    elif spec == "synthetic":
+        wavs, labels = emotional_speech(e.corpus_clips, seed=e.corpus_seed)
+        corpus, classes = emotion_inputs.clips_corpus(wavs, labels, e), len(EMOTIONS)
+    elif spec.startswith("iemocap:"):
+        utts = iemocap.list_utterances(spec[len("iemocap:"):], e.iemocap_labels)
+        corpus = iemocap.iemocap_corpus(utts, e)
+        classes = len(iemocap.class_names(e.iemocap_labels))
+    else:
+        raise ValueError(
+            f"stage1.emotion.corpus={spec!r}: use synthetic, subject or iemocap:<root>")
+    corpus = jax.tree.map(jnp.asarray, corpus)
+    if log is not None:
+        minutes = corpus["stream"]["wav"].shape[0] / features.SAMPLE_RATE / 60
+        log(f"emotion pre-training corpus {spec}: {minutes:.1f} min, "
+            f"{corpus['labels'].shape[0]} windows, {classes} classes")
+    return corpus, classes
 
 
 def corpus_from_frames(data, frames: np.ndarray, with_exp: bool) -> dict:
