@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from ua3dtalk_jax.audio import emotion_inputs, features
+from ua3dtalk_jax.data import iemocap
 from ua3dtalk_jax.models.emotion.alexnet import load_imagenet_alexnet
 from ua3dtalk_jax.models.emotion.encoder import (
     SpeechEmotionEncoder,
@@ -30,6 +31,7 @@ from ua3dtalk_jax.models.emotion.encoder import (
     wav_frames,
 )
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
+from ua3dtalk_jax.types import EMOTIONS
 
 PREDICT_CHUNK = 64  # windows per jitted inference call
 
@@ -63,9 +65,8 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
 
 def pretraining_corpus(e, data, log=None) -> tuple[dict, int]:
     """The pre-training corpus named by `e.corpus` (module docstring) and its number of classes."""
-    from ua3dtalk_jax.data import iemocap  # noqa: PLC0415
+    # local: the synthetic package pulls in the subject generator (renderer, MediaPipe)
     from ua3dtalk_jax.data.synthetic.speech_corpus import emotional_speech  # noqa: PLC0415
-    from ua3dtalk_jax.types import EMOTIONS  # noqa: PLC0415
 
     spec = str(e.corpus)
     if spec == "subject":
