@@ -54,7 +54,11 @@ def _cuda_home(nvcc: str) -> str | None:
 
 # -fno-trapping-math lets GCC if-convert (vectorise) the masked pixel loops; -ffp-contract=off keeps
 # the forward and backward passes bit-identical in which pairs they blend, with or without FMA.
+# -fno-wrapv undoes the -fwrapv of Python's own CFLAGS (sysconfig), which setuptools puts first:
+# with wrapping int arithmetic GCC cannot widen the masked loops' int indices, and the forward
+# ran at half speed (256², 10k: 11.4 vs 6.1 ms on one thread).
 CPU_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
+CPU_FLAGS += ["-fno-wrapv"]
 CPU_FLAGS += ["-fvisibility=hidden"]
 if os.environ.get("UA3D_MARCH_NATIVE") == "1":
     CPU_FLAGS.append("-march=native")

@@ -16,9 +16,10 @@ using ua3d::BackwardOutputs;
 using ua3d::ForwardOutputs;
 using ua3d::RasterInputs;
 
-// Gaussians of one view bucketed by 16x16 tile (counting sort), then each
-// bucket sorted by (depth, index). Counts and offsets are int64: a 2048^2
-// image with 10^6 Gaussians can exceed 2^31 intersections.
+// Gaussians of one view bucketed by 16x16 tile, each bucket in (depth, index)
+// order (one radix sort by depth per view, then a counting sort into tiles).
+// Counts and offsets are int64: a 2048^2 image with 10^6 Gaussians can exceed
+// 2^31 intersections.
 struct TileBins {
   int tiles_x = 0;
   int tiles_y = 0;
@@ -33,13 +34,7 @@ void bin_view(const T* means2d,      // [N, 2]
               const int32_t* radii,  // [N, 2]
               int64_t n, int width, int height, TileBins* bins);
 
-// Sorts one bucket by (depth, index), in place.
-template <typename T>
-void sort_bucket(int32_t* ids,     // [count]
-                 int64_t count,
-                 const T* depths);  // [N]
-
-// Bins every view (views in parallel), then sorts buckets in parallel.
+// Bins every view (views in parallel).
 template <typename T>
 std::vector<TileBins> bin_and_sort(const RasterInputs<T>& in);
 

@@ -1,15 +1,56 @@
-// Tile binning for the CPU rasterizer: a counting sort of (Gaussian, tile)
-// intersections into per-tile buckets, then a per-bucket sort by (depth, index).
+// Tile binning for the CPU rasterizer. The active Gaussians are first put in
+// (depth, index) order once per view (a stable LSD radix sort of the depths'
+// order-preserving bit patterns), then counting-sorted into per-tile buckets in
+// that order, so every bucket comes out sorted without a per-bucket sort.
 // Inactive Gaussians (zero radius, zero opacity, non-finite mean or depth) are
 // never binned, so a fixed-capacity scene with many empty slots costs one
 // branch per slot.
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 
 #include "cpu/parallel.h"
 #include "cpu/rasterize_cpu.h"
 #include "ua3d/raster_math.h"
 
 namespace ua3d::cpu {
+namespace {
+
+// Unsigned key that orders like the (finite) value; -0 and +0 get the same key,
+// as they compare equal in `depth_i < depth_j`.
+template <typename T>
+auto order_key(T depth) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  depth += T(0);  // -0 -> +0
+  U u;
+  std::memcpy(&u, &depth, sizeof(u));
+  constexpr U kSign = U(1) << (8 * sizeof(U) - 1);
+  return (u & kSign) ? U(~u) : U(u | kSign);
+}
+
+// ids sorted stably by key (ids arrive in index order, so ties stay in index
+// order): LSD radix sort, 8 bits a pass, passes whose byte is constant skipped.
+template <typename U>
+void radix_sort_by_key(std::vector<U>* keys, std::vector<int32_t>* ids) {
+  const size_t m = keys->size();
+  std::vector<U> keys_tmp(m);
+  std::vector<int32_t> ids_tmp(m);
+  for (int shift = 0; shift < int(8 * sizeof(U)); shift += 8) {
+    size_t count[257] = {0};
+    for (size_t i = 0; i < m; ++i) ++count[(((*keys)[i] >> shift) & 0xFF) + 1];
+    if (m == 0 || count[(((*keys)[0] >> shift) & 0xFF) + 1] == m) continue;
+    for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+    for (size_t i = 0; i < m; ++i) {
+      const size_t dst = count[((*keys)[i] >> shift) & 0xFF]++;
+      keys_tmp[dst] = (*keys)[i];
+      ids_tmp[dst] = (*ids)[i];
+    }
+    keys->swap(keys_tmp);
+    ids->swap(ids_tmp);
+  }
+}
+
+}  // namespace
 
 template <typename T>
 void bin_view(const T* means2d, const T* opacities, const T* depths, const int32_t* radii,
@@ -26,27 +67,32 @@ void bin_view(const T* means2d, const T* opacities, const T* depths, const int32
     *r = tile_rect(mx, my, rx, ry, bins->tiles_x, bins->tiles_y);
     return r->count() > 0;
   };
-  TileRect r;
+  // Active Gaussians in (depth, index) order.
+  std::vector<int32_t> order;
+  std::vector<decltype(order_key(T(0)))> keys;
+  order.reserve(n);
+  keys.reserve(n);
+  std::vector<TileRect> rects(n);
   for (int64_t g = 0; g < n; ++g) {
-    if (!rect_of(g, &r)) continue;
+    if (!rect_of(g, &rects[g])) continue;
+    order.push_back(static_cast<int32_t>(g));
+    keys.push_back(order_key(depths[g]));
+  }
+  radix_sort_by_key(&keys, &order);
+  for (const int32_t g : order) {
+    const TileRect& r = rects[g];
     for (int ty = r.y0; ty < r.y1; ++ty)
       for (int tx = r.x0; tx < r.x1; ++tx) ++offsets[int64_t(ty) * bins->tiles_x + tx + 1];
   }
   for (int64_t t = 0; t < tiles; ++t) offsets[t + 1] += offsets[t];
   bins->ids.resize(offsets[tiles]);
   std::vector<int64_t> cursor(offsets.begin(), offsets.end() - 1);
-  for (int64_t g = 0; g < n; ++g) {
-    if (!rect_of(g, &r)) continue;
+  for (const int32_t g : order) {
+    const TileRect& r = rects[g];
     for (int ty = r.y0; ty < r.y1; ++ty)
       for (int tx = r.x0; tx < r.x1; ++tx)
-        bins->ids[cursor[int64_t(ty) * bins->tiles_x + tx]++] = static_cast<int32_t>(g);
+        bins->ids[cursor[int64_t(ty) * bins->tiles_x + tx]++] = g;
   }
-}
-
-template <typename T>
-void sort_bucket(int32_t* ids, int64_t count, const T* depths) {
-  // Buckets are filled in index order, so a stable sort by depth gives (depth, index).
-  std::stable_sort(ids, ids + count, [depths](int32_t i, int32_t j) { return depths[i] < depths[j]; });
 }
 
 template <typename T>
@@ -55,12 +101,6 @@ std::vector<TileBins> bin_and_sort(const RasterInputs<T>& in) {
   parallel_for(in.batch, [&](int64_t b) {
     bin_view(in.means2d + b * in.n * 2, in.opacities + b * in.n, in.depths + b * in.n,
              in.radii + b * in.n * 2, in.n, in.width, in.height, &bins[b]);
-  });
-  const int64_t tiles = in.batch > 0 ? int64_t(bins[0].tiles_x) * bins[0].tiles_y : 0;
-  parallel_for(in.batch * tiles, [&](int64_t item) {
-    const int64_t b = item / tiles, t = item % tiles;
-    const int64_t start = bins[b].offsets[t];
-    sort_bucket(bins[b].ids.data() + start, bins[b].offsets[t + 1] - start, in.depths + b * in.n);
   });
   return bins;
 }

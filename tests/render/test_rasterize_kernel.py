@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.render import scenes
-from ua3dtalk_jax.render import available_backends, ffi, rasterize
+from ua3dtalk_jax.render import available_backends, ffi, rasterize, reference
 
 # Kernel and reference evaluate the same pairs in float32 and differ only by rounding
 # (tiled product of (1 - alpha) vs the reference's exp(cumsum(log1p))): ~1e-6 seen.
@@ -187,3 +187,43 @@ def test_kernel_validates_shapes_and_names_the_argument():
     bad = dict(ok, conics=jnp.ones((n, 2)))
     with pytest.raises(Exception, match="conics"):
         jax.block_until_ready(ffi.rasterize_to_pixels(**bad, width=8, height=8))
+
+
+@needs_cpu_kernel
+def test_depth_order_ties_and_signs_match_reference():
+    """The bucket order is (depth, index): equal depths (including -0 and +0) blend in index
+    order, negative depths sort before positive ones, exactly as the reference's stable sort."""
+    rng = np.random.default_rng(3)
+    n, size = 64, 40
+    means2d = rng.uniform(4.0, size - 4.0, (n, 2)).astype(np.float32)
+    depths = rng.choice(np.array([-0.5, -0.0, 0.0, 0.7, 0.7, 2.0], np.float32), n)
+    conics = np.tile(np.array([[0.08, 0.01, 0.06]], np.float32), (n, 1))
+    colors = rng.uniform(0.0, 1.0, (n, 4)).astype(np.float32)
+    opacities = rng.uniform(0.5, 0.95, n).astype(np.float32)
+    radii = np.full((n, 2), 16, np.int32)  # covers alpha >= 1/255 for these conics
+    background = np.array([0.1, 0.2, 0.3, 0.0], np.float32)
+    args = tuple(jnp.asarray(x) for x in (means2d, conics, colors, opacities, depths, radii))
+    args = (*args, jnp.asarray(background))
+    rgb_k, alpha_k = ffi.rasterize_to_pixels(*args, width=size, height=size)
+    rgb_r, alpha_r = reference.rasterize_to_pixels(*args, width=size, height=size)
+    np.testing.assert_allclose(rgb_k, rgb_r, rtol=0, atol=FWD_ATOL)
+    np.testing.assert_allclose(alpha_k, alpha_r, rtol=0, atol=FWD_ATOL)
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("depth_pair", [(1.0, 1.0), (-0.0, 0.0), (0.0, -0.0)])
+def test_equal_depths_blend_in_index_order(depth_pair):
+    """Two coincident Gaussians at equal depth: the lower index is in front (red over blue)."""
+    size = 16
+    means2d = jnp.full((2, 2), 8.0)
+    conics = jnp.tile(jnp.array([[0.1, 0.0, 0.1]]), (2, 1))
+    colors = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    opacities = jnp.array([0.9, 0.9])
+    radii = jnp.full((2, 2), 8, jnp.int32)
+    args = (means2d, conics, colors, opacities, jnp.array(depth_pair), radii, jnp.zeros(3))
+    rgb = ffi.rasterize_to_pixels(*args, width=size, height=size)[0]
+    centre = np.asarray(rgb[7, 7])
+    assert centre[0] > 0.8 and centre[2] < 0.15, centre
+    swapped = (means2d, conics, colors[::-1], *args[3:])
+    centre = np.asarray(ffi.rasterize_to_pixels(*swapped, width=size, height=size)[0][7, 7])
+    assert centre[2] > 0.8 and centre[0] < 0.15, centre
