@@ -1,13 +1,11 @@
 // Tile binning for the CPU rasterizer. The active Gaussians are first put in
-// (depth, index) order once per view (a stable LSD radix sort of the depths'
-// order-preserving bit patterns), then counting-sorted into per-tile buckets in
+// (depth, index) order once per view (a stable LSD radix sort of `depth_bits`,
+// the depths' order-preserving bit patterns), then counting-sorted into per-tile buckets in
 // that order, so every bucket comes out sorted without a per-bucket sort.
 // Inactive Gaussians (zero radius, zero opacity, non-finite mean or depth) are
 // never binned, so a fixed-capacity scene with many empty slots costs one
 // branch per slot.
 #include <algorithm>
-#include <cstring>
-#include <type_traits>
 
 #include "cpu/parallel.h"
 #include "cpu/rasterize_cpu.h"
@@ -15,18 +13,6 @@
 
 namespace ua3d::cpu {
 namespace {
-
-// Unsigned key that orders like the (finite) value; -0 and +0 get the same key,
-// as they compare equal in `depth_i < depth_j`.
-template <typename T>
-auto order_key(T depth) {
-  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  depth += T(0);  // -0 -> +0
-  U u;
-  std::memcpy(&u, &depth, sizeof(u));
-  constexpr U kSign = U(1) << (8 * sizeof(U) - 1);
-  return (u & kSign) ? U(~u) : U(u | kSign);
-}
 
 // ids sorted stably by key (ids arrive in index order, so ties stay in index
 // order): LSD radix sort, 8 bits a pass, passes whose byte is constant skipped.
@@ -69,14 +55,14 @@ void bin_view(const T* means2d, const T* opacities, const T* depths, const int32
   };
   // Active Gaussians in (depth, index) order.
   std::vector<int32_t> order;
-  std::vector<decltype(order_key(T(0)))> keys;
+  std::vector<decltype(depth_bits(T(0)))> keys;
   order.reserve(n);
   keys.reserve(n);
   std::vector<TileRect> rects(n);
   for (int64_t g = 0; g < n; ++g) {
     if (!rect_of(g, &rects[g])) continue;
     order.push_back(static_cast<int32_t>(g));
-    keys.push_back(order_key(depths[g]));
+    keys.push_back(depth_bits(depths[g]));
   }
   radix_sort_by_key(&keys, &order);
   for (const int32_t g : order) {

@@ -124,11 +124,22 @@ UA3D_HD T eval_alpha(T sigma, T opacity, T* e, bool* valid) {
   return alpha;
 }
 
-// Raw bits of a positive float depth: they sort like the value (CUDA key).
+// Sort key of a finite depth: unsigned bits that order like the value (negative
+// depths flipped, positive ones offset by the sign bit); -0 and +0 share a key,
+// as they compare equal. Used by both the CUDA and the CPU binning.
 UA3D_HD uint32_t depth_bits(float depth) {
+  depth += 0.0f;  // -0 -> +0
   uint32_t u;
   std::memcpy(&u, &depth, sizeof(u));
-  return u;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+UA3D_HD uint64_t depth_bits(double depth) {
+  depth += 0.0;
+  uint64_t u;
+  std::memcpy(&u, &depth, sizeof(u));
+  constexpr uint64_t kSign = uint64_t(1) << 63;
+  return (u & kSign) ? ~u : (u | kSign);
 }
 
 }  // namespace ua3d
