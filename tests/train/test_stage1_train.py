@@ -146,6 +146,31 @@ def test_stylenet_fuse_step_overfits(setup):
     overfit(step, init_state(sp, tx), dict(arrays, f_exp=f_exp))
 
 
+@pytest.mark.parametrize("exp_dropout", [0.0, 1.0])
+def test_fuse_exp_dropout_hides_f_exp(setup, exp_dropout):
+    """fuse.exp_dropout = 1 zeroes every sequence's f_exp before FuseNet: the loss no longer
+    depends on f_exp; at 0 (the paper's Eq. 4) it does."""
+    cfg, data, models, params, arrays = setup
+    cfg = cfg.copy_and_resolve_references()
+    cfg.fuse.exp_dropout = exp_dropout
+    step, tx = prior.make_style_step(cfg, models["stylenet"], models["fuse"], data.n_train)
+    state = init_state({"stylenet": params["stylenet"], "fuse": params["fuse"]}, tx)
+    losses = []
+    for seed in (1, 2):
+        f_exp = jax.random.normal(jax.random.PRNGKey(seed), (data.n, 64))
+        _, out = step(state, dict(arrays, f_exp=f_exp), jax.random.PRNGKey(0))
+        losses.append(float(out["loss"]))
+    assert (losses[0] == losses[1]) == (exp_dropout == 1.0), losses
+
+
+def test_stage1_configs_without_the_style_fields_build():
+    """Stage-1 checkpoints saved before fuse.exp_dropout / stylenet.frame_* rebuild unchanged."""
+    cfg = stage1_config("tiny").copy_and_resolve_references()
+    del cfg.stylenet["frame_mlp"], cfg.stylenet["frame_dropout"], cfg.fuse["exp_dropout"]
+    style = prior.build_models(cfg, 9)["stylenet"]
+    assert style.frame_mlp == () and style.frame_dropout == 0.0
+
+
 @pytest.mark.parametrize("finetune", [False, True])
 def test_emotion_steps_overfit(setup, finetune):
     cfg, data, *_ = setup

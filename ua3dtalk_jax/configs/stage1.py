@@ -64,21 +64,21 @@ def _sizes(preset: str) -> dict:
                     "prior": (64, 128, 256, 512), "lstm": 640, "lstm_layers": 2, "mlp": (640, 320),
                     "fuse": 256, "window_s": 3.0, "image": (224, 336), "alex_pool": 6, "mfcc_stride": 1,
                     "emo_lstm": 256, "emo_layers": 2, "wav_ch": 512, "wav_dim": 768, "steps": 20000, "batch": 64,
-                    "emo_steps": 20000, "ft_steps": 5000, "seq": 32, "refs": 25,
+                    "emo_steps": 20000, "ft_steps": 5000, "seq": 32, "refs": 25, "style_steps": 20000,
                     "corpus_clips": 32}  # fmt: skip
     if preset == "cpu":
         return {"face": 48, "sync": (16, 32, 64, 96, 128), "gen": (16, 32, 64, 96),
                     "prior": (16, 32, 64, 96), "lstm": 96, "lstm_layers": 1, "mlp": (128, 96),
                     "fuse": 96, "window_s": 1.0, "image": (64, 64), "alex_pool": 1, "mfcc_stride": 2,
                     "emo_lstm": 48, "emo_layers": 1, "wav_ch": 48, "wav_dim": 64, "steps": 150, "batch": 24,
-                    "emo_steps": 500, "ft_steps": 100, "seq": 16, "refs": 25,
+                    "emo_steps": 500, "ft_steps": 100, "seq": 16, "refs": 25, "style_steps": 3000,
                     "corpus_clips": 12}  # fmt: skip
     if preset == "tiny":
         return {"face": 32, "sync": (8, 16, 16, 32, 32), "gen": (8, 16, 32),
                     "prior": (8, 16, 32), "lstm": 32, "lstm_layers": 1, "mlp": (64, 48),
                     "fuse": 48, "window_s": 0.64, "image": (64, 64), "alex_pool": 1, "mfcc_stride": 2,
                     "emo_lstm": 16, "emo_layers": 1, "wav_ch": 16, "wav_dim": 32, "steps": 40, "batch": 8,
-                    "emo_steps": 40, "ft_steps": 20, "seq": 8, "refs": 8,
+                    "emo_steps": 40, "ft_steps": 20, "seq": 8, "refs": 8, "style_steps": 40,
                     "corpus_clips": 1}  # fmt: skip
     raise ValueError(f"unknown stage-1 preset {preset!r}; choose one of {PRESETS}")
 
@@ -146,14 +146,27 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     cfg.stylenet.lstm_layers = z["lstm_layers"]
     cfg.stylenet.mlp = z["mlp"]
     cfg.stylenet.out_dim = 64  # f_tone
-    cfg.stylenet.dropout = 0.5 if preset == "paper" else 0.1
+    cfg.stylenet.dropout = 0.5 if preset == "paper" else 0.3
     cfg.stylenet.seq_len = z["seq"]  # consecutive frames per training sequence
-    cfg.stylenet.steps = z["steps"]
-    cfg.stylenet.batch = max(2, z["batch"] // 4)
-    cfg.stylenet.lr = 1e-4 if preset == "paper" else 2e-3
+    cfg.stylenet.steps = z["style_steps"]
+    cfg.stylenet.batch = z["batch"] if preset == "cpu" else max(2, z["batch"] // 4)
+    cfg.stylenet.lr = {"paper": 1e-4, "cpu": 5e-4, "tiny": 2e-3}[preset]
+    # Per-frame encoder before the LSTM (not in the original, so none in the paper preset). cpu:
+    # without it f_tone memorises the minute of training audio (held-out jaw R² 0.32 -> 0.74 with
+    # it, 3,000 steps; BUILD_NOTES, "f_tone that speaks").
+    cfg.stylenet.frame_mlp = () if preset == "paper" else (z["lstm"] * 8 // 3,)
+    cfg.stylenet.frame_dropout = 0.0 if preset == "paper" else 0.3
+    # cpu/tiny: f_tone normalised to a fixed 0.1 per-component scale (that of f_exp); at the
+    # LeakyReLU's s.d. of 0.6 the f_tone view swamped the deformation (mouth 11.3 dB = static).
+    cfg.stylenet.out_scale = 0.0 if preset == "paper" else 0.1
 
     cfg.fuse = ml_collections.ConfigDict()
     cfg.fuse.hidden = z["fuse"]
+    # Probability that a training sequence's f_exp is zeroed before FuseNet (0: the paper's Eq. 4
+    # as written). On the lip expert's own training frames f_exp is better than on new audio, so
+    # FuseNet leans on it and f_tone learns nothing; with f_exp dropped StyleNet must reconstruct
+    # f_gt-exp from the audio alone, and f_tone then carries it (BUILD_NOTES, "f_tone that speaks").
+    cfg.fuse.exp_dropout = 0.0 if preset == "paper" else 0.5
 
     cfg.emotion = e = ml_collections.ConfigDict()
     e.window_s = z["window_s"]  # CA-MSER: 3 s segments

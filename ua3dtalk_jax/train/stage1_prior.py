@@ -66,7 +66,11 @@ def build_models(cfg, exp_dim: int) -> dict:
         "expr_prior": ExpressionPrior(tuple(cfg.expr_prior.channels), exp_dim,
                                       cfg.expr_prior.feature_dim, cfg.expr_prior.norm),
         "stylenet": StyleNet(cfg.stylenet.lstm_hidden, cfg.stylenet.lstm_layers,
-                             tuple(cfg.stylenet.mlp), cfg.stylenet.out_dim, cfg.stylenet.dropout),
+                             tuple(cfg.stylenet.mlp), cfg.stylenet.out_dim, cfg.stylenet.dropout,
+                             # .get: stage-1 checkpoints saved before these fields load unchanged
+                             tuple(cfg.stylenet.get("frame_mlp", ())),
+                             cfg.stylenet.get("frame_dropout", 0.0),
+                             cfg.stylenet.get("out_scale", 0.0)),
         "fuse": FuseNet(cfg.fuse.hidden, exp_dim),
     }  # fmt: skip
 
@@ -202,13 +206,15 @@ def make_style_step(cfg, style: StyleNet, fuse: FuseNet, n_train: int):
 
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):
-        k1, k2 = jax.random.split(key)
+        k1, k2, k3 = jax.random.split(key, 3)
         idx = jax.random.randint(k1, (b,), 0, n_train - n + 1)[:, None] + jnp.arange(n)
+        keep = jax.random.bernoulli(k3, 1.0 - cfg.fuse.get("exp_dropout", 0.0), (b, 1, 1))
+        f_exp = jnp.where(keep, data["f_exp"][idx], 0.0)  # whole sequences dropped
 
         def loss_fn(p):
             tone, _ = style.apply({"params": p["stylenet"]}, data["mel"][idx], train=True,
                                   rngs={"dropout": k2})  # fmt: skip
-            gen, _ = fuse.apply({"params": p["fuse"]}, data["f_exp"][idx], tone)
+            gen, _ = fuse.apply({"params": p["fuse"]}, f_exp, tone)
             return recon_loss(gen, data["exp"][idx])
 
         loss, g = jax.value_and_grad(loss_fn)(state.params)

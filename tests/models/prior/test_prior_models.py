@@ -159,6 +159,38 @@ def test_stylenet_and_fuse_shapes():
     np.testing.assert_allclose(gen, parts["content"] + parts["style"], rtol=1e-6)
 
 
+def test_stylenet_out_scale_fixes_the_magnitude_of_f_tone():
+    mel = 3.0 * jax.random.normal(jax.random.PRNGKey(5), (2, 7, 80, 16))
+    (tone, _), params = _det(StyleNet(16, 1, (32,), 64, dropout=0.0, out_scale=0.1), mel)
+    np.testing.assert_allclose(np.asarray(tone).mean(-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(tone).std(-1), 0.1, rtol=1e-3)
+    assert set(params["params"]) == {"BiLSTM_0", "Dense_0", "Dense_1"}  # no new parameters
+    (plain, _), _ = _det(StyleNet(16, 1, (32,), 64, dropout=0.0), mel)
+    assert np.asarray(plain).min() < 0 < np.asarray(plain).max()  # LeakyReLU output, unnormalised
+
+
+def test_stylenet_frame_encoder_keeps_the_original_layer_names():
+    """The per-frame encoder adds `frame_i` layers in front; every other parameter keeps its name
+    and shape, so stage-1 checkpoints saved without it still load."""
+    mel = jax.random.normal(jax.random.PRNGKey(4), (2, 7, 80, 16))
+    plain = StyleNet(16, 1, (32, 24), 64, dropout=0.3)
+    framed = StyleNet(16, 1, (32, 24), 64, dropout=0.3, frame_mlp=(40,), frame_dropout=0.3)
+    (tone, inter), params = _det(framed, mel)
+    assert tone.shape == (2, 7, 64) and inter["lstm"].shape == (2, 7, 32)
+    p_plain = plain.init(jax.random.PRNGKey(0), mel)["params"]
+    p_framed = params["params"]
+    assert p_framed["frame_0"]["kernel"].shape == (80 * 16, 40)
+    assert set(p_framed) - {"frame_0"} == set(p_plain)
+    for name in ("Dense_0", "Dense_1", "Dense_2"):
+        assert p_framed[name]["kernel"].shape == p_plain[name]["kernel"].shape
+    # the LSTM now reads 40-wide frame codes instead of 1280-wide chunks
+    lstm_in = lambda p: [x.shape for x in jax.tree.leaves(p["BiLSTM_0"])]  # noqa: E731
+    assert lstm_in(p_framed) != lstm_in(p_plain)
+    t1, _ = framed.apply(params, mel, train=True, rngs={"dropout": jax.random.PRNGKey(0)})
+    t2, _ = framed.apply(params, mel, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    assert not np.allclose(t1, t2)
+
+
 def test_sequence_apply_covers_every_frame_from_a_centred_window():
     def fn(x):  # (1, L, 80, 16) → (1, L, 2): [global frame id via a marker, position in window]
         return jnp.stack([x[0, :, 0, 0], jnp.arange(x.shape[1], dtype=jnp.float32)], -1)[None]
