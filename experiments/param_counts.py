@@ -4,7 +4,10 @@
 
 Shapes only (`jax.eval_shape`), so the paper sizes cost no memory. Reference (authors' code):
 the paper xyz hexplane has 3·16·(64² + 128² + 256² + 512²) = 16,711,680 parameters per branch and
-the emotion hexplane 3·64·(64² + 128² + 256²) = 16,515,072.
+the emotion hexplane 3·64·(64² + 128² + 256²) = 16,515,072. `tests/models/test_param_counts.py`
+derives every module's count from the layer sizes in DESIGN.md §3 and the reference §3 and checks
+these numbers against it. One known difference from the authors' code: their mouth network also
+holds an unused `aud_ch_att_net` (64·32 + 32·32 = 3,072 parameters), which ours omits.
 """
 
 from __future__ import annotations

@@ -11,18 +11,21 @@ from ua3dtalk_jax.gaussians import (
     DensifyConfig,
     accumulate_grad_stats,
     activated,
+    apply_deformation,
     camera_center,
     check_capacity,
     composite,
     densify_and_prune,
     densify_config,
     empty_gaussians,
+    grow_sh_degree,
     init_gaussians,
     init_grad_stats,
     reset_opacity,
 )
 from ua3dtalk_jax.gaussians.params import knn_mean_sq_dist
 from ua3dtalk_jax.gaussians.sh import C0, eval_sh, sh_basis
+from ua3dtalk_jax.models.motion import DeformOut
 from ua3dtalk_jax.render import rasterize
 
 F32_RTOL = 1e-5  # float32 vs float64 of the same formula
@@ -59,6 +62,33 @@ def test_init_matches_the_authors_rules(head):
     np.testing.assert_array_equal(quats[:24], np.tile([1.0, 0, 0, 0], (24, 1)))
     with pytest.raises(CapacityError):
         init_gaussians(jax.random.PRNGKey(0), 8, num_points=24)
+
+
+def test_init_from_a_point_set():
+    pts = jax.random.uniform(jax.random.PRNGKey(10), (10, 3), minval=-0.1, maxval=0.1)
+    cols = jax.random.uniform(jax.random.PRNGKey(11), (10, 3))
+    state = init_gaussians(jax.random.PRNGKey(0), 16, points=pts, colors=cols, max_scale=0.01)
+    assert state.means.shape == (16, 3) and int(state.active.sum()) == 10
+    np.testing.assert_array_equal(state.means[:10], pts)
+    colors = activated(state, CAMPOS)[4]  # degree 0: the DC colour
+    np.testing.assert_allclose(colors[:10], cols, rtol=F32_RTOL, atol=1e-6)
+    assert float(jnp.exp(state.scales_raw[:10]).max()) <= 0.01 * (1 + F32_RTOL)
+    with pytest.raises(ValueError, match="exactly one"):
+        init_gaussians(jax.random.PRNGKey(0), 16, points=pts, num_points=10)
+    with pytest.raises(ValueError, match="colors"):
+        init_gaussians(jax.random.PRNGKey(0), 16, points=pts, colors=cols[:3])
+
+
+def test_sh_degree_grows_every_interval(head):
+    assert head.max_sh_degree == 2 and int(head.sh_degree) == 0
+    grow = jax.jit(grow_sh_degree, static_argnames="every")
+    its = (0, 999, 1000, 2500, 9000)
+    assert [int(grow(head, jnp.int32(it), every=1000).sh_degree) for it in its] == [0, 0, 1, 2, 2]
+    # The higher bands only colour the Gaussians once their degree is active.
+    bands = head.replace(sh=head.sh.at[:, 1:, :].set(0.3))
+    flat = activated(bands, CAMPOS)[4]
+    np.testing.assert_allclose(flat, activated(head, CAMPOS)[4], rtol=F32_RTOL)
+    assert not np.allclose(activated(grow(bands, jnp.int32(2000), every=1000), CAMPOS)[4], flat)
 
 
 def test_knn_chunks_match_dense():
@@ -164,6 +194,35 @@ def test_size_prune_and_opacity_reset(head):
     reset = reset_opacity(head.replace(opacity_logits=head.opacity_logits.at[0].set(3.0)))
     opac = activated(reset, CAMPOS)[3]
     np.testing.assert_allclose(opac[:24], 0.01, rtol=F32_RTOL)
+
+
+def test_world_size_prune(head):
+    # One Gaussian larger than max_world_scale · extent: pruned only after size_prune_from.
+    big = head.replace(scales_raw=head.scales_raw.at[5].set(3.0))  # softplus(3) ≈ 3.05 > 0.1
+    stats = init_grad_stats(CAP)
+    for iteration, n_pruned in ((2000, 0), (4000, 1)):
+        new, info = densify_and_prune(DensifyConfig(), big, stats, jax.random.PRNGKey(8),
+                                      extent=1.0, iteration=iteration)  # fmt: skip
+        assert int(info.n_prune) == n_pruned and bool(new.active[5]) == (n_pruned == 0)
+
+
+def test_apply_deformation_moves_centres_scales_and_rotations(head):
+    k = jax.random.split(jax.random.PRNGKey(12), 3)
+    d = DeformOut(d_xyz=0.01 * jax.random.normal(k[0], (CAP, 3)),
+                  d_rot=0.1 * jax.random.normal(k[1], (CAP, 4)),
+                  d_scale=0.1 * jax.random.normal(k[2], (CAP, 3)))  # fmt: skip
+    moved = apply_deformation(head, d)
+    jax.tree.map(lambda a, b: a.shape == b.shape or pytest.fail("shape"), head, moved)
+    means, quats, scales, opac, _ = activated(moved, CAMPOS)
+    np.testing.assert_allclose(means, head.means + d.d_xyz, rtol=F32_RTOL)  # μ' = μ + Δμ
+    q = np.asarray(head.quats + d.d_rot, np.float64)  # q' = normalise(q + Δr)
+    np.testing.assert_allclose(quats, q / np.linalg.norm(q, axis=-1, keepdims=True), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    s = np.asarray(head.scales_raw + d.d_scale, np.float64)  # scale' = softplus(raw + Δs)
+    np.testing.assert_allclose(scales, np.logaddexp(0.0, s), rtol=F32_RTOL)
+    np.testing.assert_array_equal(opac, activated(head, CAMPOS)[3])  # opacity unchanged
+    with pytest.raises(AssertionError):
+        apply_deformation(head, d.replace(d_rot=d.d_rot[:, :3]))
 
 
 def test_camera_center():

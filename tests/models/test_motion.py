@@ -121,6 +121,22 @@ def test_emotion_code_changes_the_deformation(face):
     assert rel(out.d_xyz, other.d_xyz) > 1e-6
 
 
+def test_eye_au_path_feeds_only_the_face_audio_view(face):
+    _, params, apply = face
+    assert {"aud_ch_att", "eye_att", "exp_encode"} <= set(params["params"]["audio"])
+    out, aux = apply(params, XYZ, INPUTS, mode="eval")
+    other, other_aux = apply(params, XYZ, INPUTS.replace(au_exp=1.0 - INPUTS.au_exp), mode="eval")
+    rel = lambda a, b: np.max(np.abs(a - b)) / np.max(np.abs(a))
+    np.testing.assert_array_equal(aux["view_mu"][1:], other_aux["view_mu"][1:])
+    # As for the emotion code: changes well above float32 rounding (1.2e-7) at init-like params.
+    assert rel(aux["view_mu"][0], other_aux["view_mu"][0]) > 1e-4
+    assert rel(out.d_xyz, other.d_xyz) > 1e-6
+    assert np.all(aux["eye_att_norm"] >= 0) and np.any(aux["eye_att_norm"] > 0)
+    # The mouth has neither the eye/AU path nor the channel attention (reference §3).
+    mouth = _random_params(MotionNetwork(motion_spec(CFG, "mouth")))
+    assert set(mouth["params"]["audio"]) == {"audio_net", "audio_att"}
+
+
 def test_vmap_over_frames_equals_per_frame(face):
     _, params, apply = face
     frames = jax.tree.map(lambda a, b: jnp.stack([a, b]), INPUTS, _inputs(jax.random.PRNGKey(3)))
