@@ -3,13 +3,16 @@
 import subprocess
 
 import imageio_ffmpeg
+import jax.numpy as jnp
 import librosa
 import numpy as np
 import pytest
 import soundfile
 
+from ua3dtalk_jax.audio import emotion_inputs as ei
 from ua3dtalk_jax.audio import features as af
 from ua3dtalk_jax.audio.cache import cached_array
+from ua3dtalk_jax.configs.stage1 import stage1_config
 
 SR = af.SAMPLE_RATE
 STFT_TOL = 1e-3  # float32 FFT vs librosa's; relative to the peak magnitude
@@ -144,3 +147,31 @@ def test_feature_cache(tmp_path):
     soundfile.write(src, np.zeros(3200, np.float32), SR)  # new source → recompute
     cached_array(str(tmp_path), "f", {"k": 2}, compute, source=str(src))
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("fps", [25, 30])
+def test_emotion_encoder_windows_centre_on_their_video_frame(fps):
+    """(b) MFCC, (c) the AlexNet spectrogram image and (d) raw segments of the emotion encoder: a
+    click at t sits in the middle of frame round(t·fps)'s windows and one frame off in its
+    neighbours'."""
+    cfg = stage1_config("tiny").emotion
+    rows, samples = ei.window_frames(cfg), ei.window_samples(cfg)
+    assert cfg.image_hw[1] == rows  # one image column per 10 ms row: columns are rows
+    rows_per_frame = SR / fps / cfg.hop
+    lut = ei.jet_lut()
+    for t_click in (0.61, 1.9):
+        wav = _click_wav(2.6, t_click)
+        k = round(t_click * fps)
+        centres = ei.frame_centres(af.num_frames(wav, fps), fps)[[k - 1, k, k + 1]]
+        x = ei.window_inputs(ei.emotion_stream(wav, cfg), jnp.asarray(centres), cfg)
+        rgb = np.asarray(x["spec"]) * ei.IMAGENET_STD + np.asarray(ei.IMAGENET_MEAN)
+        level = np.abs(rgb[..., None, :] - lut).sum(-1).argmin(-1)  # invert the jet colour map
+        column = level.mean(1).argmax(-1)  # the click's column in each window
+        assert abs(column[1] - rows // 2) <= rows_per_frame / 2 + 1
+        np.testing.assert_allclose(np.diff(column), -rows_per_frame, atol=1)
+        mf = np.asarray(x["mfcc"])
+        mfcc_row = np.abs(mf - mf[:, :1]).sum(-1).argmax(-1) * cfg.mfcc_stride
+        assert abs(mfcc_row[1] - rows // 2) <= rows_per_frame / 2 + cfg.mfcc_stride + 1
+        peak = np.abs(np.asarray(x["wav"])).argmax(-1) - samples // 2  # click peak re. centre
+        np.testing.assert_allclose(peak, t_click * SR - centres, atol=16)
+        assert abs(peak[1]) <= SR / fps / 2 + 16

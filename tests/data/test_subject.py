@@ -1,10 +1,13 @@
 """Subject loader on a TalkingGaussian-layout directory written by tests/data/tg_layout.py."""
 
+import pickle
+import zipfile
+
 import numpy as np
 import pytest
 
 from tests.data import tg_layout
-from ua3dtalk_jax.data import FRAME_KEYS, Subject
+from ua3dtalk_jax.data import FRAME_KEYS, Subject, layout
 from ua3dtalk_jax.data.cameras import c2w_gl_from_viewmat, euler_to_rotation, viewmat_from_c2w_gl
 
 N = 12
@@ -160,3 +163,50 @@ def test_mel_fallback_without_precomputed_features(tmp_path):
     np.testing.assert_array_equal(again.audio, subject.audio)
     assert subject.wav().dtype == np.float32 and abs(len(subject.wav()) - N / 25 * 16000) < 2
     assert subject.mel_chunks().shape == (N, 16, 80)
+
+
+def test_hubert_features_used_when_there_is_no_deepspeech(tmp_path):
+    tg_layout.write_tg_subject(str(tmp_path), N, wav=False)
+    hu = np.random.default_rng(3).normal(size=(N, 2, 1024)).astype(np.float32)
+    np.save(tmp_path / "aud_hu.npy", hu)
+    assert Subject.open(str(tmp_path)).audio_source == "aud_ds.npy"  # DeepSpeech first
+    picked = Subject.open(str(tmp_path), audio_feature="aud_hu.npy")
+    np.testing.assert_array_equal(picked.audio, hu)
+    (tmp_path / "aud_ds.npy").unlink()
+    subject = Subject.open(str(tmp_path))
+    assert subject.audio_source == "aud_hu.npy" and subject.audio_window == 2
+    np.testing.assert_array_equal(subject.frame(6, keys=["aud"])["aud"], hu[2:10])
+
+
+def test_ua_extras_read_from_torch_files_in_json_order(tmp_path):
+    tg_layout.write_tg_subject(str(tmp_path), N, wav=False)
+    rng = np.random.default_rng(4)
+    want = {"f_exp": rng.normal(size=(N, 64)), "f_tone": rng.normal(size=(N, 64)),
+            "f_emo": rng.normal(size=(N, 128))}  # fmt: skip
+    n_train = int(N * 10 / 11)
+    for name, (train, val, _) in layout.UA_EXTRAS.items():
+        for fname, rows in ((train, want[name][:n_train]), (val, want[name][n_train:])):
+            if name == "f_tone":  # one (n, 64) tensor
+                tg_layout.write_torch_file(str(tmp_path / fname), [rows], as_list=False)
+            else:  # a list of [1, D] tensors, as UA's extraction scripts save them
+                tg_layout.write_torch_file(str(tmp_path / fname), [r[None] for r in rows])
+    extras = Subject.open(str(tmp_path)).ua_extras()
+    assert set(extras) == {"f_exp", "f_tone", "f_emo"}
+    for name, rows in want.items():
+        assert extras[name].dtype == np.float32
+        np.testing.assert_allclose(extras[name], rows, rtol=1e-6)
+
+    subject = Subject.open(str(tmp_path))
+    (tmp_path / "mser_emotion_val.pth").unlink()
+    with pytest.raises(FileNotFoundError, match=r"mser_emotion_val\.pth: missing"):
+        subject.ua_extras()
+    tg_layout.write_torch_file(str(tmp_path / "mser_emotion_val.pth"), [want["f_emo"][0]])
+    with pytest.raises(ValueError, match=r"mser_emotion_val\.pth: 1 entries .* 2 frames"):
+        subject.ua_extras()
+    tg_layout.write_torch_file(str(tmp_path / "mser_emotion_val.pth"), list(want["f_exp"][:2]))
+    with pytest.raises(ValueError, match=r"mser_emotion_val\.pth: entry 0 has 64 values"):
+        subject.ua_extras()
+    with zipfile.ZipFile(tmp_path / "mser_emotion_val.pth", "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps(np.float64, protocol=2))  # a foreign global
+    with pytest.raises(ValueError, match=r"mser_emotion_val\.pth: unreadable .* refusing"):
+        subject.ua_extras()

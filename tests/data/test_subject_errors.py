@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import soundfile
 
 from tests.data import tg_layout
 from ua3dtalk_jax.data import Subject
@@ -86,3 +87,14 @@ def test_bad_exp_rows(root):
     np.save(root / "exp_coeffs.npy", np.zeros((N - 2, 64), np.float32))
     with pytest.raises(ValueError, match=r"exp_coeffs\.npy: shape \(10, 64\)"):
         Subject.open(str(root))
+
+
+def test_wav_length_checked_when_features_come_from_aud_wav(tmp_path):
+    tg_layout.write_tg_subject(str(tmp_path), N, aud_ds=False)
+    soundfile.write(tmp_path / "aud.wav", np.zeros(int((N / 25 + 0.5) * 16000)), 16000)
+    warning = r"aud\.wav: audio and video differ by \+0\.500 s; audio trimmed"
+    with pytest.warns(UserWarning, match=warning):
+        assert Subject.open(str(tmp_path)).audio.shape == (N, 16, 32)
+    soundfile.write(tmp_path / "aud.wav", np.zeros(int((N / 25 + 1.5) * 16000)), 16000)
+    with pytest.raises(ValueError, match=r"aud\.wav: audio lasts 1\.98 s .* 12 frames"):
+        Subject.open(str(tmp_path))

@@ -4,11 +4,15 @@ layout it writes, and its refusals. Small sizes and one-sentence clips keep it f
 import filecmp
 import json
 import os
+import subprocess
+import sys
 
 import cv2
+import librosa
 import numpy as np
 import pytest
 import scipy.signal
+import skimage.data
 import soundfile
 
 from ua3dtalk_jax.data import Subject
@@ -30,6 +34,16 @@ BACKDROP_MEAN_TOL = 2.5
 BACKDROP_P99_TOL = 20.0
 # aud_mel.json fingerprints aud.wav by mtime, the one file that legitimately differs between runs.
 TIMESTAMPED = {"aud_mel.json"}
+FACE_FRACTION = (0.42, 0.58)  # issue 3 §3: the face about half the frame width
+FEATURE_MOVE_PX = 1.0  # landmark motion of a full-intensity emotion feature, 128² (measured ≥ 1.3)
+LIP_ROUND_NARROWING = 0.15  # lip_round = 1 narrows the mouth by ≥ 15 % (measured 26 %)
+LIP_SPREAD_WIDENING = 0.1  # lip_spread = 1 widens it by ≥ 10 % (measured 15 %)
+JAW_OPENING = 0.15  # jaw_open = 1 parts the inner lips by ≥ 15 % of the mouth width (measured 28 %)
+BLINK_CLOSED = 0.15  # eye opening at blink = 1, share of the open eye (measured 4 %)
+CAVITY_DARKNESS = 0.5  # mouth interior mean grey < half the face's (measured 48 vs 159)
+TEETH_BRIGHTNESS = 2.0  # teeth mean grey > twice the interior's (measured 150 vs 48)
+PITCH_RATIO = 1.8  # median F0 of surprised-3 over sad-3 speech (measured 169 / 65 Hz)
+PITCH_RANGE_HZ = 20.0  # F0 p90 − p10: surprised-3 exceeds sad-3 by this much (measured 47 vs 2)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +58,33 @@ def moving256(tmp_path_factory):
     return generate.generate_subject(
         str(out), seed=3, size=256, seconds_train=0.5, seconds_test=0.5, head_motion=True, workers=1
     )
+
+
+@pytest.fixture(scope="module")
+def model128():
+    model = face_model.build_face_model(size=128)
+    viewmat = np.eye(4)
+    viewmat[:3, 3] = model.t0
+    return model, viewmat
+
+
+def _landmarks(model, viewmat, exp):
+    cam = render.camera_vertices(model, exp, viewmat)
+    return face_model.project(cam, model.focal, model.size)[: face_model.N_FACE]
+
+
+def _unit(name, value=1.0):
+    exp = np.zeros(E)
+    exp[EXP_NAMES.index(name)] = value
+    return exp
+
+
+def _mouth_width(p):
+    return np.linalg.norm(p[61] - p[291])
+
+
+def _eye_opening(p):
+    return 0.5 * (p[145, 1] - p[159, 1] + p[374, 1] - p[386, 1])
 
 
 def _metadata(path):
@@ -242,3 +283,108 @@ def test_torso_over_bc_reproduces_the_frame_outside_the_head(moving256):
     print(f"backdrop vs frame outside the head: mean {err.mean():.2f}, "
           f"99th percentile {np.percentile(err, 99):.1f} grey levels")
     assert err.mean() < BACKDROP_MEAN_TOL and np.percentile(err, 99) < BACKDROP_P99_TOL
+
+
+def test_visemes_open_round_spread_and_close_the_lips(model128):
+    """Per vowel: jaw opening and rounding/spreading; bilabials close (targets, then geometry)."""
+    target = {ipa: animation.phoneme_segments(ipa, 0.0, 0.1)[0][2] for ipa in "uiɑmw"}
+    jaw, rnd, spread, press = range(4)
+    assert target["u"][rnd] >= 0.7 and target["w"][rnd] >= 0.7 and target["i"][rnd] == 0
+    assert target["i"][spread] >= 0.5 and target["u"][spread] == 0
+    assert target["ɑ"][jaw] > 2 * target["i"][jaw] > 0 and target["u"][jaw] < target["ɑ"][jaw]
+    assert target["m"][press] == 1 and target["m"][jaw] == 0
+    model, viewmat = model128
+    rest = _landmarks(model, viewmat, np.zeros(E))
+    width = _mouth_width(rest)
+    names = ("jaw_open", "lip_round", "lip_spread")
+    shape = {n: _landmarks(model, viewmat, _unit(n)) for n in names}
+    assert _mouth_width(shape["lip_round"]) < (1 - LIP_ROUND_NARROWING) * width
+    assert _mouth_width(shape["lip_spread"]) > (1 + LIP_SPREAD_WIDENING) * width
+    opening = shape["jaw_open"][14, 1] - shape["jaw_open"][13, 1]
+    assert opening > JAW_OPENING * width and rest[14, 1] - rest[13, 1] < 0.02 * width
+
+
+def test_emotions_move_brows_eyes_and_mouth_corners(model128):
+    """Smile, brow raise/lower and eye opening in the written geometry (image y points down)."""
+    model, viewmat = model128
+    rest = _landmarks(model, viewmat, np.zeros(E))
+
+    def change(emotion):
+        p = _landmarks(model, viewmat, animation.emotion_offsets(emotion, 3))
+        brow = p[[105, 334, 107, 336], 1].mean() - rest[[105, 334, 107, 336], 1].mean()
+        corners = p[[61, 291], 1].mean() - rest[[61, 291], 1].mean()
+        tilt = (p[61, 1] - p[291, 1]) - (rest[61, 1] - rest[291, 1])
+        return brow, _eye_opening(p) - _eye_opening(rest), corners, tilt
+
+    px = FEATURE_MOVE_PX
+    brow, eye, corners, _ = change("happy")
+    assert corners < -px and eye < -0.5 * px  # smile: corners up, eyes narrowed
+    brow, _, corners, _ = change("sad")
+    assert corners > px and brow < -px  # corners down, inner brows up
+    for emotion in ("angry", "disgusted"):
+        assert change(emotion)[0] > px, emotion  # brows lowered
+    for emotion in ("surprised", "fear"):
+        brow, eye, _, _ = change(emotion)
+        assert brow < -px and eye > px, emotion  # brows up, eyes wide
+    assert abs(change("contempt")[3]) > px  # one-sided smile
+    closed = _eye_opening(_landmarks(model, viewmat, _unit("blink")))
+    assert closed < BLINK_CLOSED * _eye_opening(rest)
+
+
+def test_open_mouth_shows_a_dark_cavity_with_teeth(model128):
+    model, viewmat = model128
+    closed = render.render_frame(model, np.zeros(E), viewmat)["masks"]
+    assert not closed["mouth"].any() and not closed["teeth"].any()
+    out = render.render_frame(model, _unit("jaw_open"), viewmat)
+    masks, grey = out["masks"], out["image"].astype(float).mean(-1)
+    interior = masks["mouth"] & ~masks["teeth"]
+    assert interior.sum() > 50 and masks["teeth"].sum() > 20
+    assert grey[interior].mean() < CAVITY_DARKNESS * grey[masks["face"]].mean()
+    assert grey[masks["teeth"]].mean() > TEETH_BRIGHTNESS * grey[interior].mean()
+
+
+def test_voice_pitch_level_and_range_follow_the_emotion():
+    engine = speech.Engine()
+
+    def f0(emotion):
+        wav = speech.synthesize("We meet at noon by the boat.", emotion, 3, engine).wav
+        pitch = librosa.yin(wav, fmin=40, fmax=500, sr=speech.SAMPLE_RATE, frame_length=1024)
+        rms = librosa.feature.rms(y=wav, frame_length=1024, hop_length=256)[0][: len(pitch)]
+        voiced = pitch[rms > 0.3 * rms.max()]
+        return np.median(voiced), np.percentile(voiced, 90) - np.percentile(voiced, 10)
+
+    (sad, sad_range), (surprised, surprised_range) = f0("sad"), f0("surprised")
+    assert surprised > PITCH_RATIO * sad and surprised_range > sad_range + PITCH_RANGE_HZ
+
+
+def test_blinks_come_every_two_to_five_seconds():
+    blink = animation.blink_track(60 * 25, 25, np.random.default_rng(0))
+    onsets = np.flatnonzero(np.diff((blink > 0.5).astype(int)) == 1) / 25
+    assert blink.max() == 1 and 60 / 5 <= len(onsets) <= 60 / 2 + 1
+    assert np.diff(onsets).min() >= animation.BLINK_GAP_S[0] - 0.05
+    assert np.diff(onsets).max() <= animation.BLINK_GAP_S[1] + 0.05
+
+
+def test_static_camera_and_face_half_the_frame(tiny, moving256):
+    subject = Subject.open(tiny)
+    assert np.ptp(subject.viewmats, axis=0).max() == 0  # no head motion unless asked
+    for path in (tiny, moving256):
+        lms = np.load(os.path.join(path, "landmarks.npy"))[:, list(face_model.FACE_OVAL)]
+        share = np.median(np.ptp(lms[..., 0], axis=1)) / Subject.open(path).size[1]
+        assert FACE_FRACTION[0] < share < FACE_FRACTION[1], (path, share)
+
+
+def test_make_subject_cli_with_a_user_photo(tmp_path):
+    photo = str(tmp_path / "portrait.png")
+    cv2.imwrite(photo, skimage.data.astronaut()[:, ::-1, ::-1])  # mirrored, as BGR for cv2
+    out = tmp_path / "subject"
+    cmd = [sys.executable, "-m", "experiments.make_subject", f"--out={out}", "--preset=tiny",
+           "--size=48", "--fps=30", "--seconds=0.5", "--test_seconds=0.5", "--seed=2",
+           f"--photo={photo}", "--workers=1"]  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    subject = Subject.open(str(out))
+    assert subject.size == (48, 48) and subject.fps == 30 and len(subject.split("val")) > 0
+    meta = _metadata(str(out))
+    assert meta["photo"] == photo and meta["seed"] == 2

@@ -11,6 +11,13 @@ TalkingGaussian / ER-NeRF files (read unchanged; written by `writer.py` the same
     teeth_mask/<id>.npy                          (H, W) bool (optional; absent = no teeth)
     bc.jpg, au.csv, aud.wav, aud_ds.npy / aud_hu.npy / aud_eo.npy
 
+UA-3DTalk's per-frame extras (optional; torch files, read without torch by `torch_file.py`; entry k
+belongs to the k-th frame of the matching transforms json, by position, not img_id):
+
+    train_auds_exp.pth, val_auds_exp.pth          f_exp, 64 per frame ([64] or [1, 64] entries)
+    train_audiostyle.pth, val_audiostyle.pth      f_tone, 64 per frame
+    mser_emotion_train.pth, mser_emotion_val.pth  f_emo (CA-MSER embedding), [1, 128] per frame
+
 Our additions (all optional; documented in DESIGN §3 "Subject directory"):
 
     subject.json        format, version, fps, size, focal, frame count, source, image extension,
@@ -44,6 +51,12 @@ EMOTION_CSV, EXP_NPY, LANDMARKS_NPY = "emotion.csv", "exp_coeffs.npy", "landmark
 MOUTH_BOXES = "mouth_boxes.npy"  # (N, 5) int32 lips_rect + opening, when there are no .lms
 MEL_FEATURE = "aud_mel"  # stem of our cached f_audio windows
 PRECOMPUTED_AUDIO = ("aud_ds.npy", "aud_hu.npy", "aud_eo.npy")  # TalkingGaussian, in preference
+# UA-3DTalk extras: name -> (train file, val file, width per frame).
+UA_EXTRAS = {
+    "f_exp": ("train_auds_exp.pth", "val_auds_exp.pth", 64),
+    "f_tone": ("train_audiostyle.pth", "val_audiostyle.pth", 64),
+    "f_emo": ("mser_emotion_train.pth", "mser_emotion_val.pth", 128),
+}
 
 FORMAT_NAME, FORMAT_VERSION = "ua3dtalk-subject", 1
 

@@ -30,6 +30,8 @@ frame(i) returns (H, W from `size`; F = `audio_dim`; Wa = `audio_window`, 16 exc
     index i32                  i
 
 Plain TalkingGaussian dirs have no fps on disk: 25 (ER-NeRF's required rate) unless given.
+UA-3DTalk's precomputed per-frame extras (f_exp, f_tone, f_emo .pth files), when a dir has them,
+come from `ua_extras()`, not from `frame(i)`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ua3dtalk_jax.audio import features as audio_features
 from ua3dtalk_jax.audio.cache import cached_array
 from ua3dtalk_jax.data import layout
 from ua3dtalk_jax.data.cameras import intrinsics, viewmat_from_c2w_gl
+from ua3dtalk_jax.data.torch_file import read_torch_file
 
 DEFAULT_TG_FPS = 25.0
 AUD_CONTEXT = 8  # AudioAttNet window: frames i-4 .. i+3 (TalkingGaussian att_mode 2)
@@ -166,6 +169,31 @@ class Subject:
     def viewmat(self, i: int) -> np.ndarray:
         """(4, 4) float32 world→camera (OpenCV) of frame position i."""
         return self.viewmats[i]
+
+    def ua_extras(self) -> dict:
+        """UA-3DTalk's precomputed per-frame features, for those whose train and val files exist.
+
+        Returns:
+          {"f_exp": (N, 64), "f_tone": (N, 64), "f_emo": (N, 128)} float32, row i = frame position
+          i (the .pth entries are in json order); names without files are left out.
+
+        Raises:
+          FileNotFoundError naming the missing half of a train/val pair; ValueError naming the file
+          for an unreadable file, a wrong entry count or a wrong entry shape.
+        """
+        out = {}
+        for name, (train, val, width) in layout.UA_EXTRAS.items():
+            have = [self.has(f) for f in (train, val)]
+            if not any(have):
+                continue
+            if not all(have):
+                missing = self._p(val if have[0] else train)
+                raise FileNotFoundError(f"{missing}: missing (its {name} partner exists)")
+            counts = (self._n_train, len(self) - self._n_train)
+            out[name] = np.concatenate(
+                [_ua_rows(self._p(f), n, width) for f, n in zip((train, val), counts)]
+            )
+        return out
 
     def mel_chunks(self) -> np.ndarray:
         """Wav2Lip mel chunks per img_id (num_ids, 16, 80), cached as aud_w2l_mel.npy."""
@@ -410,6 +438,24 @@ class Subject:
         alpha = torso[..., 3:] / 255.0
         bg = torso[..., :3] * alpha + self._background_rgb * (1 - alpha)
         return bg.astype(np.uint8)
+
+
+def _ua_rows(path: str, n: int, width: int) -> np.ndarray:
+    """A UA extra .pth (a tensor, or a list of [D] / [1, D] tensors) → (n, width) float32."""
+    obj = read_torch_file(path)
+    if not (isinstance(obj, (list, tuple)) or (isinstance(obj, np.ndarray) and obj.ndim >= 1)):
+        kind = type(obj).__name__
+        raise ValueError(f"{path}: expected a tensor or a list of tensors, got {kind}")
+    try:
+        rows = [np.asarray(x, np.float32).reshape(-1) for x in obj]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: entries are not numeric tensors ({e})") from None
+    if len(rows) != n:
+        raise ValueError(f"{path}: {len(rows)} entries but its transforms json lists {n} frames")
+    bad = next((k for k, r in enumerate(rows) if r.size != width), None)
+    if bad is not None:
+        raise ValueError(f"{path}: entry {bad} has {rows[bad].size} values, expected {width}")
+    return np.stack(rows) if rows else np.zeros((0, width), np.float32)
 
 
 def f_audio_cache_params(fps: float, n_frames: int, n_mels: int) -> dict:
