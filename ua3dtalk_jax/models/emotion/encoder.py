@@ -25,6 +25,7 @@ from ua3dtalk_jax.models.prior.stylenet import BiLSTM
 # wav2vec 2.0 feature-encoder (kernel, stride) per layer: 320× downsampling, 25 ms receptive field.
 WAV2VEC_LAYERS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
 WAV_NORM_EPS = 1e-7
+TORCH_NORM_EPS = 1e-5  # torch's GroupNorm / LayerNorm default (flax: 1e-6)
 
 
 def wav_frames(n_samples: int) -> int:
@@ -36,10 +37,15 @@ def wav_frames(n_samples: int) -> int:
 
 
 class WavEncoder(nn.Module):
-    """wav2vec 2.0 conv feature encoder (GroupNorm on layer 0, GELU) + feature projection."""
+    """wav2vec 2.0 conv feature encoder (GroupNorm on layer 0, GELU) + feature projection.
+
+    `torch_numerics`: exact GELU and eps 1e-5 as in torch, for weights converted from a wav2vec 2.0
+    checkpoint (`wav2vec.load_wav2vec2_encoder`); off (tanh GELU, flax eps) when trained here.
+    """
 
     channels: int = 512
     out_dim: int = 768
+    torch_numerics: bool = False
 
     @nn.compact
     def __call__(self, wav: jax.Array) -> jax.Array:
@@ -47,12 +53,13 @@ class WavEncoder(nn.Module):
         mu = jnp.mean(wav, axis=-1, keepdims=True)
         sd = jnp.std(wav, axis=-1, keepdims=True)
         x = ((wav - mu) / (sd + WAV_NORM_EPS))[..., None]  # the wav2vec2 processor's normalisation
+        eps = TORCH_NORM_EPS if self.torch_numerics else 1e-6
         for i, (k, s) in enumerate(WAV2VEC_LAYERS):
             x = nn.Conv(self.channels, (k,), (s,), padding="VALID", use_bias=False)(x)
             if i == 0:
-                x = nn.GroupNorm(num_groups=self.channels)(x)
-            x = nn.gelu(x)
-        return nn.Dense(self.out_dim)(nn.LayerNorm()(x))
+                x = nn.GroupNorm(num_groups=self.channels, epsilon=eps)(x)
+            x = nn.gelu(x, approximate=not self.torch_numerics)
+        return nn.Dense(self.out_dim)(nn.LayerNorm(epsilon=eps)(x))
 
 
 class SpeechEmotionEncoder(nn.Module):
@@ -70,6 +77,7 @@ class SpeechEmotionEncoder(nn.Module):
     feature_dim: int = 128
     dropout: float = 0.1
     lstm_dropout: float = 0.5
+    wav_torch_numerics: bool = False  # WavEncoder.torch_numerics (converted wav2vec 2.0 weights)
 
     @nn.compact
     def __call__(
@@ -93,7 +101,8 @@ class SpeechEmotionEncoder(nn.Module):
         s = nn.relu(nn.Dense(self.feature_dim, name="spec_fc")(drop(s)))
         m = BiLSTM(self.lstm_hidden, self.lstm_layers, self.lstm_dropout)(mfcc, train=train)
         m = nn.relu(nn.Dense(self.feature_dim, name="mfcc_fc")(drop(m.reshape(m.shape[0], -1))))
-        w = WavEncoder(self.wav_channels, self.wav_dim, name="wav_encoder")(wav)  # (B, F, D)
+        w = WavEncoder(self.wav_channels, self.wav_dim, self.wav_torch_numerics,
+                       name="wav_encoder")(wav)  # (B, F, D)
         if w.shape[1] != self.n_wav_frames:
             raise ValueError(f"wav window gives {w.shape[1]} frames, expected {self.n_wav_frames}")
         att = nn.relu(nn.Dense(self.n_wav_frames, name="coattention")(jnp.concatenate([s, m], -1)))
