@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import zipfile
 
 import numpy as np
 import soundfile
@@ -113,31 +111,3 @@ def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool =
         t = np.arange(int(n / 25 * 16000)) / 16000
         soundfile.write(os.path.join(root, "aud.wav"), 0.3 * np.sin(2 * np.pi * 220 * t), 16000)
     return truth
-
-
-def write_torch_file(path: str, tensors, *, as_list: bool = True) -> None:
-    """Writes float32 arrays as `torch.save` (≥ 1.6) does, without torch: a zip of archive/data.pkl
-    (protocol 2; each tensor `torch._utils._rebuild_tensor_v2(persistent storage, offset, size,
-    stride, requires_grad, OrderedDict())`) and archive/data/<key> raw little-endian storages.
-    A list of tensors (UA's per-frame lists) or, with as_list=False, the one tensor tensors[0]."""
-
-    def text(v):
-        raw = v.encode()
-        return b"X" + struct.pack("<I", len(raw)) + raw  # BINUNICODE
-
-    def ints(vals):
-        return b"(" + b"".join(b"J" + struct.pack("<i", int(v)) for v in vals) + b"t"  # TUPLE
-
-    arrays = [np.ascontiguousarray(t, "<f4") for t in tensors]
-    body = b""
-    for key, a in enumerate(arrays):
-        pid = b"(" + text("storage") + b"ctorch\nFloatStorage\n" + text(str(key)) + text("cpu")
-        pid += b"J" + struct.pack("<i", a.size) + b"tQ"  # TUPLE, BINPERSID
-        body += b"ctorch._utils\n_rebuild_tensor_v2\n(" + pid + b"J\0\0\0\0"  # offset 0
-        body += ints(a.shape) + ints(s // 4 for s in a.strides)
-        body += b"\x89ccollections\nOrderedDict\n)RtR"  # False, OrderedDict(), args, REDUCE
-    pkl = b"\x80\x02" + (b"](" + body + b"e" if as_list else body) + b"."
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("archive/data.pkl", pkl)
-        for key, a in enumerate(arrays):
-            zf.writestr(f"archive/data/{key}", a.tobytes())

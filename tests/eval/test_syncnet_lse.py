@@ -1,8 +1,8 @@
-"""SyncNet v2 port, the torch state_dict reader, MFCC and LSE-C/LSE-D scoring.
+"""SyncNet v2 port, MFCC and LSE-C/LSE-D scoring.
 
 The port is checked against an independent float64 NumPy transcription of syncnet_python's layers
 (torch NCDHW layout, read straight from the state_dict) on one random-weight state_dict that the
-test writes in the torch zip format; the MFCC port against python_speech_features itself.
+test writes in the legacy torch format; the MFCC port against python_speech_features itself.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.eval.torch_writer import save_state_dict
+from tests.data.torch_writer import write_torch_file
 from ua3dtalk_jax.eval import syncnet_lse as S
 
 # float32 through 8 conv/linear layers (fan-in up to 36,864) vs float64: relative error ~1e-6;
@@ -91,7 +91,7 @@ def _np_branch(x, st, name, cnn):
 def random_syncnet(tmp_path_factory):
     state = _random_state(np.random.default_rng(0))
     path = str(tmp_path_factory.mktemp("syncnet") / "syncnet_v2.model")
-    save_state_dict(state, path)  # torch zip format
+    write_torch_file(path, state, legacy=True)  # the pre-1.6 format of syncnet_python's file
     return state, path
 
 
@@ -111,26 +111,16 @@ def test_port_matches_float64_numpy_transcription(random_syncnet):
         assert np.abs(np.asarray(got) - ref).max() <= F32_REL_TOL * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_state_dict_reader_round_trip(tmp_path, legacy):
-    rng = np.random.default_rng(1)
-    state = {
-        "a.0.weight": rng.normal(size=(4, 3, 2, 5)).astype(np.float32),
-        "a.1.num_batches_tracked": np.array(7, np.int64),
-        "b.bias": rng.normal(size=(6,)).astype(np.float64),
-    }
-    path = str(tmp_path / "sd.pt")
-    save_state_dict(state, path, legacy=legacy)
-    got = S.load_torch_state_dict(path)
-    assert list(got) == list(state)
-    for k, v in state.items():
-        assert got[k].dtype == v.dtype and got[k].shape == v.shape
-        np.testing.assert_array_equal(got[k], v)
-
-
 def test_missing_weights_are_not_available(tmp_path):
     assert S.load_syncnet_v2(None) is None
     assert S.load_syncnet_v2(str(tmp_path / "absent.model")) is None
+
+
+def test_foreign_weights_error_names_the_file(tmp_path):
+    path = str(tmp_path / "other.model")
+    write_torch_file(path, {"encoder.conv.scale": np.ones(3, np.float32)})
+    with pytest.raises(ValueError, match=r"other\.model: .*unexpected SyncNet state_dict key"):
+        S.load_syncnet_v2(path)
 
 
 def test_mfcc_equals_python_speech_features():

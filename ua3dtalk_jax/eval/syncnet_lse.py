@@ -6,10 +6,9 @@ mode: a lip net of 3-D convolutions over 5 BGR 224×224 frames with raw 0–255 
 frames (N, 13, 20, 1; torch N, 1, 13, 20), each ending in a 512→512→1024 MLP (BatchNorm eps 1e-5).
 Flax submodules are named after the torch state-dict keys (`netcnnlip_0` ↔ `netcnnlip.0.*`), so
 `convert_state_dict` is only a transposition: conv (O, I, *k) → (*k, I, O), linear (O, I) → (I, O).
-`load_torch_state_dict` reads a torch `state_dict` file without torch: the zip format of
-torch ≥ 1.6 (`*/data.pkl` + `*/data/<key>`) and the legacy format of earlier versions (a sequence
-of pickles followed by the raw storages) that `syncnet_v2.model` may use. The unpickler resolves
-only OrderedDict, the tensor-rebuild functions and the storage types, like `weights_only=True`.
+`load_syncnet_v2` reads the `state_dict` file without torch (`data.torch_file.read_state_dict`:
+the zip format of torch ≥ 1.6 and the legacy format of earlier versions that `syncnet_v2.model`
+may use, through a restricted unpickler like `weights_only=True`).
 
 LSE scoring is SyncNetInstance.evaluate as Wav2Lip's `evaluation/scores_LSE` runs it:
   video window t = frames t..t+4, audio window t = MFCC frames 4t..4t+19 (0.2 s each, 100 Hz MFCC,
@@ -28,11 +27,7 @@ here, and the XVID re-encoding of the official pipeline is skipped.
 
 from __future__ import annotations
 
-import collections
-import io
 import os
-import pickle
-import zipfile
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -42,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal as sp_signal
+
+from ua3dtalk_jax.data.torch_file import read_state_dict
 
 BN_EPS = 1e-5  # torch BatchNorm default
 PAIRWISE_EPS = 1e-6  # torch.nn.functional.pairwise_distance adds eps to the difference
@@ -118,109 +115,7 @@ class SyncNetV2(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# torch state_dict without torch
-
-_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}  # fmt: skip
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-class _Storage(NamedTuple):
-    key: str
-    dtype: np.dtype
-    view: tuple | None  # legacy storage view: (view key, offset, size)
-
-
-class _Tensor(NamedTuple):
-    storage: _Storage
-    offset: int
-    size: tuple
-    stride: tuple
-
-    def materialise(self, storages: dict[str, np.ndarray]) -> np.ndarray:
-        flat = storages[self.storage.key]
-        if self.storage.view is not None:
-            flat = flat[self.storage.view[1] : self.storage.view[1] + self.storage.view[2]]
-        if not self.size:
-            return np.array(flat[self.offset])
-        strides = tuple(s * flat.itemsize for s in self.stride)
-        view = np.lib.stride_tricks.as_strided(flat[self.offset :], self.size, strides)
-        return np.array(view)
-
-
-def _rebuild_tensor(storage, offset, size, stride, *_):
-    return _Tensor(storage, int(offset), tuple(size), tuple(stride))
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return _rebuild_tensor
-        if (module, name) == ("torch._utils", "_rebuild_parameter"):
-            return lambda data, *_: data
-        if module == "torch" and name in _DTYPES:
-            return _DTYPES[name]
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} from a state_dict")
-
-    def persistent_load(self, pid):
-        if pid[0] != "storage":
-            raise pickle.UnpicklingError(f"unknown persistent id {pid[0]!r}")
-        return _Storage(str(pid[2]), np.dtype(pid[1]), pid[5] if len(pid) > 5 else None)
-
-
-def _resolve(obj, storages):
-    if isinstance(obj, _Tensor):
-        return obj.materialise(storages)
-    if isinstance(obj, dict):
-        return {k: _resolve(v, storages) for k, v in obj.items()}
-    return obj
-
-
-def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Reads a `torch.save`d state_dict (zip or legacy format) into NumPy arrays, without torch.
-
-    Args:
-      path: the file (e.g. `syncnet_v2.model`).
-
-    Returns:
-      key → array with the tensor's shape and dtype (float32 weights, int64 counters).
-    """
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            pkl = next(n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
-            root = pkl[: -len("data.pkl")]
-            obj = _Unpickler(io.BytesIO(zf.read(pkl))).load()
-            keys = {n[len(root) + 5 :] for n in zf.namelist() if n.startswith(root + "data/")}
-            storages = {k: zf.read(root + "data/" + k) for k in keys}
-        seen = _collect_storages(obj)
-        arrays = {k: np.frombuffer(storages[k], dtype=s.dtype) for k, s in seen.items()}
-        return _resolve(obj, arrays)
-    with open(path, "rb") as f:
-        if pickle.load(f) != _LEGACY_MAGIC:
-            raise ValueError(f"{path}: neither a torch zip archive nor a legacy torch file")
-        pickle.load(f)  # protocol version
-        pickle.load(f)  # sys info (little-endian, type sizes)
-        obj = _Unpickler(f).load()
-        seen = _collect_storages(obj)
-        arrays = {}
-        for key in pickle.load(f):
-            numel = int(np.frombuffer(f.read(8), "<i8")[0])
-            dtype = seen[key].dtype if key in seen else np.dtype(np.float32)
-            arrays[key] = np.frombuffer(f.read(numel * dtype.itemsize), dtype=dtype)
-    return _resolve(obj, arrays)
-
-
-def _collect_storages(obj) -> dict[str, _Storage]:
-    if isinstance(obj, _Tensor):
-        return {obj.storage.key: obj.storage}
-    if isinstance(obj, dict):
-        return {k: s for v in obj.values() for k, s in _collect_storages(v).items()}
-    return {}
+# Pretrained weights (syncnet_python's torch state_dict)
 
 
 def convert_state_dict(state: dict[str, np.ndarray]) -> dict:
@@ -261,7 +156,12 @@ def load_syncnet_v2(path: str | None) -> tuple[SyncNetV2, dict] | None:
     """The pretrained SyncNet when `path` names an existing file, else None ("not available")."""
     if not path or not os.path.exists(path):
         return None
-    return SyncNetV2(), jax.tree.map(jnp.asarray, convert_state_dict(load_torch_state_dict(path)))
+    state = read_state_dict(path)
+    try:
+        variables = convert_state_dict(state)
+    except (KeyError, ValueError) as e:  # not syncnet_python's keys: name the file
+        raise ValueError(f"{path}: {e}") from None
+    return SyncNetV2(), jax.tree.map(jnp.asarray, variables)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.models.prior.test_weights import _write_torch_zip, write_safetensors
+from tests.data.torch_writer import write_safetensors, write_torch_file
 from ua3dtalk_jax.models.emotion.encoder import WAV2VEC_LAYERS, WavEncoder, wav_frames
 from ua3dtalk_jax.models.emotion.wav2vec import (
     encoder_sizes,
@@ -64,7 +64,7 @@ def reference(sd, wav, prefix="wav2vec2."):
 def test_converted_wav2vec2_reproduces_the_torch_feature_encoder(tmp_path, fmt):
     sd = hf_state_dict(np.random.default_rng(0))
     path = str(tmp_path / ("model.safetensors" if fmt == "safetensors" else "pytorch_model.bin"))
-    (write_safetensors if fmt == "safetensors" else _write_torch_zip)(path, sd)
+    (write_safetensors if fmt == "safetensors" else write_torch_file)(path, sd)  # a bare state dict
     params = load_wav2vec2_encoder(path)
     assert encoder_sizes(params) == (C, D)
     wav = np.random.default_rng(1).normal(0, 0.1, (2, SAMPLES)).astype(np.float32)
@@ -79,7 +79,7 @@ def test_converted_wav2vec2_reproduces_the_torch_feature_encoder(tmp_path, fmt):
     assert float(np.abs(approx - out).max()) > 10 * REF_ATOL
 
 
-def test_converter_accepts_bare_keys_and_refuses_other_layouts():
+def test_converter_accepts_bare_keys_and_refuses_other_layouts(tmp_path):
     bare = hf_state_dict(np.random.default_rng(2), prefix="")
     params = wav2vec2_params_from_state_dict(bare)
     assert params["Conv_0"]["kernel"].shape == (10, 1, C)
@@ -90,3 +90,7 @@ def test_converter_accepts_bare_keys_and_refuses_other_layouts():
     layer_kind = dict(bare, **{"feature_extractor.conv_layers.1.layer_norm.weight": np.ones(C)})
     with pytest.raises(ValueError, match="not supported"):
         wav2vec2_params_from_state_dict(layer_kind)
+    path = str(tmp_path / "pytorch_model.bin")
+    write_torch_file(path, {k: v.astype(np.float32) for k, v in layer_kind.items()})
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: .*not supported"):
+        load_wav2vec2_encoder(path)

@@ -1,17 +1,13 @@
-"""Pretrained-SyncNet converter: a torch-format zip checkpoint parsed without torch, BN folded,
-BGR-trained first layer permuted for RGB input; the safetensors reader."""
-
-import io
-import pickle
-import sys
-import types
-import zipfile
+"""Pretrained-SyncNet converter: a Wav2Lip checkpoint (torch zip or legacy, read without torch by
+`data/torch_file.py`, tested in tests/data/test_torch_file.py), BN folded, BGR-trained first
+layer permuted for RGB input."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.data.torch_writer import write_torch_file
 from ua3dtalk_jax.configs.stage1 import wav2lip_audio_specs, wav2lip_face_specs
 from ua3dtalk_jax.models.prior.conv import ConvBlock
 from ua3dtalk_jax.models.prior.syncnet import SyncNet
@@ -19,59 +15,12 @@ from ua3dtalk_jax.models.prior.weights import (
     BN_EPS,
     bgr_to_rgb_channels,
     load_wav2lip_syncnet,
-    read_checkpoint,
     wav2lip_syncnet,
 )
 
 WIDTHS = (4, 4, 8, 8, 8)  # Wav2Lip's layer list at small widths (the converter is width-agnostic)
 FOLD_ATOL = 1e-4
 NET_ATOL = 1e-5  # unit embeddings / cosines after 17 folded layers vs the unfolded reference
-
-
-def _write_torch_zip(path, state_dict):
-    """Writes `state_dict` in torch's zip format (data.pkl + data/<key>) with stand-in globals."""
-    fake_utils = types.ModuleType("torch._utils")
-    fake_torch = types.ModuleType("torch")
-
-    def _rebuild_tensor_v2(*a):  # only its pickled name matters
-        raise AssertionError
-
-    class FloatStorage:
-        pass
-
-    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
-    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
-    fake_utils._rebuild_tensor_v2, fake_torch.FloatStorage = _rebuild_tensor_v2, FloatStorage
-    storages = {}
-
-    class T:
-        def __init__(self, a):
-            self.key = str(len(storages))
-            storages[self.key] = np.ascontiguousarray(a, np.float32)
-
-        def __reduce__(self):
-            a = storages[self.key]
-            stride = tuple(s // 4 for s in a.strides)
-            return (_rebuild_tensor_v2, (("storage", self.key, a.size), 0, a.shape, stride, False, {}))
-
-    class P(pickle.Pickler):
-        def persistent_id(self, obj):
-            if isinstance(obj, tuple) and len(obj) == 3 and obj[0] == "storage":
-                return ("storage", FloatStorage, obj[1], "cpu", obj[2])
-            return None
-
-    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
-    sys.modules.update({"torch": fake_torch, "torch._utils": fake_utils})
-    try:
-        buf = io.BytesIO()
-        P(buf, protocol=2).dump({"state_dict": {k: T(v) for k, v in state_dict.items()}})
-    finally:
-        for k, v in saved.items():
-            sys.modules.pop(k) if v is None else sys.modules.__setitem__(k, v)
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("archive/data.pkl", buf.getvalue())
-        for k, a in storages.items():
-            zf.writestr(f"archive/data/{k}", a.tobytes())
 
 
 def _state_dict(rng):
@@ -90,10 +39,16 @@ def _state_dict(rng):
     return sd
 
 
-def test_converter_parses_torch_zip_and_folds_batchnorm(tmp_path):
+def _checkpoint(sd):
+    """What Wav2Lip's `save_checkpoint` writes: float32 weights under "state_dict", the step."""
+    return {"state_dict": {k: v.astype(np.float32) for k, v in sd.items()}, "global_step": 1}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_converter_reads_the_checkpoint_and_folds_batchnorm(tmp_path, legacy):
     sd = _state_dict(np.random.default_rng(0))
     path = str(tmp_path / "lipsync_expert.pth")
-    _write_torch_zip(path, sd)
+    write_torch_file(path, _checkpoint(sd), legacy=legacy)
     params = load_wav2lip_syncnet(path)
     model = SyncNet(wav2lip_face_specs(WIDTHS), wav2lip_audio_specs(WIDTHS), norm="none")
     like = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 80, 16)), jnp.zeros((1, 48, 96, 15)))
@@ -118,11 +73,10 @@ def test_converter_parses_torch_zip_and_folds_batchnorm(tmp_path):
     assert sim.shape == (2,)
 
 
-def test_converter_refuses_arbitrary_globals(tmp_path):
-    path = str(tmp_path / "evil.pth")
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("archive/data.pkl", pickle.dumps({"x": np.float64}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError):
+def test_converter_errors_name_the_file(tmp_path):
+    path = str(tmp_path / "other.pth")
+    write_torch_file(path, {"state_dict": {"fc.weight": np.ones((2, 2), np.float32)}})
+    with pytest.raises(ValueError, match=r"other\.pth: not a Wav2Lip SyncNet state dict"):
         load_wav2lip_syncnet(path)
 
 
@@ -152,7 +106,7 @@ def test_converted_syncnet_reproduces_the_whole_wav2lip_forward(tmp_path):
     stacks exactly as Wav2Lip's BatchNorm net scores the same frames in BGR."""
     sd = _state_dict(np.random.default_rng(1))
     path = str(tmp_path / "lipsync_expert.pth")
-    _write_torch_zip(path, sd)
+    write_torch_file(path, _checkpoint(sd), legacy=True)
     model, params = wav2lip_syncnet(path)
     assert model.norm == "none" and not model.calibrated and not model.centre
     assert model.face_specs == wav2lip_face_specs(WIDTHS)  # widths read from the file
@@ -166,39 +120,3 @@ def test_converted_syncnet_reproduces_the_whole_wav2lip_forward(tmp_path):
     np.testing.assert_allclose(emb["audio"], a, atol=NET_ATOL)
     np.testing.assert_allclose(emb["face"], f, atol=NET_ATOL)
     np.testing.assert_allclose(sim, jnp.sum(a * f, -1), atol=NET_ATOL)
-
-
-def write_safetensors(path, tensors: dict, dtypes: dict | None = None):
-    """Writes {name: array} in the safetensors layout (u64 header length, JSON header, raw data)."""
-    import json  # noqa: PLC0415
-
-    codes = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): "I64"}
-    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, a in tensors.items():
-        code = (dtypes or {}).get(name)
-        if code == "BF16":  # the high half of each float32
-            raw = (np.asarray(a, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
-        else:
-            a = np.ascontiguousarray(a)
-            code, raw = codes[a.dtype], a.tobytes()
-        span = [off, off + len(raw)]
-        header[name] = {"dtype": code, "shape": list(np.shape(a)), "data_offsets": span}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header).encode()
-    with open(path, "wb") as fh:
-        fh.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
-
-
-def test_safetensors_reader(tmp_path):
-    path = str(tmp_path / "model.safetensors")
-    a = np.arange(6, dtype=np.float32).reshape(2, 3)
-    b = np.array([1.5, -2.0], np.float16)
-    c = np.array([1.0, -0.5, 3.0], np.float32)  # exactly representable in bfloat16
-    write_safetensors(path, {"a": a, "b": b, "c": c}, {"c": "BF16"})
-    out = read_checkpoint(path)
-    assert set(out) == {"a", "b", "c"}
-    np.testing.assert_array_equal(out["a"], a)
-    np.testing.assert_array_equal(out["b"], b)
-    assert out["c"].dtype == np.float32
-    np.testing.assert_array_equal(out["c"], c)

@@ -3,7 +3,8 @@
 Nothing is downloaded. CA-MSER's waveform branch is wav2vec 2.0; the project trains its conv
 feature encoder (`encoder.WavEncoder`) from scratch unless a user provides a Hugging Face
 wav2vec 2.0 checkpoint of the "group"-norm kind (wav2vec2-base and its fine-tunes:
-`pytorch_model.bin` or `model.safetensors`, read without torch by `prior.weights.read_checkpoint`).
+`pytorch_model.bin` or `model.safetensors`, read without torch by
+`data.torch_file.read_state_dict`).
 Only the feature encoder and the feature projection are used (the transformer is not
 reproduced). Keys, with an optional `wav2vec2.` prefix (the *For…* heads):
 
@@ -24,8 +25,8 @@ import re
 
 import numpy as np
 
+from ua3dtalk_jax.data.torch_file import read_state_dict
 from ua3dtalk_jax.models.emotion.encoder import WAV2VEC_LAYERS
-from ua3dtalk_jax.models.prior.weights import read_checkpoint
 
 _PREFIX = re.compile(r"^(?:module\.)?(?:wav2vec2\.)?")
 
@@ -67,9 +68,11 @@ def wav2vec2_params_from_state_dict(state_dict: dict) -> dict:
 
 def load_wav2vec2_encoder(path: str) -> dict:
     """Reads a user-provided wav2vec 2.0 checkpoint file → `WavEncoder` params (see above)."""
-    obj = read_checkpoint(path)
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
-    return wav2vec2_params_from_state_dict(sd)
+    state_dict = read_state_dict(path)
+    try:
+        return wav2vec2_params_from_state_dict(state_dict)
+    except ValueError as e:  # a missing key, another kind of wav2vec 2.0: name the file
+        raise ValueError(f"{path}: {e}") from None
 
 
 def encoder_sizes(params: dict) -> tuple[int, int]:

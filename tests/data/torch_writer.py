@@ -1,0 +1,166 @@
+"""Writes torch and safetensors files without torch, for the tests of `data/torch_file.py` and its
+users (UA-3DTalk extras, Wav2Lip / syncnet_python / wav2vec 2.0 weights).
+
+`write_torch_file` takes any nesting of dicts, OrderedDicts, lists and tuples whose leaves are
+Python values, NumPy arrays (a contiguous storage each), `BFloat16` arrays or `Strided` views
+(several may share one storage), and writes it byte-compatibly with `torch.save` for CPU tensors:
+- zip (torch ≥ 1.6): `<stem>/data.pkl` (protocol 2), `<stem>/data/<key>` raw little-endian
+  storages, `<stem>/version` ("3"), `<stem>/byteorder` ("little");
+- legacy (torch < 1.6): pickles of the magic number, protocol version 1001 and sys info, the
+  object pickle, the sorted storage keys, then per storage an int64 element count and its bytes.
+Tensors are pickled as `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False,
+OrderedDict())` with the persistent id ('storage', torch.<Type>Storage, key, 'cpu', numel) (legacy:
+and a 6th field, the storage view or None). The pure-Python pickler is used so that references to
+torch globals can be written as GLOBAL opcodes without importing torch.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import pickle
+import zipfile
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+_STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage",
+            np.dtype(np.float64): "DoubleStorage", np.dtype(np.float16): "HalfStorage",
+            np.dtype(np.uint8): "ByteStorage", np.dtype(np.bool_): "BoolStorage"}  # fmt: skip
+_SAFETENSORS = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): "I64"}
+
+
+class Strided(NamedTuple):
+    """A tensor viewing `storage` (a 1-D array, shared by identity) at offset/size/stride in
+    elements; legacy only, `view` = (start, length) makes it view that slice of the storage
+    (offset then counts from its start), as torch < 1.0 wrote storage views."""
+
+    storage: np.ndarray
+    offset: int
+    size: tuple
+    stride: tuple
+    view: tuple | None = None
+
+
+class BFloat16(NamedTuple):
+    """A float32 array written as a bfloat16 tensor (BFloat16Storage of its high halves)."""
+
+    array: np.ndarray
+
+
+class _Global:
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):  # save_reduce only requires a callable
+        raise NotImplementedError
+
+
+class _StorageRef:
+    def __init__(self, key: str, array: np.ndarray, view: tuple | None, type_name: str):
+        self.key, self.array, self.view, self.type_name = key, array, view, type_name
+
+
+class _TensorRef:
+    def __init__(self, storage: _StorageRef, offset: int, size: tuple, stride: tuple):
+        self.storage, self.args = storage, (offset, tuple(size), tuple(stride))
+
+    def __reduce__(self):
+        return (_Global("torch._utils", "_rebuild_tensor_v2"),
+                (self.storage, *self.args, False, collections.OrderedDict()))  # fmt: skip
+
+
+class _Pickler(pickle._Pickler):  # the pure-Python pickler: its `dispatch` table is extensible
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
+
+    def __init__(self, f, legacy: bool):
+        super().__init__(f, protocol=2)
+        self.legacy = legacy
+
+    def _save_global_ref(self, obj):
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+
+    dispatch[_Global] = _save_global_ref
+
+    def persistent_id(self, obj):
+        if not isinstance(obj, _StorageRef):
+            return None
+        pid = ("storage", _Global("torch", obj.type_name), obj.key, "cpu", obj.array.size)
+        if not self.legacy:
+            return pid
+        view = None if obj.view is None else (f"{obj.key}_view", *obj.view)
+        return (*pid, view)
+
+
+def _refs(obj, storages: dict):
+    """`obj` with arrays / Strided replaced by tensor references; storages: id(array) → key."""
+
+    def storage(a: np.ndarray, view=None, type_name=None) -> _StorageRef:
+        key = storages.setdefault(id(a), (str(len(storages)), a))[0]
+        return _StorageRef(key, a, view, type_name or _STORAGE[a.dtype])
+
+    if isinstance(obj, Strided):
+        return _TensorRef(storage(obj.storage, obj.view), obj.offset, obj.size, obj.stride)
+    if isinstance(obj, BFloat16):
+        a = np.asarray(obj.array, np.float32)
+        bits = (np.ascontiguousarray(a).view(np.uint32) >> 16).astype(np.uint16).reshape(-1)
+        stride = tuple(int(np.prod(a.shape[i + 1 :])) for i in range(a.ndim))
+        return _TensorRef(storage(bits, None, "BFloat16Storage"), 0, a.shape, stride)
+    if isinstance(obj, np.ndarray):
+        a = np.array(obj, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+        ref = storage(a.reshape(-1))
+        return _TensorRef(ref, 0, a.shape, tuple(s // a.itemsize for s in a.strides))
+    if isinstance(obj, dict):
+        return type(obj)((k, _refs(v, storages)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_refs(v, storages) for v in obj)
+    return obj
+
+
+def write_torch_file(path: str, obj, *, legacy: bool = False) -> None:
+    """Writes `obj` (see the module docstring) where torch.load / `read_torch_file` can read it."""
+    storages: dict = {}
+    buf = io.BytesIO()
+    _Pickler(buf, legacy).dump(_refs(obj, storages))
+    by_key = dict(storages.values())
+    if legacy:
+        with open(path, "wb") as f:
+            pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
+            pickle.dump(1001, f, protocol=2)
+            sys_info = {"protocol_version": 1001, "little_endian": True,
+                        "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
+            pickle.dump(sys_info, f, protocol=2)
+            f.write(buf.getvalue())
+            keys = sorted(by_key)
+            pickle.dump(keys, f, protocol=2)
+            for k in keys:
+                f.write(np.int64(by_key[k].size).astype("<i8").tobytes())
+                f.write(by_key[k].astype(by_key[k].dtype.newbyteorder("<")).tobytes())
+        return
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", buf.getvalue())
+        zf.writestr("archive/byteorder", "little")
+        for k, a in by_key.items():
+            zf.writestr(f"archive/data/{k}", a.astype(a.dtype.newbyteorder("<")).tobytes())
+        zf.writestr("archive/version", "3\n")
+
+
+def write_safetensors(path: str, tensors: dict, dtypes: dict | None = None) -> None:
+    """Writes {name: array} in the safetensors layout (u64 header length, JSON header, raw data);
+    dtypes[name] = "BF16" stores that float32 array's high halves."""
+    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, a in tensors.items():
+        code = (dtypes or {}).get(name)
+        if code == "BF16":
+            raw = (np.asarray(a, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+        else:
+            a = np.ascontiguousarray(a)
+            code, raw = _SAFETENSORS[a.dtype], a.tobytes()
+        header[name] = {"dtype": code, "shape": list(np.shape(a)),
+                        "data_offsets": [off, off + len(raw)]}  # fmt: skip
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header).encode()
+    with open(path, "wb") as fh:
+        fh.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
