@@ -75,6 +75,8 @@ def test_stage1_end_to_end_checkpoint_and_features(tiny_trained, tmp_path):
     restored = load_stage1(str(tmp_path / "run"))
     jax.tree.map(np.testing.assert_array_equal, restored.params, model.params)
     np.testing.assert_array_equal(restored.class_means, model.class_means)
+    np.testing.assert_array_equal(restored.prior_std, model.prior_std)
+    assert model.cfg.features.standardise and model.prior_mean.shape == (128,)
     # novel audio: another clip, no frames of it anywhere
     novel = procedural_subject(seconds=2.0, seed=5)["wav"]
     f = stage1_features(novel, restored, fps=25)
@@ -88,6 +90,11 @@ def test_stage1_end_to_end_checkpoint_and_features(tiny_trained, tmp_path):
     a = stage1_features(subj, str(tmp_path / "run"))
     assert (subj_dir / "stage1_features.npy").exists()
     assert a["f_exp"].shape == (len(subj), 64)
+    # f_exp and f_tone standardised with the train frames' statistics, × features.scale
+    train = subj.split("train")
+    for k in ("f_exp", "f_tone"):
+        np.testing.assert_allclose(a[k][train].mean(0), 0.0, atol=1e-3)
+        np.testing.assert_allclose(a[k][train].std(0), model.cfg.features.scale, rtol=1e-2)
     # the cache is keyed by the checkpoint's content: a copy reuses it, another stage 1 does not
     cache = subj_dir / "stage1_features.npy"
     written = cache.stat().st_mtime_ns

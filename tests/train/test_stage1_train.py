@@ -14,6 +14,7 @@ import pytest
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
+from ua3dtalk_jax.train.stage1 import Stage1Model, prior_stats
 from ua3dtalk_jax.train.stage1_data import Stage1Data, face_crops
 from ua3dtalk_jax.train.stage1_loop import init_state
 
@@ -161,6 +162,23 @@ def test_fuse_exp_dropout_hides_f_exp(setup, exp_dropout):
         _, out = step(state, dict(arrays, f_exp=f_exp), jax.random.PRNGKey(0))
         losses.append(float(out["loss"]))
     assert (losses[0] == losses[1]) == (exp_dropout == 1.0), losses
+
+
+def test_prior_features_standardised_with_train_statistics():
+    rng = np.random.default_rng(0)
+    f_exp, f_tone = 0.6 + 0.07 * rng.standard_normal((50, 64)), rng.standard_normal((50, 64))
+    mean, std = prior_stats(f_exp, f_tone, 40)  # train frames: the first 40
+    cfg = stage1_config("cpu")
+    model = Stage1Model(cfg, {}, {}, None, None, None, None, mean, std)
+    e, t = model.prior_out(f_exp, f_tone)
+    for z in (e[:40], t[:40]):
+        np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(z.std(0), cfg.features.scale, rtol=1e-4)
+    np.testing.assert_allclose(e[40:], (f_exp[40:] - mean[:64]) / std[:64] * 0.1, rtol=1e-5)
+    # the paper preset, and checkpoints written before the statistics, pass them on unchanged
+    for m in (Stage1Model(stage1_config("paper"), {}, {}, None, None, None, None, mean, std),
+              Stage1Model(cfg, {}, {}, None, None, None, None)):  # fmt: skip
+        assert m.prior_out(f_exp, f_tone)[0] is f_exp
 
 
 def test_stage1_configs_without_the_style_fields_build():

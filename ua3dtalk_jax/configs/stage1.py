@@ -168,6 +168,16 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # f_gt-exp from the audio alone, and f_tone then carries it (BUILD_NOTES, "f_tone that speaks").
     cfg.fuse.exp_dropout = 0.0 if preset == "paper" else 0.5
 
+    # What stage 2 receives of f_exp and f_tone. `standardise`: each component minus its mean over
+    # the subject's train frames, divided by its s.d. there, times `scale` (statistics stored in
+    # the checkpoint, so novel audio gets the same mapping). cpu/tiny: on. f_exp's frame-to-frame
+    # s.d. is 0.07 on a mean of 0.6 and f_tone's per-frame LayerNorm leaves components of very
+    # different spread, so the views' informative part starts small next to the xyz encoding
+    # (BUILD_NOTES, "Standardised stage-1 features"). The paper preset passes them on unchanged.
+    cfg.features = ml_collections.ConfigDict()
+    cfg.features.standardise = preset != "paper"
+    cfg.features.scale = 0.1
+
     cfg.emotion = e = ml_collections.ConfigDict()
     e.window_s = z["window_s"]  # CA-MSER: 3 s segments
     e.n_fft = 800

@@ -5,10 +5,11 @@
 feature comes from the audio and the checkpoint alone — f_exp from lip-wav images that the lip
 expert generates from the audio and the checkpoint's stored reference crops, f_tone from StyleNet,
 f_emo-attn from the frozen emotion encoder — so training audio and novel audio take the same path
-and no video frame of the audio's own clip is used. For a subject the result is cached in the
-subject dir as `stage1_features.npy` (N, 256), keyed by a SHA-256 of the stage-1 checkpoint's
-files: a copy of the same checkpoint (every ablation configuration gets one) reuses the cache, a
-retrained stage 1 recomputes it.
+and no video frame of the audio's own clip is used. f_exp and f_tone are standardised with the
+checkpoint's train-frame statistics when its config asks for it (`Stage1Model.prior_out`). For a
+subject the result is cached in the subject dir as `stage1_features.npy` (N, 256), keyed by a
+SHA-256 of the stage-1 checkpoint's files: a copy of the same checkpoint (every ablation
+configuration gets one) reuses the cache, a retrained stage 1 recomputes it.
 An optional emotion spec (`models.emotion.control`) overrides f_emo-attn after the cache.
 """
 
@@ -50,7 +51,8 @@ def compute_features(model: Stage1Model, wav: np.ndarray, fps: float, n_frames: 
     centres = emotion_inputs.frame_centres(n_frames, fps)
     e = emo.emotion_features(model.models["emotion"], model.params["emotion"], stream, centres,
                              cfg.emotion)  # fmt: skip
-    out = {"f_exp": p["f_exp"], "f_tone": p["f_tone"], "f_emo": e["f_emo"]}
+    f_exp, f_tone = model.prior_out(np.asarray(p["f_exp"]), np.asarray(p["f_tone"]))
+    out = {"f_exp": f_exp, "f_tone": f_tone, "f_emo": e["f_emo"]}
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 

@@ -7,8 +7,10 @@
   4. StyleNet + FuseNet (Eq. 4, L_recon on f_gen-exp)                  → f_tone
   5. emotion encoder: pre-training (CE on a corpus), fine-tuning (Eq. 5) → f_emo-attn, class means
 and writes one orbax checkpoint (train/checkpoint.py) under `workdir/stage1`: every parameter tree,
-the lip-wav reference crops (so novel audio needs no video), the f_gt-exp standardisation and the
-per-class mean f_emo-attn (for the emotion override). `load_stage1(workdir)` rebuilds it all.
+the lip-wav reference crops (so novel audio needs no video), the f_gt-exp standardisation, the
+train-frame statistics of f_exp and f_tone (`stage1.features`: the standardisation stage 2 sees)
+and the per-class mean f_emo-attn (for the emotion override). `load_stage1(workdir)` rebuilds it
+all.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ class Stage1Model:
     exp_mean: np.ndarray  # (E,)
     exp_std: np.ndarray  # (E,)
     class_means: np.ndarray  # (C, 128)
+    # train-frame mean and s.d. of [f_exp, f_tone] (128,); checkpoints without them: 0 and 1
+    prior_mean: np.ndarray | None = None
+    prior_std: np.ndarray | None = None
+
+    def prior_out(self, f_exp, f_tone) -> tuple:
+        """f_exp, f_tone as stage 2 receives them (`cfg.features`: standardised × scale, or as is)."""
+        fc = self.cfg.get("features", None)
+        if fc is None or not fc.standardise or self.prior_mean is None:
+            return f_exp, f_tone
+        d = f_exp.shape[-1]
+        z = [(f - self.prior_mean[a:b]) / self.prior_std[a:b] * fc.scale
+             for f, (a, b) in ((f_exp, (0, d)), (f_tone, (d, None)))]  # fmt: skip
+        return z[0], z[1]
 
 
 def _tuples(x):
@@ -101,11 +116,18 @@ def train_prior(data: Stage1Data, cfg, key, log=None) -> tuple[dict, dict, dict]
                       jax.random.fold_in(key, 4), cfg.stylenet.steps, log, "stylenet_fuse")  # fmt: skip
     params.update(st.params)
     m["stylenet_fuse"] = _summary(h)
+    tone = prior.tone_features(models, params, data.mel, feats["f_exp"], cfg.stylenet.seq_len)
     if data.n > data.n_train:
-        feats = prior.tone_features(models, params, data.mel, feats["f_exp"], cfg.stylenet.seq_len)
         m["stylenet_fuse"]["val_loss"] = float(
-            _recon(feats["f_gen_exp"][data.n_train:], data.exp[data.n_train:]))  # fmt: skip
+            _recon(tone["f_gen_exp"][data.n_train:], data.exp[data.n_train:]))  # fmt: skip
+    m["prior_stats"] = prior_stats(feats["f_exp"], tone["f_tone"], data.n_train)
     return models, params, m
+
+
+def prior_stats(f_exp, f_tone, n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-component mean and s.d. (floored at 1e-6) of [f_exp, f_tone] over the train frames."""
+    f = np.concatenate([np.asarray(f_exp), np.asarray(f_tone)], axis=1)[:n_train]
+    return f.mean(0).astype(np.float32), np.maximum(f.std(0), 1e-6).astype(np.float32)
 
 
 def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None):
@@ -163,11 +185,12 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
     """
     key = jax.random.PRNGKey(cfg.seed)
     models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log)
+    stats = m.pop("prior_stats")
     enc, ep, means, m["emotion"] = train_emotion(
         data, cfg, jax.random.fold_in(key, 20), corpus, corpus_classes, log)  # fmt: skip
     models["emotion"], params["emotion"] = enc, ep
     refs = np.asarray(data.crops)[reference_indices(data.n_train, cfg.data.n_refs)]
-    model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means)
+    model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means, *stats)
     save_stage1(model, workdir, m)
     return model, m
 
@@ -177,8 +200,11 @@ def save_stage1(model: Stage1Model, workdir: str, metrics: dict | None = None) -
     path = os.path.join(os.path.abspath(workdir), CKPT_DIR)
     tree = {"params": model.params, "refs": model.refs, "exp_mean": model.exp_mean,
             "exp_std": model.exp_std, "class_means": model.class_means}  # fmt: skip
+    if model.prior_mean is not None:
+        tree |= {"prior_mean": model.prior_mean, "prior_std": model.prior_std}
     meta = {"config": model.cfg.to_dict(), "exp_dim": int(model.exp_mean.shape[0]),
-            "n_refs": len(model.refs), "metrics": jax.tree.map(float, metrics or {})}  # fmt: skip
+            "n_refs": len(model.refs), "metrics": jax.tree.map(float, metrics or {}),
+            "prior_stats": model.prior_mean is not None}  # fmt: skip
     ck = Checkpointer(path, max_to_keep=1)
     ck.save(0, tree, meta)
     ck.close()
@@ -202,11 +228,15 @@ def load_stage1(workdir: str) -> Stage1Model:
             "refs": np.zeros((int(meta["n_refs"]), s, s, 3), np.uint8),
             "exp_mean": np.zeros(e_dim, np.float32), "exp_std": np.zeros(e_dim, np.float32),
             "class_means": np.zeros((len(EMOTIONS), cfg.emotion.feature_dim), np.float32)}  # fmt: skip
+    if meta.get("prior_stats", False):  # older checkpoints have none (features passed on as is)
+        width = cfg.expr_prior.feature_dim + cfg.stylenet.out_dim
+        like |= {k: np.zeros(width, np.float32) for k in ("prior_mean", "prior_std")}
     tree, _ = ck.restore(like)
     ck.close()
     params = jax.tree.map(jnp.asarray, tree["params"])
+    stats = [np.asarray(tree[k]) if k in tree else None for k in ("prior_mean", "prior_std")]
     return Stage1Model(cfg, models, params, np.asarray(tree["refs"]), np.asarray(tree["exp_mean"]),
-                       np.asarray(tree["exp_std"]), np.asarray(tree["class_means"]))  # fmt: skip
+                       np.asarray(tree["exp_std"]), np.asarray(tree["class_means"]), *stats)  # fmt: skip
 
 
 def _meta_args():
