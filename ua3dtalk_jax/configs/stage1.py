@@ -116,6 +116,13 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     cfg.syncnet.lr = 1e-4 if preset == "paper" else 3e-4  # 1e-3 stalls at ln 2 (measured)
     cfg.syncnet.min_shift = 5  # negatives are shifted by at least this many frames
     cfg.syncnet.max_shift = 25
+    # A user's Wav2Lip colour SyncNet (`lipsync_expert.pth`, torch zip/legacy or safetensors; read
+    # without torch, nothing downloaded): used frozen instead of training ours (needs 96² crops, 5
+    # frames). Empty: train our own. `stage1_prior.pretrained_syncnet` resolves the fields above.
+    cfg.syncnet.pretrained = ""
+    # frames from a window's first face to the start of its mel chunk, wherever a SyncNet scores
+    # faces (Wav2Lip's trained pairing: 1, set when `pretrained` is loaded)
+    cfg.syncnet.mel_offset = 0
 
     cfg.lip_expert = ml_collections.ConfigDict()
     cfg.lip_expert.channels = z["gen"]
@@ -195,6 +202,10 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     e.lstm_layers = z["emo_layers"]
     e.wav_channels = z["wav_ch"]
     e.wav_dim = z["wav_dim"]
+    # A user's Hugging Face wav2vec2-base `pytorch_model.bin` / `model.safetensors` (no download):
+    # initialises the waveform encoder (sizes must equal wav_channels/wav_dim: the paper preset's
+    # 512/768). Empty: trained from scratch.
+    e.wav2vec_weights = ""
     e.feature_dim = 128  # f_emo-attn
     e.dropout = 0.1
     e.pretrain_steps = z["emo_steps"]

