@@ -28,6 +28,8 @@ def release(tmp_path):
         ev = tmp_path / f"Session{s}" / "dialog" / "EmoEvaluation"
         ev.mkdir(parents=True)
         (ev / f"{d}.txt").write_text(EVAL.format(d=d))
+        # an AppleDouble file, as Mac-made copies of the release carry: not an evaluation file
+        (ev / f"._{d}.txt").write_bytes(b"\x00\x05\x16\x07 Mac OS X")
         wd = tmp_path / f"Session{s}" / "sentences" / "wav" / d
         wd.mkdir(parents=True)
         for u in ("F000", "F001", "M000", "M001"):

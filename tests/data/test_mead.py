@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,19 @@ def test_layout_errors(tmp_path):
     os.makedirs(os.path.join(root, "M003", "video", "front", "bored", "level_1"))
     with pytest.raises(ValueError, match="unknown emotion folder"):
         mead.find_clips(root, "M003")
+
+
+def test_cli_selects_clips_and_reports_a_bad_one(tmp_path):
+    """experiments.make_mead's flags reach find_clips (levels as ints) and errors exit cleanly."""
+    root = _tree(str(tmp_path / "MEAD"))
+    cmd = [sys.executable, "-m", "experiments.make_mead", f"--root={root}", "--speaker=M003",
+           f"--out={tmp_path}/o", "--emotions=angry,sad", "--levels=2"]  # fmt: skip
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo, check=False)
+    # angry has levels 1 and 3, sad level 2: the filter is (emotion in list) and (level in list),
+    # so sad/level_2 matches and preprocessing starts — on the empty placeholder mp4: unreadable
+    assert proc.returncode == 1 and "sad/level_2/001.mp4: unreadable" in proc.stderr
+    assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "o" / "subject.json")
 
 
 def test_build_labelled_subject(tmp_path):

@@ -4,9 +4,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import soundfile
+from skimage import data
 
 from tests.preprocess import media
 from ua3dtalk_jax.preprocess import pipeline, video
@@ -63,3 +65,26 @@ def test_no_face_at_all(tmp_path):
     frames = rng.integers(0, 255, (60, 64, 64, 3), dtype=np.uint8)
     path = media.write_video(str(tmp_path / "n.mp4"), frames, FPS, media.tone(2.4))
     _refused(path, str(tmp_path / "o"), "no face found")
+
+
+def test_a_second_face_is_listed_and_the_largest_tracked(tmp_path):
+    """A smaller copy of the face (a passer-by) in the corner for frames 10-29."""
+    img, side, n = data.astronaut(), 192, 50
+    frames = []
+    for t in range(n):  # a 300 px window around the face at 192², drifting a little
+        m = cv2.getRotationMatrix2D((222, 150), 0, side / 300)
+        m[:, 2] += (side / 2 - 222 + 6 * np.sin(t / 8), side / 2 - 150)
+        f = cv2.warpAffine(img, m, (side, side), flags=cv2.INTER_AREA,
+                           borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        if 10 <= t < 30:
+            f[:66, :66] = cv2.resize(f[20:130, 40:150], (66, 66), interpolation=cv2.INTER_AREA)
+        frames.append(f)
+    path = media.write_video(str(tmp_path / "two.mp4"), np.stack(frames), FPS, media.tone(2.0))
+    out = pipeline.preprocess(path, str(tmp_path / "o"), fps=FPS, size=128, crop=(0, 0, side, side),
+                              workers=1, progress=False)  # fmt: skip
+    import json
+
+    meta = json.loads(Path(out, "subject.json").read_text())["metadata"]["preprocess"]
+    assert meta["multiple_faces"] == "10-29" and meta["interpolated"] == ""
+    centre_x = np.load(os.path.join(out, "landmarks.npy"))[:, :, 0].mean(1)
+    assert centre_x.min() > 45  # the large face (centre x ≈ 64 at 128²), not the corner one (≈ 22)

@@ -1,7 +1,9 @@
-"""End to end on a moving astronaut video: crop, masks, plate, cameras, labels; resuming."""
+"""End to end on a moving astronaut video: crop, masks, plate, cameras, labels; resuming, CLI."""
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,11 @@ import pytest
 
 from tests.preprocess import media
 from ua3dtalk_jax.data import Subject
+from ua3dtalk_jax.data.writer import SubjectWriter
 from ua3dtalk_jax.preprocess import pipeline
 
 N, SRC, SIZE, FPS = 75, 192, 128, 25
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,16 @@ def test_subject_layout_and_content(astro):
         assert os.path.isfile(os.path.join(out, name + ".npy"))
 
 
+def test_tracking_is_split_between_workers():
+    """The face-mesh pass (the slow step) gets one contiguous range per worker (the fixture above
+    runs two processes); clips shorter than two MIN_CHUNKs stay in one (spawning costs ~2 s)."""
+    m = pipeline.MIN_CHUNK
+    assert pipeline._chunks(2 * m, 2) == [(0, m), (m, None)]
+    assert pipeline._chunks(5 * m + 1, 2) == [(0, (5 * m + 1) // 2), ((5 * m + 1) // 2, None)]
+    assert pipeline._chunks(2 * m - 1, 2) == [(0, None)]
+    assert pipeline._chunks(10 * m, 1) == [(0, None)]
+
+
 def test_rerun_skips_a_finished_subject(astro, monkeypatch):
     path, out = astro
     stamp = os.path.getmtime(os.path.join(out, "subject.json"))
@@ -66,28 +80,44 @@ def test_rerun_skips_a_finished_subject(astro, monkeypatch):
         pipeline.preprocess(path, out, fps=30, size=SIZE, progress=False)
 
 
-def test_resume_after_a_crash(tmp_path, monkeypatch):
-    n = 50
+def test_resume_after_a_crash_through_the_cli(tmp_path, monkeypatch):
+    """Killed half-way through writing frames; the same command line resumes at the write step.
+
+    The clip is 2 s at 30 fps, resampled to 25 fps, with an explicit crop: the CLI's flags.
+    """
     path = media.write_video(
-        str(tmp_path / "a.mp4"), media.astronaut_frames(n, 128), FPS, media.tone(2)
+        str(tmp_path / "a.mp4"), media.astronaut_frames(60, 128), 30, media.tone(2)
     )
-    out = str(tmp_path / "subj")
+    out, crop = str(tmp_path / "subj"), (20, 0, 72, 72)
+    real_add = SubjectWriter.add_frame
 
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt("killed while writing")
+    def add_then_crash(self, *args, **kwargs):
+        if len(self) == 10:
+            raise KeyboardInterrupt("killed while writing")
+        return real_add(self, *args, **kwargs)
 
-    real_write = pipeline._write
-    monkeypatch.setattr(pipeline, "_write", crash)
+    monkeypatch.setattr(SubjectWriter, "add_frame", add_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.preprocess(path, out, fps=FPS, size=96, workers=1, progress=False)
+        pipeline.preprocess(path, out, fps=25, size=96, crop=crop, workers=1, progress=False)
     work = out + pipeline.WORK_SUFFIX
     assert sorted(os.listdir(work)) == sorted(
         ["params.json", "probe.json", "crop.json", "track.npz", "fit.npz", "bc.png", "aud.wav",
          "aud_0.wav"]
     )  # fmt: skip
-    with pytest.raises(FileNotFoundError):
-        Subject.open(out)  # nothing there looks finished
-    monkeypatch.setattr(pipeline, "_write", real_write)
-    monkeypatch.setattr(pipeline, "track_range", None)  # the tracking step must be skipped
-    pipeline.preprocess(path, out, fps=FPS, size=96, workers=1, progress=False)
-    assert len(Subject.open(out)) == n
+    assert os.path.isfile(os.path.join(out, "ori_imgs", "9.jpg"))  # frames were written ...
+    with pytest.raises(ValueError, match="did not finish"):
+        Subject.open(out)  # ... but nothing there looks finished
+    flags = [f"--video={path}", f"--out={out}", "--fps=25", "--size=96", "--crop=20,0,72,72"]
+    cmd = [sys.executable, "-m", "experiments.preprocess", *flags, "--workers=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "write 1/1" in proc.stderr and "track 1/1" not in proc.stderr  # only the last step ran
+    s = Subject.open(out)
+    assert len(s) == 50 and s.fps == 25 and s.size == (96, 96) and not os.path.exists(work)
+    meta = json.loads(Path(out, "subject.json").read_text())["metadata"]["preprocess"]
+    assert meta["crop"] == list(crop) and not meta["auto_crop"]
+    # bad input through the CLI: exit status 1 and the reason, no traceback, nothing written
+    proc = subprocess.run(cmd[:3] + [f"--video={tmp_path}/none.mp4", f"--out={tmp_path}/o2"],
+                          capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
+    assert proc.returncode == 1 and "none.mp4: no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "o2")

@@ -12,9 +12,13 @@ subject (exp_basis.npy, exp_mean.npy, exp_std.npy) so coefficients can be turned
 
 Blink (OpenFace AU45 equivalent): the eye aspect ratio EAR = (|p2 − p6| + |p3 − p5|) / (2 |p1 − p4|)
 (Soukupová & Čech 2016) of both eyes, on pose-free landmarks so head turns do not read as blinks.
-Closure c = clip((EAR_open − EAR) / D, 0, 1) with EAR_open a running high percentile (eyes are
-open most of the time; the ~1 s window follows held squints) and D the largest drop below it over
-the clip, but at least MIN_EAR_DROP of EAR_open (a clip without blinks then gives c ≈ 0).
+Closure c = clip((EAR_open − EAR) / D, 0, 1) with D the largest drop below EAR_open over the clip,
+but at least MIN_EAR_DROP of EAR_open (a clip without blinks then gives c ≈ 0). EAR_open is the
+smaller of two running high percentiles, over the half second before and the half second after
+the frame (BASELINE_FRAMES // 2 each side): a blink (a few frames) returns to the open level on both
+sides, while a held change of aperture — wide surprised eyes relaxing into a smile's squint — is
+at the new level on one side, so it does not read as a blink (a centred window did: on the
+synthetic subject such a change gave closure 0.5 for 7 frames, blink F1 0.84 → 1.0).
 AU45 = AU45_FULL · c, so TalkingGaussian's blink = clip(AU45, 0, 2) / 2 equals c.
 """
 
@@ -29,7 +33,7 @@ N_FACE_POINTS = 468
 EYE_POINTS = ((33, 160, 158, 133, 153, 144), (362, 385, 387, 263, 373, 380))
 EAR_OPEN_PERCENTILE = 75  # eyes are open in far more than a quarter of frames
 EAR_CLOSED_PERCENTILE = 1
-BASELINE_FRAMES = 31  # ~1 s at 25-30 fps
+BASELINE_FRAMES = 31  # ~1 s at 25-30 fps: half a second on each side of a frame
 MIN_EAR_DROP = 0.35  # a full blink lowers MediaPipe's EAR by well over a third
 AU45_FULL = 2.0  # TalkingGaussian clips AU45 to [0, 2] and divides by 2
 BLINK_THRESHOLD = 0.5  # closure above which a frame counts as "eyes closed"
@@ -111,9 +115,15 @@ def blink_closure(ear: np.ndarray) -> np.ndarray:
       (N,) float32.
     """
     ear = np.asarray(ear, np.float64)
-    # the open level is local (BASELINE_FRAMES window): a squint held through a sentence moves the
-    # baseline, a blink (a few frames) does not
-    ear_open = percentile_filter(ear, EAR_OPEN_PERCENTILE, size=BASELINE_FRAMES, mode="nearest")
+    # the open level on each side of the frame (half windows ending / starting at it); a blink is a
+    # dip below both, a held change of aperture a step that one side already shares
+    half = BASELINE_FRAMES // 2
+    before = np.zeros(2 * half + 1, bool)
+    before[: half + 1] = True
+    ear_open = np.minimum(
+        percentile_filter(ear, EAR_OPEN_PERCENTILE, footprint=before, mode="nearest"),
+        percentile_filter(ear, EAR_OPEN_PERCENTILE, footprint=before[::-1].copy(), mode="nearest"),
+    )
     drop = ear_open - ear
     full = max(np.percentile(drop, 100 - EAR_CLOSED_PERCENTILE), MIN_EAR_DROP * np.median(ear_open))
     return np.clip(drop / full, 0, 1).astype(np.float32)

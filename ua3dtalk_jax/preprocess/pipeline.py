@@ -96,7 +96,9 @@ def preprocess(
       fps: output frame rate (input is resampled, variable rate included).
       size: output side S (frames are S×S).
       crop: None / "auto" (fixed window from the faces over all clips) or (x, y, w, w) in source px.
-      workers: processes for the face-mesh pass.
+      workers: processes for the face-mesh pass (spawned: a script that calls this with
+        workers > 1 needs the usual `if __name__ == "__main__":` guard, or the workers
+        re-run it and the pool restarts them forever).
       min_frames: shortest accepted clip (all clips together), in output frames.
       max_missing: largest fraction of frames without a face.
       work_dir: intermediate files (default `<out_dir>.work`; removed on success).
