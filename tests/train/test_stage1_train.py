@@ -174,7 +174,8 @@ def test_prior_features_standardised_with_train_statistics():
     for z in (e[:40], t[:40]):
         np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
         np.testing.assert_allclose(z.std(0), cfg.features.scale, rtol=1e-4)
-    np.testing.assert_allclose(e[40:], (f_exp[40:] - mean[:64]) / std[:64] * 0.1, rtol=1e-5)
+    np.testing.assert_allclose(e[40:], (f_exp[40:] - mean[:64]) / std[:64] * cfg.features.scale,
+                               rtol=1e-5)  # fmt: skip
     # the paper preset, and checkpoints written before the statistics, pass them on unchanged
     for m in (Stage1Model(stage1_config("paper"), {}, {}, None, None, None, None, mean, std),
               Stage1Model(cfg, {}, {}, None, None, None, None)):  # fmt: skip
