@@ -1,5 +1,6 @@
 """Subject loader on a TalkingGaussian-layout directory written by tests/data/tg_layout.py."""
 
+import json
 import pickle
 import zipfile
 
@@ -48,7 +49,7 @@ def test_frame_keys_shapes_dtypes(tg):
         "face_mask": ((h, w), np.bool_),
         "background": ((h, w, 3), np.uint8),
         "lips_rect": ((4,), np.int32),
-        "exp": ((0,), np.float32),
+        "exp": ((tg_layout.BFM_EXP,), np.float32),  # track_params.pt's BFM coefficients
         "landmarks": ((68, 2), np.float32),
         "emotion": ((), np.int32),
         "blink": ((), np.float32),
@@ -56,6 +57,37 @@ def test_frame_keys_shapes_dtypes(tg):
     for key, (shape, dtype) in expect.items():
         assert np.shape(fr[key]) == shape and np.asarray(fr[key]).dtype == dtype, key
     assert fr["emotion"] == -1 and fr["intensity"] == 0 and fr["index"] == 3
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_exp_from_track_params_by_img_id(tmp_path, legacy):
+    """Without exp_coeffs.npy, f_gt-exp is track_params.pt's `exp` row img_id (not the position):
+    the val json lists its frames in reverse here. torch < 1.6 files read the same."""
+    truth = tg_layout.write_tg_subject(str(tmp_path), N, wav=False)
+    if legacy:
+        write_torch_file(str(tmp_path / "track_params.pt"), {"exp": truth["exp"]}, legacy=True)
+    val = tmp_path / "transforms_val.json"
+    doc = json.loads(val.read_text())
+    doc["frames"] = doc["frames"][::-1]
+    val.write_text(json.dumps(doc))
+    subject = Subject.open(str(tmp_path))
+    assert subject.exp_source == "track_params.pt" and subject.exp_dim == tg_layout.BFM_EXP
+    for i in range(N):
+        exp = subject.frame(i, keys=("exp",))["exp"]
+        assert exp.dtype == np.float32
+        np.testing.assert_array_equal(exp, truth["exp"][subject.img_ids[i]])
+    assert subject.img_ids[-1] == N - 2  # the reversal took effect
+
+    np.save(tmp_path / "exp_coeffs.npy", np.ones((N, 16), np.float32))  # ours takes precedence
+    subject = Subject.open(str(tmp_path))
+    assert subject.exp_source == "exp_coeffs.npy" and subject.frame(0)["exp"].shape == (16,)
+
+
+def test_no_expression_coefficients_without_either_file(tmp_path):
+    tg_layout.write_tg_subject(str(tmp_path), N, wav=False, track=False)
+    subject = Subject.open(str(tmp_path))
+    assert subject.exp_source is None and subject.exp_dim == 0
+    assert subject.frame(0, keys=("exp",))["exp"].shape == (0,)
 
 
 def test_camera_conversion_matches_head_pose(tg):

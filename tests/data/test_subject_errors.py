@@ -7,6 +7,7 @@ import pytest
 import soundfile
 
 from tests.data import tg_layout
+from tests.data.torch_writer import write_torch_file
 from ua3dtalk_jax.data import Subject
 
 N = 12
@@ -86,6 +87,20 @@ def test_incomplete_writer_dir_refused(root):
 def test_bad_exp_rows(root):
     np.save(root / "exp_coeffs.npy", np.zeros((N - 2, 64), np.float32))
     with pytest.raises(ValueError, match=r"exp_coeffs\.npy: shape \(10, 64\)"):
+        Subject.open(str(root))
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"euler": np.zeros((N, 3), np.float32)}, r"no 'exp' entry \(keys \['euler'\]\)"),
+    ({"exp": np.zeros((N, 79, 1), np.float32)}, r"'exp' is \(12, 79, 1\), expected an \[N, 79\]"),
+    ({"exp": np.zeros((N - 2, 79), np.float32)},
+     r"'exp' has 10 rows but the transforms json go up to img_id 11"),
+    ({"exp": np.full((N, 79), np.nan, np.float32)}, r"'exp' holds non-finite values"),
+    ([np.zeros((N, 79), np.float32)], r"expected the face tracker's dict, got list"),
+])  # fmt: skip
+def test_bad_track_params(root, params, match):
+    write_torch_file(str(root / "track_params.pt"), params)
+    with pytest.raises(ValueError, match=r"track_params\.pt: " + match):
         Subject.open(str(root))
 
 

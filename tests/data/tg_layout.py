@@ -1,9 +1,11 @@
 """Writes a tiny TalkingGaussian / ER-NeRF preprocessed directory for the loader tests.
 
 Deliberately independent of `ua3dtalk_jax.data.writer`: files are produced the way ER-NeRF's
-`process.py` (save_transforms: inverse head pose from Euler angles, 10/11 split), BiSeNet (parsing
-PNG, RGB colour code), OpenFace (au.csv with leading-space column names), FAN (.lms text) and
-EasyPortrait (teeth .npy) do, using PIL rather than cv2 for the images. Returns the ground truth.
+`process.py` (save_transforms: inverse head pose from Euler angles, 10/11 split), its BFM-2009
+face tracker (track_params.pt: a torch dict of id [1, 100], exp [N, 79], euler [N, 3], trans [N, 3]
+in the tracker's units = 10 × the json's, focal [1]; row k = img_id k), BiSeNet (parsing PNG, RGB
+colour code), OpenFace (au.csv with leading-space column names), FAN (.lms text) and EasyPortrait
+(teeth .npy) do, using PIL rather than cv2 for the images. Returns the ground truth.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ import numpy as np
 import soundfile
 from PIL import Image
 
+from tests.data.torch_writer import write_torch_file
+
 H, W = 40, 48  # non-square on purpose: catches row/column swaps
 FOCAL = 55.0
+BFM_ID, BFM_EXP = 100, 79  # BFM-2009 identity / expression coefficients of the tracker
+SAMPLE_RATE = 16000
 AU_NAMES = ["AU01_r", "AU02_r", "AU04_r", "AU05_r", "AU06_r", "AU07_r", "AU09_r", "AU10_r"]
 AU_NAMES += ["AU12_r", "AU14_r", "AU15_r", "AU17_r", "AU20_r", "AU23_r", "AU25_r", "AU26_r"]
 AU_NAMES += ["AU45_r"]
@@ -48,8 +54,41 @@ def _regions(i: int):
     return parsing, teeth
 
 
-def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool = True, seed=0):
-    """Writes a TalkingGaussian-layout subject with n frames at 25 fps; returns the truth dict."""
+def _resized(a: np.ndarray, size: tuple) -> np.ndarray:
+    """Nearest-neighbour resize of a (H, W[, 3]) mask drawn at (H, W) to `size`."""
+    if size == (H, W):
+        return a
+    img = Image.fromarray(a.astype(np.uint8) if a.dtype == bool else a)
+    out = np.asarray(img.resize(size[::-1], Image.NEAREST))
+    return out.astype(bool) if a.dtype == bool else out
+
+
+def speech_like(n_samples: int, rng) -> np.ndarray:
+    """Voiced syllables (~4 per second, pauses between): a harmonic source with a gliding 100-200
+    Hz pitch, shaped by two formants that move per syllable, plus breath noise; (S,) float."""
+    t = np.arange(n_samples) / SAMPLE_RATE
+    f0 = 150 + 40 * np.sin(2 * np.pi * 0.7 * t) + 10 * np.sin(2 * np.pi * 3.1 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    syllable = np.floor(t * 4).astype(int)
+    formants = rng.uniform([300, 900], [800, 2400], (syllable.max() + 1, 2))[syllable]
+    out = np.zeros(n_samples)
+    for k in range(1, 25):
+        gain = sum(np.exp(-(((k * f0 - f) / 120) ** 2)) for f in formants.T) + 0.05
+        out += gain * np.sin(k * phase) / k
+    envelope = np.clip(np.sin(np.pi * (t * 4 % 1)), 0, None) ** 0.5 * (syllable % 5 != 4)
+    out = out * envelope + 0.01 * rng.normal(size=n_samples)
+    return 0.3 * out / np.abs(out).max()
+
+
+def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool = True,
+                     track: bool = True, size: tuple = (H, W), seed=0):  # fmt: skip
+    """Writes a TalkingGaussian-layout subject with n frames at 25 fps; returns the truth dict.
+
+    Args:
+      wav, aud_ds, track: write aud.wav (speech-like), aud_ds.npy, track_params.pt.
+      size: (height, width) of the frames; the regions and landmarks drawn at (H, W) are scaled.
+    """
+    h, w = size
     rng = np.random.default_rng(seed)
     for d in ("ori_imgs", "gt_imgs", "parsing", "torso_imgs", "teeth_mask"):
         os.makedirs(os.path.join(root, d), exist_ok=True)
@@ -63,23 +102,23 @@ def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool =
             pose = np.eye(4)
             pose[:3, :3], pose[:3, 3] = rot_inv, -rot_inv @ trans[i]
             frames.append({"img_id": i, "aud_id": i, "transform_matrix": pose.tolist()})
-        doc = {"focal_len": FOCAL, "cx": W / 2.0, "cy": H / 2.0, "frames": frames}
+        doc = {"focal_len": FOCAL, "cx": w / 2.0, "cy": h / 2.0, "frames": frames}
         with open(os.path.join(root, f"transforms_{name}.json"), "w") as f:
             json.dump(doc, f, indent=2, separators=(",", ": "))
 
-    bc = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    bc = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     Image.fromarray(bc).save(os.path.join(root, "bc.jpg"), quality=100)
     bc = np.asarray(Image.open(os.path.join(root, "bc.jpg")).convert("RGB"))
     truth = {"euler": euler, "trans": trans, "bc": bc, "parsing": [], "teeth": [], "torso": []}
     truth["lms"], truth["gt"] = [], []
     for i in range(n):
-        parsing, teeth = _regions(i)
-        img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        parsing, teeth = (_resized(a, size) for a in _regions(i))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         Image.fromarray(img).save(os.path.join(root, "ori_imgs", f"{i}.jpg"), quality=100)
         Image.fromarray(img).save(os.path.join(root, "gt_imgs", f"{i}.jpg"), quality=100)
         Image.fromarray(parsing).save(os.path.join(root, "parsing", f"{i}.png"))
         np.save(os.path.join(root, "teeth_mask", f"{i}.npy"), teeth)
-        torso = np.zeros((H, W, 4), np.uint8)
+        torso = np.zeros((h, w, 4), np.uint8)
         body = (parsing == (255, 0, 0)).all(-1) | (parsing == (0, 255, 0)).all(-1)
         torso[body, :3] = rng.integers(0, 256, (body.sum(), 3))
         torso[body, 3] = 255
@@ -87,6 +126,7 @@ def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool =
         Image.fromarray(torso, "RGBA").save(os.path.join(root, "torso_imgs", f"{i}.png"))
         lms = np.stack([rng.uniform(5, 43, 68), rng.uniform(5, 35, 68)], 1)  # x=col, y=row
         lms[60:68, 1] = 20 + rng.uniform(-1, 1, 8) * (1 + i % 4)
+        lms = lms * (w / W, h / H)
         np.savetxt(os.path.join(root, "ori_imgs", f"{i}.lms"), lms, "%f")
         truth["parsing"].append(parsing)
         truth["teeth"].append(teeth)
@@ -108,6 +148,12 @@ def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool =
         truth["aud_ds"] = rng.normal(size=(n, 16, 29)).astype(np.float32)
         np.save(os.path.join(root, "aud_ds.npy"), truth["aud_ds"])
     if wav:
-        t = np.arange(int(n / 25 * 16000)) / 16000
-        soundfile.write(os.path.join(root, "aud.wav"), 0.3 * np.sin(2 * np.pi * 220 * t), 16000)
+        truth["wav"] = speech_like(int(n / 25 * SAMPLE_RATE), rng)
+        soundfile.write(os.path.join(root, "aud.wav"), truth["wav"], SAMPLE_RATE)
+    if track:  # face_tracker.py's torch.save of detached CPU float32 tensors
+        truth["exp"] = rng.normal(0, 0.5, (n, BFM_EXP)).astype(np.float32)
+        params = {"id": rng.normal(0, 0.5, (1, BFM_ID)).astype(np.float32), "exp": truth["exp"],
+                  "euler": euler.astype(np.float32), "trans": (trans * 10).astype(np.float32),
+                  "focal": np.array([FOCAL], np.float32)}  # fmt: skip
+        write_torch_file(os.path.join(root, "track_params.pt"), params)
     return truth

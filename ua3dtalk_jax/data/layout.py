@@ -10,6 +10,13 @@ TalkingGaussian / ER-NeRF files (read unchanged; written by `writer.py` the same
     torso_imgs/<id>.png                          RGBA torso + neck
     teeth_mask/<id>.npy                          (H, W) bool (optional; absent = no teeth)
     bc.jpg, au.csv, aud.wav, aud_ds.npy / aud_hu.npy / aud_eo.npy
+    track_params.pt                              BFM-2009 face tracker output (torch dict): id
+                                                 [1, 100], exp [N, 79], euler [N, 3], trans [N, 3],
+                                                 focal [1]; row k = ori_imgs/<k>.jpg = img_id k
+                                                 (the tracker runs over all frames; save_transforms
+                                                 writes img_id = row). Its `exp` is f_gt-exp when
+                                                 exp_coeffs.npy is absent (`read_track_exp`); the
+                                                 writer writes exp_coeffs.npy, not this file.
 
 UA-3DTalk's per-frame extras (optional; torch files, read without torch by `torch_file.py`; entry k
 belongs to the k-th frame of the matching transforms json, by position, not img_id):
@@ -25,7 +32,8 @@ Our additions (all optional; documented in DESIGN §3 "Subject directory"):
     .ua3d_incomplete    marker present while the writer runs; a dir holding it is never loaded.
     aud_mel.npy/.json   default f_audio windows (N, 16, 32) and the parameters they were made with.
     emotion.csv         `frame,emotion,intensity` — an EMOTIONS name (empty = unlabelled) and 1-3.
-    exp_coeffs.npy      (N, E) float32 f_gt-exp (the Prior Extraction target).
+    exp_coeffs.npy      (N, E) float32 f_gt-exp (the Prior Extraction target); takes precedence
+                        over track_params.pt's `exp`.
     landmarks.npy       (N, L, 2) float32 dense 2D landmarks, x = col, y = row.
     mouth_boxes.npy     (N, 5) int32 [rmin, rmax, cmin, cmax, opening] from the mouth mask, written
                         only for subjects without 68-point .lms files.
@@ -40,6 +48,7 @@ import csv
 
 import numpy as np
 
+from ua3dtalk_jax.data.torch_file import read_torch_file
 from ua3dtalk_jax.types import EMOTIONS
 
 TRANSFORMS = {"train": "transforms_train.json", "val": "transforms_val.json"}
@@ -48,6 +57,7 @@ TORSO_DIR, TEETH_DIR = "torso_imgs", "teeth_mask"
 BACKGROUND, AU_CSV, WAV = "bc.jpg", "au.csv", "aud.wav"
 SUBJECT_JSON, INCOMPLETE = "subject.json", ".ua3d_incomplete"
 EMOTION_CSV, EXP_NPY, LANDMARKS_NPY = "emotion.csv", "exp_coeffs.npy", "landmarks.npy"
+TRACK_PARAMS = "track_params.pt"  # TalkingGaussian's tracker output; its `exp` is f_gt-exp
 MOUTH_BOXES = "mouth_boxes.npy"  # (N, 5) int32 lips_rect + opening, when there are no .lms
 MEL_FEATURE = "aud_mel"  # stem of our cached f_audio windows
 PRECOMPUTED_AUDIO = ("aud_ds.npy", "aud_hu.npy", "aud_eo.npy")  # TalkingGaussian, in preference
@@ -213,6 +223,42 @@ def read_lms(path: str) -> np.ndarray:
     if arr.shape != (68, 2):
         raise ValueError(f"{path}: expected 68x2 landmarks, got shape {arr.shape}")
     return arr
+
+
+def read_track_exp(path: str, min_rows: int) -> np.ndarray:
+    """f_gt-exp from TalkingGaussian's track_params.pt: its `exp` BFM-2009 coefficients.
+
+    Args:
+      path: the track_params.pt (a torch dict, read without torch).
+      min_rows: rows needed, max img_id + 1 (row k belongs to img_id k).
+
+    Returns:
+      (R, E) float32, R ≥ min_rows; E = 79 for the BFM-2009 tracker.
+
+    Raises:
+      ValueError naming the file for a non-dict, a missing `exp`, an `exp` that is not a finite
+      2-D numeric array, or too few rows for the transforms' img_ids.
+    """
+    obj = read_torch_file(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected the face tracker's dict, got {type(obj).__name__}")
+    if "exp" not in obj:
+        raise ValueError(f"{path}: no 'exp' entry (keys {sorted(map(str, obj))})")
+    exp = obj["exp"]
+    if not isinstance(exp, np.ndarray) or exp.ndim != 2 or exp.shape[1] == 0:
+        shape = getattr(exp, "shape", type(exp).__name__)
+        raise ValueError(f"{path}: 'exp' is {shape}, expected an [N, 79] tensor (N frames)")
+    if not np.issubdtype(exp.dtype, np.number):
+        raise ValueError(f"{path}: 'exp' has dtype {exp.dtype}, expected floats")
+    if len(exp) < min_rows:
+        raise ValueError(
+            f"{path}: 'exp' has {len(exp)} rows but the transforms json go up to img_id "
+            f"{min_rows - 1} (one row per ori_imgs frame)"
+        )
+    exp = exp.astype(np.float32)
+    if not np.isfinite(exp).all():
+        raise ValueError(f"{path}: 'exp' holds non-finite values")
+    return exp
 
 
 def lips_rects(lms: np.ndarray) -> np.ndarray:

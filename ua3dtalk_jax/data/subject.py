@@ -7,8 +7,13 @@ sits in memory.
 
 Frame indices: `frame(i)` takes a position i in 0..len-1 over the frames of transforms_train.json
 followed by those of transforms_val.json (for every layout we know, position == img_id). Per-frame
-tables (au.csv rows, emotion.csv, exp_coeffs.npy, landmarks.npy) are indexed by img_id; audio
-features by aud_id.
+tables (au.csv rows, emotion.csv, exp_coeffs.npy or track_params.pt's `exp`, landmarks.npy) are
+indexed by img_id; audio features by aud_id.
+
+f_gt-exp (the Prior Extraction target, `exp`, source in `exp_source`): exp_coeffs.npy when present
+(our writer's), else the `exp` [N, 79] BFM-2009 coefficients of TalkingGaussian's track_params.pt,
+row k = img_id k (the expression target of the original UA-3DTalk / NeRF-3DTalker pipeline), so a
+plain TalkingGaussian folder trains stage 1 unchanged; neither: E = 0.
 
 frame(i) returns (H, W from `size`; F = `audio_dim`; Wa = `audio_window`, 16 except aud_hu.npy's 2):
 
@@ -24,7 +29,8 @@ frame(i) returns (H, W from `size`; F = `audio_dim`; Wa = `audio_window`, 16 exc
     mouth_open f32             inner-lip opening (landmarks 60-67); `mouth_bounds` = (min, max)
                                over the train split, as TalkingGaussian computes it per json
     emotion i32, intensity i32 EMOTIONS index and 1-3; −1 and 0 when unlabelled
-    exp (E,) f32               f_gt-exp; E = `exp_dim`, 0 (an empty array) without exp_coeffs.npy
+    exp (E,) f32               f_gt-exp (above); E = `exp_dim`: 79 from track_params.pt, 0 (an
+                               empty array) without either file
     landmarks (68,2) f32       x = col, y = row (zeros when the subject has no .lms files)
     dense_landmarks (L,2) f32  only when landmarks.npy exists
     index i32                  i
@@ -344,9 +350,14 @@ class Subject:
             self.emotion, self.intensity = layout.read_emotion_csv(path, n)
         else:
             self.emotion, self.intensity = np.full(n, -1, np.int32), np.zeros(n, np.int32)
-        self.exp = np.zeros((n, 0), np.float32)
+        self.exp, self.exp_source = np.zeros((n, 0), np.float32), None
         if self.has(layout.EXP_NPY):
             self.exp = self._per_id_array(layout.EXP_NPY, ndim=2).astype(np.float32)
+            self.exp_source = layout.EXP_NPY
+        elif self.has(layout.TRACK_PARAMS):  # plain TalkingGaussian dir: the tracker's BFM exp
+            rows = int(self.img_ids.max()) + 1
+            self.exp = layout.read_track_exp(self._p(layout.TRACK_PARAMS), rows)
+            self.exp_source = layout.TRACK_PARAMS
         self.exp_dim = self.exp.shape[1]
         self.dense_landmarks = None
         if self.has(layout.LANDMARKS_NPY):

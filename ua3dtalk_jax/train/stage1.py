@@ -158,9 +158,16 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     m["pretrain"] = _summary(h)
     model = emo.build_encoder(e, n_classes, data.exp_dim)
     val = np.arange(data.n_train, data.n)
-    if pre_classes == n_classes and len(val):
+    labels = np.asarray(data.emotion)
+    val_labelled = bool((labels[val] >= 0).any())  # accuracies only where there are labels
+    if log is not None and not (labels[: data.n_train] >= 0).any():
+        log(
+            "emotion fine-tuning: no emotion labels (emotion.csv), so Eq. 5's f_gt-exp term only "
+            "and one class mean for every emotion (an emotion override changes nothing)"
+        )
+    if pre_classes == n_classes and val_labelled:
         out = emo.emotion_features(model, st.params, data.stream, np.asarray(data.centres)[val], e)
-        m["pretrain"]["val_acc"] = emo.accuracy(out["logits"], np.asarray(data.emotion)[val])
+        m["pretrain"]["val_acc"] = emo.accuracy(out["logits"], labels[val])
     fresh, _ = emo.init_encoder(model, e, jax.random.fold_in(key, 2))
     params = emo.adapt_heads(st.params, fresh)
     ft = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=True)
@@ -169,11 +176,12 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
                       e.finetune_steps, log, "emotion_finetune")  # fmt: skip
     m["finetune"] = _summary(h)
     out = emo.emotion_features(model, st.params, data.stream, np.asarray(data.centres), e)
+    if val_labelled:
+        m["finetune"]["val_acc"] = emo.accuracy(out["logits"][val], labels[val])
     if len(val):
-        m["finetune"]["val_acc"] = emo.accuracy(out["logits"][val], np.asarray(data.emotion)[val])
         m["finetune"]["val_l2"] = float(_recon(out["exp"][val], data.exp[val]))
     tr = np.arange(data.n_train)
-    means = control.class_means(np.asarray(out["f_emo"])[tr], np.asarray(data.emotion)[tr], n_classes)
+    means = control.class_means(np.asarray(out["f_emo"])[tr], labels[tr], n_classes)
     return model, st.params, means, m
 
 

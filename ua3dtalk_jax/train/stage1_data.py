@@ -7,7 +7,8 @@ step samples its own batch from them with its RNG key (no host loop, no host↔d
     crops   (N, S, S, 3) uint8   square face crop around the 68 landmarks (Wav2Lip's face box),
                                  box centre and side smoothed over `smooth_frames` frames
     mel     (N, 80, 16) f32      Wav2Lip mel chunk starting at frame i (mel bins × mel frames)
-    exp     (N, E) f32           f_gt-exp standardised with the train-split mean/std (`exp_stats`)
+    exp     (N, E) f32           f_gt-exp (exp_coeffs.npy, else track_params.pt's BFM `exp`, E = 79)
+                                 standardised with the train-split mean/std (`exp_stats`)
     emotion (N,) i32             EMOTIONS index, −1 unlabelled
     n_train                      frames [0, n_train) are the train split (contiguous, ER-NeRF style)
     stream, centres              `audio.emotion_inputs` whole-clip arrays and frame sample positions
@@ -84,7 +85,10 @@ class Stage1Data:
             exp.append(fr["exp"])
             emo.append(fr["emotion"])
         if np.asarray(exp).shape[1] == 0:
-            raise ValueError(f"{subject.path}: stage 1 needs f_gt-exp (expression coefficients)")
+            raise ValueError(
+                f"{subject.path}: stage 1 needs f_gt-exp (expression coefficients): "
+                "exp_coeffs.npy, or the face tracker's track_params.pt of a TalkingGaussian dir"
+            )
         crops = face_crops(np.stack(images), np.stack(lms), cfg.data)
         wav = subject.wav()
         mel = features.mel_chunks(wav, subject.fps, n)
