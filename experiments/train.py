@@ -35,11 +35,13 @@ def main(argv):
     from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
     from ua3dtalk_jax.eval.heldout_video import HeldoutVideo  # noqa: PLC0415
     from ua3dtalk_jax.train import parallel, run  # noqa: PLC0415
+    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
 
     parallel.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
     run.enable_compile_cache(_CACHE.value)
     try:
         cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
+        feature_source(cfg)
         subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
     except (FileNotFoundError, ValueError) as e:  # a bad --set or --subject: the message names it
         sys.exit(f"train: {e}")

@@ -213,17 +213,7 @@ def test_hubert_features_used_when_there_is_no_deepspeech(tmp_path):
 
 def test_ua_extras_read_from_torch_files_in_json_order(tmp_path):
     tg_layout.write_tg_subject(str(tmp_path), N, wav=False)
-    rng = np.random.default_rng(4)
-    want = {"f_exp": rng.normal(size=(N, 64)), "f_tone": rng.normal(size=(N, 64)),
-            "f_emo": rng.normal(size=(N, 128))}  # fmt: skip
-    n_train = int(N * 10 / 11)
-    for name, (train, val, _) in layout.UA_EXTRAS.items():
-        for fname, rows in ((train, want[name][:n_train]), (val, want[name][n_train:])):
-            rows = rows.astype(np.float32)
-            if name == "f_tone":  # one (n, 64) tensor
-                write_torch_file(str(tmp_path / fname), rows)
-            else:  # a list of [1, D] tensors, as UA's extraction scripts save them
-                write_torch_file(str(tmp_path / fname), [r[None] for r in rows])
+    want = tg_layout.write_ua_extras(str(tmp_path), N)
     extras = Subject.open(str(tmp_path)).ua_extras()
     assert set(extras) == {"f_exp", "f_tone", "f_emo"}
     for name, rows in want.items():

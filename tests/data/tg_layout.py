@@ -157,3 +157,20 @@ def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool =
                   "focal": np.array([FOCAL], np.float32)}  # fmt: skip
         write_torch_file(os.path.join(root, "track_params.pt"), params)
     return truth
+
+
+def write_ua_extras(root: str, n: int, seed: int = 4) -> dict:
+    """Writes UA-3DTalk's per-frame extras (f_exp, f_tone, f_emo .pth train/val pairs, rows in
+    json order) as the authors' extraction scripts save them: f_tone one (n, 64) tensor, the
+    others lists of [1, D] tensors. Returns the rows {"f_exp": (n, 64), ...} float32."""
+    from ua3dtalk_jax.data import layout  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    want = {k: rng.normal(size=(n, d)).astype(np.float32)
+            for k, (_, _, d) in layout.UA_EXTRAS.items()}  # fmt: skip
+    n_train = int(n * 10 / 11)
+    for name, (train, val, _) in layout.UA_EXTRAS.items():
+        for fname, rows in ((train, want[name][:n_train]), (val, want[name][n_train:])):
+            obj = rows if name == "f_tone" else [r[None] for r in rows]
+            write_torch_file(os.path.join(root, fname), obj)
+    return want

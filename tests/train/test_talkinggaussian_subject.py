@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.data import tg_layout
+from ua3dtalk_jax.eval.trained_model import load_trained
 from ua3dtalk_jax.train.checkpoint import Checkpointer
 from ua3dtalk_jax.train.stage1 import load_stage1
 
@@ -35,10 +36,10 @@ STAGE2 += ["train.fuse.iterations=1", "train.fuse.lpips_from=0", "train.deform=F
 EXP_STATS_TOL = 1e-5  # float32 mean / s.d. of 10 rows
 
 
-def _train(subject, workdir, stage):
+def _train(subject, workdir, stage, extra=()):
     cmd = [sys.executable, "-m", "experiments.train", f"--subject={subject}", f"--stage={stage}",
            "--config=tiny", f"--workdir={workdir}", "--compile_cache=",
-           *(f"--set={s}" for s in STAGE1 + STAGE2)]  # fmt: skip
+           *(f"--set={s}" for s in STAGE1 + STAGE2 + list(extra))]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
 
 
@@ -80,3 +81,25 @@ def test_stage1_then_stage2_on_a_talkinggaussian_folder(tmp_path):
     assert (workdir / "heldout.mp4").stat().st_size > 0
     after = _digests(subject)  # the user's files untouched (our caches sit beside them)
     assert {k: after[k] for k in before} == before
+
+
+@pytest.mark.slow
+def test_stage2_on_ua3dtalk_extras_without_a_stage_1(tmp_path):
+    """A folder of the authors' preprocessing with their precomputed f_exp / f_tone / f_emo .pth
+    files trains stage 2 from them (`stage1.features.source=subject`); `--stage=all` skips stage 1,
+    and the model refuses new audio (which has no such features) with a message. Static heads as
+    above (32 s; with the deformation 64 s): that stage 2 receives exactly the extras is
+    test_ua_extras_source.py's check of `stage1_arrays`, the one call `run_stage2` makes."""
+    subject = tmp_path / "May"
+    tg_layout.write_tg_subject(str(subject), N, aud_ds=False)
+    tg_layout.write_ua_extras(str(subject), N)
+    workdir = tmp_path / "work"
+    r = _train(subject, workdir, "all", ["stage1.features.source=subject"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stage 1: skipped (stage1.features.source=subject" in r.stdout
+    assert not (workdir / "stage1").exists()
+    with open(workdir / "summary.json") as f:
+        held = json.load(f)["heldout"]
+    assert held["frames"] == N - int(N * 10 / 11) and np.isfinite(held["psnr"])
+    with pytest.raises(ValueError, match="precomputed UA-3DTalk features"):
+        load_trained(str(workdir))

@@ -185,6 +185,13 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     cfg.features = ml_collections.ConfigDict()
     cfg.features.standardise = preset != "paper"
     cfg.features.scale = 0.3
+    # Where stage 2 gets f_exp, f_tone, f_emo: "stage1" (this project's stage 1, trained in the
+    # workdir) or "subject" (the UA-3DTalk extras in the subject folder, `Subject.ua_extras`:
+    # train_auds_exp.pth, train_audiostyle.pth, mser_emotion_train.pth and their val partners, as
+    # the authors' stage 2 reads them; standardised as above with the train rows' statistics).
+    # "subject" needs no stage 1 (`--stage=all` skips it), but such a model cannot be driven by
+    # new audio or an emotion override: those need the stage-1 networks.
+    cfg.features.source = "stage1"
 
     cfg.emotion = e = ml_collections.ConfigDict()
     e.window_s = z["window_s"]  # CA-MSER: 3 s segments

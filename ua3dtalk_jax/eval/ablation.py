@@ -71,11 +71,17 @@ def _stage1_config(workdir: str) -> dict:
         return json.load(f)["stage1"]
 
 
-def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None, log=print) -> str:
-    """The workdir whose stage-1 checkpoint every configuration copies (trained here if needed)."""
+def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
+                  log=print) -> str | None:  # fmt: skip
+    """The workdir whose stage-1 checkpoint every configuration copies (trained here if needed);
+    None when stage 2 reads the subject's precomputed features (`stage1.features.source`)."""
     from ua3dtalk_jax.train import run  # noqa: PLC0415
+    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
     from ua3dtalk_jax.train.stage1 import CKPT_DIR  # noqa: PLC0415
 
+    if feature_source(base) == "subject":
+        log("ablation: no stage 1 (stage1.features.source=subject)")
+        return None
     src = stage1_from or os.path.join(root, SHARED_STAGE1)
     ckpt = os.path.join(src, CKPT_DIR)
     if stage1_from and not (os.path.isdir(ckpt) and os.listdir(ckpt)):
@@ -102,7 +108,7 @@ def _finished(workdir: str, split: str) -> dict | None:
         return json.load(f)["rows"][0]
 
 
-def run_configuration(cfg, name: str, subject_path: str, root: str, stage1_src: str, *,
+def run_configuration(cfg, name: str, subject_path: str, root: str, stage1_src: str | None, *,
                       split: str = "val", syncnet_weights=None, max_frames=None,
                       log=print) -> dict:  # fmt: skip
     """Trains (or resumes) and evaluates one configuration; returns its table row."""
@@ -116,7 +122,7 @@ def run_configuration(cfg, name: str, subject_path: str, root: str, stage1_src: 
     row = _finished(wd, split)
     if row is None:
         if not os.path.isdir(os.path.join(wd, MODEL_DIR)):
-            if not os.path.isdir(os.path.join(wd, CKPT_DIR)):
+            if stage1_src is not None and not os.path.isdir(os.path.join(wd, CKPT_DIR)):
                 shutil.copytree(os.path.join(stage1_src, CKPT_DIR), os.path.join(wd, CKPT_DIR))
             log(f"ablation {name}: training stage 2 in {wd}")
             run.train(cfg, subject_path, wd, "all", log=log)

@@ -243,11 +243,16 @@ def sync_own(fr: HeldoutFrames, subject, workdir: str, notes: list) -> dict:
 
     from ua3dtalk_jax.eval.syncnet_lse import lse_score  # noqa: PLC0415
     from ua3dtalk_jax.models.prior.syncnet import SyncNet, stack_lower_halves  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1 import load_stage1  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage1 import CKPT_DIR, load_stage1  # noqa: PLC0415
     from ua3dtalk_jax.train.stage1_data import face_crops  # noqa: PLC0415
 
     if not np.any(fr.landmarks != 0) or not _contiguous(fr.index):
         notes.append("Sync (own): needs 68-point landmarks and consecutive frames")
+        return {"rendered": None, "real": None}
+    ckpt = os.path.join(workdir, CKPT_DIR)
+    if not os.path.isdir(ckpt) or not os.listdir(ckpt):
+        notes.append("Sync (own): no stage-1 SyncNet in the workdir (stage 2 was trained on the "
+                     "subject's precomputed features)")  # fmt: skip
         return {"rendered": None, "real": None}
     s1 = load_stage1(workdir)
     net, params = s1.models["syncnet"], s1.params["syncnet"]
@@ -359,7 +364,8 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
     cfg, heads = load_trained(workdir)
     subject = Subject.open(subject_path)
     log(f"rendering the {split} split of {subject.path} ...")
-    fr = render_split(cfg, heads, subject, stage1_arrays(subject, workdir), split, max_frames)
+    fr = render_split(cfg, heads, subject, stage1_arrays(subject, workdir, cfg=cfg), split,
+                     max_frames)  # fmt: skip
     notes: list[str] = []
     log("LMD (dlib), E-FD (own, MediaPipe), SyncNet scores, emotion accuracy (fer) ...")
     m = {

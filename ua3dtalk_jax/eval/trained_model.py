@@ -42,7 +42,7 @@ from ua3dtalk_jax.data.subject import AUD_CONTEXT
 from ua3dtalk_jax.gaussians import GaussianState
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.models.motion import DeformOut
-from ua3dtalk_jax.train.features import stage1_features
+from ua3dtalk_jax.train.features import feature_source, stage1_features
 from ua3dtalk_jax.train.run import recorded_subject
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import Stage1Model, load_stage1
@@ -101,7 +101,8 @@ def load_trained(workdir: str, subject: str | None = None) -> TrainedModel:
     Raises:
       FileNotFoundError: no workdir / no stage-1 checkpoint / stage 2 not finished (named).
       ValueError: the model was written by another version of this project, or the subject's
-        audio features cannot be computed for new audio.
+        audio features or its stage-2 prior features (stage1.features.source=subject) cannot
+        be computed for new audio.
     """
     workdir = os.fspath(workdir)
     if not os.path.isdir(workdir):
@@ -112,6 +113,13 @@ def load_trained(workdir: str, subject: str | None = None) -> TrainedModel:
         raise ValueError(
             f"{workdir}: its stage-2 model cannot be read by this version ({type(e).__name__}: {e})"
         ) from None
+    if feature_source(cfg) == "subject":
+        raise ValueError(
+            f"{workdir}: its stage 2 was trained on the subject's precomputed UA-3DTalk features "
+            "(stage1.features.source=subject), which new audio does not have; train this "
+            "project's stage 1 for a model that new audio can drive (stage1.features.source="
+            "stage1); `python -m experiments.evaluate` still renders and scores its held-out "
+            "frames")  # fmt: skip
     s1 = os.path.join(workdir, STAGE1_DIR)
     if not os.path.isdir(s1) or not os.listdir(s1):
         raise FileNotFoundError(f"{s1}: no stage-1 checkpoint (needed for new audio's features)")

@@ -246,7 +246,7 @@ def render_uncertainty(workdir: str, subject_path: str, *, frames: str | None = 
     cfg, heads = load_trained(workdir)
     subject = Subject.open(subject_path)
     idx = parse_frames(frames, subject)
-    features = stage1_arrays(subject, workdir)
+    features = stage1_arrays(subject, workdir, cfg=cfg)
     h, w = subject.size
     fn, views = make_frame_fn(cfg, heads, width=w, height=h, branch=branch)
 

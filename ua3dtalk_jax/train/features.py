@@ -11,6 +11,10 @@ subject the result is cached in the subject dir as `stage1_features.npy` (N, 256
 SHA-256 of the stage-1 checkpoint's files: a copy of the same checkpoint (every ablation
 configuration gets one) reuses the cache, a retrained stage 1 recomputes it.
 An optional emotion spec (`models.emotion.control`) overrides f_emo-attn after the cache.
+
+`subject_features(subject, features)` is the other source (`stage1.features.source=subject`): the
+UA-3DTalk extras a subject folder may carry (`Subject.ua_extras`), for training stage 2 on the
+authors' precomputed features without this project's stage 1.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import numpy as np
 
 from ua3dtalk_jax.audio import emotion_inputs, features
 from ua3dtalk_jax.audio.cache import cached_array
+from ua3dtalk_jax.data import layout
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1 import CKPT_DIR, Stage1Model, load_stage1
+from ua3dtalk_jax.train.stage1 import (CKPT_DIR, Stage1Model, load_stage1, prior_stats,
+                                      standardise_prior)  # fmt: skip
 
 CACHE_NAME = "stage1_features"
+SOURCES = ("stage1", "subject")  # `stage1.features.source`
 WIDTHS = (("f_exp", 64), ("f_tone", 64), ("f_emo", 128))
 
 
@@ -95,6 +102,43 @@ def stage1_features(source, stage1, *, fps: float | None = None, n_frames: int |
         a += w
     out["f_emo"] = control.apply_spec(out["f_emo"], stage1.class_means, emotion)
     return out
+
+
+def feature_source(cfg) -> str:
+    """`stage1.features.source` of a full config ("stage1" when absent: older workdirs)."""
+    fc = cfg.stage1.get("features", None) if cfg is not None else None
+    source = fc.get("source", "stage1") if fc is not None else "stage1"
+    if source not in SOURCES:
+        raise ValueError(f"stage1.features.source={source!r}: use one of {', '.join(SOURCES)}")
+    return source
+
+
+def subject_features(subject, features) -> dict:
+    """f_exp, f_tone, f_emo per frame position from the subject's UA-3DTalk extras.
+
+    Args:
+      subject: a `data.Subject` whose folder holds all three train/val .pth pairs.
+      features: the stage-1 config's `features` block: f_exp and f_tone are standardised with
+        their statistics over the train frames when it says so (as `Stage1Model.prior_out`).
+    Returns:
+      {"f_exp": (N, 64), "f_tone": (N, 64), "f_emo": (N, 128)} float32.
+    Raises:
+      FileNotFoundError: naming the subject folder and the files it lacks.
+      ValueError: from `Subject.ua_extras` (the file at fault named).
+    """
+    extras = subject.ua_extras()
+    missing = [f for k, (train, val, _) in layout.UA_EXTRAS.items() if k not in extras
+               for f in (train, val)]  # fmt: skip
+    if missing:
+        raise FileNotFoundError(
+            f"{subject.path}: stage1.features.source=subject needs UA-3DTalk's precomputed "
+            f"features; missing {', '.join(missing)} (or train stage 1: "
+            "stage1.features.source=stage1)")
+    train = np.asarray(subject.split("train"))
+    mean, std = prior_stats(extras["f_exp"][train], extras["f_tone"][train], len(train))
+    f_exp, f_tone = standardise_prior(extras["f_exp"], extras["f_tone"], mean, std, features)
+    out = {"f_exp": f_exp, "f_tone": f_tone, "f_emo": extras["f_emo"]}
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
 def checkpoint_digest(ckpt: str) -> str:

@@ -157,15 +157,20 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
     from tensorboardX import SummaryWriter  # noqa: PLC0415
 
     from ua3dtalk_jax.data import Subject  # noqa: PLC0415
+    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
     from ua3dtalk_jax.train.stage2 import run_stage2  # noqa: PLC0415
 
     if stage not in STAGES:
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
+    source = feature_source(cfg)  # a bad value fails here, before any training
     check_workdir(cfg, workdir)
     subject = Subject.open(subject_path)
     record_subject(workdir, subject_path)
     out = {"subject": os.path.abspath(subject_path), "workdir": os.path.abspath(workdir)}
-    if stage in ("1", "all"):
+    if stage == "all" and source == "subject":
+        log("stage 1: skipped (stage1.features.source=subject: stage 2 reads the subject's "
+            "precomputed UA-3DTalk features)")  # fmt: skip
+    elif stage in ("1", "all"):
         out["stage1"] = run_stage1(cfg, subject, workdir, log)
     if stage in ("2", "all"):
         writer = SummaryWriter(os.path.join(workdir, "tb"))

@@ -53,13 +53,25 @@ class Stage1Model:
 
     def prior_out(self, f_exp, f_tone) -> tuple:
         """f_exp, f_tone as stage 2 receives them (`cfg.features`: standardised × scale, or as is)."""
-        fc = self.cfg.get("features", None)
-        if fc is None or not fc.standardise or self.prior_mean is None:
+        if self.prior_mean is None:
             return f_exp, f_tone
-        d = f_exp.shape[-1]
-        z = [(f - self.prior_mean[a:b]) / self.prior_std[a:b] * fc.scale
-             for f, (a, b) in ((f_exp, (0, d)), (f_tone, (d, None)))]  # fmt: skip
-        return z[0], z[1]
+        return standardise_prior(f_exp, f_tone, self.prior_mean, self.prior_std,
+                                 self.cfg.get("features", None))  # fmt: skip
+
+
+def standardise_prior(f_exp, f_tone, mean, std, features) -> tuple:
+    """(f − mean)/s.d. × `features.scale` for f_exp and f_tone when `features.standardise` (the
+    stage-1 config's `features` block; None or off: both as they are).
+
+    Args:
+      f_exp: (..., D); f_tone: (..., D'); mean, std: (D + D',) from `prior_stats`.
+    """
+    if features is None or not features.standardise:
+        return f_exp, f_tone
+    d = f_exp.shape[-1]
+    z = [(f - mean[a:b]) / std[a:b] * features.scale
+         for f, (a, b) in ((f_exp, (0, d)), (f_tone, (d, None)))]  # fmt: skip
+    return z[0], z[1]
 
 
 def _tuples(x):

@@ -1,7 +1,8 @@
 """Stage 2 driver (paper §2.3–§2.4): face and mouth branches, the fuse step, held-out evaluation.
 
 `run_stage2(cfg, subject, workdir)` needs the stage-1 checkpoint in workdir (its per-frame f_exp,
-f_tone, f_emo-attn come from `train.features.stage1_features`), trains face → mouth → fuse (each
+f_tone, f_emo-attn come from `train.features.stage1_features`) unless `stage1.features.source` is
+"subject" (the subject's UA-3DTalk extras instead), trains face → mouth → fuse (each
 resumable), evaluates the held-out split and writes workdir/stage2/model (the trained heads, read
 by `load_stage2`) and workdir/summary.json. Validation renders go to workdir/val/*.png as
 prediction | ground truth | |error| strips, and to TensorBoard (workdir/tb).
@@ -36,16 +37,25 @@ class Stage1Missing(FileNotFoundError):
     """Stage 2 was asked for before stage 1 produced its checkpoint."""
 
 
-def stage1_arrays(subject, workdir: str, emotion=None) -> dict:
-    """Per-frame stage-1 features of `subject` from the checkpoint in `workdir`."""
-    from ua3dtalk_jax.train.features import stage1_features  # noqa: PLC0415
+def stage1_arrays(subject, workdir: str, emotion=None, cfg=None) -> dict:
+    """Per-frame f_exp, f_tone, f_emo of `subject`: from the stage-1 checkpoint in `workdir`, or,
+    when `cfg` (the full config) says `stage1.features.source=subject`, from the subject's
+    UA-3DTalk extras (`train.features.subject_features`; no emotion override there)."""
+    from ua3dtalk_jax.train import features as F  # noqa: PLC0415
 
+    if F.feature_source(cfg) == "subject":
+        if emotion not in (None, "audio"):
+            raise ValueError(
+                f"emotion={emotion!r}: an emotion override needs stage 1's per-class f_emo means; "
+                "this model reads the subject's precomputed features (stage1.features.source="
+                "subject)")  # fmt: skip
+        return F.subject_features(subject, cfg.stage1.features)
     path = os.path.join(os.path.abspath(workdir), STAGE1_DIR)
     if not os.path.isdir(path) or not os.listdir(path):
         raise Stage1Missing(
             f"{path}: no stage-1 checkpoint. Stage 2 consumes stage 1's features: run "
             f"`python -m experiments.train --stage=1` (or --stage=all) with this --workdir first.")
-    return stage1_features(subject, workdir, emotion=emotion)
+    return F.stage1_features(subject, workdir, emotion=emotion)
 
 
 def _png(path: str, rows: list[np.ndarray]) -> None:
@@ -93,7 +103,7 @@ def run_stage2(cfg, subject, workdir: str, *, log=print, writer=None, on_frame=N
 
     `on_frame(index, rgb)` receives every rendered held-out frame (e.g. to write a video).
     """
-    features = stage1_arrays(subject, workdir)
+    features = stage1_arrays(subject, workdir, cfg=cfg)
     mesh = parallel.global_mesh()
     extent = scene_extent(np.stack([subject.viewmat(int(i)) for i in subject.split("train")]))
     validate = make_validator(cfg, subject, features, workdir, writer)
