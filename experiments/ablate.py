@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from experiments import cli
 
@@ -36,8 +36,7 @@ _CACHE = cli.define_compile_cache()
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:  # orbax logs every restore at INFO
-        logging.set_verbosity(logging.WARNING)
+    cli.quiet_orbax()
     from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
     from ua3dtalk_jax.eval import ablation  # noqa: PLC0415
     from ua3dtalk_jax.train import run  # noqa: PLC0415

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from experiments import cli
 
@@ -41,7 +41,7 @@ def main(argv):
     from ua3dtalk_jax.eval.trained_model import load_trained  # noqa: PLC0415
     from ua3dtalk_jax.train.run import enable_compile_cache  # noqa: PLC0415
 
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    cli.quiet_orbax()
     try:
         syn.check_output(_OUT.value)
         syn.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value)  # flag errors first

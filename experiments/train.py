@@ -37,6 +37,7 @@ def main(argv):
     from ua3dtalk_jax.train import parallel, run  # noqa: PLC0415
     from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
 
+    cli.quiet_orbax()
     parallel.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
     run.enable_compile_cache(_CACHE.value)
     try:
