@@ -99,6 +99,19 @@ class BuildExt(build_ext):
     """Compiles .cu files with nvcc before linking the CUDA extension; never fails the install
     because of CUDA."""
 
+    def build_extensions(self):
+        self._failed = []
+        super().build_extensions()
+        # A failed CUDA extension is dropped, so that the editable/in-place copy step does not
+        # look for its missing .so, and a stale copy in the source tree (an older build) is
+        # removed, so that it cannot be imported in place of the code that failed to build.
+        for ext in self._failed:
+            self.extensions.remove(ext)
+            stale = os.path.join(ROOT, self.get_ext_filename(ext.name))
+            if os.path.exists(stale):
+                os.remove(stale)
+                _log(f"removed the stale {os.path.relpath(stale, ROOT)}")
+
     def build_extension(self, ext):
         cuda_sources = getattr(ext, "cuda_sources", None)
         if not cuda_sources:
@@ -110,6 +123,7 @@ class BuildExt(build_ext):
         except Exception as err:  # noqa: BLE001 - any CUDA failure leaves the CPU build intact
             first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             _log(f"CUDA build failed, CPU kernel only ({first}); see BUILD_NOTES.md")
+            self._failed.append(ext)
 
     def _nvcc_compile(self, ext, sources):
         nvcc = NVCC

@@ -67,7 +67,11 @@ __global__ void __launch_bounds__(kTilePixels)
   __syncthreads();
   atomicMax(&s_max_last, last);
   __syncthreads();
-  const int64_t range_end = start + s_max_last + 1;
+  // s_max_last < the list length whenever `last` comes from the forward of the
+  // same inputs (binning is deterministic); clamped so that any other `last`
+  // cannot read past the list.
+  const int64_t list_end = bins.tile_offsets[list + 1];
+  const int64_t range_end = min(start + int64_t(s_max_last) + 1, list_end);
   const float x0h = float(tx * kTileSize) + 0.5f;
 
   for (int64_t batch_end = range_end; batch_end > start; batch_end -= kTilePixels) {

@@ -29,7 +29,7 @@ struct DeviceBins {
   const int32_t* ids = nullptr;           // [n_isects] Gaussian index within its view
 };
 
-// count -> inclusive scan -> keys (view | tile | depth bits) -> CUB radix sort
+// count -> inclusive scan -> keys (list = view * tiles + tile | depth bits) -> CUB radix sort
 // over only the bits in use -> per-tile offsets. The sort is stable and keys
 // are emitted in Gaussian order, so ties in depth keep index order (as the
 // reference's stable argsort).

@@ -1,7 +1,8 @@
 // CUDA tile binning: per Gaussian tile count -> CUB inclusive scan -> one
-// 64-bit key per (Gaussian, tile) = view | tile | float bits of depth (depths
-// of active Gaussians are > 0, so the bits sort like the values) -> CUB radix
-// sort over only the bits in use -> start offset of each (view, tile) list.
+// 64-bit key per (Gaussian, tile) = list index (view * tiles + tile, the index
+// TileOffsets and the kernels use) in the upper 32 bits | the order-preserving
+// depth bits (`depth_bits`) in the lower 32 -> CUB radix sort over only the
+// bits in use -> start offset of each (view, tile) list.
 #include <cub/cub.cuh>
 
 #include "cuda/rasterize_cuda.h"
@@ -25,7 +26,7 @@ __global__ void CountTiles(RasterInputs<float> in, int tiles_x, int tiles_y,
   counts[i] = GaussianRect(in, i, tiles_x, tiles_y).count();
 }
 
-__global__ void EmitKeys(RasterInputs<float> in, int tiles_x, int tiles_y, int tile_bits,
+__global__ void EmitKeys(RasterInputs<float> in, int tiles_x, int tiles_y,
                          const int64_t* ends,  // [B * N] inclusive scan of the counts
                          uint64_t* keys,       // [n_isects]
                          int32_t* ids) {       // [n_isects]
@@ -33,12 +34,15 @@ __global__ void EmitKeys(RasterInputs<float> in, int tiles_x, int tiles_y, int t
   if (i >= in.batch * in.n) return;
   const TileRect r = GaussianRect(in, i, tiles_x, tiles_y);
   int64_t out = ends[i] - r.count();
-  const uint64_t view = uint64_t(i / in.n);
+  // The list index must be view * tiles + tile exactly: a (view << tile_bits)
+  // packing would skip indices (2^tile_bits > tiles) and send views >= 1 past
+  // the offsets array.
+  const uint64_t list0 = uint64_t(i / in.n) * (uint64_t(tiles_x) * uint64_t(tiles_y));
   const uint64_t depth = depth_bits(in.depths[i]);
   for (int ty = r.y0; ty < r.y1; ++ty) {
     for (int tx = r.x0; tx < r.x1; ++tx) {
-      const uint64_t tile = uint64_t(ty) * tiles_x + tx;
-      keys[out] = (((view << tile_bits) | tile) << 32) | depth;
+      const uint64_t list = list0 + uint64_t(ty) * uint64_t(tiles_x) + uint64_t(tx);
+      keys[out] = (list << 32) | depth;
       ids[out] = int32_t(i % in.n);
       ++out;
     }
@@ -105,17 +109,16 @@ cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, cuda
   bins->n_isects = n_isects;
   if (n_isects == 0) return cudaGetLastError();
 
-  const int tile_bits = BitWidth(uint64_t(tiles));
-  const int view_bits = BitWidth(uint64_t(in.batch));
-  if (tile_bits + view_bits > 32) return cudaErrorInvalidValue;
+  const int list_bits = BitWidth(uint64_t(num_lists - 1));  // lists 0 .. num_lists - 1
+  if (list_bits > 32) return cudaErrorInvalidValue;
   uint64_t* keys_in = Alloc<uint64_t>(scratch, n_isects);
   uint64_t* keys_out = Alloc<uint64_t>(scratch, n_isects);
   int32_t* ids_in = Alloc<int32_t>(scratch, n_isects);
   int32_t* ids_out = Alloc<int32_t>(scratch, n_isects);
   if (!keys_in || !keys_out || !ids_in || !ids_out) return cudaErrorMemoryAllocation;
-  EmitKeys<<<blocks, kThreads, 0, stream>>>(in, bins->tiles_x, bins->tiles_y, tile_bits, ends,
-                                            keys_in, ids_in);
-  const int end_bit = 32 + tile_bits + view_bits;
+  EmitKeys<<<blocks, kThreads, 0, stream>>>(in, bins->tiles_x, bins->tiles_y, ends, keys_in,
+                                            ids_in);
+  const int end_bit = 32 + list_bits;
   size_t sort_bytes = 0;
   cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, keys_out, ids_in, ids_out,
                                   n_isects, 0, end_bit, stream);

@@ -11,6 +11,7 @@
 
 #include "cuda/rasterize_cuda.h"
 #include "ffi/rasterize_shapes.h"
+#include "ua3d/raster_math.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -57,10 +58,15 @@ RasterInputs<float> MakeInputs(const RasterDims& d, FBuf means2d, FBuf conics, F
   return in;
 }
 
+// Launch limits: views are gridDim.z and tile rows gridDim.y (both at most
+// 65535); Gaussian ids are int32.
 ffi::Error CheckBatch(const RasterDims& d) {
   if (d.batch * d.n > INT32_MAX || d.batch > 65535)
     return ffi::Error::InvalidArgument(
         "rasterize_to_pixels (CUDA): at most 65535 views and 2^31 Gaussians in all");
+  if ((d.height + kTileSize - 1) / kTileSize > 65535)
+    return ffi::Error::InvalidArgument(
+        "rasterize_to_pixels (CUDA): height must be at most 65535 tiles (1048560 pixels)");
   return ffi::Error::Success();
 }
 

@@ -114,3 +114,20 @@ def test_float64_kernel_matches_reference_compositor():
         for k, r in zip(out_k, out_r):
             assert k.dtype == jnp.float64
             np.testing.assert_allclose(k, r, rtol=0, atol=1e-12)
+
+
+def test_float64_on_a_gpu_resolves_to_the_reference(monkeypatch):
+    """The CUDA kernel is float32 only: "auto" must not pick it for float64 inputs, and an
+    explicit "ffi" says why (the CPU kernel takes both)."""
+    import ua3dtalk_jax.render as R
+
+    built = {"reference": True, "cpu": True, "cuda": True}
+    monkeypatch.setattr(R, "available_backends", lambda: built)
+    monkeypatch.setattr(R.jax, "default_backend", lambda: "gpu")
+    assert R.resolve_backend("auto", jnp.float32) == "ffi"
+    assert R.resolve_backend("auto", jnp.float64) == "reference"
+    assert R.resolve_backend("reference", jnp.float64) == "reference"
+    with pytest.raises(ValueError, match="backend='ffi' on gpu takes float32"):
+        R.resolve_backend("ffi", jnp.float64)
+    monkeypatch.setattr(R.jax, "default_backend", lambda: "cpu")
+    assert R.resolve_backend("ffi", jnp.float64) == R.resolve_backend("auto", jnp.float64) == "ffi"

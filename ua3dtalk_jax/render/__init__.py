@@ -63,14 +63,25 @@ def available_backends() -> dict[str, bool]:
     return {"reference": True, **kernels}
 
 
-def resolve_backend(backend: str) -> str:
-    """Maps "auto" to "ffi" or "reference" for the current default platform."""
+def resolve_backend(backend: str, dtype=jnp.float32) -> str:
+    """Maps "auto" to "ffi" or "reference" for the current default platform and `dtype`.
+
+    The CUDA kernel is float32 only: float64 on a GPU resolves "auto" to the reference and
+    refuses an explicit "ffi" (the CPU kernel takes both).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    platform = jax.default_backend()
+    f64_off_cpu = jnp.dtype(dtype) == jnp.float64 and platform != "cpu"
+    if backend == "ffi" and f64_off_cpu:
+        raise ValueError(f"backend='ffi' on {platform} takes float32 inputs (the CUDA kernel "
+                         "has no float64 version); got float64: use backend='reference' or "
+                         "'auto'")  # fmt: skip
     if backend != "auto":
         return backend
-    platform = jax.default_backend()
     built = available_backends()
+    if f64_off_cpu:
+        return "reference"
     if (platform == "cpu" and built["cpu"]) or (platform in ("gpu", "cuda") and built["cuda"]):
         return "ffi"
     return "reference"
@@ -150,7 +161,7 @@ def rasterize(
     _check("background", background, (num_channels,), float_types)
     if means2d_offset is not None:
         _check("means2d_offset", means2d_offset, (n, 2), float_types)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, dtype)
 
     proj: Projected = project(
         means, quats, scales, opacities, viewmat, K,

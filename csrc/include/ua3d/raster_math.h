@@ -76,11 +76,22 @@ UA3D_HD void pixel_span(T m, int32_t r, int clip_lo, int clip_hi, int* lo, int* 
 }
 
 // sigma along one pixel row: the row terms hc = c dy^2 / 2 and bdy = b dy are
-// hoisted, so the inner loop over x is a few FMAs. Forward and backward (CPU
-// and CUDA) all use this one expression, so they agree bit for bit on which
-// pairs are blended.
+// hoisted, so the inner loop over x is a few multiply-adds. Forward and
+// backward (CPU and CUDA) all use this one expression, so they agree bit for
+// bit on which pairs are blended. The CPU build turns contraction off
+// (-ffp-contract=off); nvcc contracts by default (-fmad=true) and fused this
+// expression differently in the forward and the backward kernel (seen in the
+// sm_90 PTX), so on the device it is spelled with round-to-nearest intrinsics,
+// which are never fused: the same rounding order as the CPU.
 template <typename T>
 UA3D_HD T row_sigma(T a, T dx, T bdy, T hc) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == sizeof(float)) {
+    return __fadd_rn(__fadd_rn(__fmul_rn(__fmul_rn(__fmul_rn(0.5f, a), dx), dx),
+                               __fmul_rn(bdy, dx)),
+                     hc);
+  }
+#endif
   return T(0.5) * a * dx * dx + bdy * dx + hc;
 }
 
