@@ -125,6 +125,23 @@ def test_workdir_with_another_config_is_refused(tmp_path):
         run.check_workdir(other, str(tmp_path))
 
 
+def test_workdirs_saved_before_a_field_existed_resume_with_its_legacy_value(tmp_path):
+    """stage1.features.source came later: a config.json without it reads as "stage1" (what such
+    a workdir did) when resuming and loading, and differs from an explicit "subject"."""
+    from ua3dtalk_jax.train.config_io import load_config
+
+    run.check_workdir(get_config("tiny"), str(tmp_path))
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["stage1"]["features"]["source"]
+    path.write_text(json.dumps(saved))
+    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+    assert load_config(str(tmp_path)).stage1.features.source == "stage1"
+    other = run.apply_overrides(get_config("tiny"), ["stage1.features.source=subject"])
+    with pytest.raises(ValueError, match=r"differs in stage1\.features\.source"):
+        run.check_workdir(other, str(tmp_path))
+
+
 _DP_SCRIPT = r"""
 import json, sys
 import jax, numpy as np

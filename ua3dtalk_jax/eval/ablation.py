@@ -67,8 +67,10 @@ def check_overrides(overrides) -> None:
 
 
 def _stage1_config(workdir: str) -> dict:
+    from ua3dtalk_jax.train.config_io import with_legacy_defaults  # noqa: PLC0415
+
     with open(os.path.join(workdir, "config.json")) as f:
-        return json.load(f)["stage1"]
+        return with_legacy_defaults(json.load(f))["stage1"]
 
 
 def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,

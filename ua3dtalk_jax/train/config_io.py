@@ -6,12 +6,29 @@ JSON turns tuples into lists; `load_config` turns them back where the code hashe
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
 import ml_collections
 
 CONFIG_NAME = "config.json"
+# Fields added after workdirs were first written, with the value that reproduces what those
+# workdirs did: a saved config without one reads as having it (resuming, comparing, loading).
+LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1"}
+
+
+def with_legacy_defaults(d: dict) -> dict:
+    """A copy of a saved config dict with the missing `LEGACY_DEFAULTS` fields filled in (where
+    their parent section exists)."""
+    out = copy.deepcopy(d)
+    for path, value in LEGACY_DEFAULTS.items():
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(path[-1], value)
+    return out
 
 
 def save_config(cfg: ml_collections.ConfigDict, workdir: str) -> str:
@@ -37,7 +54,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: not found; is {workdir} a training workdir?")
     with open(path) as f:
-        d = json.load(f)
+        d = with_legacy_defaults(json.load(f))
     cfg = ml_collections.ConfigDict(d)
     cfg.stage1 = _config(d["stage1"])
     return cfg

@@ -16,7 +16,7 @@ import time
 import ml_collections
 
 from ua3dtalk_jax.configs import sync_schedule
-from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config
+from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config, with_legacy_defaults
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 
 STAGES = ("1", "2", "all")
@@ -92,7 +92,7 @@ def check_workdir(cfg, workdir: str) -> None:
     path = os.path.join(workdir, CONFIG_NAME)
     if os.path.exists(path):
         with open(path) as f:
-            old = json.load(f)
+            old = with_legacy_defaults(json.load(f))
         new = json.loads(json.dumps(cfg.to_dict()))
         diff = sorted(_diff(old, new))
         if diff:
