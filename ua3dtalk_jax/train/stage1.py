@@ -16,6 +16,7 @@ all.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 
@@ -213,10 +214,15 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
     """
     key = jax.random.PRNGKey(cfg.seed)
     cfg, syncnet = prior.pretrained_syncnet(cfg)  # before anything: the checkpoint stores this cfg
-    models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet)
+    # Emotion Distillation does not depend on Prior Extraction: it runs in a second thread beside
+    # it (XLA releases the GIL; the small stage-1 programs leave part of a 2-core CPU idle). Each
+    # keeps its own keys, so the results are the same as one after the other.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stage1-emotion") as pool:
+        emotion = pool.submit(train_emotion, data, cfg, jax.random.fold_in(key, 20), corpus,
+                              corpus_classes, log)  # fmt: skip
+        models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet)
+        enc, ep, means, m["emotion"] = emotion.result()
     stats = m.pop("prior_stats")
-    enc, ep, means, m["emotion"] = train_emotion(
-        data, cfg, jax.random.fold_in(key, 20), corpus, corpus_classes, log)  # fmt: skip
     models["emotion"], params["emotion"] = enc, ep
     refs = np.asarray(data.crops)[reference_indices(data.n_train, cfg.data.n_refs)]
     model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means, *stats)
