@@ -79,14 +79,14 @@ def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
     None when stage 2 reads the subject's precomputed features (`stage1.features.source`)."""
     from ua3dtalk_jax.train import run  # noqa: PLC0415
     from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1 import CKPT_DIR  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage1 import CKPT_DIR, has_stage1  # noqa: PLC0415
 
     if feature_source(base) == "subject":
         log("ablation: no stage 1 (stage1.features.source=subject)")
         return None
     src = stage1_from or os.path.join(root, SHARED_STAGE1)
     ckpt = os.path.join(src, CKPT_DIR)
-    if stage1_from and not (os.path.isdir(ckpt) and os.listdir(ckpt)):
+    if stage1_from and not has_stage1(src):
         raise FileNotFoundError(f"--stage1_from={stage1_from}: no stage-1 checkpoint in {ckpt}")
     if not stage1_from:
         log(f"ablation: stage 1 (shared by all configurations) in {src}")

@@ -243,14 +243,13 @@ def sync_own(fr: HeldoutFrames, subject, workdir: str, notes: list) -> dict:
 
     from ua3dtalk_jax.eval.syncnet_lse import lse_score  # noqa: PLC0415
     from ua3dtalk_jax.models.prior.syncnet import SyncNet, stack_lower_halves  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1 import CKPT_DIR, load_stage1  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage1 import has_stage1, load_stage1  # noqa: PLC0415
     from ua3dtalk_jax.train.stage1_data import face_crops  # noqa: PLC0415
 
     if not np.any(fr.landmarks != 0) or not _contiguous(fr.index):
         notes.append("Sync (own): needs 68-point landmarks and consecutive frames")
         return {"rendered": None, "real": None}
-    ckpt = os.path.join(workdir, CKPT_DIR)
-    if not os.path.isdir(ckpt) or not os.listdir(ckpt):
+    if not has_stage1(workdir):
         notes.append("Sync (own): no stage-1 SyncNet in the workdir (stage 2 was trained on the "
                      "subject's precomputed features)")  # fmt: skip
         return {"rendered": None, "real": None}

@@ -45,7 +45,7 @@ from ua3dtalk_jax.models.motion import DeformOut
 from ua3dtalk_jax.train.features import feature_source, stage1_features
 from ua3dtalk_jax.train.run import recorded_subject
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
-from ua3dtalk_jax.train.stage1 import Stage1Model, load_stage1
+from ua3dtalk_jax.train.stage1 import Stage1Model, has_stage1, load_stage1
 from ua3dtalk_jax.train.stage2 import load_stage2
 from ua3dtalk_jax.train.stage2_render import deform as deform_branch
 from ua3dtalk_jax.train.stage2_render import render_fused
@@ -120,8 +120,8 @@ def load_trained(workdir: str, subject: str | None = None) -> TrainedModel:
             "project's stage 1 for a model that new audio can drive (stage1.features.source="
             "stage1); `python -m experiments.evaluate` still renders and scores its held-out "
             "frames")  # fmt: skip
-    s1 = os.path.join(workdir, STAGE1_DIR)
-    if not os.path.isdir(s1) or not os.listdir(s1):
+    if not has_stage1(workdir):
+        s1 = os.path.join(workdir, STAGE1_DIR)
         raise FileNotFoundError(f"{s1}: no stage-1 checkpoint (needed for new audio's features)")
     if subject is None:
         subject = recorded_subject(workdir)

@@ -18,6 +18,7 @@ import ml_collections
 from ua3dtalk_jax.configs import sync_schedule
 from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config, with_legacy_defaults
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
+from ua3dtalk_jax.train.stage1 import has_stage1
 
 STAGES = ("1", "2", "all")
 SUBJECT_RECORD = "subject.json"  # {"subject": absolute path} of the first training call
@@ -141,7 +142,7 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     t = time.time()
     ckpt = os.path.join(workdir, STAGE1_DIR)
     metrics = {}
-    if os.path.isdir(ckpt) and os.listdir(ckpt):
+    if has_stage1(workdir):
         log(f"stage 1: checkpoint found in {ckpt}, not retrained")
     else:
         log("stage 1: Prior Extraction and Emotion Distillation ...")

@@ -34,6 +34,12 @@ from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
 from ua3dtalk_jax.types import EMOTIONS
 
 CKPT_DIR = "stage1"
+
+
+def has_stage1(workdir: str) -> bool:
+    """Whether `workdir` holds a (non-empty) stage-1 checkpoint folder."""
+    path = os.path.join(workdir, CKPT_DIR)
+    return os.path.isdir(path) and bool(os.listdir(path))
 AUC_SHIFT = 5  # frames; the issue's separation test
 
 

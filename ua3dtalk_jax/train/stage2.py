@@ -24,6 +24,7 @@ from ua3dtalk_jax.losses.regularizers import rect_mask
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.checkpoint import Checkpointer
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
+from ua3dtalk_jax.train.stage1 import has_stage1
 from ua3dtalk_jax.train.stage2_data import KEYS
 from ua3dtalk_jax.train.stage2_loop import train_branch, train_fuse
 from ua3dtalk_jax.train.stage2_render import render_branch, render_fused, to_float
@@ -50,8 +51,8 @@ def stage1_arrays(subject, workdir: str, emotion=None, cfg=None) -> dict:
                 "this model reads the subject's precomputed features (stage1.features.source="
                 "subject)")  # fmt: skip
         return F.subject_features(subject, cfg.stage1.features)
-    path = os.path.join(os.path.abspath(workdir), STAGE1_DIR)
-    if not os.path.isdir(path) or not os.listdir(path):
+    if not has_stage1(workdir):
+        path = os.path.join(os.path.abspath(workdir), STAGE1_DIR)
         raise Stage1Missing(
             f"{path}: no stage-1 checkpoint. Stage 2 consumes stage 1's features: run "
             f"`python -m experiments.train --stage=1` (or --stage=all) with this --workdir first.")
