@@ -30,7 +30,9 @@ import numpy as np
 
 _STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage",
             np.dtype(np.float64): "DoubleStorage", np.dtype(np.float16): "HalfStorage",
-            np.dtype(np.uint8): "ByteStorage", np.dtype(np.bool_): "BoolStorage"}  # fmt: skip
+            np.dtype(np.uint8): "ByteStorage", np.dtype(np.bool_): "BoolStorage",
+            np.dtype(np.int32): "IntStorage", np.dtype(np.int16): "ShortStorage",
+            np.dtype(np.int8): "CharStorage"}  # fmt: skip
 _SAFETENSORS = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): "I64"}
 
 
@@ -140,11 +142,11 @@ def torch_pickle(obj, *, legacy: bool = False) -> tuple[bytes, dict[str, np.ndar
 
 
 def write_zip_archive(path: str, pkl: bytes, storages: dict[str, bytes],
-                      compression: int = zipfile.ZIP_STORED) -> None:  # fmt: skip
+                      compression: int = zipfile.ZIP_STORED, byteorder: str = "little") -> None:  # fmt: skip
     """A torch zip archive of `pkl` (data.pkl) and the raw bytes of each storage key."""
     with zipfile.ZipFile(path, "w", compression) as zf:
         zf.writestr("archive/data.pkl", pkl)
-        zf.writestr("archive/byteorder", "little")
+        zf.writestr("archive/byteorder", byteorder)
         for k, raw in storages.items():
             zf.writestr(f"archive/data/{k}", raw)
         zf.writestr("archive/version", "3\n")

@@ -15,7 +15,7 @@ Hugging Face wav2vec 2.0 checkpoints. Three formats:
 Every pickle (the legacy header pickles too) goes through one restricted unpickler (`torch_pickle`)
 that, like `torch.load(weights_only=True)`, resolves only OrderedDict, the tensor-rebuild functions
 and the storage types, refuses every other global and runs no code. Unpickling leaves
-`_Tensor(storage, offset, size, stride)` placeholders; the object is then walked once (each shared
+`Tensor(storage, offset, size, stride)` placeholders; the object is then walked once (each shared
 sub-object once), the distinct views are grouped by storage and bounded, each storage is read once
 (only the element range its tensors use) and turned into arrays, and the placeholders are replaced.
 A view met twice (a tensor referred to twice, tied weights under two keys, equal rebuild calls) is
@@ -27,7 +27,7 @@ file itself and by these limits, checked before anything that size is allocated 
 breach, like every malformed file, raises ValueError naming the file and the reason:
 
   * `max_elements` (MAX_ELEMENTS = 2³¹ ≈ 2.1 G): elements of all arrays returned, together. The
-    largest checkpoint used here, wav2vec2-large (1.2 GB), has 317 M; 2³¹ float32 are 8 GiB.
+    largest checkpoint used here, wav2vec2-large (1.26 GB), has 315 M; 2³¹ float32 are 8 GiB.
   * `max_inflated` (MAX_INFLATED = 8 GiB): bytes taken out of the file — the object pickle plus,
     per storage, its bytes up to the last element a tensor uses (a compressed zip member is
     inflated that far). A zip member's declared size must be its storage's, as the pickle states,
@@ -37,8 +37,10 @@ breach, like every malformed file, raises ValueError naming the file and the rea
     nested 300,000 deep overflows C's stack); a container that contains itself is refused.
     Python's recursion limit caps max_depth at about 900.
   * MAX_HEADER_BYTES = 16 MiB: a torch file's object pickle or a safetensors JSON header; both only
-    describe the tensors (62 KB for wav2vec2-large's 422 tensors, 0.75 MB for 5000), and a
-    pickle opcode that declares more bytes than remain is refused before they are read.
+    describe the tensors (78 KB for wav2vec2-large's 422 tensors; ~80 B per frame of an extras
+    list, so 16 MiB is ~200,000 frames). The slowest pickle that fits, 8 M one-byte lists, takes
+    ~20 s and ~0.6 GB: the worst a torch file can cost with default limits (a compressed data.pkl
+    may come from a ~16 KB file; torch itself stores it uncompressed).
   * MAX_EXPANSION = 4 (+ EXPANSION_FLOOR = 2²⁰ elements): views may overlap (zero strides from
     expand(), a weight and its transpose), but the arrays returned may hold at most 4× the
     elements read from the storages, plus 1 M; otherwise 626 bytes could become 9 M floats.
@@ -50,7 +52,6 @@ The three keyword limits are arguments of `read_torch_file`, `read_safetensors` 
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 import json
 import math
@@ -66,8 +67,6 @@ from ua3dtalk_jax.data.torch_pickle import (
     LEGACY_MAGIC,
     Refused,
     Storage,
-    Unpickler,
-    UnpicklerInput,
     add_arrays,
     bf16_to_f32,
     is_count,
@@ -75,6 +74,7 @@ from ua3dtalk_jax.data.torch_pickle import (
     short,
     substitute,
     tensors_in,
+    unpickle,
 )
 
 MAX_ELEMENTS = 1 << 31
@@ -119,8 +119,7 @@ def _read_zip(zf: zipfile.ZipFile, limits: _Limits):
         with zf.open(root + "byteorder") as fh:
             order = ">" if fh.read(8) == b"big" else "<"
     storages: dict = {}
-    src = UnpicklerInput(io.BytesIO(data), len(data), MAX_HEADER_BYTES)
-    obj = Unpickler(src, limits.max_depth, storages).load()
+    obj, _ = unpickle(data, limits.max_depth, storages)
     views, ranges = plan(tensors_in(obj, limits.max_depth), limits, len(data))
     arrays: dict = {}
     for key, vs in views.items():
@@ -156,19 +155,26 @@ def _zip_range(zf: zipfile.ZipFile, name: str, s: Storage, rng: tuple, order: st
 def _read_legacy(fh, size: int, limits: _Limits):
     used = [0]
 
-    def unpickle(storages: dict | None = None):
-        src = UnpicklerInput(fh, size - fh.tell(), MAX_HEADER_BYTES)
-        obj = Unpickler(src, limits.max_depth, {} if storages is None else storages).load()
-        used[0] += src.used
+    def next_pickle(storages: dict | None = None):
+        start = fh.tell()
+        data = fh.read(min(size - start, MAX_HEADER_BYTES))
+        try:
+            obj, n = unpickle(data, limits.max_depth, {} if storages is None else storages)
+        except Exception:
+            if len(data) == MAX_HEADER_BYTES < size - start:  # it went on past the window
+                raise Refused(f"a pickle longer than MAX_HEADER_BYTES={MAX_HEADER_BYTES}") from None
+            raise
+        fh.seek(start + n)
+        used[0] += n
         return obj
 
-    if unpickle() != LEGACY_MAGIC:
+    if next_pickle() != LEGACY_MAGIC:
         raise Refused("neither a torch zip archive nor a legacy torch file")
-    unpickle()  # protocol version
-    unpickle()  # sys info (storages are little-endian whatever it says)
+    next_pickle()  # protocol version
+    next_pickle()  # sys info (storages are little-endian whatever it says)
     storages: dict = {}
-    obj = unpickle(storages)
-    keys = unpickle()
+    obj = next_pickle(storages)
+    keys = next_pickle()
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise Refused(f"its storage keys are {short(keys)}, not a list of strings")
     if len(set(keys)) != len(keys):

@@ -1,31 +1,37 @@
-"""The restricted unpickler of `torch_file.py`, and the walk over what it returns.
+"""The restricted unpickler of `torch_file.py`, and turning the placeholders it leaves into arrays.
 
 Like `torch.load(weights_only=True)`, `Unpickler` resolves only OrderedDict, torch's tensor- and
 parameter-rebuild functions and the storage types, and refuses every other global, so a file can
 never run code. A tensor becomes a `Tensor(storage, offset, size, stride)` placeholder whose
 fields are checked at once (counts, matching ranks); a persistent id becomes a `Storage` (key,
-type, element count as the pickle declares it, legacy view). It is pickle's pure-Python
-unpickler (about 3× slower than C's: 5 ms for wav2vec2-large's 62 KB pickle) because that lets
-each opcode be bounded where C's cannot be:
+type, element count as the pickle declares it, legacy view), one type and count per key. It is
+pickle's pure-Python unpickler (26 ms for wav2vec2-large's 78 KB pickle, C's takes 8) because
+that lets each opcode be bounded where C's cannot be:
 
-  * reads go through `UnpicklerInput`, which refuses a read past the pickle's end or past
-    its cap (torch_file's MAX_HEADER_BYTES) before making it (C's unpickler allocates whatever BINBYTES8 declares:
-    a 14-byte pickle asking for 2⁴⁰ bytes was a bare MemoryError);
+  * `unpickle` reads from memory, where a read past the end is short, never allocated (C's
+    unpickler allocates whatever BINBYTES8 declares before reading: a 14-byte pickle asking for
+    2⁴⁰ bytes was a bare MemoryError; so was a file's read(2⁴⁰));
   * each tuple's nesting is known as it is built and is refused past `max_depth` (hashing a
     tuple nested 300,000 deep, as a dict key, overflows C's stack: a segfault);
   * BUILD may set an OrderedDict's attributes (a state dict's `_metadata`), nothing else's, so a
     checked placeholder cannot be rewritten afterwards; BYTEARRAY8 (allocated before it is read,
     and never in a torch file) is refused.
 
-`tensors_in` then walks the object once per container (a sub-list shared at every level of a
-40-deep nesting is 41 lists, not 2⁴⁰ paths), refusing a container that contains itself or that
-nests deeper than `max_depth`. Reasons are raised as `Refused`; torch_file adds the file's name.
+Then, format-independent: `tensors_in` walks the object once per container (a sub-list shared
+at every level of a 40-deep nesting is 41 lists, not 2⁴⁰ paths), refusing a container that
+contains itself or nests deeper than `max_depth`; `plan` groups the distinct views (storage,
+legacy view, offset, size, stride) by storage, checks each against its storage's declared size
+and the limits, and gives each storage's element range to read; `add_arrays` copies the views
+out of a storage's bytes; `substitute` rebuilds the object with the arrays, each container once,
+so a view met twice is one array and shared containers stay shared. Reasons are raised as
+`Refused`; torch_file adds the file's name.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import math
 import pickle
 import reprlib
@@ -81,36 +87,6 @@ def _rebuild_tensor(storage, offset, size, stride, *_requires_grad_hooks_metadat
     return Tensor(storage, offset, tuple(size), tuple(stride))
 
 
-class UnpicklerInput:
-    """The file an Unpickler reads: `available` bytes from fh's position, at most `cap`.
-
-    A read that would pass either is refused before it is made, so no opcode can make the reader
-    allocate what it declares. `used` counts the bytes read.
-    """
-
-    def __init__(self, fh, available: int, cap: int):
-        self.fh, self.left, self.cap, self.used = fh, available, cap, 0
-
-    def _take(self, n: int) -> None:
-        if n > self.left:
-            raise Refused(f"the pickle wants {n} more bytes, {self.left} remain: truncated or "
-                          f"corrupt")  # fmt: skip
-        if self.used + n > self.cap:
-            raise Refused(f"a pickle longer than MAX_HEADER_BYTES={self.cap}")
-        self.left -= n
-        self.used += n
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n is None or n < 0 else n
-        self._take(n)
-        return self.fh.read(n)
-
-    def readline(self) -> bytes:
-        line = self.fh.readline(max(0, min(self.left, _LINE_MAX)))
-        self._take(len(line))
-        return line
-
-
 def _checked_tuple(load):
     """Pickle's `load` of a TUPLE* opcode, then the new tuple's nesting checked and recorded."""
 
@@ -130,14 +106,14 @@ class Unpickler(pickle._Unpickler):
     """torch.load(weights_only=True)'s globals, with each opcode bounded (module docstring).
 
     Args:
-      source: an UnpicklerInput.
+      source: an in-memory file (io.BytesIO: a read past its end is short, never allocated).
       max_depth: the deepest tuple allowed.
       storages: {key: (type name, numel)}, filled as storages are met; one meaning per key.
     """
 
     dispatch = dict(pickle._Unpickler.dispatch)  # noqa: RUF012 (pickle's own extensible table)
 
-    def __init__(self, source: UnpicklerInput, max_depth: int, storages: dict):
+    def __init__(self, source: io.BytesIO, max_depth: int, storages: dict):
         super().__init__(source)
         self.max_depth, self.storages, self.tuple_depth = max_depth, storages, {}
 
@@ -188,6 +164,20 @@ class Unpickler(pickle._Unpickler):
     for _op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
         dispatch[_op[0]] = _checked_tuple(pickle._Unpickler.dispatch[_op[0]])
     del _op
+
+
+def unpickle(data: bytes, max_depth: int, storages: dict) -> tuple[object, int]:
+    """(the object pickled at the start of `data`, the bytes its pickle takes).
+
+    Raises:
+      Refused: a pickle that ends early (an opcode that declared more bytes than remain read
+        what there was, and the next opcode found none); see also Unpickler.
+    """
+    src = io.BytesIO(data)
+    try:
+        return Unpickler(src, max_depth, storages).load(), src.tell()
+    except EOFError:
+        raise Refused(f"its pickle ends early ({len(data)} bytes): truncated or corrupt") from None
 
 
 def tensors_in(obj, max_depth: int) -> list[Tensor]:
