@@ -12,7 +12,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.data.torch_writer import BFloat16, Strided, write_safetensors, write_torch_file
+from tests.data.torch_writer import (
+    BFloat16,
+    Strided,
+    torch_pickle,
+    write_safetensors,
+    write_torch_file,
+    write_zip_archive,
+)
 from ua3dtalk_jax.data.torch_file import (
     read_checkpoint,
     read_safetensors,
@@ -84,6 +91,20 @@ def test_legacy_storage_views(tmp_path):
     a, b = read_torch_file(path)
     np.testing.assert_array_equal(a, [[5.0, 6.0], [7.0, 8.0]])  # view 4..11, offset 1
     np.testing.assert_array_equal(b, [10.0, 11.0, 12.0])
+
+
+def test_big_endian_storages(tmp_path):
+    """A zip whose `byteorder` says "big" (torch.save on a big-endian machine): native arrays."""
+    flat = np.arange(12, dtype=np.float64)
+    obj = {"w": np.arange(6, dtype=np.int32).reshape(2, 3), "t": Strided(flat, 1, (2, 2), (1, 3))}
+    pkl, storages = torch_pickle(obj)
+    raw = {k: a.astype(a.dtype.newbyteorder(">")).tobytes() for k, a in storages.items()}
+    path = str(tmp_path / "big.pt")
+    write_zip_archive(path, pkl, raw, byteorder="big")
+    got = read_torch_file(path)
+    assert got["w"].dtype == np.int32 and got["w"].dtype.isnative and got["t"].dtype.isnative
+    np.testing.assert_array_equal(got["w"], obj["w"])
+    np.testing.assert_array_equal(got["t"], [[1.0, 4.0], [2.0, 5.0]])
 
 
 @FORMATS

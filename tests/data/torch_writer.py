@@ -11,7 +11,10 @@ Python values, NumPy arrays (a contiguous storage each), `BFloat16` arrays or `S
 Tensors are pickled as `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False,
 OrderedDict())` with the persistent id ('storage', torch.<Type>Storage, key, 'cpu', numel) (legacy:
 and a 6th field, the storage view or None). The pure-Python pickler is used so that references to
-torch globals can be written as GLOBAL opcodes without importing torch.
+torch globals can be written as GLOBAL opcodes without importing torch. As in torch.save, an object
+met twice (the same array under two keys: tied weights; a shared sub-list) is pickled once and
+referred to twice. `torch_pickle` and `write_zip_archive` expose the two halves of a zip file so
+that tests/data/torch_crafted.py can assemble malformed ones.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import numpy as np
 
 _STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage",
             np.dtype(np.float64): "DoubleStorage", np.dtype(np.float16): "HalfStorage",
-            np.dtype(np.uint8): "ByteStorage", np.dtype(np.bool_): "BoolStorage"}  # fmt: skip
+            np.dtype(np.uint8): "ByteStorage", np.dtype(np.bool_): "BoolStorage",
+            np.dtype(np.int32): "IntStorage", np.dtype(np.int16): "ShortStorage",
+            np.dtype(np.int8): "CharStorage"}  # fmt: skip
 _SAFETENSORS = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): "I64"}
 
 
@@ -93,57 +98,81 @@ class _Pickler(pickle._Pickler):  # the pure-Python pickler: its `dispatch` tabl
         return (*pid, view)
 
 
-def _refs(obj, storages: dict):
-    """`obj` with arrays / Strided replaced by tensor references; storages: id(array) → key."""
+def _refs(obj, storages: dict, memo: dict):
+    """`obj` with arrays / Strided replaced by tensor references; storages: id(array) → key.
+
+    Memoised by identity, as torch's pickler is: an array or container met twice becomes one
+    pickled object referred to twice (tied weights; shared sub-lists stay shared and small)."""
+    if id(obj) in memo:
+        return memo[id(obj)][1]
 
     def storage(a: np.ndarray, view=None, type_name=None) -> _StorageRef:
         key = storages.setdefault(id(a), (str(len(storages)), a))[0]
         return _StorageRef(key, a, view, type_name or _STORAGE[a.dtype])
 
     if isinstance(obj, Strided):
-        return _TensorRef(storage(obj.storage, obj.view), obj.offset, obj.size, obj.stride)
-    if isinstance(obj, BFloat16):
+        out = _TensorRef(storage(obj.storage, obj.view), obj.offset, obj.size, obj.stride)
+    elif isinstance(obj, BFloat16):
         a = np.asarray(obj.array, np.float32)
         bits = (np.ascontiguousarray(a).view(np.uint32) >> 16).astype(np.uint16).reshape(-1)
         stride = tuple(int(np.prod(a.shape[i + 1 :])) for i in range(a.ndim))
-        return _TensorRef(storage(bits, None, "BFloat16Storage"), 0, a.shape, stride)
-    if isinstance(obj, np.ndarray):
+        out = _TensorRef(storage(bits, None, "BFloat16Storage"), 0, a.shape, stride)
+    elif isinstance(obj, np.ndarray):
         a = np.array(obj, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
-        ref = storage(a.reshape(-1))
-        return _TensorRef(ref, 0, a.shape, tuple(s // a.itemsize for s in a.strides))
-    if isinstance(obj, dict):
-        return type(obj)((k, _refs(v, storages)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_refs(v, storages) for v in obj)
-    return obj
+        stride = tuple(s // a.itemsize for s in a.strides)
+        out = _TensorRef(storage(a.reshape(-1)), 0, a.shape, stride)
+    elif isinstance(obj, dict):
+        out = type(obj)((k, _refs(v, storages, memo)) for k, v in obj.items())
+        if getattr(obj, "__dict__", None):  # state_dict()'s `_metadata`: pickled as a BUILD
+            out.__dict__.update(obj.__dict__)
+    elif isinstance(obj, (list, tuple)):
+        out = type(obj)(_refs(v, storages, memo) for v in obj)
+    else:
+        return obj
+    memo[id(obj)] = (obj, out)  # (keeps obj alive so that its id is not reused)
+    return out
 
 
-def write_torch_file(path: str, obj, *, legacy: bool = False) -> None:
-    """Writes `obj` (see the module docstring) where torch.load / `read_torch_file` can read it."""
+def torch_pickle(obj, *, legacy: bool = False) -> tuple[bytes, dict[str, np.ndarray]]:
+    """(the object pickle torch.save would write for `obj`, {storage key: its 1-D array})."""
     storages: dict = {}
     buf = io.BytesIO()
-    _Pickler(buf, legacy).dump(_refs(obj, storages))
-    by_key = dict(storages.values())
-    if legacy:
-        with open(path, "wb") as f:
-            pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
-            pickle.dump(1001, f, protocol=2)
-            sys_info = {"protocol_version": 1001, "little_endian": True,
-                        "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
-            pickle.dump(sys_info, f, protocol=2)
-            f.write(buf.getvalue())
-            keys = sorted(by_key)
-            pickle.dump(keys, f, protocol=2)
-            for k in keys:
-                f.write(np.int64(by_key[k].size).astype("<i8").tobytes())
-                f.write(by_key[k].astype(by_key[k].dtype.newbyteorder("<")).tobytes())
-        return
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("archive/data.pkl", buf.getvalue())
-        zf.writestr("archive/byteorder", "little")
-        for k, a in by_key.items():
-            zf.writestr(f"archive/data/{k}", a.astype(a.dtype.newbyteorder("<")).tobytes())
+    _Pickler(buf, legacy).dump(_refs(obj, storages, {}))
+    return buf.getvalue(), dict(storages.values())
+
+
+def write_zip_archive(path: str, pkl: bytes, storages: dict[str, bytes],
+                      compression: int = zipfile.ZIP_STORED, byteorder: str = "little") -> None:  # fmt: skip
+    """A torch zip archive of `pkl` (data.pkl) and the raw bytes of each storage key."""
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        zf.writestr("archive/data.pkl", pkl)
+        zf.writestr("archive/byteorder", byteorder)
+        for k, raw in storages.items():
+            zf.writestr(f"archive/data/{k}", raw)
         zf.writestr("archive/version", "3\n")
+
+
+def write_torch_file(path: str, obj, *, legacy: bool = False,
+                     compression: int = zipfile.ZIP_STORED) -> None:  # fmt: skip
+    """Writes `obj` (see the module docstring) where torch.load / `read_torch_file` can read it;
+    `compression` (zip only; torch itself stores) deflates the members."""
+    pkl, by_key = torch_pickle(obj, legacy=legacy)
+    raw = {k: a.astype(a.dtype.newbyteorder("<")).tobytes() for k, a in by_key.items()}
+    if not legacy:
+        write_zip_archive(path, pkl, raw, compression)
+        return
+    with open(path, "wb") as f:
+        pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
+        pickle.dump(1001, f, protocol=2)
+        sys_info = {"protocol_version": 1001, "little_endian": True,
+                    "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
+        pickle.dump(sys_info, f, protocol=2)
+        f.write(pkl)
+        keys = sorted(by_key)
+        pickle.dump(keys, f, protocol=2)
+        for k in keys:
+            f.write(np.int64(by_key[k].size).astype("<i8").tobytes())
+            f.write(raw[k])
 
 
 def write_safetensors(path: str, tensors: dict, dtypes: dict | None = None) -> None:

@@ -12,235 +12,347 @@ Hugging Face wav2vec 2.0 checkpoints. Three formats:
   * safetensors: an 8-byte little-endian header length, a JSON header {name: dtype, shape,
     data_offsets}, then the raw data.
 
-Every pickle (the legacy header pickles too) goes through one restricted unpickler that, like
-`torch.load(weights_only=True)`, resolves only OrderedDict, the tensor-rebuild functions and the
-storage types and refuses every other global, so a file can never run code. Tensors are rebuilt
-in two steps: unpickling leaves `_Tensor(storage, offset, size, stride)` placeholders (a legacy
-file's storages follow its object), `_resolve` then replaces them with numpy arrays throughout
-dicts, OrderedDicts, lists and tuples (UA-3DTalk's extras are lists of tensors). A tensor's
-extent is checked against its storage before the strided view is taken. bfloat16 comes back as
-float32 (bf16 is the high half of a float32). Every error names the file.
+Every pickle (the legacy header pickles too) goes through one restricted unpickler (`torch_pickle`)
+that, like `torch.load(weights_only=True)`, resolves only OrderedDict, the tensor-rebuild functions
+and the storage types, refuses every other global and runs no code. Unpickling leaves
+`Tensor(storage, offset, size, stride)` placeholders; the object is then walked once (each shared
+sub-object once), the distinct views are grouped by storage and bounded, each storage is read once
+(only the element range its tensors use) and turned into arrays, and the placeholders are replaced.
+A view met twice (a tensor referred to twice, tied weights under two keys, equal rebuild calls) is
+one array object; shared sub-lists stay shared. Arrays own their memory (copies of the storage
+bytes). bfloat16 comes back as float32 (bf16 is the high half of a float32).
+
+Limits. Files come from the internet, so what a file can make the reader spend is bounded by the
+file itself and by these limits, checked before anything that size is allocated or inflated. Each
+breach, like every malformed file, raises ValueError naming the file and the reason:
+
+  * `max_elements` (MAX_ELEMENTS = 2³¹ ≈ 2.1 G): elements of all arrays returned, together. The
+    largest checkpoint used here, wav2vec2-large (1.26 GB), has 315 M; 2³¹ float32 are 8 GiB.
+  * `max_inflated` (MAX_INFLATED = 8 GiB): bytes taken out of the file — the object pickle plus,
+    per storage, its bytes up to the last element a tensor uses (a compressed zip member is
+    inflated that far). A zip member's declared size must be its storage's, as the pickle states,
+    and a legacy count must fit in the rest of the file, before either is read.
+  * `max_depth` (MAX_DEPTH = 64): nesting of dicts, lists and tuples (state dicts nest 1-2 deep,
+    training checkpoints about 6). Tuples are checked as they are unpickled (hashing a tuple
+    nested 300,000 deep overflows C's stack); a container that contains itself is refused.
+    Python's recursion limit caps max_depth at about 900.
+  * MAX_HEADER_BYTES = 16 MiB: a torch file's object pickle or a safetensors JSON header; both only
+    describe the tensors (78 KB for wav2vec2-large's 422 tensors; ~80 B per frame of an extras
+    list, so 16 MiB is ~200,000 frames). The slowest pickle that fits, 8 M one-byte lists, takes
+    ~20 s and ~0.6 GB: the worst a torch file can cost with default limits (a compressed data.pkl
+    may come from a ~16 KB file; torch itself stores it uncompressed).
+  * MAX_EXPANSION = 4 (+ EXPANSION_FLOOR = 2²⁰ elements): views may overlap (zero strides from
+    expand(), a weight and its transpose), but the arrays returned may hold at most 4× the
+    elements read from the storages, plus 1 M; otherwise 626 bytes could become 9 M floats.
+
+The three keyword limits are arguments of `read_torch_file`, `read_safetensors` (no depth: flat),
+`read_checkpoint` and `read_state_dict`; the others are module constants.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import itertools
 import json
+import math
 import os
 import pickle
+import struct
 import zipfile
 
 import numpy as np
 
-# torch storage type → numpy dtype of its little-endian bytes; bf16 is read as uint16 and widened.
-_DTYPES = {"DoubleStorage": "<f8", "FloatStorage": "<f4", "HalfStorage": "<f2",
-           "BFloat16Storage": "<u2", "LongStorage": "<i8", "IntStorage": "<i4",
-           "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
-           "UntypedStorage": "u1"}  # fmt: skip
+from ua3dtalk_jax.data.torch_pickle import (
+    DTYPES,
+    LEGACY_MAGIC,
+    Refused,
+    Storage,
+    add_arrays,
+    bf16_to_f32,
+    is_count,
+    plan,
+    short,
+    substitute,
+    tensors_in,
+    unpickle,
+)
+
+MAX_ELEMENTS = 1 << 31
+MAX_INFLATED = 8 << 30
+MAX_DEPTH = 64
+MAX_HEADER_BYTES = 16 << 20
+MAX_EXPANSION = 4
+EXPANSION_FLOOR = 1 << 20
+
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
               "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}  # fmt: skip
-_ST_HEADER_MAX = 100 << 20  # the safetensors format's own limit on the JSON header
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_MALFORMED = (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, ValueError,
-              AttributeError, OverflowError, zipfile.BadZipFile)  # fmt: skip
+_ST_DETECT_MAX = 100 << 20  # the safetensors format's own limit on the JSON header
+_MALFORMED = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, TypeError,
+              ValueError, AttributeError, OverflowError, NotImplementedError, struct.error,
+              zipfile.BadZipFile)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
-class _Storage:
-    key: str
-    type_name: str  # a key of _DTYPES
-    view: tuple | None  # legacy storage view: (view key, offset, size) in elements
+class _Limits:
+    max_elements: int
+    max_inflated: int
+    max_depth: int
+    max_expansion: int = MAX_EXPANSION
+    expansion_floor: int = EXPANSION_FLOOR
 
 
-@dataclasses.dataclass(frozen=True)
-class _Tensor:
-    storage: _Storage
-    offset: int
-    size: tuple
-    stride: tuple
-
-
-def _rebuild_tensor(storage, offset, size, stride, *_requires_grad_hooks_metadata):
-    return _Tensor(storage, int(offset), tuple(size), tuple(stride))
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, fh, storages: dict[str, _Storage] | None = None):
-        super().__init__(fh)
-        self.storages = {} if storages is None else storages  # key → the first storage met
-
-    def find_class(self, module: str, name: str):
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return _rebuild_tensor
-        if module == "torch._utils" and name in ("_rebuild_parameter",
-                                                 "_rebuild_parameter_with_state"):  # fmt: skip
-            return lambda data, *_: data
-        if module == "torch" and name in _DTYPES:
-            return name
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-    def persistent_load(self, pid):
-        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
-            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-        if pid[1] not in _DTYPES:
-            raise pickle.UnpicklingError(f"unsupported storage type {pid[1]!r}")
-        s = _Storage(str(pid[2]), pid[1], pid[5] if len(pid) > 5 else None)
-        self.storages.setdefault(s.key, s)  # a legacy file's views of one key share its type
-        return s
-
-
-def _materialise(t: _Tensor, flat: np.ndarray) -> np.ndarray:
-    if t.storage.view is not None:
-        _view_key, start, n = t.storage.view
-        flat = flat[start : start + n]
-    if t.offset < 0 or any(s < 0 for s in t.stride) or any(n < 0 for n in t.size):
-        raise ValueError(f"tensor with negative offset, size or stride {t.size} {t.stride}")
-    last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride))
-    if all(t.size) and last >= flat.size:  # as_strided does not check: it would read past the end
-        raise ValueError(f"tensor of size {t.size} ends at {last}, its storage has {flat.size}")
-    if not all(t.size):
-        out = np.zeros(t.size, flat.dtype)
-    else:
-        strides = tuple(s * flat.itemsize for s in t.stride)
-        out = np.array(np.lib.stride_tricks.as_strided(flat[t.offset :], t.size, strides))
-    if t.storage.type_name == "BFloat16Storage":
-        out = _bf16_to_f32(out)
-    return out
-
-
-def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def _resolve(obj, flat_of):
-    """`obj` with every _Tensor, at any depth of dicts/lists/tuples, replaced by a numpy array."""
-    if isinstance(obj, _Tensor):
-        return _materialise(obj, flat_of(obj.storage))
-    if isinstance(obj, dict):  # dict and OrderedDict keep their type
-        return type(obj)((k, _resolve(v, flat_of)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_resolve(v, flat_of) for v in obj)
-    return obj
-
-
-def _flat(raw: bytes, s: _Storage, byteorder: str = "<") -> np.ndarray:
-    dtype = np.dtype(_DTYPES[s.type_name]).newbyteorder(byteorder)
-    if len(raw) % dtype.itemsize:
-        raise ValueError(f"storage {s.key}: {len(raw)} bytes, not whole {dtype} elements")
-    return np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="), copy=False)
-
-
-def _read_zip(zf: zipfile.ZipFile):
+def _read_zip(zf: zipfile.ZipFile, limits: _Limits):
     names = zf.namelist()
     pkls = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
     if not pkls:
-        raise ValueError("zip without data.pkl, not a torch file")
-    pkl = min(pkls, key=lambda n: n.count("/"))
-    root = pkl[: -len("data.pkl")]
-    order = ">" if root + "byteorder" in names and zf.read(root + "byteorder") == b"big" else "<"
+        raise Refused("zip without data.pkl, not a torch file")
+    pkl = zf.getinfo(min(pkls, key=lambda n: n.count("/")))
+    root = pkl.filename[: -len("data.pkl")]
+    caps = {"MAX_HEADER_BYTES": MAX_HEADER_BYTES, "max_inflated": limits.max_inflated}
+    for name, cap in caps.items():  # checked before inflating anything
+        if pkl.file_size > cap:
+            raise Refused(f"data.pkl is {pkl.file_size} bytes, more than {name}={cap}")
     with zf.open(pkl) as fh:
-        obj = _Unpickler(fh).load()
-    cache: dict[str, np.ndarray] = {}
-
-    def flat_of(s: _Storage) -> np.ndarray:
-        if s.key not in cache:
-            cache[s.key] = _flat(zf.read(f"{root}data/{s.key}"), s, order)
-        return cache[s.key]
-
-    return _resolve(obj, flat_of)
-
-
-def _read_legacy(fh):
-    if _Unpickler(fh).load() != _LEGACY_MAGIC:
-        raise ValueError("neither a torch zip archive nor a legacy torch file")
-    _Unpickler(fh).load()  # protocol version
-    _Unpickler(fh).load()  # sys info (storages are little-endian whatever it says)
-    storages: dict[str, _Storage] = {}
-    obj = _Unpickler(fh, storages).load()
-    flats = {}
-    for key in _Unpickler(fh).load():
-        s = storages.get(key, _Storage(key, "ByteStorage", None))  # unreferenced: skip as bytes
-        numel = int.from_bytes(fh.read(8), "little")
-        nbytes = numel * np.dtype(_DTYPES[s.type_name]).itemsize
-        raw = fh.read(nbytes)
-        if len(raw) != nbytes:
-            raise ValueError(f"storage {key} truncated: {len(raw)} of {nbytes} bytes")
-        flats[key] = _flat(raw, s)
-    return _resolve(obj, lambda s: flats[s.key])
+        data = fh.read(pkl.file_size)
+    order = "<"
+    if root + "byteorder" in names:
+        with zf.open(root + "byteorder") as fh:
+            order = ">" if fh.read(8) == b"big" else "<"
+    storages: dict = {}
+    obj, _ = unpickle(data, limits.max_depth, storages)
+    views, ranges = plan(tensors_in(obj, limits.max_depth), limits, len(data))
+    arrays: dict = {}
+    for key, vs in views.items():
+        if key not in ranges:  # only empty tensors: nothing to read
+            add_arrays(None, 0, vs, arrays)
+            continue
+        storage = next(iter(vs.values())).storage
+        raw = _zip_range(zf, f"{root}data/{key}", storage, ranges[key], order)
+        add_arrays(raw, ranges[key][0], vs, arrays)
+    return substitute(obj, arrays)
 
 
-def read_torch_file(path: str):
+def _zip_range(zf: zipfile.ZipFile, name: str, s: Storage, rng: tuple, order: str) -> np.ndarray:
+    """Elements [lo, hi) of storage `s` from its member, inflating nothing past element hi."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise Refused(f"storage {s.key} is not in the archive") from None
+    dtype = np.dtype(DTYPES[s.type_name]).newbyteorder(order)
+    if info.file_size != s.numel * dtype.itemsize:  # checked before inflating anything
+        raise Refused(f"storage {s.key} is {info.file_size} bytes in the archive, but its pickle "
+                      f"declares {s.numel} {s.type_name} elements "
+                      f"({s.numel * dtype.itemsize} bytes)")  # fmt: skip
+    lo, hi = rng
+    with zf.open(info) as fh:
+        fh.seek(lo * dtype.itemsize)  # (a compressed member inflates up to there, in chunks)
+        raw = fh.read((hi - lo) * dtype.itemsize)
+    if len(raw) != (hi - lo) * dtype.itemsize:
+        raise Refused(f"storage {s.key} truncated: {len(raw)} of {(hi - lo) * dtype.itemsize} B")
+    return np.frombuffer(raw, dtype)
+
+
+def _read_legacy(fh, size: int, limits: _Limits):
+    used = [0]
+
+    def next_pickle(storages: dict | None = None):
+        start = fh.tell()
+        data = fh.read(min(size - start, MAX_HEADER_BYTES))
+        try:
+            obj, n = unpickle(data, limits.max_depth, {} if storages is None else storages)
+        except Exception:
+            if len(data) == MAX_HEADER_BYTES < size - start:  # it went on past the window
+                raise Refused(f"a pickle longer than MAX_HEADER_BYTES={MAX_HEADER_BYTES}") from None
+            raise
+        fh.seek(start + n)
+        used[0] += n
+        return obj
+
+    if next_pickle() != LEGACY_MAGIC:
+        raise Refused("neither a torch zip archive nor a legacy torch file")
+    next_pickle()  # protocol version
+    next_pickle()  # sys info (storages are little-endian whatever it says)
+    storages: dict = {}
+    obj = next_pickle(storages)
+    keys = next_pickle()
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise Refused(f"its storage keys are {short(keys)}, not a list of strings")
+    if len(set(keys)) != len(keys):
+        raise Refused("its storage keys repeat")
+    views, ranges = plan(tensors_in(obj, limits.max_depth), limits, used[0])
+    arrays: dict = {}
+    for key in keys:
+        _legacy_storage(fh, size, key, storages, views.get(key, {}), ranges.get(key), arrays)
+    for key in views.keys() - set(keys):
+        if key in ranges:
+            raise Refused(f"storage {key} is not in the file")
+        add_arrays(None, 0, views[key], arrays)  # only empty tensors: nothing to read
+    return substitute(obj, arrays)
+
+
+def _legacy_storage(fh, size: int, key: str, storages, views, rng, arrays) -> None:
+    """Reads the next storage of a legacy file: its count, then the element range its views use."""
+    head = fh.read(8)
+    if len(head) != 8:
+        raise Refused(f"storage {key} truncated: no element count")
+    count = int.from_bytes(head, "little", signed=True)
+    type_name, numel = storages.get(key, ("ByteStorage", count))  # unreferenced: skip as bytes
+    itemsize = np.dtype(DTYPES[type_name]).itemsize
+    start, left = fh.tell(), size - fh.tell()
+    if not 0 <= count * itemsize <= left:
+        raise Refused(f"storage {key} declares {count} elements ({count * itemsize} bytes) but "
+                      f"{left} bytes remain: truncated or corrupt")  # fmt: skip
+    if count != numel:
+        raise Refused(f"storage {key} holds {count} elements in the file, {numel} in its pickle")
+    if rng is not None:
+        lo, hi = rng
+        fh.seek(start + lo * itemsize)
+        raw = np.frombuffer(fh.read((hi - lo) * itemsize), np.dtype(DTYPES[type_name]))
+        add_arrays(raw, lo, views, arrays)
+    elif views:
+        add_arrays(None, 0, views, arrays)
+    fh.seek(start + count * itemsize)
+
+
+def read_torch_file(path: str, *, max_elements: int = MAX_ELEMENTS,
+                    max_inflated: int = MAX_INFLATED, max_depth: int = MAX_DEPTH):  # fmt: skip
     """The object `torch.save` wrote to `path` (zip or legacy format), tensors as numpy arrays.
 
     Args:
       path: a torch file (`.pth`, `.pt`, `.bin`, `.model`, ...).
+      max_elements, max_inflated, max_depth: the limits of the module docstring.
     Returns:
       The saved object: dicts, OrderedDicts, lists, tuples and Python scalars as themselves, each
-      tensor an array of its shape and dtype (bfloat16 as float32).
+      tensor an array of its shape and dtype (bfloat16 as float32); a tensor or container met
+      twice is one object.
     Raises:
       FileNotFoundError / ValueError naming the file: missing, not a torch file, a refused global,
-      or malformed.
+      malformed, or beyond a limit.
     """
     path = os.fspath(path)
     _require_file(path)
+    limits = _Limits(max_elements, max_inflated, max_depth)
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
-                return _read_zip(zf)
+                return _read_zip(zf, limits)
         with open(path, "rb") as fh:
-            return _read_legacy(fh)
+            return _read_legacy(fh, os.path.getsize(path), limits)
+    except Refused as e:
+        raise ValueError(f"{path}: {e}") from None
     except _MALFORMED as e:
         raise ValueError(f"{path}: unreadable torch file ({e})") from None
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """{name: numpy array} of a safetensors file (bfloat16 as float32)."""
+def read_safetensors(path: str, *, max_elements: int = MAX_ELEMENTS,
+                     max_inflated: int = MAX_INFLATED) -> dict[str, np.ndarray]:  # fmt: skip
+    """{name: numpy array} of a safetensors file (bfloat16 as float32), in header order.
+
+    Args:
+      path: a `.safetensors` file.
+      max_elements, max_inflated: the limits of the module docstring (bytes read, header included).
+    Raises:
+      FileNotFoundError / ValueError naming the file: missing, malformed, or beyond a limit.
+    """
     path = os.fspath(path)
     _require_file(path)
     if not _is_safetensors(path):
         raise ValueError(f"{path}: not a safetensors file")
-    with open(path, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError as e:
-            raise ValueError(f"{path}: unreadable safetensors header ({e})") from None
-        data = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            return _read_safetensors(fh, os.path.getsize(path), max_elements, max_inflated)
+    except Refused as e:
+        raise ValueError(f"{path}: {e}") from None
+    except (ValueError, RecursionError) as e:  # JSON syntax, nesting, encoding
+        raise ValueError(f"{path}: unreadable safetensors header ({e})") from None
+
+
+def _read_safetensors(fh, size: int, max_elements: int, max_inflated: int) -> dict:
+    n = int.from_bytes(fh.read(8), "little")
+    if n > MAX_HEADER_BYTES:
+        raise Refused(f"its header is {n} bytes, more than MAX_HEADER_BYTES={MAX_HEADER_BYTES}")
+    entries = _st_entries(json.loads(fh.read(n)), size - 8 - n)
+    total = sum(math.prod(shape) for _, _, shape, _, _ in entries)
+    if total > max_elements:
+        raise Refused(f"its tensors hold {total} elements, more than max_elements={max_elements}")
+    need = 8 + n + sum(b - a for *_, a, b in entries)
+    if need > max_inflated:
+        raise Refused(f"reading it takes {need} bytes, more than max_inflated={max_inflated}")
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in _ST_DTYPES:
-            raise ValueError(f"{path}: unsupported safetensors dtype {info['dtype']} of {name}")
-        a, b = info["data_offsets"]
-        if not 0 <= a <= b <= len(data):
-            raise ValueError(f"{path}: {name} lies outside the file's data ({a}..{b})")
-        try:
-            arr = np.frombuffer(data[a:b], _ST_DTYPES[info["dtype"]]).reshape(info["shape"])
-        except ValueError as e:
-            raise ValueError(f"{path}: {name}: {e}") from None
-        out[name] = _bf16_to_f32(arr) if info["dtype"] == "BF16" else arr.copy()
+    for name, code, shape, a, b in entries:
+        fh.seek(8 + n + a)
+        raw = bytearray(b - a)  # (writable: the array owns it, no copy)
+        if fh.readinto(raw) != b - a:
+            raise Refused(f"{name} truncated")
+        arr = np.frombuffer(raw, _ST_DTYPES[code]).reshape(shape)
+        out[name] = bf16_to_f32(arr) if code == "BF16" else arr
     return out
 
 
-def read_checkpoint(path: str):
-    """A weights file's object, tensors as numpy: safetensors, torch zip or legacy torch."""
+def _st_entries(header, data_size: int) -> list[tuple]:
+    """[(name, dtype code, shape, start, end)] of a safetensors header, checked: the format's
+    fields and types, each tensor's bytes matching its shape, inside the data, none overlapping."""
+    if not isinstance(header, dict):
+        raise Refused(f"its header is a JSON {type(header).__name__}, not an object")
+    entries = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise Refused(f"header entry {name}: {short(info)}, not {{dtype, shape, data_offsets}}")
+        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(code, str) or code not in _ST_DTYPES:
+            raise Refused(f"unsupported safetensors dtype {short(code)} of {name}")
+        if not isinstance(shape, list) or not all(map(is_count, shape)):
+            raise Refused(f"{name}: shape {short(shape)} is not a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(is_count, offsets))
+                and offsets[0] <= offsets[1] <= data_size):  # fmt: skip
+            raise Refused(f"{name} lies outside the file's data ({short(offsets)}, {data_size} B)")
+        nbytes = math.prod(shape) * np.dtype(_ST_DTYPES[code]).itemsize
+        if offsets[1] - offsets[0] != nbytes:
+            raise Refused(f"{name}: {shape} {code} is {nbytes} bytes, its data_offsets span "
+                          f"{offsets[1] - offsets[0]}")  # fmt: skip
+        entries.append((name, code, tuple(shape), *offsets))
+    spans = sorted((a, b, name) for name, _, _, a, b in entries)
+    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+        if start < end:
+            raise Refused(f"{first} and {second} overlap in the file's data")
+    return entries
+
+
+def read_checkpoint(path: str, *, max_elements: int = MAX_ELEMENTS,
+                    max_inflated: int = MAX_INFLATED, max_depth: int = MAX_DEPTH):  # fmt: skip
+    """A weights file's object, tensors as numpy: safetensors, torch zip or legacy torch.
+
+    Args:
+      path: the file.
+      max_elements, max_inflated, max_depth: the limits of the module docstring (a safetensors
+        file is flat: no depth).
+    """
     path = os.fspath(path)
     _require_file(path)
     if not zipfile.is_zipfile(path) and _is_safetensors(path):
-        return read_safetensors(path)
-    return read_torch_file(path)
+        return read_safetensors(path, max_elements=max_elements, max_inflated=max_inflated)
+    return read_torch_file(path, max_elements=max_elements, max_inflated=max_inflated,
+                           max_depth=max_depth)  # fmt: skip
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-    """{key: array} of a weights file: a bare state dict or the "state_dict" of a checkpoint."""
-    obj = read_checkpoint(path)
+def read_state_dict(path: str, *, max_elements: int = MAX_ELEMENTS,
+                    max_inflated: int = MAX_INFLATED,
+                    max_depth: int = MAX_DEPTH) -> dict[str, np.ndarray]:  # fmt: skip
+    """{key: array} of a weights file: a bare state dict or the "state_dict" of a checkpoint.
+
+    Args:
+      path: a safetensors, torch zip or legacy torch file.
+      max_elements, max_inflated, max_depth: the limits of the module docstring.
+    Returns:
+      {key: array}; a tensor under two keys (tied weights) is one array.
+    """
+    obj = read_checkpoint(path, max_elements=max_elements, max_inflated=max_inflated,
+                          max_depth=max_depth)  # fmt: skip
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(sd, dict):
-        raise ValueError(f"{path}: holds a {type(sd).__name__}, not a state dict")
+        raise ValueError(f"{path}: holds a {type(sd).__name__}, not a state dict")  # noqa: TRY004
     return sd
 
 
@@ -255,4 +367,4 @@ def _is_safetensors(path: str) -> bool:
     if len(head) < 9:
         return False
     n = int.from_bytes(head[:8], "little")
-    return 0 < n <= min(_ST_HEADER_MAX, os.path.getsize(path) - 8) and head[8:9] == b"{"
+    return 0 < n <= min(_ST_DETECT_MAX, os.path.getsize(path) - 8) and head[8:9] == b"{"
