@@ -55,6 +55,7 @@ def test_emotion_distillation_with_a_pretrained_wav2vec_end_to_end(tiny_subject_
     model, params, means, m = train_emotion(data, cfg, jax.random.PRNGKey(0), log=lines.append)
     w2v, want = load_wav2vec2(str(W2V))
     assert model.wav2vec == w2v.config and m["wav2vec_pretrained"]
+    assert any(line.startswith("emotion_finetune step 3/3") for line in lines), lines
     assert model.n_wav_frames == w2v.config.n_frames(emotion_inputs.window_samples(cfg.emotion))
     # frozen through pre-training and fine-tuning: bit for bit the folder's weights
     jax.tree.map(np.testing.assert_array_equal, params["wav2vec2"], want["params"])

@@ -217,6 +217,7 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # model, frozen, with CA-MSER's classifier on [s ‖ m ‖ f] (models/emotion/encoder.py); sizes
     # come from its config.json, wav_channels/wav_dim are unused. Empty: the conv feature encoder
     # (wav_channels/wav_dim) is trained from scratch and the classifier sees f_emo-attn alone.
+    # The stage-1 checkpoint holds the weights; loading it reads the folder's config.json again.
     e.wav2vec_weights = ""
     e.feature_dim = 128  # f_emo-attn
     e.dropout = 0.1
