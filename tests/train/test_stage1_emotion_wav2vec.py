@@ -62,7 +62,8 @@ def test_emotion_distillation_with_a_pretrained_wav2vec_end_to_end(tiny_subject_
     assert "wav_encoder" not in params and params["fusion_1"]["kernel"].shape == (3 * 128, 128)
     assert params["classifier"]["kernel"].shape == (128, len(EMOTIONS))
     assert np.isfinite(m["finetune"]["loss_last"]) and means.shape == (len(EMOTIONS), 128)
-    out = emo.emotion_features(model, params, data.stream, np.asarray(data.centres)[:5], cfg.emotion)
+    centres = np.asarray(data.centres)[:5]
+    out = emo.emotion_features(model, params, data.stream, centres, cfg.emotion)
     assert out["f_emo"].shape == (5, 128) and np.all(np.isfinite(out["f_emo"]))
     # load_stage1 rebuilds the encoder from the checkpoint's JSON config: the same tree
     saved = _config(json.loads(json.dumps(cfg.to_dict())))
@@ -76,7 +77,7 @@ def test_emotion_distillation_with_a_pretrained_wav2vec_end_to_end(tiny_subject_
 def test_the_optimiser_leaves_the_pretrained_wav2vec_untouched():
     cfg = wav2vec_cfg()
     model = emo.build_encoder(cfg.emotion, 4, EXP_DIM)
-    params = {"wav2vec2": {"w": np.ones(3, np.float32)}, "classifier": {"w": np.ones(3, np.float32)}}
+    params = {name: {"w": np.ones(3, np.float32)} for name in ("wav2vec2", "classifier")}
     tx = emo.emotion_optimizer(cfg.emotion, model)
     grads = jax.tree.map(np.ones_like, params)
     updates, _ = tx.update(grads, tx.init(params), params)

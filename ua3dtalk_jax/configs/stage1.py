@@ -5,8 +5,8 @@ expr_prior, stylenet, fuse, emotion) plus the shared data settings. Presets:
 
   paper  the originals' sizes: Wav2Lip colour SyncNet (96² face, lower half 48×96, 512-wide), StyleNet
          (BiLSTM 2×640, MLP 640-320-64), CA-MSER (3 s windows, 224×336 jet spectrogram through
-         AlexNet, 40-MFCC BiLSTM 2×256, wav2vec 2.0 (pretrained with `emotion.wav2vec_weights`, else
-         its conv encoder from scratch), 149 attended wav frames).
+         AlexNet, 40-MFCC BiLSTM 2×256, wav2vec 2.0 (pretrained with `emotion.wav2vec_weights`,
+         else its conv encoder from scratch), 149 attended wav frames).
   cpu    the whole stage 1 on the default synthetic subject (256², ~60 s) in minutes on 2 cores:
          48 px face crops, 1 s emotion windows, 64×64 spectrogram images, 16–128 channels.
   tiny   seconds; for tests.

@@ -81,7 +81,7 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
     if wav is not None:
         if jax.tree.structure(wav) != jax.tree.structure(params.get("wav2vec2")):
             raise ValueError(f"stage1.emotion.wav2vec_weights={path}: the encoder was not built "
-                             "for it (build it with build_encoder from the same config)")  # fmt: skip
+                             "for it (use build_encoder with the same config)")  # fmt: skip
         params = dict(params, wav2vec2=wav)
     return params, imagenet is not None
 

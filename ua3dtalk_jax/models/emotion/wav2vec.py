@@ -38,8 +38,8 @@ _MODEL_SCOPES = ("feature_extractor.", "feature_projection.", "encoder.")
 _STRIP = re.compile(r"^(?:module\.)?(?:wav2vec2\.)?")
 _INDEXED = re.compile(r"^(.*)_(\d+)$")  # flax "layers_3" ↔ torch "layers.3"
 _POS_CONV = "encoder.pos_conv_embed.conv."
-_WEIGHT_NORM = (("weight_g", "weight_v"),
-                ("parametrizations.weight.original0", "parametrizations.weight.original1"))  # fmt: skip
+_PARAMETRIZATIONS = ("parametrizations.weight.original0", "parametrizations.weight.original1")
+_WEIGHT_NORM = (("weight_g", "weight_v"), _PARAMETRIZATIONS)
 
 
 def load_wav2vec2(path: str) -> tuple[Wav2Vec2Model, dict]:
@@ -151,7 +151,7 @@ def params_from_state_dict(state_dict: dict, config: Wav2Vec2Config, source: str
     def take(key: str, want: tuple) -> np.ndarray:
         if key not in sd:
             raise ValueError(f"{source}: no tensor {key!r} (with or without the 'wav2vec2.' "
-                             "prefix); is this the wav2vec 2.0 that config.json describes?")  # fmt: skip
+                             "prefix); is this the wav2vec 2.0 config.json describes?")  # fmt: skip
         a = np.asarray(sd[key], np.float32)
         if tuple(a.shape) != tuple(want):
             raise ValueError(f"{source}: tensor {key!r} has shape {tuple(a.shape)}, but "

@@ -1,4 +1,4 @@
-"""wav2vec 2.0 (Baevski et al. 2020) in Flax: what Hugging Face's `Wav2Vec2Model` computes in eval mode.
+"""wav2vec 2.0 (Baevski et al. 2020) in Flax: what Hugging Face's `Wav2Vec2Model` computes (eval).
 
 The waveform branch of CA-MSER (paper §2.2). Eval mode throughout: no dropout, no SpecAugment
 masking, no LayerDrop, no attention mask (every window is full length). With raw input values
@@ -52,7 +52,7 @@ ACTIVATIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class Wav2Vec2Config:
-    """The fields of HF's `Wav2Vec2Config` that shape the eval-mode model (defaults: wav2vec2-base)."""
+    """The fields of HF's `Wav2Vec2Config` that shape the eval-mode model (defaults: base's)."""
 
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -97,8 +97,8 @@ class Wav2Vec2Config:
         """Raises ValueError (naming `source` and the field) where the sizes do not fit together."""
         n = len(self.conv_dim)
         if n == 0 or len(self.conv_kernel) != n or len(self.conv_stride) != n:
-            raise ValueError(f"{source}: conv_dim, conv_kernel and conv_stride must have one equal, "
-                             f"non-zero length, got {self.conv_dim}, {self.conv_kernel}, "
+            raise ValueError(f"{source}: conv_dim, conv_kernel and conv_stride must have one "
+                             f"equal, non-zero length, got {self.conv_dim}, {self.conv_kernel}, "
                              f"{self.conv_stride}")  # fmt: skip
         if self.feat_extract_norm not in ("group", "layer"):
             raise ValueError(f"{source}: feat_extract_norm {self.feat_extract_norm!r}, "
@@ -135,7 +135,7 @@ def _layer_norm(eps: float, name: str) -> nn.LayerNorm:
 
 
 class ConvLayer(nn.Module):
-    """One feature-encoder layer: conv (VALID), optional norm, activation; (B, T, C_in) → (B, T', C)."""
+    """A feature-encoder layer: VALID conv, optional norm, activation; (B, T, C_in) → (B, T', C)."""
 
     features: int
     kernel: int
@@ -238,7 +238,7 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Positional conv, the encoder LayerNorm and the N layers → (last hidden state, hidden_states)."""
+    """Positional conv, encoder LayerNorm and the N layers → (last hidden state, hidden_states)."""
 
     config: Wav2Vec2Config
 
