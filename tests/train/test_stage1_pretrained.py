@@ -1,7 +1,7 @@
 """User-provided weights in stage-1 training: a Wav2Lip SyncNet (`syncnet.pretrained`, frozen, its
-mel offset used wherever it scores faces) and wav2vec 2.0 (`emotion.wav2vec_weights`, the waveform
-encoder's initial params). The files are small random ones in the originals' layouts, written
-without torch (tests/data/torch_writer.py)."""
+mel offset used wherever it scores faces). The files are small random ones in the original's
+layout, written without torch (tests/data/torch_writer.py). wav2vec 2.0 (`emotion.wav2vec_weights`):
+tests/train/test_stage1_emotion_wav2vec.py."""
 
 import json
 
@@ -10,15 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.data.torch_writer import write_safetensors, write_torch_file
-from tests.models.emotion.test_wav2vec import C as WAV_C
-from tests.models.emotion.test_wav2vec import D as WAV_D
-from tests.models.emotion.test_wav2vec import hf_state_dict
+from tests.data.torch_writer import write_torch_file
 from tests.models.prior.test_weights import _checkpoint, _state_dict
 from ua3dtalk_jax.configs.stage1 import stage1_config
-from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2_encoder
 from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
-from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
 from ua3dtalk_jax.train.stage1 import _config
 from ua3dtalk_jax.train.stage1_loop import init_state
@@ -139,37 +134,3 @@ def test_sync_auc_pairs_faces_with_the_offset_chunk():
     data = {"crops": crops, "mel": mel}
     auc = {o: prior.sync_auc(MarkerSync(faces=True), {}, data, 0, n, t, 5, o) for o in (0, 1)}
     assert auc[1] == 1.0 and auc[0] == 0.5, auc
-
-
-@pytest.fixture(scope="module")
-def wav2vec_file(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("w") / "model.safetensors")
-    write_safetensors(path, hf_state_dict(np.random.default_rng(0)))
-    return path
-
-
-def emotion_cfg(path, sizes=(WAV_C, WAV_D)):
-    e = stage1_config("tiny").emotion.copy_and_resolve_references()
-    e.alexnet_pretrained = False  # not what is tested here
-    e.wav_channels, e.wav_dim = sizes
-    e.wav2vec_weights = path
-    return e
-
-
-def test_init_encoder_loads_the_wav2vec_weights(wav2vec_file):
-    e = emotion_cfg(wav2vec_file)
-    model = emo.build_encoder(e, 8, EXP_DIM)
-    assert model.wav_torch_numerics
-    params, _ = emo.init_encoder(model, e, jax.random.PRNGKey(0))
-    want = load_wav2vec2_encoder(wav2vec_file)
-    assert jax.tree.structure(params["wav_encoder"]) == jax.tree.structure(want)
-    jax.tree.map(np.testing.assert_array_equal, params["wav_encoder"], want)
-    assert not emo.build_encoder(emotion_cfg(""), 8, EXP_DIM).wav_torch_numerics
-
-
-def test_init_encoder_refuses_other_sizes(wav2vec_file):
-    tiny = stage1_config("tiny").emotion
-    assert (tiny.wav_channels, tiny.wav_dim) != (WAV_C, WAV_D)
-    e = emotion_cfg(wav2vec_file, (tiny.wav_channels, tiny.wav_dim))
-    with pytest.raises(ValueError, match=r"model\.safetensors.*wav_channels/wav_dim"):
-        emo.init_encoder(emo.build_encoder(e, 8, EXP_DIM), e, jax.random.PRNGKey(0))

@@ -5,7 +5,8 @@ expr_prior, stylenet, fuse, emotion) plus the shared data settings. Presets:
 
   paper  the originals' sizes: Wav2Lip colour SyncNet (96² face, lower half 48×96, 512-wide), StyleNet
          (BiLSTM 2×640, MLP 640-320-64), CA-MSER (3 s windows, 224×336 jet spectrogram through
-         AlexNet, 40-MFCC BiLSTM 2×256, wav2vec-2.0-sized conv encoder, 149 attended wav frames).
+         AlexNet, 40-MFCC BiLSTM 2×256, wav2vec 2.0 (pretrained with `emotion.wav2vec_weights`,
+         else its conv encoder from scratch), 149 attended wav frames).
   cpu    the whole stage 1 on the default synthetic subject (256², ~60 s) in minutes on 2 cores:
          48 px face crops, 1 s emotion windows, 64×64 spectrogram images, 16–128 channels.
   tiny   seconds; for tests.
@@ -210,9 +211,13 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     e.lstm_layers = z["emo_layers"]
     e.wav_channels = z["wav_ch"]
     e.wav_dim = z["wav_dim"]
-    # A user's Hugging Face wav2vec2-base `pytorch_model.bin` / `model.safetensors` (no download):
-    # initialises the waveform encoder (sizes must equal wav_channels/wav_dim: the paper preset's
-    # 512/768). Empty: trained from scratch.
+    # A user's Hugging Face wav2vec 2.0 folder (config.json + model.safetensors or
+    # pytorch_model.bin, e.g. wav2vec2-base or wav2vec2-base-960h as CA-MSER; a weights file in
+    # such a folder also works; nothing is downloaded): the waveform branch is then that complete
+    # model, frozen, with CA-MSER's classifier on [s ‖ m ‖ f] (models/emotion/encoder.py); sizes
+    # come from its config.json, wav_channels/wav_dim are unused. Empty: the conv feature encoder
+    # (wav_channels/wav_dim) is trained from scratch and the classifier sees f_emo-attn alone.
+    # The stage-1 checkpoint holds the weights; loading it reads the folder's config.json again.
     e.wav2vec_weights = ""
     e.feature_dim = 128  # f_emo-attn
     e.dropout = 0.1

