@@ -32,6 +32,7 @@ _CACHE = cli.define_compile_cache()
 
 def main(argv):
     del argv
+    from ua3dtalk_jax.audio.precomputed import check_choice  # noqa: PLC0415
     from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
     from ua3dtalk_jax.eval.heldout_video import HeldoutVideo  # noqa: PLC0415
     from ua3dtalk_jax.train import parallel, run  # noqa: PLC0415
@@ -43,6 +44,7 @@ def main(argv):
     try:
         cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
         feature_source(cfg)
+        check_choice(cfg.data.audio_feature)
         subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
     except (FileNotFoundError, ValueError) as e:  # a bad --set or --subject: the message names it
         sys.exit(f"train: {e}")

@@ -15,7 +15,9 @@ import time
 
 import ml_collections
 
+from ua3dtalk_jax.audio.precomputed import check_choice
 from ua3dtalk_jax.configs import sync_schedule
+from ua3dtalk_jax.data.stage2_audio import resolve_audio, trained_on
 from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config, with_legacy_defaults
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import has_stage1
@@ -96,6 +98,13 @@ def check_workdir(cfg, workdir: str) -> None:
             old = with_legacy_defaults(json.load(f))
         new = json.loads(json.dumps(cfg.to_dict()))
         diff = sorted(_diff(old, new))
+        if any(d == "data.audio_feature" or d.startswith("model.audio.") for d in diff):
+            was = ml_collections.ConfigDict(old)
+            raise ValueError(
+                f"{workdir} was trained on {trained_on(was.data, was.model.audio)} audio "
+                f"features; this run reads {trained_on(cfg.data, cfg.model.audio)}: pass "
+                f"--set=data.audio_feature={was.data.audio_feature} (the subject must still have "
+                "those features) or use a new --workdir")  # fmt: skip
         if diff:
             raise ValueError(
                 f"{workdir} was trained with another config (differs in {', '.join(diff[:8])}); "
@@ -145,6 +154,11 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     if has_stage1(workdir):
         log(f"stage 1: checkpoint found in {ckpt}, not retrained")
     else:
+        if not subject.has("aud.wav"):
+            raise FileNotFoundError(
+                f"{os.path.join(subject.path, 'aud.wav')}: missing; stage 1 learns from the clip's "
+                "16 kHz speech (TalkingGaussian's preprocessing writes it: ffmpeg -i VIDEO -ac 1 "
+                "-ar 16000 aud.wav)")  # fmt: skip
         log("stage 1: Prior Extraction and Emotion Distillation ...")
         data = Stage1Data.from_subject(subject, cfg.stage1)
         _, metrics = train_stage1(data, cfg.stage1, workdir, log=log)
@@ -164,8 +178,9 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
     if stage not in STAGES:
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
     source = feature_source(cfg)  # a bad value fails here, before any training
+    subject = Subject.open(subject_path, audio_feature=check_choice(cfg.data.audio_feature))
+    log(resolve_audio(cfg.data, cfg.model.audio, subject))
     check_workdir(cfg, workdir)
-    subject = Subject.open(subject_path)
     record_subject(workdir, subject_path)
     out = {"subject": os.path.abspath(subject_path), "workdir": os.path.abspath(workdir)}
     if stage == "all" and source == "subject":
