@@ -90,8 +90,8 @@ def resolve_subject(subject: str, data_root: str, synthetic_preset: str, log=pri
         f"--subject={subject}: neither a directory nor a folder under --data_root={data_root}")
 
 
-def check_workdir(cfg, workdir: str) -> None:
-    """Saves the config, or checks that the workdir was trained with the same one."""
+def check_workdir(cfg, workdir: str, *, save: bool = True) -> None:
+    """Saves the config (with `save`), or checks that the workdir was trained with the same one."""
     path = os.path.join(workdir, CONFIG_NAME)
     if os.path.exists(path):
         with open(path) as f:
@@ -110,7 +110,8 @@ def check_workdir(cfg, workdir: str) -> None:
                 f"{workdir} was trained with another config (differs in {', '.join(diff[:8])}); "
                 "use a new --workdir or the same flags to resume")
         return
-    save_config(cfg, workdir)
+    if save:
+        save_config(cfg, workdir)
 
 
 def record_subject(workdir: str, subject_path: str) -> None:
@@ -154,11 +155,6 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     if has_stage1(workdir):
         log(f"stage 1: checkpoint found in {ckpt}, not retrained")
     else:
-        if not subject.has("aud.wav"):
-            raise FileNotFoundError(
-                f"{os.path.join(subject.path, 'aud.wav')}: missing; stage 1 learns from the clip's "
-                "16 kHz speech (TalkingGaussian's preprocessing writes it: ffmpeg -i VIDEO -ac 1 "
-                "-ar 16000 aud.wav)")  # fmt: skip
         log("stage 1: Prior Extraction and Emotion Distillation ...")
         data = Stage1Data.from_subject(subject, cfg.stage1)
         _, metrics = train_stage1(data, cfg.stage1, workdir, log=log)
@@ -166,22 +162,57 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     return {"seconds": time.time() - t, "metrics": metrics}
 
 
-def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print,
-          on_frame=None) -> dict:  # fmt: skip
-    """Runs stage 1 and/or stage 2; returns the summary (stage 2 also writes summary.json)."""
-    from tensorboardX import SummaryWriter  # noqa: PLC0415
+def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print):
+    """Everything checked before any training: the stage, the feature source, the subject and its
+    audio (resolved into `cfg`), the workdir's config and what the stage needs from earlier ones.
+    Writes workdir/config.json and subject.json only when all of it holds.
 
+    Returns:
+      the opened `data.Subject`.
+    Raises:
+      FileNotFoundError / ValueError: one line naming the flag, file or field at fault.
+    """
     from ua3dtalk_jax.data import Subject  # noqa: PLC0415
     from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import run_stage2  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2 import Stage1Missing  # noqa: PLC0415
 
     if stage not in STAGES:
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
-    source = feature_source(cfg)  # a bad value fails here, before any training
+    source = feature_source(cfg)
     subject = Subject.open(subject_path, audio_feature=check_choice(cfg.data.audio_feature))
     log(resolve_audio(cfg.data, cfg.model.audio, subject))
+    check_workdir(cfg, workdir, save=False)
+    trains_stage1 = stage == "1" or (stage == "all" and source == "stage1")
+    if trains_stage1 and not has_stage1(workdir) and not subject.has("aud.wav"):
+        raise FileNotFoundError(
+            f"{os.path.join(subject.path, 'aud.wav')}: missing; stage 1 learns from the clip's "
+            "16 kHz speech (TalkingGaussian's preprocessing writes it: ffmpeg -i VIDEO -ac 1 "
+            "-ar 16000 aud.wav)")  # fmt: skip
+    if stage == "2" and source == "stage1" and not has_stage1(workdir):
+        path = os.path.join(os.path.abspath(workdir), STAGE1_DIR)
+        raise Stage1Missing(
+            f"{path}: no stage-1 checkpoint. Stage 2 consumes stage 1's features: run "
+            f"`python -m experiments.train --stage=1` (or --stage=all) with this --workdir first.")
     check_workdir(cfg, workdir)
     record_subject(workdir, subject_path)
+    return subject
+
+
+def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print,
+          on_frame=None, subject=None) -> dict:  # fmt: skip
+    """Runs stage 1 and/or stage 2; returns the summary (stage 2 also writes summary.json).
+
+    `subject`: the `prepare` result when the caller has already checked the run (the CLI does,
+    so that its refusals come before anything is trained); None prepares here.
+    """
+    from tensorboardX import SummaryWriter  # noqa: PLC0415
+
+    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2 import run_stage2  # noqa: PLC0415
+
+    if subject is None:
+        subject = prepare(cfg, subject_path, workdir, stage, log=log)
+    source = feature_source(cfg)
     out = {"subject": os.path.abspath(subject_path), "workdir": os.path.abspath(workdir)}
     if stage == "all" and source == "subject":
         log("stage 1: skipped (stage1.features.source=subject: stage 2 reads the subject's "
