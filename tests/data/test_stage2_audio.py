@@ -64,8 +64,9 @@ def test_resume_with_another_kind_names_the_trained_one(folder, tmp_path):
     run.check_workdir(again, str(tmp_path))
     mel = get_config("tiny")
     resolve_audio(mel.data, mel.model.audio, Subject.open(str(folder), audio_feature="mel"))
-    with pytest.raises(ValueError, match=r"trained on deepspeech \(aud_ds.npy, windows \[16, 29\]\) "
-                       r"audio features; this run reads mel .*--set=data.audio_feature=deepspeech"):
+    want = (r"trained on deepspeech \(aud_ds.npy, windows \[16, 29\]\) audio features; this run "
+            r"reads mel .*--set=data.audio_feature=deepspeech")
+    with pytest.raises(ValueError, match=want):
         run.check_workdir(mel, str(tmp_path))
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.data import tg_layout
 from tests.data.torch_writer import write_torch_file
-from ua3dtalk_jax.data import FRAME_KEYS, Subject, layout
+from ua3dtalk_jax.data import FRAME_KEYS, Subject
 from ua3dtalk_jax.data.cameras import c2w_gl_from_viewmat, euler_to_rotation, viewmat_from_c2w_gl
 
 N = 12

@@ -57,8 +57,9 @@ def _cli(module, *args):
 
 
 def _train(subject, workdir, stage, extra=()):
+    sets = (f"--set={s}" for s in STAGE1 + STAGE2 + list(extra))
     return _cli("train", f"--subject={subject}", f"--stage={stage}", "--config=tiny",
-                f"--workdir={workdir}", *(f"--set={s}" for s in STAGE1 + STAGE2 + list(extra)))  # fmt: skip
+                f"--workdir={workdir}", *sets)  # fmt: skip
 
 
 def _digests(root):

@@ -1,8 +1,8 @@
 """Data and audio-feature knobs: `data_config(preset)` for the presets paper, cpu and tiny.
 
 The training config nests this under `config.data`; library code receives only this sub-config.
-    audio_feature  stage 2's audio windows (`audio.precomputed`): "auto" (aud_ds.npy, else aud_hu.npy,
-                   else aud_eo.npy, else "mel"), "deepspeech", "hubert", "esperanto", "mel" (ours,
+    audio_feature  stage 2's audio windows (`audio.precomputed`): "auto" (aud_ds.npy, else
+                   aud_hu.npy, else aud_eo.npy, else "mel"), "deepspeech", "hubert", "esperanto", "mel" (ours,
                    from aud.wav). Training replaces "auto" by the kind it loaded, and the workdir
                    keeps that: a resumed run, evaluation and inference refuse another kind.
     fps            None: subject.json's fps (plain TalkingGaussian dirs: 25)

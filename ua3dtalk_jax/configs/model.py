@@ -75,7 +75,8 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
         "multires": s["multires"],
         "channels": s["ch"],
     }
-    # window: AudioAttNet's frames of context; steps × in_dim: one frame's features (set by training).
+    # window: AudioAttNet's frames of context; steps × in_dim: one frame's features (training sets
+    # them from the subject's).
     cfg.audio = {"in_dim": 32, "dim": 32, "window": 8, "steps": 16}
     cfg.emotion = {
         "in_dim": 128,

@@ -1,13 +1,14 @@
 """Audio code and the face branch's audio + eye/AU view (TalkingGaussian / ER-NeRF baseline, [5]).
 
 AudioNet maps one frame's window of audio features (Wa, F) to a 32-d code with four stride-2 1-D
-convolutions (Wa ≤ 16 → 1 in time: DeepSpeech and our mel windows 16, HuBERT 2) and two Linears; AudioAttNet smooths the codes of an 8-frame window
-by a learned attention over time (softmax over the 8 frames). F is 29 for the authors' DeepSpeech
+convolutions (Wa ≤ 16 → 1 in time: DeepSpeech and our mel windows 16, HuBERT 2) and two Linears;
+AudioAttNet smooths the codes of an 8-frame window by a learned attention over time (softmax over
+the 8 frames). F is 29 for the authors' DeepSpeech
 logits, 1024 for HuBERT, 44 for ER-NeRF's esperanto and 32 for ours (`audio.precomputed`).
 
 The face branch's audio view (38-d) is [enc_a ⊙ aud_ch_att(enc_x) (32), enc_e (6)], with
 enc_e = [exp_encode(AU01, AU04, AU05, AU06, AU07), AU45] ⊙ ReLU(eye_att(enc_x)). Layouts: "aud"
-is (W = 8 frames, 16 time steps, F); the authors' [8, 29, 16] is the transpose of the last two.
+is (W = 8 frames, Wa time steps, F); the authors' [8, 29, 16] is the transpose of the last two.
 """
 
 from __future__ import annotations
