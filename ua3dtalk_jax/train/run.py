@@ -1,6 +1,7 @@
 """One training run: subject resolution, config overrides, stage 1 then stage 2 (what the CLI does).
 
-`experiments/train.py` folds flags into `configs.get_config(preset)` with `apply_overrides` and
+`experiments/train.py` folds flags into `configs.get_config(preset)` with
+`configs.apply_overrides` (re-exported here for older callers) and
 calls `train(cfg, subject_path, workdir, stage)`. The resolved config is saved as
 workdir/config.json; restarting the same command in the same workdir resumes, and a workdir trained
 with a different config is refused (naming the fields that differ) rather than mixed.
@@ -8,7 +9,6 @@ with a different config is refused (naming the fields that differ) rather than m
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import time
@@ -16,12 +16,13 @@ import time
 import ml_collections
 
 from ua3dtalk_jax.audio.precomputed import check_choice
-from ua3dtalk_jax.configs import sync_schedule
+from ua3dtalk_jax.configs.overrides import apply_overrides, check_config
 from ua3dtalk_jax.data.stage2_audio import resolve_audio, trained_on
 from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config, with_legacy_defaults
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import has_stage1
 
+__all__ = ["apply_overrides", "prepare", "train"]
 STAGES = ("1", "2", "all")
 SUBJECT_RECORD = "subject.json"  # {"subject": absolute path} of the first training call
 
@@ -40,38 +41,6 @@ def enable_compile_cache(path: str | None) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
-    """Applies "dotted.key=value" strings (values parsed as Python literals, else strings).
-
-    Raises:
-      ValueError: a malformed override or an unknown key (named).
-    """
-    for item in overrides or ():
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected dotted.key=value")
-        key, raw = item.split("=", 1)
-        node, *path = key.strip().split(".")
-        parent, parts = cfg, [node, *path]
-        for p in parts[:-1]:
-            if p not in parent:
-                raise ValueError(f"--set {item!r}: unknown config key {key!r}")
-            parent = parent[p]
-        if parts[-1] not in parent:
-            raise ValueError(f"--set {item!r}: unknown config key {key!r}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        old = parent[parts[-1]]
-        if isinstance(old, tuple) and isinstance(value, list):
-            value = tuple(value)
-        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        parent[parts[-1]] = value
-    sync_schedule(cfg)
-    return cfg
 
 
 def resolve_subject(subject: str, data_root: str, synthetic_preset: str, log=print) -> str:
@@ -178,6 +147,7 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
 
     if stage not in STAGES:
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
+    check_config(cfg)
     source = feature_source(cfg)
     subject = Subject.open(subject_path, audio_feature=check_choice(cfg.data.audio_feature))
     log(resolve_audio(cfg.data, cfg.model.audio, subject))
