@@ -65,7 +65,7 @@ def check_workdir(cfg, workdir: str, *, save: bool = True) -> None:
     if os.path.exists(path):
         with open(path) as f:
             old = with_legacy_defaults(json.load(f))
-        new = json.loads(json.dumps(cfg.to_dict()))
+        new = with_legacy_defaults(json.loads(json.dumps(cfg.to_dict())))  # both sides alike
         diff = sorted(_diff(old, new))
         if any(d == "data.audio_feature" or d.startswith("model.audio.") for d in diff):
             was = ml_collections.ConfigDict(old)
