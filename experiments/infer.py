@@ -1,8 +1,14 @@
 """Renders a trained talking head speaking new audio, as an mp4 with that audio.
 
-  python -m experiments.infer --workdir=DIR --audio=FILE [--subject=synthetic|NAME|PATH]
+  python -m experiments.infer --workdir=DIR --audio=FILE [--audio_features=FILE.npy]
+      [--subject=synthetic|NAME|PATH]
       [--emotion=LABEL [--intensity=1..3] | --emotion_mix=happy:0.7,sad:0.3]
       [--poses=val|static|FILE] --out=out.mp4
+
+A model trained on a subject's precomputed DeepSpeech / HuBERT / esperanto windows (aud_ds.npy,
+aud_hu.npy, aud_eo.npy) needs the new clip's windows from the same tool as --audio_features (what
+TalkingGaussian's --aud takes); the wav still drives stage 1 and is the soundtrack, and the video
+has the .npy's frame count (one frame of rounding against the wav is tolerated).
 
 Audio: wav, flac, mp3, ogg, m4a … at any rate (resampled to 16 kHz mono). The video has the
 subject's fps and size and round(duration · fps) frames. By default the face is driven by the audio
@@ -24,6 +30,9 @@ from experiments import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (stage 2 finished).")
 _AUDIO = flags.DEFINE_string("audio", None, "Audio file (wav, flac, mp3, m4a, ...).")
+_FEATURES = flags.DEFINE_string(
+    "audio_features", None, "The clip's precomputed audio windows (.npy) for a model trained on "
+    "DeepSpeech/HuBERT/esperanto features (TalkingGaussian's --aud).")
 _OUT = flags.DEFINE_string("out", None, "Output video (.mp4).")
 _SUBJECT, _DATA_ROOT = cli.define_subject()
 _EMOTION = flags.DEFINE_string("emotion", None, "Emotion label (e.g. happy); default: from audio.")
@@ -31,14 +40,15 @@ _INTENSITY = flags.DEFINE_integer("intensity", None, "MEAD intensity level 1..3 
 _MIX = flags.DEFINE_string("emotion_mix", None, "Blend, e.g. happy:0.7,sad:0.3 (or audio:0.5).")
 _POSES = flags.DEFINE_string("poses", "val", "val | static | a .npy / .json pose file.")
 _CACHE = cli.define_compile_cache()
-flags.mark_flags_as_required(["workdir", "audio", "out"])
+flags.mark_flags_as_required(["workdir", "out"])
 
 
 def main(argv):
     del argv
     from ua3dtalk_jax.eval import synthesize as syn  # noqa: PLC0415
+    from ua3dtalk_jax.eval import trained_model as tm  # noqa: PLC0415
     from ua3dtalk_jax.eval.poses import MODES, read_viewmats  # noqa: PLC0415
-    from ua3dtalk_jax.eval.trained_model import load_trained  # noqa: PLC0415
+    from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
     from ua3dtalk_jax.train.run import enable_compile_cache  # noqa: PLC0415
 
     cli.quiet_orbax()
@@ -47,12 +57,20 @@ def main(argv):
         syn.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value)  # flag errors first
         if _POSES.value not in MODES:
             read_viewmats(_POSES.value)
+        cfg = load_config(_WORKDIR.value)  # the audio is checked before the model is loaded
+        tm.check_drivable(cfg, _WORKDIR.value)
+        if not _AUDIO.value:
+            raise ValueError("--audio is missing: the clip's speech drives stage 1 and is the "
+                             f"soundtrack: {tm.infer_command(cfg, _WORKDIR.value)}")  # fmt: skip
+        tm.check_audio_features(cfg, _WORKDIR.value, _FEATURES.value)
+        tm.load_waveform(_AUDIO.value)
         enable_compile_cache(_CACHE.value)
         subject = syn.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, _WORKDIR.value)
-        model = load_trained(_WORKDIR.value, subject)
+        model = tm.load_trained(_WORKDIR.value, subject)
         spec = syn.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value,
                                 syn.class_levels(model.subject))  # fmt: skip
-        res = syn.synthesize(model, _AUDIO.value, _OUT.value, emotion=spec, poses=_POSES.value)
+        res = syn.synthesize(model, _AUDIO.value, _OUT.value, emotion=spec, poses=_POSES.value,
+                             features=_FEATURES.value)  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"infer: error: {e}")
     h, w = res["size"]

@@ -32,6 +32,7 @@ _CACHE = cli.define_compile_cache()
 
 def main(argv):
     del argv
+    from ua3dtalk_jax.audio.precomputed import check_choice  # noqa: PLC0415
     from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
     from ua3dtalk_jax.eval.heldout_video import HeldoutVideo  # noqa: PLC0415
     from ua3dtalk_jax.train import parallel, run  # noqa: PLC0415
@@ -43,14 +44,16 @@ def main(argv):
     try:
         cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
         feature_source(cfg)
+        check_choice(cfg.data.audio_feature)
         subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
-    except (FileNotFoundError, ValueError) as e:  # a bad --set or --subject: the message names it
+        name = os.path.basename(os.path.normpath(subject))
+        workdir = _WORKDIR.value or os.path.join("workdirs", f"{name}-{_CONFIG.value}")
+        opened = run.prepare(cfg, subject, workdir, _STAGE.value)
+    except (FileNotFoundError, ValueError) as e:  # a bad flag, subject or workdir: named
         sys.exit(f"train: {e}")
-    name = os.path.basename(os.path.normpath(subject))
-    workdir = _WORKDIR.value or os.path.join("workdirs", f"{name}-{_CONFIG.value}")
-    video = HeldoutVideo(subject, os.path.join(workdir, "heldout.mp4")) if _VIDEO.value else None
+    video = HeldoutVideo(opened, os.path.join(workdir, "heldout.mp4")) if _VIDEO.value else None
     try:
-        out = run.train(cfg, subject, workdir, _STAGE.value, on_frame=video)
+        out = run.train(cfg, subject, workdir, _STAGE.value, on_frame=video, subject=opened)
     except BaseException:
         if video is not None:
             video.abort()

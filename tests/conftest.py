@@ -54,6 +54,7 @@ def tiny_trained(tmp_path_factory):
     from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
     from ua3dtalk_jax.data.synthetic.generate import generate_preset  # noqa: PLC0415
     from ua3dtalk_jax.train import run  # noqa: PLC0415
+    from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
 
     root = _shared_tmp(tmp_path_factory) / "tiny_trained"
     root.mkdir(exist_ok=True)
@@ -71,5 +72,6 @@ def tiny_trained(tmp_path_factory):
             tmp.write_text(json.dumps({"subject": subject, "out": out}))
             os.replace(tmp, done)
         saved = json.loads(done.read_text())
+    cfg = load_config(str(root / "work"))  # as training resolved it (data.audio_feature)
     return {"cfg": cfg, "subject": saved["subject"], "workdir": str(root / "work"),
             "out": saved["out"], "root": root}  # fmt: skip

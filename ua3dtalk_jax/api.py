@@ -22,12 +22,17 @@ Functions (shapes: N video frames, G Gaussian slots, M live Gaussians, V fused v
                                                 ValueError (another version's model)
     load_waveform(audio, sample_rate=None)      (S,) float32 16 kHz mono from any file / array;
                                                 refuses empty, non-finite and silent audio
-    audio_features(model, audio, emotion=None)  per-frame features of a clip (N frames at the
-                                                subject's fps): aud (N, 16, F), f_exp (N, 64),
+    audio_features(model, audio, emotion=None,  per-frame features of a clip (N frames at the
+                   features=None)               subject's fps): aud (N, Wa, F), f_exp (N, 64),
                                                 f_tone (N, 64), f_emo (N, 128); `emotion` is a
                                                 `models.emotion.control` spec ("happy@1.5:1",
                                                 "happy:0.7+sad:0.3"), None = from the audio;
-                                                also f_emo_audio, the audio's own f_emo
+                                                also f_emo_audio, the audio's own f_emo. A
+                                                model trained on precomputed DeepSpeech /
+                                                HuBERT / esperanto windows
+                                                (model.needs_audio_features) takes the clip's
+                                                windows as `features` (.npy path or array),
+                                                N = their count
     with_emotion(model, feats, emotion)         the same features with another emotion spec
                                                 (no audio reprocessed)
     emotion_spec(emotion, intensity, mix)       the CLI's --emotion/--intensity/--emotion_mix as
@@ -40,7 +45,8 @@ Functions (shapes: N video frames, G Gaussian slots, M live Gaussians, V fused v
                                                 (V, G), fused_mu, fused_var, attention norms
     read_uncertainty(model, part, frame)        the uncertainty entries over the M live Gaussians
     render(model, frame) -> (H, W, 3)           the fused frame (face over mouth over torso)
-    synthesize(model, audio, out, ...)          a whole clip to an mp4 with its audio
+    synthesize(model, audio, out, features=None, a whole clip to an mp4 with its audio
+               ...)                             (`features` as in audio_features)
 
 `deform` and `render` are jitted (the networks are static arguments): the first call compiles,
 every later frame of the same model reuses the executable. The model is read-only; features and

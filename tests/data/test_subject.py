@@ -9,7 +9,7 @@ import pytest
 
 from tests.data import tg_layout
 from tests.data.torch_writer import write_torch_file
-from ua3dtalk_jax.data import FRAME_KEYS, Subject, layout
+from ua3dtalk_jax.data import FRAME_KEYS, Subject
 from ua3dtalk_jax.data.cameras import c2w_gl_from_viewmat, euler_to_rotation, viewmat_from_c2w_gl
 
 N = 12
@@ -198,17 +198,29 @@ def test_mel_fallback_without_precomputed_features(tmp_path):
     assert subject.mel_chunks().shape == (N, 16, 80)
 
 
-def test_hubert_features_used_when_there_is_no_deepspeech(tmp_path):
-    tg_layout.write_tg_subject(str(tmp_path), N, wav=False)
-    hu = np.random.default_rng(3).normal(size=(N, 2, 1024)).astype(np.float32)
-    np.save(tmp_path / "aud_hu.npy", hu)
-    assert Subject.open(str(tmp_path)).audio_source == "aud_ds.npy"  # DeepSpeech first
-    picked = Subject.open(str(tmp_path), audio_feature="aud_hu.npy")
-    np.testing.assert_array_equal(picked.audio, hu)
+def test_audio_feature_kinds_auto_order_and_explicit_choice(tmp_path):
+    """auto: aud_ds.npy, else aud_hu.npy, else aud_eo.npy, else mel; each kind by name."""
+    truth = tg_layout.write_tg_subject(str(tmp_path), N, aud_hu=True, aud_eo=True)
+    auto = Subject.open(str(tmp_path))
+    assert (auto.audio_kind, auto.audio_source) == ("deepspeech", "aud_ds.npy")
+    shapes = {"deepspeech": (16, 29), "hubert": (2, 1024), "esperanto": (16, 44), "mel": (16, 32)}
+    for kind, shape in shapes.items():
+        s = Subject.open(str(tmp_path), audio_feature=kind)
+        assert s.audio_kind == kind and (s.audio_window, s.audio_dim) == shape
+        assert s.frame(6, keys=["aud"])["aud"].shape == (8, *shape)
+    hu = Subject.open(str(tmp_path), audio_feature="aud_hu.npy")  # a file name works too
+    np.testing.assert_array_equal(hu.audio, truth["aud_hu"])
+    np.testing.assert_array_equal(hu.frame(6, keys=["aud"])["aud"], truth["aud_hu"][2:10])
     (tmp_path / "aud_ds.npy").unlink()
-    subject = Subject.open(str(tmp_path))
-    assert subject.audio_source == "aud_hu.npy" and subject.audio_window == 2
-    np.testing.assert_array_equal(subject.frame(6, keys=["aud"])["aud"], hu[2:10])
+    assert Subject.open(str(tmp_path)).audio_kind == "hubert"
+    (tmp_path / "aud_hu.npy").unlink()
+    assert Subject.open(str(tmp_path)).audio_kind == "esperanto"
+    (tmp_path / "aud_eo.npy").unlink()
+    assert Subject.open(str(tmp_path)).audio_kind == "mel"
+    with pytest.raises(FileNotFoundError, match=r"aud_hu\.npy: missing; data.audio_feature=hubert"):
+        Subject.open(str(tmp_path), audio_feature="hubert")
+    with pytest.raises(ValueError, match="data.audio_feature='ds'"):
+        Subject.open(str(tmp_path), audio_feature="ds")
 
 
 def test_ua_extras_read_from_torch_files_in_json_order(tmp_path):

@@ -81,11 +81,14 @@ def speech_like(n_samples: int, rng) -> np.ndarray:
 
 
 def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool = True,
-                     track: bool = True, size: tuple = (H, W), seed=0):  # fmt: skip
+                     aud_hu: bool = False, aud_eo: bool = False, track: bool = True,
+                     size: tuple = (H, W), seed=0):  # fmt: skip
     """Writes a TalkingGaussian-layout subject with n frames at 25 fps; returns the truth dict.
 
     Args:
       wav, aud_ds, track: write aud.wav (speech-like), aud_ds.npy, track_params.pt.
+      aud_hu, aud_eo: write aud_hu.npy (HuBERT [n, 2, 1024], as TalkingGaussian's hubert.py
+        pairs its 50 Hz hidden states) and aud_eo.npy (ER-NeRF's wav2vec esperanto [n, 16, 44]).
       size: (height, width) of the frames; the regions and landmarks drawn at (H, W) are scaled.
     """
     h, w = size
@@ -144,9 +147,11 @@ def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool =
             vals = [f"{i + 1}", "0", f"{i * 0.04:.3f}", "0.98", "1"] + [f"{v:.2f}" for v in aus[i]]
             f.write(", ".join(vals) + "\n")
 
-    if aud_ds:
-        truth["aud_ds"] = rng.normal(size=(n, 16, 29)).astype(np.float32)
-        np.save(os.path.join(root, "aud_ds.npy"), truth["aud_ds"])
+    for name, on, shape in (("aud_ds", aud_ds, (16, 29)), ("aud_hu", aud_hu, (2, 1024)),
+                            ("aud_eo", aud_eo, (16, 44))):  # fmt: skip
+        if on:  # DeepSpeech logits, HuBERT hidden states, wav2vec logits: float32 as saved
+            truth[name] = rng.normal(size=(n, *shape)).astype(np.float32)
+            np.save(os.path.join(root, f"{name}.npy"), truth[name])
     if wav:
         truth["wav"] = speech_like(int(n / 25 * SAMPLE_RATE), rng)
         soundfile.write(os.path.join(root, "aud.wav"), truth["wav"], SAMPLE_RATE)

@@ -21,6 +21,7 @@ import ml_collections
 
 from ua3dtalk_jax.configs.data import data_config
 from ua3dtalk_jax.configs.model import PRESETS, model_config
+from ua3dtalk_jax.configs.overrides import apply_overrides, check_config
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.configs.train import train_config
 
@@ -53,4 +54,4 @@ def sync_schedule(cfg: ml_collections.ConfigDict) -> None:
             cfg.model.gaussians[part][key] = cfg.train[part][key]
 
 
-__all__ = ["PRESETS", "get_config", "sync_schedule"]
+__all__ = ["PRESETS", "apply_overrides", "check_config", "get_config", "sync_schedule"]

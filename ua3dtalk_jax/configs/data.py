@@ -1,7 +1,10 @@
 """Data and audio-feature knobs: `data_config(preset)` for the presets paper, cpu and tiny.
 
 The training config nests this under `config.data`; library code receives only this sub-config.
-    audio_feature  "auto": aud_ds.npy, else aud_hu.npy, else aud_eo.npy, else our f_audio (aud.wav)
+    audio_feature  stage 2's audio windows (`audio.precomputed`): "auto" (aud_ds.npy, else
+                   aud_hu.npy, else aud_eo.npy, else "mel"), "deepspeech", "hubert", "esperanto", "mel" (ours,
+                   from aud.wav). Training replaces "auto" by the kind it loaded, and the workdir
+                   keeps that: a resumed run, evaluation and inference refuse another kind.
     fps            None: subject.json's fps (plain TalkingGaussian dirs: 25)
     batch_size     frames per host per step (TalkingGaussian trains one frame per iteration)
     keys           frame keys to load (None = all of Subject.frame)

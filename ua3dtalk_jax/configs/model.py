@@ -13,8 +13,10 @@ densification thresholds. Presets:
          decoder's Δμ scaled ×30 from a zero last layer (1,000 instead of 50,000 iterations).
   tiny   seconds, for tests: planes res 8, T = 3, latent 8, capacity 128.
 
-The audio input width is 32 in every preset (our `audio.features.F_AUDIO_DIM`; the authors' 29-wide
-DeepSpeech logits add nothing but the first conv's 3·32·(F − 29) weights).
+`audio.steps` × `audio.in_dim` is the shape of one frame's audio window. The presets hold our mel
+windows' 16 × 32; training overwrites both with what the subject's features are
+(`data.stage2_audio.resolve_audio`: DeepSpeech 16 × 29, HuBERT 2 × 1024, esperanto 16 × 44), so the
+saved config records what the audio network was built for.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
         "multires": s["multires"],
         "channels": s["ch"],
     }
+    # window: AudioAttNet's frames of context; steps × in_dim: one frame's features (training sets
+    # them from the subject's).
     cfg.audio = {"in_dim": 32, "dim": 32, "window": 8, "steps": 16}
     cfg.emotion = {
         "in_dim": 128,

@@ -60,7 +60,6 @@ EMOTION_CSV, EXP_NPY, LANDMARKS_NPY = "emotion.csv", "exp_coeffs.npy", "landmark
 TRACK_PARAMS = "track_params.pt"  # TalkingGaussian's tracker output; its `exp` is f_gt-exp
 MOUTH_BOXES = "mouth_boxes.npy"  # (N, 5) int32 lips_rect + opening, when there are no .lms
 MEL_FEATURE = "aud_mel"  # stem of our cached f_audio windows
-PRECOMPUTED_AUDIO = ("aud_ds.npy", "aud_hu.npy", "aud_eo.npy")  # TalkingGaussian, in preference
 # UA-3DTalk extras: name -> (train file, val file, width per frame).
 UA_EXTRAS = {
     "f_exp": ("train_auds_exp.pth", "val_auds_exp.pth", 64),

@@ -15,7 +15,8 @@ f_gt-exp (the Prior Extraction target, `exp`, source in `exp_source`): exp_coeff
 row k = img_id k (the expression target of the original UA-3DTalk / NeRF-3DTalker pipeline), so a
 plain TalkingGaussian folder trains stage 1 unchanged; neither: E = 0.
 
-frame(i) returns (H, W from `size`; F = `audio_dim`; Wa = `audio_window`, 16 except aud_hu.npy's 2):
+frame(i) returns (H, W from `size`; F = `audio_dim`; Wa = `audio_window`: 16, HuBERT's 2, 1 for
+[N, F] vectors — `audio.precomputed`):
 
     image (H,W,3) uint8        gt_imgs, the supervision target
     viewmat (4,4) f32, K (3,3) f32   world→camera OpenCV, pixel intrinsics (see cameras.py)
@@ -50,6 +51,7 @@ import cv2
 import numpy as np
 
 from ua3dtalk_jax.audio import features as audio_features
+from ua3dtalk_jax.audio import precomputed
 from ua3dtalk_jax.audio.cache import cached_array
 from ua3dtalk_jax.data import layout
 from ua3dtalk_jax.data.cameras import intrinsics, viewmat_from_c2w_gl
@@ -77,8 +79,10 @@ class Subject:
 
         Args:
           path: the directory.
-          audio_feature: "auto" (aud_ds.npy, else aud_hu.npy, else aud_eo.npy, else our f_audio
-            from aud.wav), a precomputed file name ("aud_ds.npy"), or "mel" (our f_audio).
+          audio_feature: stage 2's audio windows (`audio.precomputed`): "auto" (aud_ds.npy, else
+            aud_hu.npy, else aud_eo.npy, else "mel"), "deepspeech", "hubert", "esperanto" (that
+            file, or a FileNotFoundError naming it), "mel" (our f_audio from aud.wav), or one of
+            the file names. The kind loaded is `audio_kind`, its file `audio_source`.
           fps: frame rate override (plain TalkingGaussian dirs default to 25).
 
         Raises:
@@ -377,13 +381,18 @@ class Subject:
         return arr
 
     def _load_audio_features(self, choice: str):
-        candidates = layout.PRECOMPUTED_AUDIO if choice == "auto" else (choice,)
-        name = next((c for c in candidates if c != "mel" and self.has(c)), None)
-        if name is None and choice not in ("auto", "mel"):
-            raise FileNotFoundError(f"{self._p(choice)}: requested audio feature file missing")
+        kind = precomputed.kind_of_file(choice) or precomputed.check_choice(choice)
+        if kind == precomputed.AUTO:
+            kind = next((k for k, f in precomputed.FILES.items() if self.has(f)), precomputed.MEL)
         need = self.num_ids
-        if name is not None:
-            feats = self._read_audio_array(name)
+        if kind != precomputed.MEL:
+            name = precomputed.FILES[kind]
+            if not self.has(name):
+                raise FileNotFoundError(
+                    f"{self._p(name)}: missing; data.audio_feature={kind} reads it (auto picks "
+                    f"whichever of {', '.join(precomputed.FILES.values())} exists, else mel "
+                    "from aud.wav)")  # fmt: skip
+            feats = precomputed.load_windows(self._p(name), kind)
             self._check_av(self._p(name), len(feats) / self.fps, need)
         else:
             name = layout.WAV
@@ -402,18 +411,9 @@ class Subject:
             pad = max(need - len(feats), 0)
             feats = np.concatenate([feats[:need], np.repeat(feats[-1:], pad, axis=0)])
         self.audio = np.asarray(feats, np.float32)
+        self.audio_kind = kind
         self.audio_source = name
         self.audio_window, self.audio_dim = self.audio.shape[1:]
-
-    def _read_audio_array(self, name: str) -> np.ndarray:
-        path = self._p(name)
-        try:
-            arr = np.load(path)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path}: unreadable array ({e})") from None
-        if arr.ndim != 3 or len(arr) == 0:
-            raise ValueError(f"{path}: expected (N, window, F) audio features, got {arr.shape}")
-        return arr
 
     def _check_av(self, path: str, source_s: float, n_frames: int):
         video_s = n_frames / self.fps

@@ -148,7 +148,13 @@ def run_ablation(base, subject_path: str, root: str, names=None, *, stage1_from=
     Returns:
       {"rows": one row per configuration, "table": printed text, "paths": written files}.
     """
+    from ua3dtalk_jax.data import Subject  # noqa: PLC0415
+    from ua3dtalk_jax.data.stage2_audio import resolve_audio  # noqa: PLC0415
+
     names = list(names or CONFIGURATIONS)
+    base = copy.deepcopy(base)  # every row trains on the audio kind the subject resolves to
+    subject = Subject.open(subject_path, audio_feature=base.data.audio_feature)
+    log(resolve_audio(base.data, base.model.audio, subject))
     os.makedirs(root, exist_ok=True)
     src = shared_stage1(base, subject_path, root, stage1_from, log)
     rows = []

@@ -353,7 +353,7 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
       FileNotFoundError: no workdir, config, stage-1 or stage-2 model, or weights file.
       ValueError: a workdir from another version; a bad split.
     """
-    from ua3dtalk_jax.data import Subject  # noqa: PLC0415
+    from ua3dtalk_jax.data.stage2_audio import open_for_model  # noqa: PLC0415
     from ua3dtalk_jax.train.stage2 import stage1_arrays  # noqa: PLC0415
 
     if split not in ("val", "train"):
@@ -361,7 +361,7 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
     if syncnet_weights and not os.path.isfile(syncnet_weights):
         raise FileNotFoundError(f"--syncnet_weights={syncnet_weights}: no such file")
     cfg, heads = load_trained(workdir)
-    subject = Subject.open(subject_path)
+    subject = open_for_model(subject_path, cfg.data, cfg.model.audio)
     log(f"rendering the {split} split of {subject.path} ...")
     fr = render_split(cfg, heads, subject, stage1_arrays(subject, workdir, cfg=cfg), split,
                      max_frames)  # fmt: skip

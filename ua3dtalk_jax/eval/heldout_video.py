@@ -1,6 +1,7 @@
 """The rendered held-out frames of a subject as an mp4 with their own audio (end of training).
 
-`HeldoutVideo(subject_path, out)` is an `on_frame(index, rgb)` callback: the first frame opens a
+`HeldoutVideo(subject, out)` (an open `data.Subject` or its path) is an `on_frame(index, rgb)`
+callback: the first frame opens a
 streaming `VideoWriter` with the audio from that frame's time to the end of the clip, every frame is
 encoded as it arrives, and `close()` finishes the file atomically (nothing is left behind if
 rendering fails).
@@ -16,8 +17,8 @@ from ua3dtalk_jax.eval.video import VideoWriter
 
 
 class HeldoutVideo:
-    def __init__(self, subject_path: str, path: str):
-        self.subject = Subject.open(subject_path)
+    def __init__(self, subject, path: str):
+        self.subject = subject if isinstance(subject, Subject) else Subject.open(subject)
         self.path = path
         self.writer = None
         self.written = 0

@@ -1,7 +1,9 @@
 """Inference: new audio (+ optional emotion) → rendered talking head → mp4 with the audio track.
 
     audio file (wav/flac/mp3/ogg/m4a…, any rate) → 16 kHz mono (`trained_model.load_waveform`)
-      → per-frame features (`audio_features`: f_audio + frozen stage 1, N = round(duration·fps))
+      → per-frame features (`audio_features`: f_audio + frozen stage 1, N = round(duration·fps);
+        a model trained on DeepSpeech/HuBERT/esperanto windows takes the clip's .npy beside the
+        audio, N = its window count)
       → per frame t: pose (`eval.poses`) + features → `frame_conditioning` → `render` (one jit)
       → `eval.video.VideoWriter` (H.264, else MPEG-4; AAC audio; streamed and atomic)
 
@@ -142,7 +144,7 @@ def check_output(out: str) -> str:
 
 
 def synthesize(model: tm.TrainedModel, audio, out: str, *, emotion: str | None = None,
-               poses: str = "val", progress: bool = True) -> dict:  # fmt: skip
+               poses: str = "val", features=None, progress: bool = True) -> dict:  # fmt: skip
     """Renders a talking-head video of `audio` to `out` (nothing is left at `out` on failure).
 
     Args:
@@ -152,6 +154,9 @@ def synthesize(model: tm.TrainedModel, audio, out: str, *, emotion: str | None =
       emotion: a `models.emotion.control` spec (`emotion_spec` builds one from the CLI flags);
         None is audio-driven.
       poses: "val", "static" or a pose file (`eval.poses`).
+      features: the clip's precomputed audio windows (.npy path or array) for a model trained on
+        DeepSpeech / HuBERT / esperanto windows (`trained_model.audio_features`); the video then
+        has their frame count.
       progress: show a tqdm bar.
     Returns:
       {"path", "frames", "fps" (video), "size" (H, W), "audio_seconds", "render_fps" (frames per
@@ -161,9 +166,10 @@ def synthesize(model: tm.TrainedModel, audio, out: str, *, emotion: str | None =
     out = check_output(out)
     t_start = time.perf_counter()
     name = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else "audio"
+    tm.check_audio_features(model.cfg, model.workdir, features)  # before decoding the audio
     wav = tm.load_waveform(audio)
     schedule = pose_schedule(model.subject, poses)
-    feats = tm.audio_features(model, wav, emotion=emotion, name=name)
+    feats = tm.audio_features(model, wav, emotion=emotion, features=features, name=name)
     n = len(feats["aud"])
     subject = model.subject
     track = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else wav

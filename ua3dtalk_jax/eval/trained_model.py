@@ -11,9 +11,12 @@ and anything else that drives a trained model frame by frame:
 
 Per-frame features (N video frames at the subject's fps, N = round(S · fps / 16000), half up):
 
-    aud    (N, Wa, F)   the subject's own audio feature (our f_audio log-mel windows; Wa = 16,
-                        F = the subject's mel bands), computed by `audio.features.f_audio`
-                        exactly as `data.Subject` computes it from aud.wav
+    aud    (N, Wa, F)   stage 2's audio windows of the kind the model was trained on
+                        (`audio.precomputed`): our log-mel windows, computed from the audio by
+                        `audio.features.f_audio` exactly as `data.Subject` computes them from
+                        aud.wav; or, for a model trained on a tool's precomputed windows
+                        (DeepSpeech, HuBERT, esperanto), the new clip's windows from that tool,
+                        given as `features` (TalkingGaussian's `--aud`), N = their count
     f_exp  (N, 64)      expression prior, f_tone (N, 64), f_emo (N, 128) f_emo-attn: the frozen
                         stage 1 (`train.features.stage1_features`), with an optional emotion spec
                         (`models.emotion.control`) replacing or blending f_emo (`with_emotion`;
@@ -37,7 +40,9 @@ import ml_collections
 import numpy as np
 
 from ua3dtalk_jax.audio import features as audio_lib
-from ua3dtalk_jax.data import Subject, layout
+from ua3dtalk_jax.audio import precomputed
+from ua3dtalk_jax.data import Subject
+from ua3dtalk_jax.data.stage2_audio import open_for_model, trained_on
 from ua3dtalk_jax.data.subject import AUD_CONTEXT
 from ua3dtalk_jax.gaussians import GaussianState
 from ua3dtalk_jax.models.emotion import control
@@ -84,6 +89,16 @@ class TrainedModel:
     def fps(self) -> float:
         return self.subject.fps
 
+    @property
+    def audio_kind(self) -> str:
+        """The kind of stage-2 audio windows it was trained on (`audio.precomputed.KINDS`)."""
+        return self.cfg.data.audio_feature
+
+    @property
+    def needs_audio_features(self) -> bool:
+        """Whether new audio needs its precomputed windows beside it (not our mel windows)."""
+        return self.audio_kind in precomputed.FILES
+
     def view_names(self, part: str) -> tuple[str, ...]:
         """The fused views of a branch, in the order of the V axis of `Deformed.aux`."""
         return self.heads[part][0].spec.view_names
@@ -113,13 +128,7 @@ def load_trained(workdir: str, subject: str | None = None) -> TrainedModel:
         raise ValueError(
             f"{workdir}: its stage-2 model cannot be read by this version ({type(e).__name__}: {e})"
         ) from None
-    if feature_source(cfg) == "subject":
-        raise ValueError(
-            f"{workdir}: its stage 2 was trained on the subject's precomputed UA-3DTalk features "
-            "(stage1.features.source=subject), which new audio does not have; train this "
-            "project's stage 1 for a model that new audio can drive (stage1.features.source="
-            "stage1); `python -m experiments.evaluate` still renders and scores its held-out "
-            "frames")  # fmt: skip
+    check_drivable(cfg, workdir)
     if not has_stage1(workdir):
         s1 = os.path.join(workdir, STAGE1_DIR)
         raise FileNotFoundError(f"{s1}: no stage-1 checkpoint (needed for new audio's features)")
@@ -128,13 +137,19 @@ def load_trained(workdir: str, subject: str | None = None) -> TrainedModel:
         if subject is None:
             raise FileNotFoundError(f"{workdir}: no subject.json (a workdir of an older version); "
                                     "pass subject= the subject directory it was trained on")  # fmt: skip
-    subj = Subject.open(os.fspath(subject))
-    if subj.audio_source != layout.WAV:
-        raise ValueError(
-            f"{subj.path}: the model was trained on the precomputed {subj.audio_source}, which "
-            "cannot be computed here for new audio; train on our f_audio instead "
-            "(remove or rename the aud_*.npy files so aud.wav is used)")  # fmt: skip
+    subj = open_for_model(os.fspath(subject), cfg.data, cfg.model.audio)
     return TrainedModel(cfg, heads, subj, load_stage1(workdir), os.path.abspath(workdir))
+
+
+def check_drivable(cfg, workdir: str) -> None:
+    """Refuses a model whose stage 2 read the subject's UA-3DTalk extras: new audio has none."""
+    if feature_source(cfg) == "subject":
+        raise ValueError(
+            f"{workdir}: its stage 2 was trained on the subject's precomputed UA-3DTalk features "
+            "(stage1.features.source=subject), which new audio does not have; train this "
+            "project's stage 1 for a model that new audio can drive (stage1.features.source="
+            "stage1); `python -m experiments.evaluate` still renders and scores its held-out "
+            "frames")  # fmt: skip
 
 
 def load_waveform(audio, sample_rate: int | None = None, *, name: str = "audio") -> np.ndarray:
@@ -167,31 +182,102 @@ def load_waveform(audio, sample_rate: int | None = None, *, name: str = "audio")
 
 
 def audio_features(model: TrainedModel, audio, emotion: str | None = None, *,
-                   sample_rate: int | None = None, name: str = "audio") -> dict:  # fmt: skip
+                   features=None, sample_rate: int | None = None,
+                   name: str = "audio") -> dict:  # fmt: skip
     """Per-frame features of a clip at the subject's fps (see the module docstring).
 
     Args:
       model: a `TrainedModel`.
-      audio: a file path or a waveform (see `load_waveform`).
+      audio: a file path or a waveform (see `load_waveform`): stage 1's input.
       emotion: None/"audio" (f_emo-attn from the audio, the paper's setting) or a
         `models.emotion.control` spec ("happy", "happy:0.7", "happy@1.2:0.7+sad:0.3").
+      features: for a model trained on precomputed windows (`TrainedModel.needs_audio_features`),
+        the clip's windows from the same tool: a .npy path or an array, in any layout
+        `audio.precomputed.load_windows` reads; None for a model trained on our mel windows.
       sample_rate: the rate of an array `audio` (default 16 kHz).
       name: how errors name an array `audio`.
     Returns:
       {"aud" (N, Wa, F), "f_exp" (N, 64), "f_tone" (N, 64), "f_emo" (N, 128) (after `emotion`),
-       "f_emo_audio" (N, 128) (the audio's own f_emo-attn, kept for `with_emotion`)} float32.
+       "f_emo_audio" (N, 128) (the audio's own f_emo-attn, kept for `with_emotion`)} float32;
+      N = round(duration · fps), or the number of `features` windows.
+    Raises:
+      ValueError: audio that cannot drive a head (`load_waveform`), `features` missing for such a
+        model or given for a mel model, windows of another shape than the model's, or a feature
+        count more than one frame away from the audio's length (both named).
     """
+    what = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else name
+    feats_in = check_audio_features(model.cfg, model.workdir, features)
     wav = load_waveform(audio, sample_rate, name=name)
     s = model.subject
-    n = audio_lib.num_frames(wav, s.fps)
-    if n == 0:
-        what = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else name
-        raise ValueError(f"{what}: {len(wav) / audio_lib.SAMPLE_RATE * 1e3:.1f} ms of audio is "
-                         f"shorter than half a video frame at {s.fps:g} fps")  # fmt: skip
-    aud = audio_lib.f_audio(wav, s.fps, n, n_mels=s.audio_dim, window=s.audio_window)
+    n_wav = audio_lib.num_frames(wav, s.fps)
+    if feats_in is None:
+        n = n_wav
+        if n == 0:
+            raise ValueError(f"{what}: {len(wav) / audio_lib.SAMPLE_RATE * 1e3:.1f} ms of audio "
+                             f"is shorter than half a video frame at {s.fps:g} fps")  # fmt: skip
+        aud = audio_lib.f_audio(wav, s.fps, n, n_mels=s.audio_dim, window=s.audio_window)
+    else:
+        aud, n = feats_in, len(feats_in)
+        if abs(n - n_wav) > MAX_FEATURE_FRAMES_OFF:
+            src = os.fspath(features) if isinstance(features, (str, os.PathLike)) else "features"
+            raise ValueError(
+                f"{src} has {n} frames of audio features but {what} lasts "
+                f"{len(wav) / audio_lib.SAMPLE_RATE:.2f} s = {n_wav} frames at {s.fps:g} fps; "
+                "compute both from the same clip")  # fmt: skip
     out = stage1_features(wav, model.stage1, fps=s.fps, n_frames=n)
     feats = {"aud": aud, **out, "f_emo_audio": out["f_emo"]}
     return with_emotion(model, feats, emotion)
+
+
+# Precomputed windows and the wav of one clip may differ by a frame of rounding (DeepSpeech's
+# 50 Hz windows, HuBERT's even-length trim); more means they come from different clips.
+MAX_FEATURE_FRAMES_OFF = 1
+
+
+def infer_command(cfg, workdir: str) -> str:
+    """The inference command line that works for the model of `cfg` (for refusals)."""
+    tail = ""
+    kind = cfg.data.audio_feature
+    if kind in precomputed.FILES:
+        stem = precomputed.FILES[kind].removeprefix("aud").removesuffix(".npy")
+        tail = f" --audio_features=NEW{stem}.npy"
+    return (f"python -m experiments.infer --workdir={workdir} --audio=NEW.wav{tail} "
+            "--out=OUT.mp4")  # fmt: skip
+
+
+def check_audio_features(cfg, workdir: str, features):
+    """`features` read and checked against a trained config (see `audio_features`).
+
+    Args:
+      cfg: the workdir's config (`TrainedModel.cfg`, or `config_io.load_config` before loading).
+      workdir: for messages.
+      features: None, a .npy path or an array.
+    Returns:
+      (N, Wa, F) float32 windows, or None (a model trained on our mel windows).
+    """
+    want = trained_on(cfg.data, cfg.model.audio)
+    if cfg.data.audio_feature not in precomputed.FILES:
+        if features is not None:
+            raise ValueError(
+                f"{workdir}: the model was trained on {want}, computed from the audio itself; "
+                f"drop the audio features: {infer_command(cfg, workdir)}")  # fmt: skip
+        return None
+    if features is None:
+        raise ValueError(
+            f"{workdir}: the model was trained on {want} features, which this project cannot "
+            "compute from audio; pass the new clip's windows from the same tool beside its wav: "
+            f"{infer_command(cfg, workdir)}")  # fmt: skip
+    if isinstance(features, (str, os.PathLike)):
+        src = os.fspath(features)
+        arr = precomputed.load_windows(src, cfg.data.audio_feature)
+    else:
+        src, arr = "features", np.asarray(features, np.float32)
+        arr = arr[:, None, :] if arr.ndim == 2 else arr
+    a = cfg.model.audio
+    if arr.ndim != 3 or arr.shape[1:] != (a.steps, a.in_dim) or len(arr) == 0:
+        raise ValueError(f"{src}: windows of shape {tuple(arr.shape)}, but the model was trained "
+                         f"on {want}; compute them with the same tool")  # fmt: skip
+    return arr
 
 
 def with_emotion(model: TrainedModel, feats: dict, emotion: str | None) -> dict:

@@ -238,13 +238,13 @@ def render_uncertainty(workdir: str, subject_path: str, *, frames: str | None = 
        "stats": {quantity: (V,) mean over frames of each view's spatial mean}}.
     """
     from ua3dtalk_jax.audio.features import SAMPLE_RATE  # noqa: PLC0415
-    from ua3dtalk_jax.data import Subject  # noqa: PLC0415
+    from ua3dtalk_jax.data.stage2_audio import open_for_model  # noqa: PLC0415
     from ua3dtalk_jax.eval.evaluation import load_trained  # noqa: PLC0415
     from ua3dtalk_jax.eval.video import VideoWriter  # noqa: PLC0415
     from ua3dtalk_jax.train.stage2 import _frame, stage1_arrays  # noqa: PLC0415
 
     cfg, heads = load_trained(workdir)
-    subject = Subject.open(subject_path)
+    subject = open_for_model(subject_path, cfg.data, cfg.model.audio)
     idx = parse_frames(frames, subject)
     features = stage1_arrays(subject, workdir, cfg=cfg)
     h, w = subject.size

@@ -1,13 +1,14 @@
 """Audio code and the face branch's audio + eye/AU view (TalkingGaussian / ER-NeRF baseline, [5]).
 
-AudioNet maps one frame's window of audio features (16, F) to a 32-d code with four stride-2 1-D
-convolutions (16 → 1 in time) and two Linears; AudioAttNet smooths the codes of an 8-frame window
-by a learned attention over time (softmax over the 8 frames). F is 29 for the authors' DeepSpeech
-logits and 32 for ours (`ua3dtalk_jax.audio.features.F_AUDIO_DIM`).
+AudioNet maps one frame's window of audio features (Wa, F) to a 32-d code with four stride-2 1-D
+convolutions (Wa ≤ 16 → 1 in time: DeepSpeech and our mel windows 16, HuBERT 2) and two Linears;
+AudioAttNet smooths the codes of an 8-frame window by a learned attention over time (softmax over
+the 8 frames). F is 29 for the authors' DeepSpeech
+logits, 1024 for HuBERT, 44 for ER-NeRF's esperanto and 32 for ours (`audio.precomputed`).
 
 The face branch's audio view (38-d) is [enc_a ⊙ aud_ch_att(enc_x) (32), enc_e (6)], with
 enc_e = [exp_encode(AU01, AU04, AU05, AU06, AU07), AU45] ⊙ ReLU(eye_att(enc_x)). Layouts: "aud"
-is (W = 8 frames, 16 time steps, F); the authors' [8, 29, 16] is the transpose of the last two.
+is (W = 8 frames, Wa time steps, F); the authors' [8, 29, 16] is the transpose of the last two.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ LEAK = 0.02  # LeakyReLU slope of the ER-NeRF audio nets.
 
 
 class AudioNet(nn.Module):
-    """(W, 16, F) per-frame feature windows → (W, out_dim) codes."""
+    """(W, Wa, F) per-frame feature windows (Wa ≤ 16) → (W, out_dim) codes."""
 
     out_dim: int = 32
     conv_features: tuple[int, ...] = (32, 32, 64, 64)
@@ -33,7 +34,7 @@ class AudioNet(nn.Module):
         for c in self.conv_features:
             x = nn.Conv(c, kernel_size=(3,), strides=(2,), padding=((1, 1),))(x)
             x = nn.leaky_relu(x, LEAK)
-        x = x.reshape(x.shape[0], -1)  # time is 1 after the convolutions for a 16-step window
+        x = x.reshape(x.shape[0], -1)  # time is 1 after the convolutions for Wa ≤ 16 steps
         x = nn.leaky_relu(nn.Dense(self.conv_features[-1])(x), LEAK)
         return nn.Dense(self.out_dim)(x)
 
@@ -77,7 +78,7 @@ class AudioView(nn.Module):
         """Builds the audio view.
 
         Args:
-          aud: (W, 16, F) audio feature windows of the W frames around this one.
+          aud: (W, Wa, F) audio feature windows of the W frames around this one.
           au_exp: (6,) [AU01, AU04, AU05, AU06, AU07, AU45].
           enc_x: (N, X) xyz encodings.
         Returns:

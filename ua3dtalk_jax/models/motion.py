@@ -43,7 +43,9 @@ from ua3dtalk_jax.models.uncertainty import (
 )
 
 MODES = ("train", "eval")
-AUDIO_STEPS = 16  # time steps per frame window; AudioNet's four stride-2 convs reduce 16 → 1.
+# Most time steps per frame window: AudioNet's four stride-2 convs reduce any 1..16 to 1
+# (DeepSpeech/esperanto and our mel windows have 16, HuBERT's 2, per-frame vectors 1).
+AUDIO_STEPS = 16
 
 
 @flax.struct.dataclass
@@ -51,7 +53,7 @@ class FrameInputs:
     """One frame's conditioning (add a leading axis and vmap for several frames).
 
     Attributes:
-      aud: (W, 16, F) audio feature windows of the W = 8 frames around this one.
+      aud: (W, Wa, F) audio feature windows of the W = 8 frames around this one (Wa ≤ 16).
       au_exp: (6,) [AU01, AU04, AU05, AU06, AU07, clip(AU45, 0, 2)].
       f_exp: (64,) expression prior (paper §2.1).
       f_tone: (64,) person-specific tone feature.
@@ -158,7 +160,8 @@ class MotionNetwork(nn.Module):
             raise ValueError('mode="train" draws ensemble members: pass rng=')
         chex.assert_shape(xyz, (None, 3))
         chex.assert_rank(inputs.aud, 3)
-        chex.assert_axis_dimension(inputs.aud, 1, AUDIO_STEPS)
+        if not 1 <= inputs.aud.shape[1] <= AUDIO_STEPS:
+            raise ValueError(f"aud windows of {inputs.aud.shape[1]} steps; at most {AUDIO_STEPS}")
         chex.assert_shape(inputs.au_exp, (6,))
         chex.assert_rank([inputs.f_exp, inputs.f_tone, inputs.f_emo], 1)
         n = xyz.shape[0]

@@ -16,19 +16,32 @@ CONFIG_NAME = "config.json"
 # Fields added after workdirs were first written, with the value that reproduces what those
 # workdirs did: a saved config without one reads as having it (resuming, comparing, loading).
 LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1"}
+# Values that meant something else when those workdirs were written: before training resolved
+# data.audio_feature, "auto" was saved as it was, and the audio network was always built for our
+# 32-wide mel windows.
+LEGACY_VALUES = {("data", "audio_feature"): ("auto", "mel")}
 
 
 def with_legacy_defaults(d: dict) -> dict:
-    """A copy of a saved config dict with the missing `LEGACY_DEFAULTS` fields filled in (where
-    their parent section exists)."""
+    """A copy of a saved config dict with the missing `LEGACY_DEFAULTS` fields filled in and the
+    `LEGACY_VALUES` rewritten (where their parent section exists)."""
     out = copy.deepcopy(d)
     for path, value in LEGACY_DEFAULTS.items():
-        node = out
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        node = _parent(out, path)
+        if node is not None:
             node.setdefault(path[-1], value)
+    for path, (old, new) in LEGACY_VALUES.items():
+        node = _parent(out, path)
+        if node is not None and node.get(path[-1]) == old:
+            node[path[-1]] = new
     return out
+
+
+def _parent(d: dict, path: tuple):
+    node = d
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
 
 
 def save_config(cfg: ml_collections.ConfigDict, workdir: str) -> str:

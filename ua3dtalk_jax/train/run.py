@@ -1,6 +1,7 @@
 """One training run: subject resolution, config overrides, stage 1 then stage 2 (what the CLI does).
 
-`experiments/train.py` folds flags into `configs.get_config(preset)` with `apply_overrides` and
+`experiments/train.py` folds flags into `configs.get_config(preset)` with
+`configs.apply_overrides` (re-exported here for older callers) and
 calls `train(cfg, subject_path, workdir, stage)`. The resolved config is saved as
 workdir/config.json; restarting the same command in the same workdir resumes, and a workdir trained
 with a different config is refused (naming the fields that differ) rather than mixed.
@@ -8,18 +9,20 @@ with a different config is refused (naming the fields that differ) rather than m
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import time
 
 import ml_collections
 
-from ua3dtalk_jax.configs import sync_schedule
+from ua3dtalk_jax.audio.precomputed import check_choice
+from ua3dtalk_jax.configs.overrides import apply_overrides, check_config
+from ua3dtalk_jax.data.stage2_audio import resolve_audio, trained_on
 from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config, with_legacy_defaults
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import has_stage1
 
+__all__ = ["apply_overrides", "prepare", "train"]
 STAGES = ("1", "2", "all")
 SUBJECT_RECORD = "subject.json"  # {"subject": absolute path} of the first training call
 
@@ -40,38 +43,6 @@ def enable_compile_cache(path: str | None) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
-    """Applies "dotted.key=value" strings (values parsed as Python literals, else strings).
-
-    Raises:
-      ValueError: a malformed override or an unknown key (named).
-    """
-    for item in overrides or ():
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected dotted.key=value")
-        key, raw = item.split("=", 1)
-        node, *path = key.strip().split(".")
-        parent, parts = cfg, [node, *path]
-        for p in parts[:-1]:
-            if p not in parent:
-                raise ValueError(f"--set {item!r}: unknown config key {key!r}")
-            parent = parent[p]
-        if parts[-1] not in parent:
-            raise ValueError(f"--set {item!r}: unknown config key {key!r}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        old = parent[parts[-1]]
-        if isinstance(old, tuple) and isinstance(value, list):
-            value = tuple(value)
-        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        parent[parts[-1]] = value
-    sync_schedule(cfg)
-    return cfg
-
-
 def resolve_subject(subject: str, data_root: str, synthetic_preset: str, log=print) -> str:
     """A subject directory: a path, a folder under data_root, or "synthetic" (built if absent)."""
     from ua3dtalk_jax.data.synthetic.generate import ensure_synthetic  # noqa: PLC0415
@@ -88,20 +59,28 @@ def resolve_subject(subject: str, data_root: str, synthetic_preset: str, log=pri
         f"--subject={subject}: neither a directory nor a folder under --data_root={data_root}")
 
 
-def check_workdir(cfg, workdir: str) -> None:
-    """Saves the config, or checks that the workdir was trained with the same one."""
+def check_workdir(cfg, workdir: str, *, save: bool = True) -> None:
+    """Saves the config (with `save`), or checks that the workdir was trained with the same one."""
     path = os.path.join(workdir, CONFIG_NAME)
     if os.path.exists(path):
         with open(path) as f:
             old = with_legacy_defaults(json.load(f))
-        new = json.loads(json.dumps(cfg.to_dict()))
+        new = with_legacy_defaults(json.loads(json.dumps(cfg.to_dict())))  # both sides alike
         diff = sorted(_diff(old, new))
+        if any(d == "data.audio_feature" or d.startswith("model.audio.") for d in diff):
+            was = ml_collections.ConfigDict(old)
+            raise ValueError(
+                f"{workdir} was trained on {trained_on(was.data, was.model.audio)} audio "
+                f"features; this run reads {trained_on(cfg.data, cfg.model.audio)}: pass "
+                f"--set=data.audio_feature={was.data.audio_feature} (the subject must still have "
+                "those features) or use a new --workdir")  # fmt: skip
         if diff:
             raise ValueError(
                 f"{workdir} was trained with another config (differs in {', '.join(diff[:8])}); "
                 "use a new --workdir or the same flags to resume")
         return
-    save_config(cfg, workdir)
+    if save:
+        save_config(cfg, workdir)
 
 
 def record_subject(workdir: str, subject_path: str) -> None:
@@ -152,21 +131,58 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     return {"seconds": time.time() - t, "metrics": metrics}
 
 
-def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print,
-          on_frame=None) -> dict:  # fmt: skip
-    """Runs stage 1 and/or stage 2; returns the summary (stage 2 also writes summary.json)."""
-    from tensorboardX import SummaryWriter  # noqa: PLC0415
+def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print):
+    """Everything checked before any training: the stage, the feature source, the subject and its
+    audio (resolved into `cfg`), the workdir's config and what the stage needs from earlier ones.
+    Writes workdir/config.json and subject.json only when all of it holds.
 
+    Returns:
+      the opened `data.Subject`.
+    Raises:
+      FileNotFoundError / ValueError: one line naming the flag, file or field at fault.
+    """
     from ua3dtalk_jax.data import Subject  # noqa: PLC0415
     from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import run_stage2  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2 import Stage1Missing  # noqa: PLC0415
 
     if stage not in STAGES:
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
-    source = feature_source(cfg)  # a bad value fails here, before any training
+    check_config(cfg)
+    source = feature_source(cfg)
+    subject = Subject.open(subject_path, audio_feature=check_choice(cfg.data.audio_feature))
+    log(resolve_audio(cfg.data, cfg.model.audio, subject))
+    check_workdir(cfg, workdir, save=False)
+    trains_stage1 = stage == "1" or (stage == "all" and source == "stage1")
+    if trains_stage1 and not has_stage1(workdir) and not subject.has("aud.wav"):
+        raise FileNotFoundError(
+            f"{os.path.join(subject.path, 'aud.wav')}: missing; stage 1 learns from the clip's "
+            "16 kHz speech (TalkingGaussian's preprocessing writes it: ffmpeg -i VIDEO -ac 1 "
+            "-ar 16000 aud.wav)")  # fmt: skip
+    if stage == "2" and source == "stage1" and not has_stage1(workdir):
+        path = os.path.join(os.path.abspath(workdir), STAGE1_DIR)
+        raise Stage1Missing(
+            f"{path}: no stage-1 checkpoint. Stage 2 consumes stage 1's features: run "
+            f"`python -m experiments.train --stage=1` (or --stage=all) with this --workdir first.")
     check_workdir(cfg, workdir)
-    subject = Subject.open(subject_path)
     record_subject(workdir, subject_path)
+    return subject
+
+
+def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print,
+          on_frame=None, subject=None) -> dict:  # fmt: skip
+    """Runs stage 1 and/or stage 2; returns the summary (stage 2 also writes summary.json).
+
+    `subject`: the `prepare` result when the caller has already checked the run (the CLI does,
+    so that its refusals come before anything is trained); None prepares here.
+    """
+    from tensorboardX import SummaryWriter  # noqa: PLC0415
+
+    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2 import run_stage2  # noqa: PLC0415
+
+    if subject is None:
+        subject = prepare(cfg, subject_path, workdir, stage, log=log)
+    source = feature_source(cfg)
     out = {"subject": os.path.abspath(subject_path), "workdir": os.path.abspath(workdir)}
     if stage == "all" and source == "subject":
         log("stage 1: skipped (stage1.features.source=subject: stage 2 reads the subject's "

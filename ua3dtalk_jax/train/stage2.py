@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ua3dtalk_jax.data.stage2_audio import match_subject
 from ua3dtalk_jax.losses import image as L
 from ua3dtalk_jax.losses.regularizers import rect_mask
 from ua3dtalk_jax.train import parallel
@@ -104,6 +105,7 @@ def run_stage2(cfg, subject, workdir: str, *, log=print, writer=None, on_frame=N
 
     `on_frame(index, rgb)` receives every rendered held-out frame (e.g. to write a video).
     """
+    match_subject(cfg.data, cfg.model.audio, subject)
     features = stage1_arrays(subject, workdir, cfg=cfg)
     mesh = parallel.global_mesh()
     extent = scene_extent(np.stack([subject.viewmat(int(i)) for i in subject.split("train")]))
