@@ -15,7 +15,8 @@ import ml_collections
 CONFIG_NAME = "config.json"
 # Fields added after workdirs were first written, with the value that reproduces what those
 # workdirs did: a saved config without one reads as having it (resuming, comparing, loading).
-LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1"}
+LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1",
+                   ("stage1", "prior"): {"face_recon_weights": ""}}  # fmt: skip
 
 
 def with_legacy_defaults(d: dict) -> dict:
@@ -27,7 +28,7 @@ def with_legacy_defaults(d: dict) -> dict:
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict):
-            node.setdefault(path[-1], value)
+            node.setdefault(path[-1], copy.deepcopy(value))
     return out
 
 

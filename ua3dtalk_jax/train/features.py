@@ -53,7 +53,8 @@ def compute_features(model: Stage1Model, wav: np.ndarray, fps: float, n_frames: 
     cfg = model.cfg
     mel = jnp.asarray(np.transpose(features.mel_chunks(wav, fps, n_frames), (0, 2, 1)))
     refs = jnp.asarray(model.refs, jnp.float32) / 255.0
-    p = prior.prior_features(model.models, model.params, refs, mel, cfg.stylenet.seq_len)
+    p = prior.prior_features(model.models, model.params, refs, mel, cfg.stylenet.seq_len,
+                             model.face)  # fmt: skip
     stream = {k: jnp.asarray(v) for k, v in emotion_inputs.emotion_stream(wav, cfg.emotion).items()}
     centres = emotion_inputs.frame_centres(n_frames, fps)
     e = emo.emotion_features(model.models["emotion"], model.params["emotion"], stream, centres,
