@@ -79,6 +79,12 @@ def test_exp_r2_scores_a_linear_readout_on_held_out_frames():
     noisy = y + rng.standard_normal(y.shape) * y.std(0)
     assert 0.42 < sf.exp_r2(f, noisy, n_train) < 0.52  # half the variance is noise
     assert np.isnan(sf.exp_r2(f, y, n))  # no held-out frames
+    # invariant to f_exp's offset and per-component scale (lip-wav f_exp: mean 0.6, s.d. 0.01)
+    scaled = 0.6 + f * np.geomspace(1e-3, 10, 64)
+    assert sf.exp_r2(scaled, noisy, n_train) == pytest.approx(sf.exp_r2(f, noisy, n_train))
+    # a component constant over the train frames (floored s.d.: huge held-out values) is left out
+    unseen = np.c_[noisy, np.r_[np.zeros(n_train), np.full(n - n_train, 1e6)]]
+    assert sf.exp_r2(f, unseen, n_train) == pytest.approx(sf.exp_r2(f, noisy, n_train))
 
 
 def test_frame_points_prefer_the_mesh_and_fill_missing_frames():

@@ -34,7 +34,9 @@ from ua3dtalk_jax.models.prior.face_recon import EXP, FaceReconNet, load_face_re
 ALIGNED_SHAPE = (face_align.TARGET, face_align.TARGET, 3)
 CHUNK = 16  # frames per jitted network call (fixed: one compile)
 PASTE_FEATHER = 1 / 16  # of the crop side: rows over which the pasted lower half fades in
-RIDGE = 1e-3  # × mean diagonal of XᵀX: the R² readout's regulariser (f_exp may be rank-deficient)
+VARYING = 1e-6  # train-frame s.d. of a target component below which it is left out of the R²
+RIDGE = 1e-2  # × train frames: the R² readout's ridge on standardised f_exp (64 features over a
+# few hundred to a few thousand frames; also keeps a rank-deficient f_exp solvable)
 
 
 @dataclasses.dataclass
@@ -171,23 +173,35 @@ def lipwav_exp(face: FacePrior, lipwav: np.ndarray) -> np.ndarray:
 def exp_r2(f_exp, target, n_train: int) -> float:
     """Held-out R² of f_exp against the tracked expression through a linear readout.
 
-    A ridge map [f_exp, 1] → target is fitted on frames [0, n_train); R² = 1 − Σ‖ŷ − y‖² /
-    Σ‖y − ȳ‖² over the held-out frames [n_train, N) (ȳ their mean), pooled over components.
+    f_exp is standardised with its statistics over all N frames (the ridge then does not depend
+    on its offset or per-component scale: lip-wav f_exp can sit at a mean of 0.6 with an s.d. of
+    0.01; f_exp comes from the audio alone, so using the held-out frames' f_exp here is no leak,
+    and a component constant over the train frames does not explode on the held-out ones), a
+    ridge map [z, 1] → target is fitted on frames [0, n_train), and R² = 1 − Σ‖ŷ − y‖² /
+    Σ‖y − ȳ‖² over the held-out frames [n_train, N) (ȳ their mean), pooled over the target's
+    components that vary over the train frames (one constant there, an expression the train
+    frames never show, cannot be read out of them, and its standardisation by a floored s.d.
+    would swamp the sum).
 
     Args:
       f_exp: (N, D); target: (N, E) (standardised tracked coefficients).
     Returns:
-      R², or nan without held-out frames.
+      R², or nan without held-out frames (or without a component that varies).
     """
     x = np.asarray(f_exp, np.float64)
     y = np.asarray(target, np.float64)
     if len(x) <= n_train or n_train < 2:
         return float("nan")
-    x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
-    xt, yt = x[:n_train], y[:n_train]
-    g = xt.T @ xt
-    g += RIDGE * np.trace(g) / len(g) * np.eye(len(g))
-    w = np.linalg.solve(g, xt.T @ yt)
+    y = y[:, y[:n_train].std(0) > VARYING]
+    if not y.shape[1]:
+        return float("nan")
+    sd = x.std(0)
+    z = np.where(sd > 0, (x - x.mean(0)) / np.where(sd > 0, sd, 1.0), 0.0)
+    z = np.concatenate([z, np.ones((len(z), 1))], axis=1)
+    zt, yt = z[:n_train], y[:n_train]
+    penalty = np.full(z.shape[1], RIDGE * n_train)
+    penalty[-1] = 0.0  # the intercept is not shrunk
+    w = np.linalg.solve(zt.T @ zt + np.diag(penalty), zt.T @ yt)
     yv = y[n_train:]
     sst = np.sum((yv - yv.mean(0)) ** 2)
-    return float(1.0 - np.sum((x[n_train:] @ w - yv) ** 2) / max(sst, 1e-12))
+    return float(1.0 - np.sum((z[n_train:] @ w - yv) ** 2) / max(sst, 1e-12))
