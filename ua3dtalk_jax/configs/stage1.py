@@ -141,6 +141,13 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     cfg.lip_expert.lr = 1e-4 if preset == "paper" else 1e-3
     cfg.lip_expert.sync_weight = 0.03  # Wav2Lip's syncnet_wt
 
+    # The paper's 3D expression prior: a user's Deep3DFaceRecon / SadTalker `epoch_20.pth` (torch
+    # zip/legacy or safetensors, read without torch; nothing downloaded). Given, f_exp (lip-expert
+    # frames) and f_gt-exp (real frames) are its 64 expression coefficients after the 5-point
+    # alignment (train/stage1_face.py) and `expr_prior` is not trained. Empty: the regressor below.
+    cfg.prior = ml_collections.ConfigDict()
+    cfg.prior.face_recon_weights = ""
+
     cfg.expr_prior = ml_collections.ConfigDict()
     cfg.expr_prior.channels = z["prior"]
     cfg.expr_prior.feature_dim = 64  # f_exp

@@ -15,7 +15,8 @@ import ml_collections
 CONFIG_NAME = "config.json"
 # Fields added after workdirs were first written, with the value that reproduces what those
 # workdirs did: a saved config without one reads as having it (resuming, comparing, loading).
-LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1"}
+LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1",
+                   ("stage1", "prior"): {"face_recon_weights": ""}}  # fmt: skip
 # Values that meant something else when those workdirs were written: before training resolved
 # data.audio_feature, "auto" was saved as it was, and the audio network was always built for our
 # 32-wide mel windows.
@@ -29,7 +30,7 @@ def with_legacy_defaults(d: dict) -> dict:
     for path, value in LEGACY_DEFAULTS.items():
         node = _parent(out, path)
         if node is not None:
-            node.setdefault(path[-1], value)
+            node.setdefault(path[-1], copy.deepcopy(value))
     for path, (old, new) in LEGACY_VALUES.items():
         node = _parent(out, path)
         if node is not None and node.get(path[-1]) == old:

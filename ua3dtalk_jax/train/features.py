@@ -3,7 +3,9 @@
 `stage1_features(source, stage1)` takes a subject (its aud.wav and frame count) or a bare waveform
 (novel audio) plus a trained stage 1 (`train.stage1.load_stage1` result or its workdir). Every
 feature comes from the audio and the checkpoint alone — f_exp from lip-wav images that the lip
-expert generates from the audio and the checkpoint's stored reference crops, f_tone from StyleNet,
+expert generates from the audio and the checkpoint's stored reference crops (read by the
+expression-prior regressor, or by Deep3DFaceRecon after pasting them into the stored aligned
+reference frames, `Stage1Model.face`), f_tone from StyleNet,
 f_emo-attn from the frozen emotion encoder — so training audio and novel audio take the same path
 and no video frame of the audio's own clip is used. f_exp and f_tone are standardised with the
 checkpoint's train-frame statistics when its config asks for it (`Stage1Model.prior_out`). For a
@@ -53,7 +55,8 @@ def compute_features(model: Stage1Model, wav: np.ndarray, fps: float, n_frames: 
     cfg = model.cfg
     mel = jnp.asarray(np.transpose(features.mel_chunks(wav, fps, n_frames), (0, 2, 1)))
     refs = jnp.asarray(model.refs, jnp.float32) / 255.0
-    p = prior.prior_features(model.models, model.params, refs, mel, cfg.stylenet.seq_len)
+    p = prior.prior_features(model.models, model.params, refs, mel, cfg.stylenet.seq_len,
+                             model.face)  # fmt: skip
     stream = {k: jnp.asarray(v) for k, v in emotion_inputs.emotion_stream(wav, cfg.emotion).items()}
     centres = emotion_inputs.frame_centres(n_frames, fps)
     e = emo.emotion_features(model.models["emotion"], model.params["emotion"], stream, centres,

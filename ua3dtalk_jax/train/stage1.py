@@ -4,7 +4,9 @@
   1. SyncNet (BCE on in-sync vs shifted windows; or a user's Wav2Lip SyncNet, `syncnet.pretrained`,
      loaded instead)                                                   → AUC at a 5-frame shift
   2. lip expert (L1 + frozen-SyncNet sync loss)                        → lip-wav images
-  3. 3D expression prior (regress f_gt-exp on real crops)              → f_exp on lip-wav images
+  3. 3D expression prior (regress f_gt-exp on real crops; or a user's Deep3DFaceRecon,
+     `prior.face_recon_weights`, frozen: train/stage1_face.py)       → f_exp on lip-wav images,
+                                                                        its held-out R²
   4. StyleNet + FuseNet (Eq. 4, L_recon on f_gen-exp)                  → f_tone
   5. emotion encoder: pre-training (CE on a corpus), fine-tuning (Eq. 5) → f_emo-attn, class means
 and writes one orbax checkpoint (train/checkpoint.py) under `workdir/stage1`: every parameter tree,
@@ -27,6 +29,7 @@ import numpy as np
 
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.train import stage1_emotion as emo
+from ua3dtalk_jax.train import stage1_face
 from ua3dtalk_jax.train import stage1_prior as prior
 from ua3dtalk_jax.train.checkpoint import Checkpointer
 from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices, to_float
@@ -57,6 +60,9 @@ class Stage1Model:
     # train-frame mean and s.d. of [f_exp, f_tone] (128,); checkpoints without them: 0 and 1
     prior_mean: np.ndarray | None = None
     prior_std: np.ndarray | None = None
+    # Deep3DFaceRecon path: the network (reloaded from `prior.face_recon_weights`, not stored)
+    # and the aligned references (stored)
+    face: stage1_face.FacePrior | None = None
 
     def prior_out(self, f_exp, f_tone) -> tuple:
         """f_exp, f_tone as stage 2 receives them (`cfg.features`: standardised × scale, or as is)."""
@@ -94,8 +100,10 @@ def _config(d: dict) -> ml_collections.ConfigDict:
     return cfg
 
 
-def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None) -> tuple[dict, dict, dict]:
-    """Steps 1–4; `syncnet`: frozen SyncNet params (`prior.pretrained_syncnet`), not trained then.
+def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
+                face: stage1_face.FacePrior | None = None) -> tuple[dict, dict, dict]:  # fmt: skip
+    """Steps 1–4; `syncnet`: frozen SyncNet params (`prior.pretrained_syncnet`), not trained then;
+    `face`: Deep3DFaceRecon gives f_exp (`stage1_face`), the regressor is not trained then.
 
     Returns (models, params, metrics).
     """
@@ -125,18 +133,13 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None) -> tuple[dic
     params["lip_expert"] = st.params
     m["lip_expert"] = _summary(h)
 
-    step, tx = prior.make_prior_step(cfg, models["expr_prior"], data.n_train)
-    st, h = run_steps(step, init_state(params["expr_prior"], tx), arrays,
-                      jax.random.fold_in(key, 3), cfg.expr_prior.steps, log, "expr_prior")  # fmt: skip
-    params["expr_prior"] = st.params
-    m["expr_prior"] = _summary(h)
-    if data.n > data.n_train:
-        pred, _ = models["expr_prior"].apply({"params": st.params},
-                                             to_float(data.crops[data.n_train:]))  # fmt: skip
-        m["expr_prior"]["val_loss"] = float(_recon(pred, data.exp[data.n_train:]))
-
+    if face is None:
+        m["expr_prior"] = _train_regressor(data, cfg, models, params, arrays, key, log)
+    else:
+        m["expr_prior"] = {"face_recon": 1.0}
     refs = to_float(data.crops[reference_indices(data.n_train, cfg.data.n_refs)])
-    feats = prior.expression_features(models, params, refs, data.mel)
+    feats = prior.expression_features(models, params, refs, data.mel, face)
+    m["f_exp"] = _f_exp_r2(data, feats["f_exp"], face is not None, log)
     step, tx = prior.make_style_step(cfg, models["stylenet"], models["fuse"], data.n_train)
     sp = {"stylenet": params["stylenet"], "fuse": params["fuse"]}
     st, h = run_steps(step, init_state(sp, tx), dict(arrays, f_exp=feats["f_exp"]),
@@ -149,6 +152,34 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None) -> tuple[dic
             _recon(tone["f_gen_exp"][data.n_train:], data.exp[data.n_train:]))  # fmt: skip
     m["prior_stats"] = prior_stats(feats["f_exp"], tone["f_tone"], data.n_train)
     return models, params, m
+
+
+def _train_regressor(data: Stage1Data, cfg, models, params, arrays, key, log) -> dict:
+    """Step 3 without Deep3DFaceRecon: the expression-prior regressor on real crops (sets
+    params["expr_prior"]); returns its metrics."""
+    step, tx = prior.make_prior_step(cfg, models["expr_prior"], data.n_train)
+    st, h = run_steps(step, init_state(params["expr_prior"], tx), arrays,
+                      jax.random.fold_in(key, 3), cfg.expr_prior.steps, log, "expr_prior")  # fmt: skip
+    params["expr_prior"] = st.params
+    m = _summary(h)
+    if data.n > data.n_train:
+        pred, _ = models["expr_prior"].apply({"params": st.params},
+                                             to_float(data.crops[data.n_train:]))  # fmt: skip
+        m["val_loss"] = float(_recon(pred, data.exp[data.n_train:]))
+    return m
+
+
+def _f_exp_r2(data: Stage1Data, f_exp, face_recon: bool, log) -> dict:
+    """{"r2_val": held-out R² of f_exp against the tracked expression} (`stage1_face.exp_r2`;
+    empty without held-out frames), logged."""
+    tracked = data.exp if data.tracked_exp is None else data.tracked_exp
+    r2 = stage1_face.exp_r2(f_exp, tracked, data.n_train)
+    if not np.isfinite(r2):
+        return {}
+    if log is not None:
+        path = "Deep3DFaceRecon" if face_recon else "expression-prior regressor"
+        log(f"f_exp: held-out R² {r2:.3f} against the tracked expression ({path}, linear readout)")
+    return {"r2_val": r2}
 
 
 def prior_stats(f_exp, f_tone, n_train: int) -> tuple[np.ndarray, np.ndarray]:
@@ -220,20 +251,36 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
     """
     key = jax.random.PRNGKey(cfg.seed)
     cfg, syncnet = prior.pretrained_syncnet(cfg)  # before anything: the checkpoint stores this cfg
+    face = _face_prior(cfg, data)
     # Emotion Distillation does not depend on Prior Extraction: it runs in a second thread beside
     # it (XLA releases the GIL; the small stage-1 programs leave part of a 2-core CPU idle). Each
     # keeps its own keys, so the results are the same as one after the other.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stage1-emotion") as pool:
         emotion = pool.submit(train_emotion, data, cfg, jax.random.fold_in(key, 20), corpus,
                               corpus_classes, log)  # fmt: skip
-        models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet)
+        models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet,
+                                        face)  # fmt: skip
         enc, ep, means, m["emotion"] = emotion.result()
     stats = m.pop("prior_stats")
     models["emotion"], params["emotion"] = enc, ep
     refs = np.asarray(data.crops)[reference_indices(data.n_train, cfg.data.n_refs)]
-    model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means, *stats)
+    model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means, *stats,
+                        face)  # fmt: skip
     save_stage1(model, workdir, m)
     return model, m
+
+
+def _face_prior(cfg, data: Stage1Data) -> stage1_face.FacePrior | None:
+    """The Deep3DFaceRecon network `cfg.prior.face_recon_weights` names, with the data's aligned
+    references; None without weights."""
+    net = stage1_face.load_network(cfg)
+    if net is None:
+        return None
+    if data.face_refs is None:
+        raise ValueError(
+            f"stage1.prior.face_recon_weights={stage1_face.weights_path(cfg)}: the stage-1 data "
+            "has no aligned frames (build it with Stage1Data.from_subject and this config)")
+    return stage1_face.FacePrior(*net, data.face_refs["frames"], data.face_refs["affine"])
 
 
 def save_stage1(model: Stage1Model, workdir: str, metrics: dict | None = None) -> str:
@@ -243,9 +290,12 @@ def save_stage1(model: Stage1Model, workdir: str, metrics: dict | None = None) -
             "exp_std": model.exp_std, "class_means": model.class_means}  # fmt: skip
     if model.prior_mean is not None:
         tree |= {"prior_mean": model.prior_mean, "prior_std": model.prior_std}
+    if model.face is not None:
+        tree |= {"face_frames": model.face.frames, "face_affine": model.face.affine}
     meta = {"config": model.cfg.to_dict(), "exp_dim": int(model.exp_mean.shape[0]),
             "n_refs": len(model.refs), "metrics": jax.tree.map(float, metrics or {}),
-            "prior_stats": model.prior_mean is not None}  # fmt: skip
+            "prior_stats": model.prior_mean is not None,
+            "face_refs": 0 if model.face is None else len(model.face.frames)}  # fmt: skip
     ck = Checkpointer(path, max_to_keep=1)
     ck.save(0, tree, meta)
     ck.close()
@@ -272,12 +322,24 @@ def load_stage1(workdir: str) -> Stage1Model:
     if meta.get("prior_stats", False):  # older checkpoints have none (features passed on as is)
         width = cfg.expr_prior.feature_dim + cfg.stylenet.out_dim
         like |= {k: np.zeros(width, np.float32) for k in ("prior_mean", "prior_std")}
+    k_face = int(meta.get("face_refs", 0))
+    if k_face:
+        like |= {"face_frames": np.zeros((k_face, *stage1_face.ALIGNED_SHAPE), np.uint8),
+                 "face_affine": np.zeros((k_face, 2, 3), np.float32)}  # fmt: skip
     tree, _ = ck.restore(like)
     ck.close()
     params = jax.tree.map(jnp.asarray, tree["params"])
     stats = [np.asarray(tree[k]) if k in tree else None for k in ("prior_mean", "prior_std")]
+    face = None
+    if k_face:  # the network is reloaded from the user's file (not copied into every workdir)
+        net = stage1_face.load_network(cfg)
+        if net is None:
+            raise ValueError(f"{path}: a Deep3DFaceRecon stage 1 whose config names no weights")
+        face = stage1_face.FacePrior(*net, np.asarray(tree["face_frames"]),
+                                     np.asarray(tree["face_affine"]))  # fmt: skip
     return Stage1Model(cfg, models, params, np.asarray(tree["refs"]), np.asarray(tree["exp_mean"]),
-                       np.asarray(tree["exp_std"]), np.asarray(tree["class_means"]), *stats)  # fmt: skip
+                       np.asarray(tree["exp_std"]), np.asarray(tree["class_means"]), *stats,
+                       face)  # fmt: skip
 
 
 def _meta_args():

@@ -8,7 +8,9 @@ step samples its own batch from them with its RNG key (no host loop, no host↔d
                                  box centre and side smoothed over `smooth_frames` frames
     mel     (N, 80, 16) f32      Wav2Lip mel chunk starting at frame i (mel bins × mel frames)
     exp     (N, E) f32           f_gt-exp (exp_coeffs.npy, else track_params.pt's BFM `exp`, E = 79)
-                                 standardised with the train-split mean/std (`exp_stats`)
+                                 standardised with the train-split mean/std (`exp_stats`); with
+                                 Deep3DFaceRecon weights (`with_face_recon`) its 64 coefficients
+                                 of the real frames, and the tracked ones move to `tracked_exp`
     emotion (N,) i32             EMOTIONS index, −1 unlabelled
     n_train                      frames [0, n_train) are the train split (contiguous, ER-NeRF style)
     stream, centres              `audio.emotion_inputs` whole-clip arrays and frame sample positions
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ua3dtalk_jax.audio import emotion_inputs, features
+from ua3dtalk_jax.train import stage1_face
 
 STD_FLOOR = 1e-6  # standardisation of a constant coefficient
 
@@ -39,6 +42,10 @@ class Stage1Data:
     stream: dict
     centres: jnp.ndarray
     exp_stats: tuple  # (mean (E,), std (E,)) numpy
+    # Deep3DFaceRecon path only (`with_face_recon`): the subject's tracked coefficients
+    # (standardised; the R² target of f_exp) and `stage1_face.paste_refs` of the references
+    tracked_exp: jnp.ndarray | None = None
+    face_refs: dict | None = None
 
     @property
     def n(self) -> int:
@@ -54,13 +61,11 @@ class Stage1Data:
         n = len(crops)
         if mel is None:
             mel = features.mel_chunks(wav, fps, n)
-        exp = np.asarray(exp, np.float32)
-        mean = exp[:n_train].mean(0)
-        std = np.maximum(exp[:n_train].std(0), STD_FLOOR)
+        z, mean, std = standardise(exp, n_train)
         return cls(
             crops=jnp.asarray(crops, jnp.uint8),
             mel=jnp.asarray(np.transpose(mel, (0, 2, 1)), jnp.float32),
-            exp=jnp.asarray((exp - mean) / std),
+            exp=jnp.asarray(z),
             emotion=jnp.asarray(emotion, jnp.int32),
             n_train=int(n_train),
             fps=float(fps),
@@ -84,16 +89,54 @@ class Stage1Data:
             lms.append(fr["landmarks"])
             exp.append(fr["exp"])
             emo.append(fr["emotion"])
+        images, lms = np.stack(images), np.stack(lms)
         if np.asarray(exp).shape[1] == 0:
             raise ValueError(
                 f"{subject.path}: stage 1 needs f_gt-exp (expression coefficients): "
                 "exp_coeffs.npy, or the face tracker's track_params.pt of a TalkingGaussian dir"
             )
-        crops = face_crops(np.stack(images), np.stack(lms), cfg.data)
+        crops = face_crops(images, lms, cfg.data)
         wav = subject.wav()
         mel = features.mel_chunks(wav, subject.fps, n)
-        return cls.from_arrays(crops, wav, subject.fps, np.stack(exp), np.stack(emo), len(train),
+        data = cls.from_arrays(crops, wav, subject.fps, np.stack(exp), np.stack(emo), len(train),
                                cfg.emotion, mel=mel)  # fmt: skip
+        net = stage1_face.load_network(cfg)
+        if net is None:
+            return data
+        dense = subject.dense_landmarks  # (rows by image id) the 478-point mesh, if any
+        if dense is not None:
+            dense = np.asarray(dense)[np.asarray(subject.img_ids)[:n]]
+        points = stage1_face.frame_points(lms, dense, images.shape[1:3])
+        return data.with_face_recon(net, images, points, lms, cfg)
+
+    def with_face_recon(self, net, images, points, landmarks, cfg) -> Stage1Data:
+        """This data with f_gt-exp from Deep3DFaceRecon (`train.stage1_face`).
+
+        Args:
+          net: (model, variables) from `stage1_face.load_network`.
+          images: (N, H, W, 3) uint8 frames; points: (N, 5, 2) their alignment points.
+          landmarks: (N, 68, 2) (the face boxes of the crops, as `face_crops` draws them).
+          cfg: the stage-1 config.
+        Returns:
+          A copy whose `exp` is the network's 64 expression coefficients of the real frames
+          (standardised over the train frames), `tracked_exp` the old `exp`, and `face_refs` the
+          aligned reference frames that lip-wav crops are pasted into.
+        """
+        z, mean, std = standardise(stage1_face.real_exp(net, images, points), self.n_train)
+        ref = reference_indices(self.n_train, cfg.data.n_refs)
+        boxes = face_boxes(landmarks, cfg.data.crop_scale, cfg.data.smooth_frames,
+                           images.shape[1:3])[ref]  # fmt: skip
+        refs = stage1_face.paste_refs(images[ref], points[ref], boxes, cfg.data.face_size)
+        return dataclasses.replace(self, exp=jnp.asarray(z), exp_stats=(mean, std),
+                                   tracked_exp=self.exp, face_refs=refs)  # fmt: skip
+
+
+def standardise(exp, n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(exp − mean)/s.d. with the statistics of frames [0, n_train); returns (z, mean, s.d.)."""
+    exp = np.asarray(exp, np.float32)
+    mean = exp[:n_train].mean(0)
+    std = np.maximum(exp[:n_train].std(0), STD_FLOOR)
+    return (exp - mean) / std, mean, std
 
 
 def face_boxes(landmarks: np.ndarray, scale: float, smooth: int, size: tuple) -> np.ndarray:

@@ -3,7 +3,9 @@
   SyncNet      BCE of cos(audio, 5 lower faces) on in-sync (1) vs shifted (0, ≥ min_shift frames),
                + nce_weight · InfoNCE of the batch's windows with their in-sync audio (cpu/tiny)
   lip expert   (1 − w)·L1(gen, target) + w·BCE(cos(SyncNet(mel, gen lower faces)), 1), SyncNet frozen
-  expr prior   ‖ê − f_gt-exp‖² on real face crops (standardised coefficients)
+  expr prior   ‖ê − f_gt-exp‖² on real face crops (standardised coefficients); with a user's
+               Deep3DFaceRecon weights (`stage1.prior.face_recon_weights`) that network instead,
+               frozen, on aligned frames (train/stage1_face.py)
   StyleNet+Fuse  Eq. 4, L_recon = ‖FuseNet(f_exp, f_tone) − f_gt-exp‖², where f_exp comes from the
                frozen expression prior applied to lip-wav images (frozen lip expert, fixed references)
 
@@ -28,6 +30,7 @@ from ua3dtalk_jax.models.prior.stylenet import StyleNet, sequence_apply
 from ua3dtalk_jax.models.prior.syncnet import (SyncNet, info_nce, roc_auc, stack_lower_halves,
                                                sync_bce)
 from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
+from ua3dtalk_jax.train import stage1_face
 from ua3dtalk_jax.train.stage1_data import to_float
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
 
@@ -296,9 +299,13 @@ def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> ja
     return jnp.asarray(np.concatenate(out)[:n])
 
 
-def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array) -> dict:
-    """Lip-wav images (N, S, S, 3) and f_exp (N, 64) of an audio clip (no video needed)."""
+def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array,
+                        face: stage1_face.FacePrior | None = None) -> dict:  # fmt: skip
+    """Lip-wav images (N, S, S, 3) and f_exp (N, 64) of an audio clip (no video needed): from the
+    expression-prior regressor, or Deep3DFaceRecon's exp coefficients when `face` is given."""
     lw = lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
+    if face is not None:
+        return {"f_exp": jnp.asarray(stage1_face.lipwav_exp(face, np.asarray(lw))), "lipwav": lw}
     enc = jax.jit(lambda x: models["expr_prior"].apply({"params": params["expr_prior"]}, x)[1])
     lw_np, n = np.asarray(lw), len(lw)
     chunks = []
@@ -318,9 +325,11 @@ def tone_features(models: dict, params: dict, mel: jax.Array, f_exp: jax.Array, 
     return {"f_tone": f_tone, "f_gen_exp": gen}
 
 
-def prior_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array, seq_len: int):
-    """f_exp (N, 64), f_tone (N, 64) and f_gen-exp (N, E) of an audio clip (no video needed)."""
-    e = expression_features(models, params, refs, mel)
+def prior_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array, seq_len: int,
+                   face: stage1_face.FacePrior | None = None):  # fmt: skip
+    """f_exp (N, 64), f_tone (N, 64) and f_gen-exp (N, E) of an audio clip (no video needed);
+    `face`: the Deep3DFaceRecon path (`expression_features`)."""
+    e = expression_features(models, params, refs, mel, face)
     t = tone_features(models, params, mel, e["f_exp"], seq_len)
     lw, f_exp, f_tone, gen = e["lipwav"], e["f_exp"], t["f_tone"], t["f_gen_exp"]
     return {"f_exp": f_exp, "f_tone": f_tone, "f_gen_exp": gen, "lipwav": lw}
