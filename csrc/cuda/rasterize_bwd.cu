@@ -5,6 +5,8 @@
 // Per-Gaussian gradients are summed over a warp with shuffles, then one atomicAdd
 // per warp (so results match the CPU kernel to rounding, not bit for bit).
 #include "cuda/rasterize_cuda.h"
+
+#include "cuda/launch.h"
 #include "ua3d/raster_math.h"
 
 namespace ua3d::cuda {
@@ -172,15 +174,15 @@ cudaError_t RasterizeToPixelsBwd(const RasterInputs<float>& in, const BackwardIn
   const dim3 grid(bins.tiles_x, bins.tiles_y, unsigned(in.batch));
   const dim3 block(kTileSize, kTileSize, 1);
   switch (in.channels) {
-    case 1: BackwardKernel<1><<<grid, block, 0, stream>>>(in, bins, gin, out, nullptr); break;
-    case 3: BackwardKernel<3><<<grid, block, 0, stream>>>(in, bins, gin, out, nullptr); break;
-    case 4: BackwardKernel<4><<<grid, block, 0, stream>>>(in, bins, gin, out, nullptr); break;
+    case 1: UA3D_LAUNCH(BackwardKernel<1>, grid, block, 0, stream)(in, bins, gin, out, nullptr); break;
+    case 3: UA3D_LAUNCH(BackwardKernel<3>, grid, block, 0, stream)(in, bins, gin, out, nullptr); break;
+    case 4: UA3D_LAUNCH(BackwardKernel<4>, grid, block, 0, stream)(in, bins, gin, out, nullptr); break;
     default: {
       const int64_t size = in.batch * in.width * in.height * in.channels;
       float* behind = static_cast<float*>(scratch.Allocate(sizeof(float) * size));
       if (behind == nullptr) return cudaErrorMemoryAllocation;
       cudaMemsetAsync(behind, 0, sizeof(float) * size, stream);
-      BackwardKernel<0><<<grid, block, 0, stream>>>(in, bins, gin, out, behind);
+      UA3D_LAUNCH(BackwardKernel<0>, grid, block, 0, stream)(in, bins, gin, out, behind);
     }
   }
   return cudaGetLastError();

@@ -3,6 +3,8 @@
 // shared memory in batches of 256; each pixel blends front to back with the
 // rules of ua3d/raster_math.h and the block leaves once every pixel is done.
 #include "cuda/rasterize_cuda.h"
+
+#include "cuda/launch.h"
 #include "ua3d/raster_math.h"
 
 namespace ua3d::cuda {
@@ -107,10 +109,10 @@ cudaError_t RasterizeToPixelsFwd(const RasterInputs<float>& in, const ForwardOut
   const dim3 grid(bins.tiles_x, bins.tiles_y, unsigned(in.batch));
   const dim3 block(kTileSize, kTileSize, 1);
   switch (in.channels) {
-    case 1: ForwardKernel<1><<<grid, block, 0, stream>>>(in, bins, out); break;
-    case 3: ForwardKernel<3><<<grid, block, 0, stream>>>(in, bins, out); break;
-    case 4: ForwardKernel<4><<<grid, block, 0, stream>>>(in, bins, out); break;
-    default: ForwardKernel<0><<<grid, block, 0, stream>>>(in, bins, out); break;
+    case 1: UA3D_LAUNCH(ForwardKernel<1>, grid, block, 0, stream)(in, bins, out); break;
+    case 3: UA3D_LAUNCH(ForwardKernel<3>, grid, block, 0, stream)(in, bins, out); break;
+    case 4: UA3D_LAUNCH(ForwardKernel<4>, grid, block, 0, stream)(in, bins, out); break;
+    default: UA3D_LAUNCH(ForwardKernel<0>, grid, block, 0, stream)(in, bins, out); break;
   }
   return cudaGetLastError();
 }

@@ -3,9 +3,9 @@
 // TileOffsets and the kernels use) in the upper 32 bits | the order-preserving
 // depth bits (`depth_bits`) in the lower 32 -> CUB radix sort over only the
 // bits in use -> start offset of each (view, tile) list.
-#include <cub/cub.cuh>
-
 #include "cuda/rasterize_cuda.h"
+
+#include "cuda/launch.h"
 #include "ua3d/raster_math.h"
 
 namespace ua3d::cuda {
@@ -97,12 +97,9 @@ cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, cuda
   int64_t* counts = Alloc<int64_t>(scratch, total);
   int64_t* ends = Alloc<int64_t>(scratch, total);
   if (counts == nullptr || ends == nullptr) return cudaErrorMemoryAllocation;
-  CountTiles<<<blocks, kThreads, 0, stream>>>(in, bins->tiles_x, bins->tiles_y, counts);
-  size_t scan_bytes = 0;
-  cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, counts, ends, total, stream);
-  void* scan_tmp = scratch.Allocate(scan_bytes);
-  if (scan_tmp == nullptr) return cudaErrorMemoryAllocation;
-  cub::DeviceScan::InclusiveSum(scan_tmp, scan_bytes, counts, ends, total, stream);
+  UA3D_LAUNCH(CountTiles, blocks, kThreads, 0, stream)(in, bins->tiles_x, bins->tiles_y, counts);
+  if (cudaError_t err = InclusiveSum(counts, ends, total, scratch, stream); err != cudaSuccess)
+    return err;
   int64_t n_isects = 0;
   cudaMemcpyAsync(&n_isects, ends + total - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream);
   if (cudaError_t err = cudaStreamSynchronize(stream); err != cudaSuccess) return err;
@@ -116,18 +113,16 @@ cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, cuda
   int32_t* ids_in = Alloc<int32_t>(scratch, n_isects);
   int32_t* ids_out = Alloc<int32_t>(scratch, n_isects);
   if (!keys_in || !keys_out || !ids_in || !ids_out) return cudaErrorMemoryAllocation;
-  EmitKeys<<<blocks, kThreads, 0, stream>>>(in, bins->tiles_x, bins->tiles_y, ends, keys_in,
-                                            ids_in);
+  UA3D_LAUNCH(EmitKeys, blocks, kThreads, 0, stream)(in, bins->tiles_x, bins->tiles_y, ends,
+                                                     keys_in, ids_in);
   const int end_bit = 32 + list_bits;
-  size_t sort_bytes = 0;
-  cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, keys_out, ids_in, ids_out,
-                                  n_isects, 0, end_bit, stream);
-  void* sort_tmp = scratch.Allocate(sort_bytes);
-  if (sort_tmp == nullptr) return cudaErrorMemoryAllocation;
-  cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys_out, ids_in, ids_out,
-                                  n_isects, 0, end_bit, stream);
+  if (cudaError_t err = SortPairs(keys_in, keys_out, ids_in, ids_out, n_isects, end_bit, scratch,
+                                  stream);
+      err != cudaSuccess)
+    return err;
   const int64_t isect_blocks = (n_isects + kThreads - 1) / kThreads;
-  TileOffsets<<<isect_blocks, kThreads, 0, stream>>>(keys_out, n_isects, num_lists, offsets);
+  UA3D_LAUNCH(TileOffsets, isect_blocks, kThreads, 0, stream)(keys_out, n_isects, num_lists,
+                                                              offsets);
   bins->ids = ids_out;
   return cudaGetLastError();
 }

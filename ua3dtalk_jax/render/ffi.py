@@ -142,6 +142,34 @@ def _like_primal(ct, primal):
 _rasterize.defvjp(_rasterize_fwd, _rasterize_bwd)
 
 
+def kernel_forward(means2d, conics, colors, opacities, depths, radii, background, *, width, height):
+    """The forward kernel of the current platform, called directly (no custom_vjp).
+
+    Any leading dimensions are views. Args as `rasterize_to_pixels`, already of one float dtype
+    (radii int32). Returns (render (..., H, W, C), transmittance (..., H, W),
+    last (..., H, W) int32: the position in its tile's list of each pixel's last blended
+    Gaussian, -1 for none).
+    """
+    return tuple(_forward_call(means2d, conics, colors, opacities, depths, radii, background,
+                               width, height))  # fmt: skip
+
+
+def kernel_backward(means2d, conics, colors, opacities, depths, radii, background, transmittance,
+                    last, v_render, v_alpha, *, width, height):  # fmt: skip
+    """The backward kernel of the current platform, called directly.
+
+    Args: the forward's inputs, its transmittance and last, and the cotangents of render
+    (..., H, W, C) and of alpha (..., H, W). Returns (v_means2d, v_conics, v_colors,
+    v_opacities), each shaped like its input.
+    """
+    out_types = tuple(
+        jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (means2d, conics, colors, opacities)
+    )
+    operands = (means2d, conics, colors, opacities, depths, radii, background, transmittance,
+                last, v_render, v_alpha)  # fmt: skip
+    return tuple(_call(_target("bwd", means2d.dtype), out_types, operands, width, height))
+
+
 def rasterize_to_pixels(
     means2d: jax.Array,
     conics: jax.Array,
@@ -185,4 +213,4 @@ def rasterize_to_pixels(
     )
 
 
-__all__ = ["available_platforms", "rasterize_to_pixels"]
+__all__ = ["available_platforms", "kernel_backward", "kernel_forward", "rasterize_to_pixels"]
