@@ -123,8 +123,9 @@ UA3D_TILE_KERNEL void backward_tile(const RasterInputs<T>& in, const BackwardInp
           l_col[ch * kTileSize + l] += valid ? w * v : T(0);
           ac[ch * kTilePixels + l] += valid ? w * colp[ch] : T(0);
         }
-        // alpha = min(0.99, o e): no gradient through the clamp.
-        const bool grad_ok = valid & (o * e < T(kAlphaMax));
+        // alpha = min(0.99, o e): no gradient through the clamp, all of it at o e = 0.99
+        // (the identity side includes the tie, as in reference.py).
+        const bool grad_ok = valid & (o * e <= T(kAlphaMax));
         const T v_sigma = grad_ok ? -o * e * v_alpha : T(0);
         l_o[l] += grad_ok ? e * v_alpha : T(0);
         l_a[l] += T(0.5) * v_sigma * dx * dx;

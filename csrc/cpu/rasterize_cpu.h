@@ -29,6 +29,7 @@ struct TileBins {
 
 template <typename T>
 void bin_view(const T* means2d,      // [N, 2]
+              const T* conics,       // [N, 3]
               const T* opacities,    // [N]
               const T* depths,       // [N]
               const int32_t* radii,  // [N, 2]

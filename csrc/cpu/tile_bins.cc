@@ -2,7 +2,7 @@
 // (depth, index) order once per view (a stable LSD radix sort of `depth_bits`,
 // the depths' order-preserving bit patterns), then counting-sorted into per-tile buckets in
 // that order, so every bucket comes out sorted without a per-bucket sort.
-// Inactive Gaussians (zero radius, zero opacity, non-finite mean or depth) are
+// Inactive Gaussians (zero radius, zero opacity, non-finite mean, conic or depth) are
 // never binned, so a fixed-capacity scene with many empty slots costs one
 // branch per slot.
 #include <algorithm>
@@ -39,8 +39,8 @@ void radix_sort_by_key(std::vector<U>* keys, std::vector<int32_t>* ids) {
 }  // namespace
 
 template <typename T>
-void bin_view(const T* means2d, const T* opacities, const T* depths, const int32_t* radii,
-              int64_t n, int width, int height, TileBins* bins) {
+void bin_view(const T* means2d, const T* conics, const T* opacities, const T* depths,
+              const int32_t* radii, int64_t n, int width, int height, TileBins* bins) {
   bins->tiles_x = (width + kTileSize - 1) / kTileSize;
   bins->tiles_y = (height + kTileSize - 1) / kTileSize;
   const int64_t tiles = int64_t(bins->tiles_x) * bins->tiles_y;
@@ -48,8 +48,10 @@ void bin_view(const T* means2d, const T* opacities, const T* depths, const int32
   offsets.assign(tiles + 1, 0);
   auto rect_of = [&](int64_t g, TileRect* r) {
     const T mx = means2d[2 * g], my = means2d[2 * g + 1];
+    const T* conic = conics + 3 * g;
     const int32_t rx = radii[2 * g], ry = radii[2 * g + 1];
-    if (!is_active(mx, my, opacities[g], depths[g], rx, ry)) return false;
+    if (!is_active(mx, my, conic[0], conic[1], conic[2], opacities[g], depths[g], rx, ry))
+      return false;
     *r = tile_rect(mx, my, rx, ry, bins->tiles_x, bins->tiles_y);
     return r->count() > 0;
   };
@@ -85,16 +87,16 @@ template <typename T>
 std::vector<TileBins> bin_and_sort(const RasterInputs<T>& in) {
   std::vector<TileBins> bins(in.batch);
   parallel_for(in.batch, [&](int64_t b) {
-    bin_view(in.means2d + b * in.n * 2, in.opacities + b * in.n, in.depths + b * in.n,
-             in.radii + b * in.n * 2, in.n, in.width, in.height, &bins[b]);
+    bin_view(in.means2d + b * in.n * 2, in.conics + b * in.n * 3, in.opacities + b * in.n,
+             in.depths + b * in.n, in.radii + b * in.n * 2, in.n, in.width, in.height, &bins[b]);
   });
   return bins;
 }
 
-template void bin_view<float>(const float*, const float*, const float*, const int32_t*, int64_t,
-                              int, int, TileBins*);
-template void bin_view<double>(const double*, const double*, const double*, const int32_t*,
-                               int64_t, int, int, TileBins*);
+template void bin_view<float>(const float*, const float*, const float*, const float*,
+                              const int32_t*, int64_t, int, int, TileBins*);
+template void bin_view<double>(const double*, const double*, const double*, const double*,
+                               const int32_t*, int64_t, int, int, TileBins*);
 template std::vector<TileBins> bin_and_sort<float>(const RasterInputs<float>&);
 template std::vector<TileBins> bin_and_sort<double>(const RasterInputs<double>&);
 

@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kTilePixels)
           const float s = kC > 0 ? s_reg[kC > 0 ? ch : 0] : s_behind[ch];
           v_alpha += v * (col[ch] * t_before - s * inv);
         }
-        if (xyo.z * e < kAlphaMax) {  // no gradient through the 0.99 clamp
+        if (xyo.z * e <= kAlphaMax) {  // no gradient through the 0.99 clamp (o e > 0.99)
           const float v_sigma = -xyo.z * e * v_alpha;
           g_o = e * v_alpha;
           g_a = 0.5f * v_sigma * dx * dx;

@@ -14,8 +14,10 @@ namespace {
 __device__ TileRect GaussianRect(const RasterInputs<float>& in, int64_t i, int tiles_x,
                                  int tiles_y) {
   const float mx = in.means2d[2 * i], my = in.means2d[2 * i + 1];
+  const float* conic = in.conics + 3 * i;
   const int32_t rx = in.radii[2 * i], ry = in.radii[2 * i + 1];
-  if (!is_active(mx, my, in.opacities[i], in.depths[i], rx, ry)) return TileRect{0, 0, 0, 0};
+  if (!is_active(mx, my, conic[0], conic[1], conic[2], in.opacities[i], in.depths[i], rx, ry))
+    return TileRect{0, 0, 0, 0};
   return tile_rect(mx, my, rx, ry, tiles_x, tiles_y);
 }
 

@@ -33,7 +33,7 @@ COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off
                 "-fno-math-errno", "-DUA3D_CUDA_EMU", "-Wall", "-Wextra", "-Werror"]  # fmt: skip
 VARIANT_FLAGS = {
     "release": ["-O2"],
-    "sanitize": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+    "sanitize": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined,float-cast-overflow",
                  "-fno-sanitize-recover=all", "-fno-sanitize=vptr"],
 }  # fmt: skip
 GRAD_NAMES = ("v_means2d", "v_conics", "v_colors", "v_opacities")

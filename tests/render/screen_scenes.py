@@ -121,6 +121,8 @@ def edge_scene(name: str) -> dict:
         s["radii"][1, 8, 1] = 0
         s["opacities"][0, 9] = 0.0
         s["opacities"][1, 10] = -0.5
+        s["conics"][0, 11, 0] = np.nan  # a non-finite conic with a positive radius
+        s["conics"][1, 12, 1] = np.inf
         return s
     raise ValueError(name)
 
