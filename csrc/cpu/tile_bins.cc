@@ -9,10 +9,26 @@
 
 #include "cpu/parallel.h"
 #include "cpu/rasterize_cpu.h"
+#include "ua3d/bins_cache.h"
 #include "ua3d/raster_math.h"
 
 namespace ua3d::cpu {
 namespace {
+
+// Forward-to-backward bins: a training step has one forward and one backward in flight per
+// device, so a few entries suffice; the bytes bound the leftovers of forwards without a backward.
+constexpr size_t kKeptEntries = 16;
+constexpr size_t kKeptBytes = size_t(1) << 30;
+
+BinsCache<std::vector<TileBins>>& kept_bins() {
+  static BinsCache<std::vector<TileBins>> cache(kKeptEntries, kKeptBytes);
+  return cache;
+}
+
+template <typename T>
+BinsKey key_of(const RasterInputs<T>& in) {
+  return BinsKey{in.batch, in.n, in.width, in.height, static_cast<int>(sizeof(T)), 0};
+}
 
 // ids sorted stably by key (ids arrive in index order, so ties stay in index
 // order): LSD radix sort, 8 bits a pass, passes whose byte is constant skipped.
@@ -93,11 +109,34 @@ std::vector<TileBins> bin_and_sort(const RasterInputs<T>& in) {
   return bins;
 }
 
+size_t kept_bins_count() { return kept_bins().size(); }
+
+template <typename T>
+uint64_t keep_bins(const RasterInputs<T>& in, std::vector<TileBins> bins) {
+  size_t bytes = 0;
+  for (const TileBins& b : bins) bytes += b.offsets.size() * 8 + b.ids.size() * 4;
+  std::vector<BinsCache<std::vector<TileBins>>::Entry> dropped;
+  return kept_bins().Put(key_of(in), std::move(bins), bytes, &dropped);
+}
+
+template <typename T>
+std::vector<TileBins> take_or_bin(const RasterInputs<T>& in, uint64_t token) {
+  if (token != 0) {
+    auto entry = kept_bins().Take(token);
+    if (entry.has_value() && entry->key == key_of(in)) return std::move(entry->bins);
+  }
+  return bin_and_sort(in);
+}
+
 template void bin_view<float>(const float*, const float*, const float*, const float*,
                               const int32_t*, int64_t, int, int, TileBins*);
 template void bin_view<double>(const double*, const double*, const double*, const double*,
                                const int32_t*, int64_t, int, int, TileBins*);
 template std::vector<TileBins> bin_and_sort<float>(const RasterInputs<float>&);
 template std::vector<TileBins> bin_and_sort<double>(const RasterInputs<double>&);
+template uint64_t keep_bins<float>(const RasterInputs<float>&, std::vector<TileBins>);
+template uint64_t keep_bins<double>(const RasterInputs<double>&, std::vector<TileBins>);
+template std::vector<TileBins> take_or_bin<float>(const RasterInputs<float>&, uint64_t);
+template std::vector<TileBins> take_or_bin<double>(const RasterInputs<double>&, uint64_t);
 
 }  // namespace ua3d::cpu

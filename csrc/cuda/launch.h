@@ -1,7 +1,8 @@
 // Kernel launches and the two CUB primitives, spelled once for nvcc and for the CPU
 // emulation of the kernels (csrc/emu, built by the tests with g++ and UA3D_CUDA_EMU).
 //
-//   UA3D_LAUNCH(kernel, grid, block, smem, stream)(args...)  ==  kernel<<<grid, block, smem, stream>>>(args...)
+//   UA3D_LAUNCH(kernel, grid, block, smem, stream)(args...)
+//     ==  kernel<<<grid, block, smem, stream>>>(args...)
 //
 // InclusiveSum and SortPairs are CUB's DeviceScan::InclusiveSum and DeviceRadixSort::SortPairs
 // (device_primitives.cu); the emulation replaces them with std::inclusive_scan and a stable sort

@@ -88,6 +88,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream);
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaGetDevice(int* device);
 cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorString(cudaError_t err);
@@ -250,10 +251,12 @@ Launch<P...> MakeLaunch(const char* name, void (*kernel)(P...), G grid, B block,
 #define __syncwarp(m) \
   ((void)::ua3d::emu::WarpOp(UA3D_EMU_SITE, ::ua3d::emu::Op::kSyncWarp, (m), 0u, 0, 32))
 #define __shfl_sync(...) ::ua3d::emu::ShflOp<::ua3d::emu::Op::kShflIdx>(UA3D_EMU_SITE, __VA_ARGS__)
-#define __shfl_up_sync(...) ::ua3d::emu::ShflOp<::ua3d::emu::Op::kShflUp>(UA3D_EMU_SITE, __VA_ARGS__)
+#define __shfl_up_sync(...) \
+  ::ua3d::emu::ShflOp<::ua3d::emu::Op::kShflUp>(UA3D_EMU_SITE, __VA_ARGS__)
 #define __shfl_down_sync(...) \
   ::ua3d::emu::ShflOp<::ua3d::emu::Op::kShflDown>(UA3D_EMU_SITE, __VA_ARGS__)
-#define __shfl_xor_sync(...) ::ua3d::emu::ShflOp<::ua3d::emu::Op::kShflXor>(UA3D_EMU_SITE, __VA_ARGS__)
+#define __shfl_xor_sync(...) \
+  ::ua3d::emu::ShflOp<::ua3d::emu::Op::kShflXor>(UA3D_EMU_SITE, __VA_ARGS__)
 #define __any_sync(mask, p) \
   (::ua3d::emu::WarpOp(UA3D_EMU_SITE, ::ua3d::emu::Op::kAny, (mask), (p) ? 1u : 0u, 0, 32) != 0)
 #define __all_sync(mask, p) \

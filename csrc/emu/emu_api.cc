@@ -3,8 +3,10 @@
 // They do what the CUDA FFI handlers (csrc/ffi/rasterize_cuda_ffi.cc) do after validation:
 // fill RasterInputs from the arrays (layouts of ua3d/raster_args.h) and call
 // cuda::RasterizeToPixelsFwd / Bwd, with host memory as device memory and scratch.
-// Each returns 0 on success, 1 for a CUDA error, 2 when the scheduler rejected a kernel
-// (KernelError); `err` then receives the message.
+// bins_token ([B, 2] int32, may be null) is the FFI's: the forward keeps its tile lists and
+// writes their token there, the backward takes them by it. Each returns 0 on success, 1 for
+// a CUDA error, 2 when the scheduler rejected a kernel (KernelError); `err` then receives
+// the message.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -68,7 +70,8 @@ int Guard(F&& call, char* err, int64_t err_len) {
     code = 2;
     message = e.what();
   }
-  if (code != 0 && err != nullptr && err_len > 0) std::snprintf(err, err_len, "%s", message.c_str());
+  if (code != 0 && err != nullptr && err_len > 0)
+    std::snprintf(err, err_len, "%s", message.c_str());
   return code;
 }
 
@@ -89,19 +92,24 @@ UA3D_EMU_API void ua3d_emu_stats(int64_t* out) {
 
 UA3D_EMU_API void ua3d_emu_reset_stats() { ua3d::emu::ResetStats(); }
 
+UA3D_EMU_API int64_t ua3d_emu_kept_bins() {
+  return static_cast<int64_t>(ua3d::cuda::KeptBinsCount());
+}
+
 // dims = (batch, n, channels, width, height).
 UA3D_EMU_API int ua3d_emu_forward(const int64_t* dims, const float* means2d, const float* conics,
                                   const float* colors, const float* opacities,
                                   const float* depths, const int32_t* radii,
                                   const float* background, float* render, float* transmittance,
-                                  int32_t* last, char* err, int64_t err_len) {
+                                  int32_t* last, int32_t* bins_token, char* err,
+                                  int64_t err_len) {
   const RasterInputs<float> in =
       Inputs(dims, means2d, conics, colors, opacities, depths, radii, background);
   const ua3d::ForwardOutputs<float> out{render, transmittance, last};
   return Guard(
       [&] {
         HostScratch scratch;
-        return ua3d::cuda::RasterizeToPixelsFwd(in, out, scratch, nullptr);
+        return ua3d::cuda::RasterizeToPixelsFwd(in, out, scratch, nullptr, bins_token);
       },
       err, err_len);
 }
@@ -111,9 +119,9 @@ UA3D_EMU_API int ua3d_emu_backward(const int64_t* dims, const float* means2d, co
                                    const float* depths, const int32_t* radii,
                                    const float* background, const float* transmittance,
                                    const int32_t* last, const float* v_render,
-                                   const float* v_alpha, float* v_means2d, float* v_conics,
-                                   float* v_colors, float* v_opacities, char* err,
-                                   int64_t err_len) {
+                                   const float* v_alpha, const int32_t* bins_token,
+                                   float* v_means2d, float* v_conics, float* v_colors,
+                                   float* v_opacities, char* err, int64_t err_len) {
   const RasterInputs<float> in =
       Inputs(dims, means2d, conics, colors, opacities, depths, radii, background);
   const ua3d::BackwardInputs<float> gin{transmittance, last, v_render, v_alpha};
@@ -121,7 +129,7 @@ UA3D_EMU_API int ua3d_emu_backward(const int64_t* dims, const float* means2d, co
   return Guard(
       [&] {
         HostScratch scratch;
-        return ua3d::cuda::RasterizeToPixelsBwd(in, gin, out, scratch, nullptr);
+        return ua3d::cuda::RasterizeToPixelsBwd(in, gin, out, scratch, nullptr, bins_token);
       },
       err, err_len);
 }

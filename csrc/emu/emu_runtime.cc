@@ -60,7 +60,9 @@ const char* Basename(const char* path) {
   return slash ? slash + 1 : path;
 }
 
-std::string Where(const Site& s) { return std::string(Basename(s.file)) + ":" + std::to_string(s.line); }
+std::string Where(const Site& s) {
+  return std::string(Basename(s.file)) + ":" + std::to_string(s.line);
+}
 
 const char* OpName(Op op) {
   switch (op) {
@@ -162,8 +164,8 @@ bool ResolveWarps() {
         else if (o.state == State::kBarrier)
           missing += " lane " + std::to_string(l) + " waits at " + OpName(o.op) + " " +
                      Where(o.site) + ";";
-        else if (o.site.file != lead.site.file || o.site.line != lead.site.line || o.op != lead.op ||
-                 o.mask != mask)
+        else if (o.site.file != lead.site.file || o.site.line != lead.site.line ||
+                 o.op != lead.op || o.mask != mask)
           missing += " lane " + std::to_string(l) + " is at " + OpName(o.op) + " " +
                      Where(o.site) + ";";
       }
@@ -381,6 +383,11 @@ cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
   ++S().stats.stream_syncs;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
   return cudaSuccess;
 }
 

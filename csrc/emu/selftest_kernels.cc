@@ -1,4 +1,5 @@
-// Small kernels that check the emulation's scheduler itself (tests/render/test_cuda_emu_scheduler.py):
+// Small kernels that check the emulation's scheduler itself
+// (tests/render/test_cuda_emu_scheduler.py):
 // one correct kernel whose result is known (barriers, __syncthreads_count, shuffles, votes),
 // and one kernel per rule the scheduler must enforce, each breaking it once.
 #include <cstdio>

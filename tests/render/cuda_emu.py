@@ -147,10 +147,11 @@ class Emulator:
         self.lib.ua3d_emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_uint64]
         self.lib.ua3d_emu_stats.argtypes = [ctypes.c_void_p]
         tail = [ctypes.c_char_p, ctypes.c_int64]
-        self.lib.ua3d_emu_forward.argtypes = [ctypes.c_void_p] * 11 + tail
+        self.lib.ua3d_emu_forward.argtypes = [ctypes.c_void_p] * 12 + tail
         self.lib.ua3d_emu_forward.restype = ctypes.c_int
-        self.lib.ua3d_emu_backward.argtypes = [ctypes.c_void_p] * 16 + tail
+        self.lib.ua3d_emu_backward.argtypes = [ctypes.c_void_p] * 17 + tail
         self.lib.ua3d_emu_backward.restype = ctypes.c_int
+        self.lib.ua3d_emu_kept_bins.restype = ctypes.c_int64
         self.lib.ua3d_emu_selftest.argtypes = [ctypes.c_char_p, ctypes.c_void_p] + tail
 
     def schedule(self, order: str, seed: int = 0) -> None:
@@ -188,27 +189,39 @@ class Emulator:
         if code != 0:
             raise RuntimeError(f"emulated CUDA call failed: {err.value.decode()}")
 
-    def forward(self, scene: dict, fill=np.nan):
-        """(render [B,H,W,C], transmittance [B,H,W], last [B,H,W]); outputs start as `fill`."""
+    def kept_bins(self) -> int:
+        """Tile lists kept by forwards and not yet taken by a backward."""
+        return int(self.lib.ua3d_emu_kept_bins())
+
+    def forward(self, scene: dict, fill=np.nan, keep_bins: bool = False):
+        """(render [B,H,W,C], transmittance [B,H,W], last [B,H,W]); outputs start as `fill`.
+
+        With keep_bins, returns a fourth output: the bins token [B, 2] int32.
+        """
         b, _, c = scene["colors"].shape
         h, w = scene["height"], scene["width"]
         render = np.full((b, h, w, c), fill, np.float32)
         trans = np.full((b, h, w), fill, np.float32)
         last = np.full((b, h, w), -7, np.int32)
+        token = np.zeros((b, 2), np.int32) if keep_bins else None
         err = ctypes.create_string_buffer(4096)
         code = self.lib.ua3d_emu_forward(_ptr(self._dims(scene)), *self._inputs(scene),
-                                         _ptr(render), _ptr(trans), _ptr(last), err, 4096)  # fmt: skip
+                                         _ptr(render), _ptr(trans), _ptr(last), _ptr(token), err,
+                                         4096)  # fmt: skip
         self._check(code, err)
-        return render, trans, last
+        return (render, trans, last, token) if keep_bins else (render, trans, last)
 
-    def backward(self, scene: dict, trans, last, v_render, v_alpha, fill=np.nan):
-        """(v_means2d, v_conics, v_colors, v_opacities), each shaped like its input."""
+    def backward(self, scene: dict, trans, last, v_render, v_alpha, fill=np.nan, bins_token=None):
+        """(v_means2d, v_conics, v_colors, v_opacities), each shaped like its input; with the
+        forward's bins_token the kept tile lists are taken instead of binning again."""
         outs = [np.full(scene[k].shape, fill, np.float32)
                 for k in ("means2d", "conics", "colors", "opacities")]  # fmt: skip
         err = ctypes.create_string_buffer(4096)
         grads_in = [np.ascontiguousarray(x) for x in (trans, last, v_render, v_alpha)]
+        token = None if bins_token is None else np.ascontiguousarray(bins_token, np.int32)
         code = self.lib.ua3d_emu_backward(_ptr(self._dims(scene)), *self._inputs(scene),
-                                          *map(_ptr, grads_in), *map(_ptr, outs), err, 4096)  # fmt: skip
+                                          *map(_ptr, grads_in), _ptr(token), *map(_ptr, outs),
+                                          err, 4096)  # fmt: skip
         self._check(code, err)
         return tuple(outs)
 

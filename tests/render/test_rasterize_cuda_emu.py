@@ -47,7 +47,7 @@ def emu():
 @functools.cache
 def _cpu_fn(width: int, height: int):
     def run(args, v_render, v_alpha):
-        render, trans, last = ffi.kernel_forward(*args, width=width, height=height)
+        render, trans, last, _ = ffi.kernel_forward(*args, width=width, height=height)
         grads = ffi.kernel_backward(*args, trans, last, v_render, v_alpha, width=width,
                                     height=height)  # fmt: skip
         return (render, trans, last), grads
@@ -68,14 +68,16 @@ def emulated(emu, scene: dict, v_render, v_alpha, order: str, seed: int = 0):
     return (render, trans, last), emu.backward(scene, trans, last, v_render, v_alpha)
 
 
-def assert_grads_close(got, want, what: str) -> None:
+def assert_grads_close(got, want, what: str, rtol=GRAD_RTOL, max_fraction=GRAD_MAX_FRACTION):
+    """Each gradient finite, within `rtol` in relative L2 and no entry off by more than
+    `max_fraction` of the largest."""
     for name, a, b in zip(GRADS, got, want):
         assert np.all(np.isfinite(a)), f"{what}: {name} has non-finite entries"
         scale = max(float(np.abs(b).max(initial=0.0)), 1e-6)
         rel = np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-6)
         worst = float(np.abs(a - b).max(initial=0.0))
-        assert rel <= GRAD_RTOL, f"{what}: {name} relative L2 error {rel:.3g}"
-        assert worst <= GRAD_MAX_FRACTION * scale, f"{what}: {name} max error {worst:.3g}"
+        assert rel <= rtol, f"{what}: {name} relative L2 error {rel:.3g}"
+        assert worst <= max_fraction * scale, f"{what}: {name} max error {worst:.3g}"
 
 
 def assert_matches_cpu(emu, scene: dict, order: str, seed: int = 0) -> None:
