@@ -86,9 +86,10 @@ def find_gpus() -> list[dict]:
     rows = [r.split(", ") for r in res["out"].strip().splitlines() if r.count(",") == 4]
     if not res["ok"] or not rows:
         raise NoGpu(f"nvidia-smi lists no usable GPU: {res['out'].strip()[:200]}")
-    probe = "import jax; print(sum(d.platform == 'gpu' for d in jax.devices()))"
+    probe = "import jax; print('JAX_GPUS', sum(d.platform == 'gpu' for d in jax.devices()))"
     seen = _run([sys.executable, "-c", probe], 120, env=_env())
-    if not seen["ok"] or seen["out"].strip().splitlines()[-1:] in ([], ["0"]):
+    counts = [line.split()[-1] for line in seen["out"].splitlines() if line.startswith("JAX_GPUS")]
+    if not seen["ok"] or counts in ([], ["0"]):
         raise NoGpu(f"{len(rows)} GPU(s) listed by nvidia-smi, but JAX sees none: install the "
                     "CUDA jaxlib plugin matching jax (the jax[cuda12] or jax[cuda13] extra)")  # fmt: skip
     keys = ("index", "name", "cc", "memory", "driver")

@@ -35,7 +35,7 @@ def test_refuses_when_jax_sees_no_gpu(monkeypatch):
         if cmd[0].endswith("nvidia-smi"):
             return {"ok": True, "code": 0, "seconds": 0.1,
                     "out": "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 580.65\n"}  # fmt: skip
-        return {"ok": True, "code": 0, "seconds": 1.0, "out": "0\n"}  # the JAX probe
+        return {"ok": True, "code": 0, "seconds": 1.0, "out": "JAX_GPUS 0\nW0000 exit\n"}
 
     monkeypatch.setattr(gpu_check, "_run", fake_run)
     with pytest.raises(gpu_check.NoGpu, match="1 GPU.* listed by nvidia-smi, but JAX sees none"):
