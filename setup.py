@@ -13,6 +13,7 @@ The XLA FFI headers come from jaxlib (`jax.ffi.include_dir()`), see BUILD_NOTES.
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import importlib.util
 import os
@@ -137,8 +138,8 @@ class BuildExt(build_ext):
         out_dir = os.path.join(self.build_temp, "cuda")
         os.makedirs(out_dir, exist_ok=True)
         includes = [f"-I{d}" for d in ext.include_dirs]
-        objects = []
-        for src in sources:
+
+        def compile_one(src):
             obj = os.path.join(out_dir, os.path.basename(src) + ".o")
             cmd = [nvcc, "-c", src, "-o", obj, "-O3", "-std=c++17", "--expt-relaxed-constexpr"]
             cmd += ["-Xcompiler", "-fPIC,-fvisibility=hidden", *gencode, *includes]
@@ -147,8 +148,11 @@ class BuildExt(build_ext):
             if proc.returncode != 0:
                 sys.stderr.write(proc.stdout + proc.stderr)
                 raise RuntimeError(f"nvcc failed on {src}")
-            objects.append(obj)
-        return objects
+            return obj
+
+        # In parallel: the CUB sort alone takes about a minute per architecture.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return list(pool.map(compile_one, sources))
 
 
 def _extensions():

@@ -5,7 +5,12 @@ pre-projected head-like scenes (`render/demo.py`): median forward and forward+ba
 milliseconds over --runs runs after a warm-up, Gaussian-pixel evaluations per second
 (pairs inside the footprint boxes), and the kernel's speed-up over the reference.
 
-  python -m experiments.bench_rasterizer [--runs=7] [--quick]
+  python -m experiments.bench_rasterizer [--runs=7] [--quick] [--sizes=256:10000,512:100000]
+  python -m experiments.bench_rasterizer --binning_ab --sizes=256:10000,512:100000
+
+--binning_ab times the kernel's forward+backward with the backward taking the forward's tile
+lists (the default) and binning again (UA3D_KEEP_BINS=0, the behaviour before), in
+alternating rounds so that both see the same machine load.
 
 Reference combinations with more than --max_reference_pairs dense (pixel, Gaussian) pairs
 are skipped (the reference is O(H·W·N)), and said so. The two CPU targets are printed
@@ -15,6 +20,7 @@ last: 128², 2k Gaussians (kernel fwd+bwd ≥ 20x the reference) and 256², 10k 
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -36,12 +42,17 @@ _ASYNC = flags.DEFINE_bool(
     "the one- and two-thread times (256², 10k forward 4.2 vs 2.3 ms).",
 )  # fmt: skip
 
+_SIZES = flags.DEFINE_list("sizes", [], "Only these SIZE:N configurations (e.g. 256:10000).")
+_BINNING_AB = flags.DEFINE_bool("binning_ab", False, "Kept vs re-binned tile lists in fwd+bwd.")
+_AB_ROUNDS = flags.DEFINE_integer("ab_rounds", 5, "Alternating rounds of --binning_ab.")
+
 GRID = [(64, 1_000), (64, 10_000), (64, 100_000), (256, 1_000), (256, 10_000), (256, 100_000),
         (512, 1_000), (512, 10_000), (512, 100_000)]  # fmt: skip
 TARGETS = [(128, 2_000), (256, 10_000)]
 
 
-def _inputs(size: int, n: int):
+def scene_inputs(size: int, n: int):
+    """Pre-projected head scene (RGB + depth) at size²: (rasterize_to_pixels args, pairs)."""
     scene = head_scene(n)
     viewmat, K = head_camera(size, size)
     p = project(scene["means"], scene["quats"], scene["scales"], scene["opacities"], viewmat, K,
@@ -52,17 +63,20 @@ def _inputs(size: int, n: int):
     return args, footprint_pixels(np.asarray(p.means2d), np.asarray(p.radii), size, size)
 
 
-def _median_ms(fn, args, runs: int) -> float:
+def median_ms(fn, args, runs: int, clock=time.perf_counter) -> float:
+    """Median milliseconds of fn(*args) over `runs` calls after one compiling warm-up call."""
     jax.block_until_ready(fn(*args))  # compile + warm-up
     times = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = clock()
         jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((clock() - t0) * 1e3)
     return float(np.median(times))
 
 
-def _timers(impl, size: int):
+def timers(impl, size: int):
+    """Jitted (forward, forward+backward) of `impl.rasterize_to_pixels` at size²."""
+
     def fwd(*args):
         return impl.rasterize_to_pixels(*args, width=size, height=size)
 
@@ -81,14 +95,14 @@ def _timers(impl, size: int):
 
 
 def bench(size: int, n: int, backends: dict, runs: int) -> dict:
-    args, pairs = _inputs(size, n)
+    args, pairs = scene_inputs(size, n)
     row = {"size": size, "n": n, "pairs": pairs}
     for name, impl in backends.items():
         if name == "reference" and size * size * n > _MAX_REF.value:
             row[name] = None
             continue
-        fwd, fwd_bwd = _timers(impl, size)
-        row[name] = (_median_ms(fwd, args, runs), _median_ms(fwd_bwd, args, runs))
+        fwd, fwd_bwd = timers(impl, size)
+        row[name] = (median_ms(fwd, args, runs), median_ms(fwd_bwd, args, runs))
     return row
 
 
@@ -107,6 +121,30 @@ def _report(row: dict, backends: dict) -> None:
     print(line, flush=True)
 
 
+def binning_ab(size: int, n: int, impl, runs: int, rounds: int) -> dict:
+    """Median fwd+bwd ms, wall and process CPU time (less sensitive to other jobs), with kept
+    and with re-binned tile lists, over alternating rounds: {(mode, clock): ms}."""
+    args, _ = scene_inputs(size, n)
+    _, fwd_bwd = timers(impl, size)
+    times = {}
+    for _ in range(rounds):
+        for mode, env in (("rebinned", "0"), ("kept", "1")):
+            os.environ["UA3D_KEEP_BINS"] = env  # read by the kernel at every call
+            for clock, fn in (("wall", time.perf_counter), ("cpu", time.process_time)):
+                times.setdefault((mode, clock), []).append(median_ms(fwd_bwd, args, runs, fn))
+    os.environ.pop("UA3D_KEEP_BINS")
+    return {key: float(np.median(t)) for key, t in times.items()}
+
+
+def _configs(default):
+    if not _SIZES.value:
+        return default
+    try:
+        return [tuple(int(v) for v in item.split(":")) for item in _SIZES.value]
+    except ValueError as err:
+        raise ValueError(f"--sizes takes SIZE:N items, got {_SIZES.value}") from err
+
+
 def main(argv):
     del argv
     jax.config.update("jax_cpu_enable_async_dispatch", _ASYNC.value)
@@ -119,6 +157,20 @@ def main(argv):
     print(
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); kernels built: {built}"
     )
+    if _BINNING_AB.value:
+        if "ffi" not in backends:
+            raise SystemExit("--binning_ab needs the compiled kernels (pip install -e .)")
+        for size, n in _configs(TARGETS):
+            t = binning_ab(size, n, backends["ffi"], _RUNS.value, _AB_ROUNDS.value)
+            for clock in ("wall", "cpu"):
+                print(f"{size:>4}² {n:>7} G  fwd+bwd ({clock}): tile lists kept "
+                      f"{t['kept', clock]:8.2f} ms, binned again {t['rebinned', clock]:8.2f} ms",
+                      flush=True)  # fmt: skip
+        return
+    if _SIZES.value:
+        for size, n in _configs(GRID):
+            _report(bench(size, n, backends, _RUNS.value), backends)
+        return
     if not _QUICK.value:
         for size, n in GRID:
             _report(bench(size, n, backends, _RUNS.value), backends)

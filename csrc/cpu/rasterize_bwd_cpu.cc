@@ -123,8 +123,9 @@ UA3D_TILE_KERNEL void backward_tile(const RasterInputs<T>& in, const BackwardInp
           l_col[ch * kTileSize + l] += valid ? w * v : T(0);
           ac[ch * kTilePixels + l] += valid ? w * colp[ch] : T(0);
         }
-        // alpha = min(0.99, o e): no gradient through the clamp.
-        const bool grad_ok = valid & (o * e < T(kAlphaMax));
+        // alpha = min(0.99, o e): no gradient through the clamp, all of it at o e = 0.99
+        // (the identity side includes the tie, as in reference.py).
+        const bool grad_ok = valid & (o * e <= T(kAlphaMax));
         const T v_sigma = grad_ok ? -o * e * v_alpha : T(0);
         l_o[l] += grad_ok ? e * v_alpha : T(0);
         l_a[l] += T(0.5) * v_sigma * dx * dx;
@@ -192,9 +193,9 @@ void backward_all(const RasterInputs<T>& in, const BackwardInputs<T>& gin,
 
 template <typename T>
 void rasterize_to_pixels_bwd(const RasterInputs<T>& in, const BackwardInputs<T>& gin,
-                             const BackwardOutputs<T>& out) {
+                             const BackwardOutputs<T>& out, uint64_t bins_token) {
   if (in.batch == 0) return;
-  const std::vector<TileBins> bins = bin_and_sort(in);
+  const std::vector<TileBins> bins = take_or_bin(in, bins_token);
   switch (in.channels) {
     case 1: return backward_all<T, 1>(in, gin, bins, out);
     case 3: return backward_all<T, 3>(in, gin, bins, out);
@@ -205,9 +206,9 @@ void rasterize_to_pixels_bwd(const RasterInputs<T>& in, const BackwardInputs<T>&
 
 template void rasterize_to_pixels_bwd<float>(const RasterInputs<float>&,
                                              const BackwardInputs<float>&,
-                                             const BackwardOutputs<float>&);
+                                             const BackwardOutputs<float>&, uint64_t);
 template void rasterize_to_pixels_bwd<double>(const RasterInputs<double>&,
                                               const BackwardInputs<double>&,
-                                              const BackwardOutputs<double>&);
+                                              const BackwardOutputs<double>&, uint64_t);
 
 }  // namespace ua3d::cpu

@@ -4,6 +4,7 @@
 // Gaussians; B views per call, arguments as in ua3d/raster_args.h.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -29,6 +30,7 @@ struct TileBins {
 
 template <typename T>
 void bin_view(const T* means2d,      // [N, 2]
+              const T* conics,       // [N, 3]
               const T* opacities,    // [N]
               const T* depths,       // [N]
               const int32_t* radii,  // [N, 2]
@@ -38,11 +40,26 @@ void bin_view(const T* means2d,      // [N, 2]
 template <typename T>
 std::vector<TileBins> bin_and_sort(const RasterInputs<T>& in);
 
+// Keeps the bins of `in` for its backward (ua3d/bins_cache.h); returns their token.
 template <typename T>
-void rasterize_to_pixels_fwd(const RasterInputs<T>& in, const ForwardOutputs<T>& out);
+uint64_t keep_bins(const RasterInputs<T>& in, std::vector<TileBins> bins);
 
+// The bins kept under `token` for inputs shaped like `in`, else `in` binned again.
+template <typename T>
+std::vector<TileBins> take_or_bin(const RasterInputs<T>& in, uint64_t token);
+
+// Number of kept bins not yet taken (tests).
+size_t kept_bins_count();
+
+// keep_token: when not null, the bins are kept and *keep_token receives their token (0 when
+// there was nothing to bin).
+template <typename T>
+void rasterize_to_pixels_fwd(const RasterInputs<T>& in, const ForwardOutputs<T>& out,
+                             uint64_t* keep_token = nullptr);
+
+// bins_token: the forward's token (0: bin again).
 template <typename T>
 void rasterize_to_pixels_bwd(const RasterInputs<T>& in, const BackwardInputs<T>& grads_in,
-                             const BackwardOutputs<T>& out);
+                             const BackwardOutputs<T>& out, uint64_t bins_token = 0);
 
 }  // namespace ua3d::cpu

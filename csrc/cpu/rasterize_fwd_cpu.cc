@@ -127,22 +127,25 @@ void forward_all(const RasterInputs<T>& in, const std::vector<TileBins>& bins,
 }  // namespace
 
 template <typename T>
-void rasterize_to_pixels_fwd(const RasterInputs<T>& in, const ForwardOutputs<T>& out) {
+void rasterize_to_pixels_fwd(const RasterInputs<T>& in, const ForwardOutputs<T>& out,
+                             uint64_t* keep_token) {
+  if (keep_token != nullptr) *keep_token = 0;
   if (in.batch == 0) return;
-  const std::vector<TileBins> bins = bin_and_sort(in);
+  std::vector<TileBins> bins = bin_and_sort(in);
   // The channel count is a template constant for the common cases (RGB + depth
   // = 4, RGB = 3, 1) so the per-channel loops unroll inside the pixel loop.
   switch (in.channels) {
-    case 1: return forward_all<T, 1>(in, bins, out);
-    case 3: return forward_all<T, 3>(in, bins, out);
-    case 4: return forward_all<T, 4>(in, bins, out);
-    default: return forward_all<T, 0>(in, bins, out);
+    case 1: forward_all<T, 1>(in, bins, out); break;
+    case 3: forward_all<T, 3>(in, bins, out); break;
+    case 4: forward_all<T, 4>(in, bins, out); break;
+    default: forward_all<T, 0>(in, bins, out); break;
   }
+  if (keep_token != nullptr) *keep_token = keep_bins(in, std::move(bins));
 }
 
 template void rasterize_to_pixels_fwd<float>(const RasterInputs<float>&,
-                                             const ForwardOutputs<float>&);
+                                             const ForwardOutputs<float>&, uint64_t*);
 template void rasterize_to_pixels_fwd<double>(const RasterInputs<double>&,
-                                              const ForwardOutputs<double>&);
+                                              const ForwardOutputs<double>&, uint64_t*);
 
 }  // namespace ua3d::cpu

@@ -5,6 +5,9 @@
 // Per-Gaussian gradients are summed over a warp with shuffles, then one atomicAdd
 // per warp (so results match the CPU kernel to rounding, not bit for bit).
 #include "cuda/rasterize_cuda.h"
+
+#include "cuda/launch.h"
+#include "ua3d/bins_cache.h"
 #include "ua3d/raster_math.h"
 
 namespace ua3d::cuda {
@@ -113,7 +116,7 @@ __global__ void __launch_bounds__(kTilePixels)
           const float s = kC > 0 ? s_reg[kC > 0 ? ch : 0] : s_behind[ch];
           v_alpha += v * (col[ch] * t_before - s * inv);
         }
-        if (xyo.z * e < kAlphaMax) {  // no gradient through the 0.99 clamp
+        if (xyo.z * e <= kAlphaMax) {  // no gradient through the 0.99 clamp (o e > 0.99)
           const float v_sigma = -xyo.z * e * v_alpha;
           g_o = e * v_alpha;
           g_a = 0.5f * v_sigma * dx * dx;
@@ -160,29 +163,50 @@ __global__ void __launch_bounds__(kTilePixels)
 
 cudaError_t RasterizeToPixelsBwd(const RasterInputs<float>& in, const BackwardInputs<float>& gin,
                                  const BackwardOutputs<float>& out, DeviceScratch& scratch,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, const int32_t* bins_token) {
   const int64_t n = in.batch * in.n;
   cudaMemsetAsync(out.v_means2d, 0, sizeof(float) * n * 2, stream);
   cudaMemsetAsync(out.v_conics, 0, sizeof(float) * n * 3, stream);
   cudaMemsetAsync(out.v_colors, 0, sizeof(float) * n * in.channels, stream);
   cudaMemsetAsync(out.v_opacities, 0, sizeof(float) * n, stream);
   if (in.batch == 0 || in.n == 0) return cudaGetLastError();
+  std::optional<KeptBins> kept;
+  if (bins_token != nullptr) {  // the backward's one wait: the token, instead of binning
+    int32_t pair[2] = {0, 0};
+    cudaMemcpyAsync(pair, bins_token, sizeof(pair), cudaMemcpyDeviceToHost, stream);
+    if (cudaError_t err = cudaStreamSynchronize(stream); err != cudaSuccess) return err;
+    kept = TakeBins(in, ReadToken(pair), stream);
+  }
   DeviceBins bins;
-  if (cudaError_t err = BinTiles(in, scratch, stream, &bins); err != cudaSuccess) return err;
+  if (kept.has_value()) {
+    bins = kept->bins;
+  } else if (cudaError_t err = BinTiles(in, scratch, scratch, stream, &bins); err != cudaSuccess) {
+    return err;
+  }
   const dim3 grid(bins.tiles_x, bins.tiles_y, unsigned(in.batch));
   const dim3 block(kTileSize, kTileSize, 1);
   switch (in.channels) {
-    case 1: BackwardKernel<1><<<grid, block, 0, stream>>>(in, bins, gin, out, nullptr); break;
-    case 3: BackwardKernel<3><<<grid, block, 0, stream>>>(in, bins, gin, out, nullptr); break;
-    case 4: BackwardKernel<4><<<grid, block, 0, stream>>>(in, bins, gin, out, nullptr); break;
+    case 1:
+      UA3D_LAUNCH(BackwardKernel<1>, grid, block, 0, stream)(in, bins, gin, out, nullptr);
+      break;
+    case 3:
+      UA3D_LAUNCH(BackwardKernel<3>, grid, block, 0, stream)(in, bins, gin, out, nullptr);
+      break;
+    case 4:
+      UA3D_LAUNCH(BackwardKernel<4>, grid, block, 0, stream)(in, bins, gin, out, nullptr);
+      break;
     default: {
       const int64_t size = in.batch * in.width * in.height * in.channels;
       float* behind = static_cast<float*>(scratch.Allocate(sizeof(float) * size));
-      if (behind == nullptr) return cudaErrorMemoryAllocation;
+      if (behind == nullptr) {
+        if (kept.has_value()) ReleaseBins(*kept, stream);
+        return cudaErrorMemoryAllocation;
+      }
       cudaMemsetAsync(behind, 0, sizeof(float) * size, stream);
-      BackwardKernel<0><<<grid, block, 0, stream>>>(in, bins, gin, out, behind);
+      UA3D_LAUNCH(BackwardKernel<0>, grid, block, 0, stream)(in, bins, gin, out, behind);
     }
   }
+  if (kept.has_value()) ReleaseBins(*kept, stream);  // stream order: after the kernel
   return cudaGetLastError();
 }
 

@@ -3,6 +3,8 @@
 // shared memory in batches of 256; each pixel blends front to back with the
 // rules of ua3d/raster_math.h and the block leaves once every pixel is done.
 #include "cuda/rasterize_cuda.h"
+
+#include "cuda/launch.h"
 #include "ua3d/raster_math.h"
 
 namespace ua3d::cuda {
@@ -97,21 +99,58 @@ __global__ void __launch_bounds__(kTilePixels)
   out.last[p] = last;
 }
 
+__global__ void WriteTokens(int32_t* tokens, int64_t batch, int32_t low, int32_t high) {  // [B, 2]
+  const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= batch) return;
+  tokens[2 * b] = low;
+  tokens[2 * b + 1] = high;
+}
+
+// Device memory for lists that outlive the call: stream-ordered allocations, freed when this
+// goes out of scope unless released to the kept-bins store.
+class KeptMemory final : public DeviceScratch {
+ public:
+  explicit KeptMemory(cudaStream_t stream) : stream_(stream) {}
+  ~KeptMemory() override {
+    for (void* p : blocks_) cudaFreeAsync(p, stream_);
+  }
+  void* Allocate(size_t bytes) override {
+    void* p = nullptr;
+    if (cudaMallocAsync(&p, bytes > 0 ? bytes : 1, stream_) != cudaSuccess) return nullptr;
+    blocks_.push_back(p);
+    return p;
+  }
+  std::vector<void*> Release() { return std::move(blocks_); }
+
+ private:
+  cudaStream_t stream_;
+  std::vector<void*> blocks_;
+};
+
 }  // namespace
 
 cudaError_t RasterizeToPixelsFwd(const RasterInputs<float>& in, const ForwardOutputs<float>& out,
-                                 DeviceScratch& scratch, cudaStream_t stream) {
+                                 DeviceScratch& scratch, cudaStream_t stream,
+                                 int32_t* bins_token) {
   if (in.batch == 0) return cudaSuccess;
+  KeptMemory kept(stream);
   DeviceBins bins;
-  if (cudaError_t err = BinTiles(in, scratch, stream, &bins); err != cudaSuccess) return err;
+  DeviceScratch& lists = bins_token != nullptr ? static_cast<DeviceScratch&>(kept) : scratch;
+  if (cudaError_t err = BinTiles(in, scratch, lists, stream, &bins); err != cudaSuccess) return err;
   const dim3 grid(bins.tiles_x, bins.tiles_y, unsigned(in.batch));
   const dim3 block(kTileSize, kTileSize, 1);
   switch (in.channels) {
-    case 1: ForwardKernel<1><<<grid, block, 0, stream>>>(in, bins, out); break;
-    case 3: ForwardKernel<3><<<grid, block, 0, stream>>>(in, bins, out); break;
-    case 4: ForwardKernel<4><<<grid, block, 0, stream>>>(in, bins, out); break;
-    default: ForwardKernel<0><<<grid, block, 0, stream>>>(in, bins, out); break;
+    case 1: UA3D_LAUNCH(ForwardKernel<1>, grid, block, 0, stream)(in, bins, out); break;
+    case 3: UA3D_LAUNCH(ForwardKernel<3>, grid, block, 0, stream)(in, bins, out); break;
+    case 4: UA3D_LAUNCH(ForwardKernel<4>, grid, block, 0, stream)(in, bins, out); break;
+    default: UA3D_LAUNCH(ForwardKernel<0>, grid, block, 0, stream)(in, bins, out); break;
   }
+  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  if (bins_token == nullptr) return cudaSuccess;
+  const uint64_t token = KeepBins(in, KeptBins{bins, kept.Release(), stream});
+  constexpr int kThreads = 256;
+  UA3D_LAUNCH(WriteTokens, (in.batch + kThreads - 1) / kThreads, kThreads, 0, stream)(
+      bins_token, in.batch, int32_t(uint32_t(token)), int32_t(uint32_t(token >> 32)));
   return cudaGetLastError();
 }
 

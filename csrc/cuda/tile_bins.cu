@@ -2,10 +2,16 @@
 // 64-bit key per (Gaussian, tile) = list index (view * tiles + tile, the index
 // TileOffsets and the kernels use) in the upper 32 bits | the order-preserving
 // depth bits (`depth_bits`) in the lower 32 -> CUB radix sort over only the
-// bits in use -> start offset of each (view, tile) list.
-#include <cub/cub.cuh>
-
+// bits in use -> start offset of each (view, tile) list. Also the store of the
+// lists a forward keeps for its backward (ua3d/bins_cache.h), one per device.
 #include "cuda/rasterize_cuda.h"
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "cuda/launch.h"
+#include "ua3d/bins_cache.h"
 #include "ua3d/raster_math.h"
 
 namespace ua3d::cuda {
@@ -14,8 +20,10 @@ namespace {
 __device__ TileRect GaussianRect(const RasterInputs<float>& in, int64_t i, int tiles_x,
                                  int tiles_y) {
   const float mx = in.means2d[2 * i], my = in.means2d[2 * i + 1];
+  const float* conic = in.conics + 3 * i;
   const int32_t rx = in.radii[2 * i], ry = in.radii[2 * i + 1];
-  if (!is_active(mx, my, in.opacities[i], in.depths[i], rx, ry)) return TileRect{0, 0, 0, 0};
+  if (!is_active(mx, my, conic[0], conic[1], conic[2], in.opacities[i], in.depths[i], rx, ry))
+    return TileRect{0, 0, 0, 0};
   return tile_rect(mx, my, rx, ry, tiles_x, tiles_y);
 }
 
@@ -76,16 +84,88 @@ T* Alloc(DeviceScratch& scratch, int64_t count) {
   return static_cast<T*>(scratch.Allocate(size_t(count > 0 ? count : 1) * sizeof(T)));
 }
 
+// A training step keeps one forward's lists per device until its backward.
+constexpr size_t kKeptEntries = 16;
+constexpr size_t kKeptBytes = size_t(1) << 30;
+using Cache = BinsCache<KeptBins>;
+
+// One cache per device: device pointers are valid on their own device only.
+class DeviceCaches {
+ public:
+  Cache& Get(int device) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_ptr<Cache>& cache = caches_[device];
+    if (!cache) cache = std::make_unique<Cache>(kKeptEntries, kKeptBytes);
+    return *cache;
+  }
+  size_t Count() {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t total = 0;
+    for (const auto& [device, cache] : caches_) total += cache->size();
+    return total;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<int, std::unique_ptr<Cache>> caches_;
+};
+
+DeviceCaches& Caches() {
+  static DeviceCaches caches;
+  return caches;
+}
+
+int CurrentDevice() {
+  int device = 0;
+  cudaGetDevice(&device);
+  return device;
+}
+
+BinsKey KeyOf(const RasterInputs<float>& in, int device) {
+  return BinsKey{in.batch, in.n, in.width, in.height, 4, device};
+}
+
 }  // namespace
 
-cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, cudaStream_t stream,
-                     DeviceBins* bins) {
+uint64_t KeepBins(const RasterInputs<float>& in, KeptBins kept) {
+  const int device = CurrentDevice();
+  const size_t bytes = size_t(kept.bins.n_isects) * 4 +
+                       (size_t(in.batch) * kept.bins.tiles_x * kept.bins.tiles_y + 1) * 8;
+  std::vector<Cache::Entry> dropped;
+  const uint64_t token = Caches().Get(device).Put(KeyOf(in, device), std::move(kept), bytes,
+                                                 &dropped);
+  for (Cache::Entry& e : dropped) ReleaseBins(e.bins, e.bins.stream);
+  return token;
+}
+
+std::optional<KeptBins> TakeBins(const RasterInputs<float>& in, uint64_t token,
+                                 cudaStream_t stream) {
+  if (token == 0) return std::nullopt;
+  const int device = CurrentDevice();
+  std::optional<Cache::Entry> entry = Caches().Get(device).Take(token);
+  if (!entry.has_value()) return std::nullopt;
+  if (!(entry->key == KeyOf(in, device))) {
+    ReleaseBins(entry->bins, stream);
+    return std::nullopt;
+  }
+  return std::move(entry->bins);
+}
+
+void ReleaseBins(KeptBins& kept, cudaStream_t stream) {
+  for (void* p : kept.blocks) cudaFreeAsync(p, stream);
+  kept.blocks.clear();
+}
+
+size_t KeptBinsCount() { return Caches().Count(); }
+
+cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, DeviceScratch& lists,
+                     cudaStream_t stream, DeviceBins* bins) {
   bins->tiles_x = (in.width + kTileSize - 1) / kTileSize;
   bins->tiles_y = (in.height + kTileSize - 1) / kTileSize;
   const int64_t tiles = int64_t(bins->tiles_x) * bins->tiles_y;
   const int64_t num_lists = in.batch * tiles;
   const int64_t total = in.batch * in.n;
-  int64_t* offsets = Alloc<int64_t>(scratch, num_lists + 1);
+  int64_t* offsets = Alloc<int64_t>(lists, num_lists + 1);
   if (offsets == nullptr) return cudaErrorMemoryAllocation;
   bins->tile_offsets = offsets;
   cudaMemsetAsync(offsets, 0, sizeof(int64_t) * (num_lists + 1), stream);
@@ -97,12 +177,9 @@ cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, cuda
   int64_t* counts = Alloc<int64_t>(scratch, total);
   int64_t* ends = Alloc<int64_t>(scratch, total);
   if (counts == nullptr || ends == nullptr) return cudaErrorMemoryAllocation;
-  CountTiles<<<blocks, kThreads, 0, stream>>>(in, bins->tiles_x, bins->tiles_y, counts);
-  size_t scan_bytes = 0;
-  cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, counts, ends, total, stream);
-  void* scan_tmp = scratch.Allocate(scan_bytes);
-  if (scan_tmp == nullptr) return cudaErrorMemoryAllocation;
-  cub::DeviceScan::InclusiveSum(scan_tmp, scan_bytes, counts, ends, total, stream);
+  UA3D_LAUNCH(CountTiles, blocks, kThreads, 0, stream)(in, bins->tiles_x, bins->tiles_y, counts);
+  if (cudaError_t err = InclusiveSum(counts, ends, total, scratch, stream); err != cudaSuccess)
+    return err;
   int64_t n_isects = 0;
   cudaMemcpyAsync(&n_isects, ends + total - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream);
   if (cudaError_t err = cudaStreamSynchronize(stream); err != cudaSuccess) return err;
@@ -114,20 +191,18 @@ cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, cuda
   uint64_t* keys_in = Alloc<uint64_t>(scratch, n_isects);
   uint64_t* keys_out = Alloc<uint64_t>(scratch, n_isects);
   int32_t* ids_in = Alloc<int32_t>(scratch, n_isects);
-  int32_t* ids_out = Alloc<int32_t>(scratch, n_isects);
+  int32_t* ids_out = Alloc<int32_t>(lists, n_isects);
   if (!keys_in || !keys_out || !ids_in || !ids_out) return cudaErrorMemoryAllocation;
-  EmitKeys<<<blocks, kThreads, 0, stream>>>(in, bins->tiles_x, bins->tiles_y, ends, keys_in,
-                                            ids_in);
+  UA3D_LAUNCH(EmitKeys, blocks, kThreads, 0, stream)(in, bins->tiles_x, bins->tiles_y, ends,
+                                                     keys_in, ids_in);
   const int end_bit = 32 + list_bits;
-  size_t sort_bytes = 0;
-  cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, keys_out, ids_in, ids_out,
-                                  n_isects, 0, end_bit, stream);
-  void* sort_tmp = scratch.Allocate(sort_bytes);
-  if (sort_tmp == nullptr) return cudaErrorMemoryAllocation;
-  cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys_out, ids_in, ids_out,
-                                  n_isects, 0, end_bit, stream);
+  if (cudaError_t err = SortPairs(keys_in, keys_out, ids_in, ids_out, n_isects, end_bit, scratch,
+                                  stream);
+      err != cudaSuccess)
+    return err;
   const int64_t isect_blocks = (n_isects + kThreads - 1) / kThreads;
-  TileOffsets<<<isect_blocks, kThreads, 0, stream>>>(keys_out, n_isects, num_lists, offsets);
+  UA3D_LAUNCH(TileOffsets, isect_blocks, kThreads, 0, stream)(keys_out, n_isects, num_lists,
+                                                              offsets);
   bins->ids = ids_out;
   return cudaGetLastError();
 }

@@ -4,6 +4,7 @@
 
 #include <type_traits>
 
+#include "cpu/rasterize_cpu.h"
 #include "xla/ffi/api/c_api.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -35,4 +36,6 @@ PYBIND11_MODULE(_raster_cpu, m) {
     d["ua3d_rasterize_to_pixels_bwd_f64"] = Capsule(Ua3dRasterizeToPixelsBwdF64);
     return d;
   });
+  m.def("kept_bins", []() { return ua3d::cpu::kept_bins_count(); },
+        "Forward tile lists kept for a backward and not yet taken (ua3d/bins_cache.h).");
 }

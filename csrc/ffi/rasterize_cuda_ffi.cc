@@ -1,16 +1,19 @@
 // XLA FFI handlers for the CUDA rasterizer (csrc/cuda): decode, validate, dispatch.
 //
 // Same target names and signatures as the CPU handlers (F32 only):
-//   ua3d_rasterize_to_pixels_fwd_f32, ua3d_rasterize_to_pixels_bwd_f32.
+//   ua3d_rasterize_to_pixels_fwd_f32, ua3d_rasterize_to_pixels_bwd_f32
+// (keep_bins / use_token and bins_token: see rasterize_cpu_ffi.cc).
 // The stream comes from the FFI context (PlatformStream) and device scratch from
-// XLA's ScratchAllocator. Not marked command-buffer compatible: binning reads
-// the intersection count back to the host to size the sort.
+// XLA's ScratchAllocator; kept tile lists live in stream-ordered allocations of their
+// own. Not marked command-buffer compatible: binning reads the intersection count
+// back to the host to size the sort, and a backward reads the bins token.
 #include <cuda_runtime_api.h>
 
 #include <string>
 
 #include "cuda/rasterize_cuda.h"
 #include "ffi/rasterize_shapes.h"
+#include "ua3d/bins_cache.h"
 #include "ua3d/raster_math.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -71,30 +74,38 @@ ffi::Error CheckBatch(const RasterDims& d) {
 }
 
 ffi::Error FwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, int64_t width,
-                   int64_t height, FBuf means2d, FBuf conics, FBuf colors, FBuf opacities,
-                   FBuf depths, IBuf radii, FBuf background, ffi::ResultBuffer<ffi::F32> render,
-                   ffi::ResultBuffer<ffi::F32> transmittance, ffi::Result<IBuf> last) {
+                   int64_t height, int64_t keep_bins, FBuf means2d, FBuf conics, FBuf colors,
+                   FBuf opacities, FBuf depths, IBuf radii, FBuf background,
+                   ffi::ResultBuffer<ffi::F32> render, ffi::ResultBuffer<ffi::F32> transmittance,
+                   ffi::Result<IBuf> last, ffi::Result<IBuf> bins_token) {
   RasterDims d;
   UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors,
                                                   opacities, depths, radii, background, &d));
   UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, render->dimensions(),
                                                transmittance->dimensions(), last->dimensions()));
+  UA3D_RETURN_IF_ERROR(
+      ffi_shapes::CheckBuffer("bins_token", bins_token->dimensions(), d.batch, {2}));
   UA3D_RETURN_IF_ERROR(CheckBatch(d));
   XlaScratch alloc(scratch);
   ForwardOutputs<float> out{render->typed_data(), transmittance->typed_data(),
                             last->typed_data()};
+  int32_t* token = bins_token->typed_data();
+  keep_bins = keep_bins != 0 && KeepBinsEnabled();
+  if (keep_bins == 0 && d.batch > 0)
+    cudaMemsetAsync(token, 0, sizeof(int32_t) * 2 * d.batch, stream);
   return CudaStatus(
       cuda::RasterizeToPixelsFwd(
           MakeInputs(d, means2d, conics, colors, opacities, depths, radii, background), out,
-          alloc, stream),
+          alloc, stream, keep_bins != 0 ? token : nullptr),
       "rasterize_to_pixels_fwd (CUDA)");
 }
 
 ffi::Error BwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, int64_t width,
-                   int64_t height, FBuf means2d, FBuf conics, FBuf colors, FBuf opacities,
-                   FBuf depths, IBuf radii, FBuf background, FBuf transmittance, IBuf last,
-                   FBuf v_render, FBuf v_alpha, ffi::ResultBuffer<ffi::F32> v_means2d,
-                   ffi::ResultBuffer<ffi::F32> v_conics, ffi::ResultBuffer<ffi::F32> v_colors,
+                   int64_t height, int64_t use_token, FBuf means2d, FBuf conics, FBuf colors,
+                   FBuf opacities, FBuf depths, IBuf radii, FBuf background, FBuf transmittance,
+                   IBuf last, FBuf v_render, FBuf v_alpha, IBuf bins_token,
+                   ffi::ResultBuffer<ffi::F32> v_means2d, ffi::ResultBuffer<ffi::F32> v_conics,
+                   ffi::ResultBuffer<ffi::F32> v_colors,
                    ffi::ResultBuffer<ffi::F32> v_opacities) {
   RasterDims d;
   UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors,
@@ -103,6 +114,8 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, int64_t w
                                                transmittance.dimensions(), last.dimensions()));
   UA3D_RETURN_IF_ERROR(
       ffi_shapes::CheckBuffer("v_alpha", v_alpha.dimensions(), d.batch, {d.height, d.width}));
+  UA3D_RETURN_IF_ERROR(
+      ffi_shapes::CheckBuffer("bins_token", bins_token.dimensions(), d.batch, {2}));
   UA3D_RETURN_IF_ERROR(CheckBatch(d));
   XlaScratch alloc(scratch);
   BackwardInputs<float> gin{transmittance.typed_data(), last.typed_data(), v_render.typed_data(),
@@ -112,7 +125,7 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, int64_t w
   return CudaStatus(
       cuda::RasterizeToPixelsBwd(
           MakeInputs(d, means2d, conics, colors, opacities, depths, radii, background), gin,
-          out, alloc, stream),
+          out, alloc, stream, use_token != 0 ? bins_token.typed_data() : nullptr),
       "rasterize_to_pixels_bwd (CUDA)");
 }
 
@@ -125,6 +138,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsFwdCuda, ua3d::FwdImpl,
                                   .Ctx<ffi::ScratchAllocator>()
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
+                                  .Attr<int64_t>("keep_bins")
                                   .Arg<ffi::Buffer<ffi::F32>>()  // means2d
                                   .Arg<ffi::Buffer<ffi::F32>>()  // conics
                                   .Arg<ffi::Buffer<ffi::F32>>()  // colors
@@ -134,7 +148,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsFwdCuda, ua3d::FwdImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // background
                                   .Ret<ffi::Buffer<ffi::F32>>()  // render
                                   .Ret<ffi::Buffer<ffi::F32>>()  // transmittance
-                                  .Ret<ffi::Buffer<ffi::S32>>());  // last
+                                  .Ret<ffi::Buffer<ffi::S32>>()   // last
+                                  .Ret<ffi::Buffer<ffi::S32>>());  // bins_token
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsBwdCuda, ua3d::BwdImpl,
                               ffi::Ffi::Bind()
@@ -142,6 +157,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsBwdCuda, ua3d::BwdImpl,
                                   .Ctx<ffi::ScratchAllocator>()
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
+                                  .Attr<int64_t>("use_token")
                                   .Arg<ffi::Buffer<ffi::F32>>()  // means2d
                                   .Arg<ffi::Buffer<ffi::F32>>()  // conics
                                   .Arg<ffi::Buffer<ffi::F32>>()  // colors
@@ -153,6 +169,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsBwdCuda, ua3d::BwdImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()  // last
                                   .Arg<ffi::Buffer<ffi::F32>>()  // v_render
                                   .Arg<ffi::Buffer<ffi::F32>>()  // v_alpha
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // bins_token
                                   .Ret<ffi::Buffer<ffi::F32>>()  // v_means2d
                                   .Ret<ffi::Buffer<ffi::F32>>()  // v_conics
                                   .Ret<ffi::Buffer<ffi::F32>>()  // v_colors

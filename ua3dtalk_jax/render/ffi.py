@@ -6,9 +6,16 @@ executable spec). The C++ (`_raster_cpu`, platform "cpu", F32 and F64) and CUDA
 so XLA picks the kernel of the platform the computation runs on:
 
   ua3d_rasterize_to_pixels_fwd_{f32,f64}: (means2d, conics, colors, opacities, depths, radii,
-      background; width, height) -> (render [..,H,W,C], transmittance [..,H,W], last [..,H,W])
-  ua3d_rasterize_to_pixels_bwd_{f32,f64}: (the same, transmittance, last, v_render, v_alpha)
-      -> (v_means2d, v_conics, v_colors, v_opacities)
+      background; width, height, keep_bins) -> (render [..,H,W,C], transmittance [..,H,W],
+      last [..,H,W], bins_token [..,2] int32)
+  ua3d_rasterize_to_pixels_bwd_{f32,f64}: (the same, transmittance, last, v_render, v_alpha,
+      bins_token; width, height, use_token) -> (v_means2d, v_conics, v_colors, v_opacities)
+
+Binning once a step: under differentiation the forward keeps its depth-sorted tile lists in
+the kernel module (keep_bins=1; their size is data-dependent, so they cannot be an XLA
+output) and returns a token that JAX keeps as a residual; the backward takes the lists back by
+that token and bins again only if they are gone or were made for other shapes
+(csrc/include/ua3d/bins_cache.h). Results are bitwise the same either way.
 
 alpha = 1 - transmittance is taken here, so the backward receives T_final exactly. The
 background gradient Σ_pixels T_final · v_render is computed in JAX; depths and radii
@@ -56,6 +63,13 @@ def available_platforms() -> dict[str, bool]:
     return dict(_REGISTERED)
 
 
+def kept_bins(platform: str = "cpu") -> int:
+    """Tile lists the forward kept on `platform` ("cpu" or "cuda") for a backward that has not
+    taken them yet (0 when that kernel is not built)."""
+    module = {"cpu": _raster_cpu, "cuda": _raster_cuda}[platform]
+    return 0 if module is None else int(module.kept_bins())
+
+
 def _target(direction: str, dtype) -> str:
     suffix = {jnp.dtype(jnp.float32): "f32", jnp.dtype(jnp.float64): "f64"}.get(jnp.dtype(dtype))
     if suffix is None:
@@ -79,32 +93,49 @@ def _same_varying_axes(operands):
     return operands, tuple(sorted(union))
 
 
-def _call(target, out_types, operands, width, height):
+def _call(target, out_types, operands, width, height, **flags):
     """One ffi_call. Its results are typed from `out_types`, which carry no varying
     axes, so under shard_map they are cast to the operands' (each device computed its
     own values: a type-level cast, no communication)."""
     operands, varying = _same_varying_axes(operands)
     call = jax.ffi.ffi_call(target, out_types, vmap_method="broadcast_all")
-    results = call(*operands, width=np.int64(width), height=np.int64(height))
+    attrs = {k: np.int64(v) for k, v in flags.items()}
+    results = call(*operands, width=np.int64(width), height=np.int64(height), **attrs)
     if varying:
         results = [jax.lax.pcast(r, varying, to="varying") for r in results]
     return results
 
 
-def _forward_call(means2d, conics, colors, opacities, depths, radii, background, width, height):
+def _forward_call(means2d, conics, colors, opacities, depths, radii, background, width, height,
+                  keep_bins=False):  # fmt: skip
     batch, dtype = means2d.shape[:-2], means2d.dtype
     out_types = (
         jax.ShapeDtypeStruct((*batch, height, width, colors.shape[-1]), dtype),  # render
         jax.ShapeDtypeStruct((*batch, height, width), dtype),  # transmittance
         jax.ShapeDtypeStruct((*batch, height, width), jnp.int32),  # last
+        jax.ShapeDtypeStruct((*batch, 2), jnp.int32),  # bins_token
     )
     operands = (means2d, conics, colors, opacities, depths, radii, background)
-    return _call(_target("fwd", dtype), out_types, operands, width, height)
+    return _call(_target("fwd", dtype), out_types, operands, width, height,
+                 keep_bins=int(keep_bins))  # fmt: skip
+
+
+def _backward_call(inputs, transmittance, last, v_render, v_alpha, bins_token, width, height):
+    means2d, conics, colors, opacities = inputs[:4]
+    out_types = tuple(
+        jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (means2d, conics, colors, opacities)
+    )
+    use_token = bins_token is not None
+    if bins_token is None:
+        bins_token = jnp.zeros((*means2d.shape[:-2], 2), jnp.int32)
+    operands = (*inputs, transmittance, last, v_render, v_alpha, bins_token)
+    return _call(_target("bwd", means2d.dtype), out_types, operands, width, height,
+                 use_token=int(use_token))  # fmt: skip
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _rasterize(means2d, conics, colors, opacities, depths, radii, background, width, height):
-    render, transmittance, _ = _forward_call(
+    render, transmittance, _, _ = _forward_call(
         means2d, conics, colors, opacities, depths, radii, background, width, height
     )
     return render, 1.0 - transmittance
@@ -112,19 +143,15 @@ def _rasterize(means2d, conics, colors, opacities, depths, radii, background, wi
 
 def _rasterize_fwd(means2d, conics, colors, opacities, depths, radii, background, width, height):
     inputs = (means2d, conics, colors, opacities, depths, radii, background)
-    render, transmittance, last = _forward_call(*inputs, width, height)
-    return (render, 1.0 - transmittance), (inputs, transmittance, last)
+    render, transmittance, last, token = _forward_call(*inputs, width, height, keep_bins=True)
+    return (render, 1.0 - transmittance), (inputs, transmittance, last, token)
 
 
 def _rasterize_bwd(width, height, residuals, cotangents):
-    inputs, transmittance, last = residuals
+    inputs, transmittance, last, token = residuals
     means2d, conics, colors, opacities, depths, _, _ = inputs
     v_render, v_alpha = cotangents
-    out_types = tuple(
-        jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (means2d, conics, colors, opacities)
-    )
-    operands = (*inputs, transmittance, last, v_render, v_alpha)
-    grads = _call(_target("bwd", means2d.dtype), out_types, operands, width, height)
+    grads = _backward_call(inputs, transmittance, last, v_render, v_alpha, token, width, height)
     # Cotangents carry exactly their primal's varying axes (a replicated input's is summed).
     v_means2d, v_conics, v_colors, v_opacities = (
         _like_primal(ct, x) for ct, x in zip(grads, (means2d, conics, colors, opacities))
@@ -140,6 +167,34 @@ def _like_primal(ct, primal):
 
 
 _rasterize.defvjp(_rasterize_fwd, _rasterize_bwd)
+
+
+def kernel_forward(means2d, conics, colors, opacities, depths, radii, background, *, width,
+                   height, keep_bins=False):  # fmt: skip
+    """The forward kernel of the current platform, called directly (no custom_vjp).
+
+    Any leading dimensions are views. Args as `rasterize_to_pixels`, already of one float dtype
+    (radii int32); keep_bins: keep the tile lists for `kernel_backward`.
+    Returns (render (..., H, W, C), transmittance (..., H, W), last (..., H, W) int32: the
+    position in its tile's list of each pixel's last blended Gaussian, -1 for none,
+    bins_token (..., 2) int32: the kept lists' token, zeros without keep_bins).
+    """
+    return tuple(_forward_call(means2d, conics, colors, opacities, depths, radii, background,
+                               width, height, keep_bins))  # fmt: skip
+
+
+def kernel_backward(means2d, conics, colors, opacities, depths, radii, background, transmittance,
+                    last, v_render, v_alpha, *, width, height, bins_token=None):  # fmt: skip
+    """The backward kernel of the current platform, called directly.
+
+    Args: the forward's inputs, its transmittance and last, the cotangents of render
+    (..., H, W, C) and of alpha (..., H, W), and optionally the forward's bins_token (the
+    lists are then taken, not binned again; taken once). Returns (v_means2d, v_conics,
+    v_colors, v_opacities), each shaped like its input.
+    """
+    inputs = (means2d, conics, colors, opacities, depths, radii, background)
+    return tuple(_backward_call(inputs, transmittance, last, v_render, v_alpha, bins_token,
+                                width, height))  # fmt: skip
 
 
 def rasterize_to_pixels(
@@ -185,4 +240,10 @@ def rasterize_to_pixels(
     )
 
 
-__all__ = ["available_platforms", "rasterize_to_pixels"]
+__all__ = [
+    "available_platforms",
+    "kept_bins",
+    "kernel_backward",
+    "kernel_forward",
+    "rasterize_to_pixels",
+]

@@ -11,7 +11,8 @@ Conventions (DESIGN.md §3 "Rasterizer"):
   * the perspective Jacobian J is evaluated at the camera point whose x/z (y/z)
     is clamped to [-(cx/fx + 0.3 W/(2 fx)), (W - cx)/fx + 0.3 W/(2 fx)]
     (likewise with cy, fy, H) — the 1.3x half-field-of-view clamp — while the
-    2D mean itself is never clamped;
+    2D mean itself is never clamped; a point exactly at the limit counts as inside
+    (full gradient through x/z, as in gsplat), likewise opacities of exactly 0 or 1;
   * Σ2d = J W Σ Wᵀ Jᵀ + EPS2D·I (EPS2D = 0.3 px² low-pass dilation);
   * conic = Σ2d⁻¹ stored as (a, b, c) = (inv00, inv01, inv11);
   * footprint: the opacity-aware box of half-size
@@ -56,6 +57,17 @@ class Projected:
     depths: jax.Array
     radii: jax.Array
     opacities: jax.Array
+
+
+def clamp(x: jax.Array, lo, hi) -> jax.Array:
+    """x clamped to [lo, hi], with the full gradient of x at the ends.
+
+    jnp.clip (max then min) splits the gradient in half at a tie, so an opacity of exactly
+    1.0 (legal, and what sigmoid returns in float32 for logits above ~17) got half its
+    gradient. Here values in [lo, hi], ends included, pass x's gradient; values outside pass
+    the bound's.
+    """
+    return jnp.where(x < lo, lo, jnp.where(x > hi, hi, x))
 
 
 def quat_to_rotmat(quats: jax.Array) -> jax.Array:
@@ -136,8 +148,8 @@ def project(
     lim_x_neg = cx / fx + FOV_CLAMP * width / (2.0 * fx)
     lim_y_pos = (height - cy) / fy + FOV_CLAMP * height / (2.0 * fy)
     lim_y_neg = cy / fy + FOV_CLAMP * height / (2.0 * fy)
-    tx = z_safe * jnp.clip(x / z_safe, -lim_x_neg, lim_x_pos)
-    ty = z_safe * jnp.clip(y / z_safe, -lim_y_neg, lim_y_pos)
+    tx = z_safe * clamp(x / z_safe, -lim_x_neg, lim_x_pos)
+    ty = z_safe * clamp(y / z_safe, -lim_y_neg, lim_y_pos)
     zero = jnp.zeros_like(z_safe)
     J = jnp.stack(
         [
@@ -157,7 +169,7 @@ def project(
     det_safe = jnp.where(det_ok, det, 1.0)
     conics = jnp.stack([c11 / det_safe, -c01 / det_safe, c00 / det_safe], axis=-1)
 
-    opac = jnp.clip(opacities, 0.0, 1.0)
+    opac = clamp(opacities, 0.0, 1.0)
     op_ok = opac >= ALPHA_MIN
     extend = jnp.sqrt(2.0 * jnp.log(jnp.maximum(255.0 * opac, 1.0)))
     # Capped so the int32 cast cannot overflow; a box that large covers any image.

@@ -8,6 +8,7 @@ but it is differentiable by autodiff, jit-able and vmap-able.
 Blending rules (3DGS / gsplat, DESIGN.md §3), per pixel centre p = (i+0.5, j+0.5):
   d = mean2d - p,  σ = ½(a dx² + c dy²) + b dx dy
   α = min(0.99, o·exp(-σ)); a Gaussian with σ < 0 or α < 1/255 is skipped;
+  the gradient passes the clamp where o·exp(-σ) <= 0.99 (the tie included);
   Gaussians are taken front to back by camera depth (ties by index);
   Gaussian i is blended only while T_i·(1-α_i) > 1e-4 (exclusive stop);
   C = Σ cᵢ αᵢ Tᵢ + T_final · background.
@@ -87,7 +88,11 @@ def rasterize_to_pixels(
         dy = means2d[None, :, 1] - y[:, None]
         sigma = 0.5 * (conics[None, :, 0] * dx * dx + conics[None, :, 2] * dy * dy)
         sigma = sigma + conics[None, :, 1] * dx * dy
-        alpha = jnp.minimum(ALPHA_MAX, opac[None, :] * jnp.exp(-jnp.maximum(sigma, 0.0)))
+        # where, not minimum/maximum: those split the gradient at a tie, and o·exp(-σ) = 0.99
+        # exactly (o = 0.99 at the Gaussian's centre pixel) must pass all of it, as the
+        # kernels do (their clamp is active only above 0.99); σ = 0 likewise.
+        raw = opac[None, :] * jnp.exp(-jnp.where(sigma >= 0.0, sigma, 0.0))
+        alpha = jnp.where(raw <= ALPHA_MAX, raw, ALPHA_MAX)
         valid = (sigma >= 0.0) & (alpha >= ALPHA_MIN)
         alpha = jnp.where(valid, alpha, 0.0)
         log_keep = jnp.log1p(-alpha)
@@ -104,4 +109,3 @@ def rasterize_to_pixels(
     out = out.reshape(-1, c)[:num_pixels].reshape(height, width, c)
     alpha = alpha.reshape(-1)[:num_pixels].reshape(height, width)
     return out, alpha
-

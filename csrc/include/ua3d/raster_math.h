@@ -35,8 +35,9 @@ constexpr float kAlphaMin = 1.0f / 255.0f;
 constexpr float kTransmittanceMin = 1e-4f;
 
 // Tiles [x0, x1) x [y0, y1) touched by a Gaussian, or an empty rect when it is
-// inactive. Inactive: a zero radius, opacity not > 0, or a non-finite mean or
-// depth (so NaN inputs are culled, never binned).
+// inactive. Inactive: a zero radius, opacity not > 0, or a non-finite mean,
+// conic or depth (so NaN inputs are culled, never binned: a NaN conic would give
+// NaN gradients through 0 * NaN on the CPU and NaN in the exp's integer part).
 struct TileRect {
   int x0, y0, x1, y1;
   UA3D_HD int64_t count() const {
@@ -50,8 +51,9 @@ UA3D_HD T clamp_val(T v, T lo, T hi) {
 }
 
 template <typename T>
-UA3D_HD bool is_active(T mx, T my, T opacity, T depth, int32_t rx, int32_t ry) {
-  return rx > 0 && ry > 0 && opacity > T(0) && isfinite(mx) && isfinite(my) && isfinite(depth);
+UA3D_HD bool is_active(T mx, T my, T a, T b, T c, T opacity, T depth, int32_t rx, int32_t ry) {
+  return rx > 0 && ry > 0 && opacity > T(0) && isfinite(mx) && isfinite(my) && isfinite(a) &&
+         isfinite(b) && isfinite(c) && isfinite(depth);
 }
 
 template <typename T>
@@ -75,49 +77,69 @@ UA3D_HD void pixel_span(T m, int32_t r, int clip_lo, int clip_hi, int* lo, int* 
   *hi = int(h);
 }
 
+// Round-to-nearest float operations that are never fused into an FMA: on the
+// device __fmul_rn / __fadd_rn / __fsub_rn (nvcc contracts plain a * b + c by
+// default, -fmad=true), on the host plain operators (the CPU build turns
+// contraction off, -ffp-contract=off). Expressions written with them round the
+// same way on both platforms, so the CPU and CUDA kernels, forward and backward,
+// agree bit for bit on which pairs blend (sigma >= 0, alpha >= 1/255, T > 1e-4).
+UA3D_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+UA3D_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+UA3D_HD float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+// float64 (CPU only, finite-difference tests): plain operators.
+UA3D_HD double mul_rn(double a, double b) { return a * b; }
+UA3D_HD double add_rn(double a, double b) { return a + b; }
+
 // sigma along one pixel row: the row terms hc = c dy^2 / 2 and bdy = b dy are
 // hoisted, so the inner loop over x is a few multiply-adds. Forward and
-// backward (CPU and CUDA) all use this one expression, so they agree bit for
-// bit on which pairs are blended. The CPU build turns contraction off
-// (-ffp-contract=off); nvcc contracts by default (-fmad=true) and fused this
-// expression differently in the forward and the backward kernel (seen in the
-// sm_90 PTX), so on the device it is spelled with round-to-nearest intrinsics,
-// which are never fused: the same rounding order as the CPU.
+// backward (CPU and CUDA) all use this one expression (nvcc had fused it
+// differently in the forward and the backward kernel, seen in the sm_90 PTX).
 template <typename T>
 UA3D_HD T row_sigma(T a, T dx, T bdy, T hc) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == sizeof(float)) {
-    return __fadd_rn(__fadd_rn(__fmul_rn(__fmul_rn(__fmul_rn(0.5f, a), dx), dx),
-                               __fmul_rn(bdy, dx)),
-                     hc);
-  }
-#endif
-  return T(0.5) * a * dx * dx + bdy * dx + hc;
+  return add_rn(add_rn(mul_rn(mul_rn(mul_rn(T(0.5), a), dx), dx), mul_rn(bdy, dx)), hc);
 }
 
 // exp(x) for x <= 0, vectorisable (no libm call, no errno): Cephes expf
-// polynomial after Cody-Waite reduction; relative error ~2e-7. The double
-// version (finite-difference tests) uses std::exp.
+// polynomial after Cody-Waite reduction; relative error ~2e-7. The same
+// operations on the device (not its expf), so both platforms compute the same
+// alpha and skip the same pairs at alpha = 1/255 and at the T cut-off. Inputs
+// below -87 (and NaN) are clamped to -87, above 0 to 0. The double version
+// (finite-difference tests) uses std::exp.
 UA3D_HD float exp_nonpos(float x) {
-#if defined(__CUDA_ARCH__)
-  return expf(x);
-#else
-  x = x < -87.0f ? -87.0f : (x > 0.0f ? 0.0f : x);
+  x = x > -87.0f ? x : -87.0f;  // written so that NaN takes -87: no int32_t(NaN) below
+  x = x < 0.0f ? x : 0.0f;
   const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float n = (x * 1.44269504088896341f + shift) - shift;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  const float n = sub_rn(add_rn(mul_rn(x, 1.44269504088896341f), shift), shift);
+  const float r = add_rn(sub_rn(x, mul_rn(n, 0.693359375f)), mul_rn(n, 2.12194440e-4f));
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  p = add_rn(mul_rn(p, r), 1.3981999507e-3f);
+  p = add_rn(mul_rn(p, r), 8.3334519073e-3f);
+  p = add_rn(mul_rn(p, r), 4.1665795894e-2f);
+  p = add_rn(mul_rn(p, r), 1.6666665459e-1f);
+  p = add_rn(mul_rn(p, r), 5.0000001201e-1f);
+  p = add_rn(add_rn(mul_rn(mul_rn(p, r), r), r), 1.0f);
   const int32_t bits = (int32_t(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-#endif
+  return mul_rn(p, scale);
 }
 
 UA3D_HD double exp_nonpos(double x) { return exp(x > 0.0 ? 0.0 : x); }
