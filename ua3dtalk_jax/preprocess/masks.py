@@ -21,6 +21,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ua3dtalk_jax.preprocess import native_log
+
 # fmt: off
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
@@ -77,13 +79,24 @@ class PersonSegmenter:
     def __init__(self, model: int = 0):
         import mediapipe as mp
 
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model)
+        native_log.acquire()  # MediaPipe's C++ log lines → the debug log until close()
+        try:
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model)
+        except BaseException:
+            native_log.release()
+            raise
+        self._open = True
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         return self._seg.process(np.ascontiguousarray(frame)).segmentation_mask
 
     def close(self) -> None:
-        self._seg.close()
+        if self._open:
+            self._open = False
+            try:
+                self._seg.close()
+            finally:
+                native_log.release()
 
 
 def region_masks(image: np.ndarray, points: np.ndarray, person_prob: np.ndarray) -> dict:
