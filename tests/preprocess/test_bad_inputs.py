@@ -44,7 +44,7 @@ def test_no_audio_and_too_short(tmp_path):
 
 
 def test_too_many_faceless_frames_are_listed(tmp_path):
-    frames = media.astronaut_frames(60, 128)
+    frames = media.astronaut_frames(60, media.ASTRONAUT_SIDE)
     frames[20:32] = 90  # 12 of 60 frames (20%) show no face
     frames[45] = 90
     path = media.write_video(str(tmp_path / "v.mp4"), frames, FPS, media.tone(2.4))

@@ -1,0 +1,66 @@
+"""A phone-style clip through the user's three commands: preprocess → train (tiny) → infer.
+
+The clip: 176×144, the face 60 px wide, a moving window behind the person, H.264 at 40 kbit/s, no
+audio track; the speech (3.1 s, given with --audio) is shorter than the video (4.0 s). Training
+shares the session's tiny run's compilation cache (the subject is preprocessed at the tiny
+synthetic subject's 64², so the stage-2 programs are the same), which keeps this test near a
+minute once that run exists.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from tests.preprocess import media
+from ua3dtalk_jax.data import Subject
+from ua3dtalk_jax.eval import video as V
+
+REPO = Path(__file__).resolve().parents[2]
+FPS, SIZE = 25, 64
+SPEECH_S = 3.1
+INFER_S = 1.2  # new speech for inference: round(1.2 · 25) = 30 frames
+# A few steps of every module: enough to run each program once (the result is not judged here)
+QUICK = [
+    "stage1.emotion.pretrain_steps=2", "stage1.emotion.finetune_steps=2",
+    "stage1.expr_prior.steps=2", "stage1.lip_expert.steps=2", "stage1.stylenet.steps=2",
+    "stage1.syncnet.steps=2",
+]  # fmt: skip
+
+
+def _run(module: str, *flags):
+    cmd = [sys.executable, "-m", f"experiments.{module}", *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode == 0, f"{module}: {proc.stderr[-4000:]}"
+    assert "Traceback" not in proc.stderr and "W0000" not in proc.stderr
+    return proc
+
+
+@pytest.mark.slow
+def test_phone_clip_preprocess_train_infer(tmp_path, tiny_trained):
+    frames, _ = media.phone_frames(100)
+    video = media.write_video(str(tmp_path / "phone.mp4"), frames, FPS, bitrate="40k")
+    speech = str(tmp_path / "speech.wav")
+    soundfile.write(speech, media.tone(SPEECH_S), media.AUDIO_RATE)
+    subject, work = str(tmp_path / "phone"), str(tmp_path / "work")
+    proc = _run("preprocess", f"--video={video}", f"--audio={speech}", f"--out={subject}",
+                f"--size={SIZE}", "--workers=1")  # fmt: skip
+    assert "kept the first 3.12 s (78 frames)" in proc.stdout
+    assert len(Subject.open(subject)) == 78
+
+    cache = f"--compile_cache={tiny_trained['root'] / 'xla_cache'}"
+    sets = [f"--set={s}" for s in QUICK]
+    _run("train", f"--subject={subject}", "--config=tiny", f"--workdir={work}", "--novideo",
+         cache, *sets)  # fmt: skip
+
+    new = str(tmp_path / "new.wav")
+    soundfile.write(new, media.tone(INFER_S, freq=180), media.AUDIO_RATE)
+    out = str(tmp_path / "out.mp4")
+    _run("infer", f"--workdir={work}", f"--subject={subject}", f"--audio={new}", f"--out={out}",
+         cache)  # fmt: skip
+    info = V.probe(out)
+    assert info["frames"] == round(INFER_S * FPS) and (info["height"], info["width"]) == (64, 64)
+    assert os.path.getsize(out) > 1000
