@@ -64,6 +64,32 @@ def write_video(
 ASTRONAUT_SIDE = 288
 
 
+def remux_rotated(src: str, dst: str) -> str:
+    """Copies src (frames stored turned a quarter clockwise: np.rot90(frames, -1, axes=(1, 2)))
+    into dst with a 90° display rotation, as phones save portrait video: displayed upright."""
+    cmd = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-y",
+        "-display_rotation:v:0",
+        "90",
+        "-i",
+        src,
+        "-c",
+        "copy",
+    ]
+    subprocess.run(cmd + [dst], check=True, capture_output=True)
+    return dst
+
+
+def reencode_sar(src: str, dst: str, sar: str = "12/11") -> str:
+    """Re-encodes src with non-square pixels (the SAR of 176×144 phone and camcorder clips)."""
+    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-i", src, "-vf", f"setsar={sar}", "-crf", "12"]
+    subprocess.run(cmd + [dst], check=True, capture_output=True)
+    return dst
+
+
 def astronaut_frames(n: int, size: int = ASTRONAUT_SIDE, seed: int = 0) -> np.ndarray:
     """(n, size, size, 3) uint8: the astronaut photograph drifting ±4% and zooming ±3%."""
     from skimage import data

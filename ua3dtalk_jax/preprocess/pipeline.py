@@ -214,6 +214,11 @@ def _crop(clips, info, crop, fps: float, size: int) -> dict:
             "notes": [n for n in notes if n]}  # fmt: skip
 
 
+def _display(meta: dict):
+    """read_frames' `display` for a clip: its square-pixel size when its pixels are not square."""
+    return None if meta.get("sar", 1.0) == 1.0 else (meta["width"], meta["height"])
+
+
 def _chunks(n: int, workers: int):
     k = max(1, min(workers, n // MIN_CHUNK))
     edges = np.linspace(0, n, k + 1).astype(int)
@@ -231,7 +236,7 @@ def _track(clips, info, box, work, max_missing, *, fps, size, progress, workers)
         for a, b in _chunks(meta["frames"], workers):
             label = f"track {ci + 1}/{len(clips)} [{a}:{b or meta['frames']}]"
             b = meta["frames"] if b is None else b  # frames past the audio's end are not kept
-            jobs.append({"path": c.video, "fps": fps, "size": size, "crop": box["box"], "start": a, "stop": b,
+            jobs.append({"path": c.video, "fps": fps, "size": size, "crop": box["box"], "start": a, "stop": b, "display": _display(meta),
                              "bg_every": bg_every, "max_bg": BG_SAMPLES, "progress": progress, "label": label})  # fmt: skip
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
@@ -315,8 +320,9 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
             c = clips[k]
             if c.split == "val" and val_start is None:
                 val_start = len(writer)
+            meta = info["clips"][k]
             frames = video_lib.read_frames(c.video, fps=fps, size=size, crop=box["box"],
-                                           stop=info["clips"][k]["frames"])  # fmt: skip
+                                           stop=meta["frames"], display=_display(meta))  # fmt: skip
             label = f"write {order.index(k) + 1}/{len(clips)}"
             for j, image in enumerate(tqdm(frames, desc=label, unit="fr", disable=not progress)):
                 i = offsets[k] + j

@@ -56,8 +56,12 @@ def probe(path: str) -> dict:
       path: the video file.
 
     Returns:
-      dict with width, height (ints), fps (float, the container's frame rate), duration (s, or
-      None when unknown), has_audio (bool).
+      dict with width, height (ints: the frame as displayed, which is what every other function
+      here works in: after the rotation phones record as side data, which ffmpeg applies when
+      decoding, and with non-square pixels (SAR, e.g. 12:11 in 176×144 phone clips) made square),
+      sar (float, 1 = square pixels: `read_frames(display=...)` then needs the size), rotation
+      (degrees), fps (float, the container's frame rate), duration (s, or None when unknown),
+      has_audio (bool).
 
     Raises:
       VideoError: missing or unreadable file, or no video stream.
@@ -82,13 +86,27 @@ def probe(path: str) -> dict:
     if size is None or rate is None:
         raise VideoError(f"{path}: cannot read the video size or frame rate ({video.group(1)})")
     fps = float(rate.group(1)) * (1000 if rate.group(2) else 1)
+    width, height = int(size.group(1)), int(size.group(2))
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", text[video.start() :])
+    rotation = float(rot.group(1)) if rot else 0.0
+    sar_m = re.search(r"\[SAR (\d+):(\d+) DAR", video.group(1))
+    sar = int(sar_m.group(1)) / int(sar_m.group(2)) if sar_m and int(sar_m.group(2)) else 1.0
+    sar = sar if sar > 0 else 1.0
+    if round(abs(rotation)) % 180 == 90:  # ffmpeg turns the frames (and their pixel aspect)
+        width, height, sar = height, width, 1 / sar
+    if abs(sar - 1) > 0.01:
+        width = max(2, round(width * sar / 2) * 2)
+    else:
+        sar = 1.0
     duration = None
     if dur is not None:
         h, m, s = dur.groups()
         duration = int(h) * 3600 + int(m) * 60 + float(s)
     return {
-        "width": int(size.group(1)),
-        "height": int(size.group(2)),
+        "width": width,
+        "height": height,
+        "sar": sar,
+        "rotation": rotation,
         "fps": fps,
         "duration": duration,
         "has_audio": re.search(r"Stream #\S+.*?: Audio: ", text) is not None,
@@ -103,6 +121,7 @@ def read_frames(
     crop: tuple[int, int, int, int] | None = None,
     start: int = 0,
     stop: int | None = None,
+    display: tuple[int, int] | None = None,
 ):
     """Yields frames resampled to `fps`, cropped and resized.
 
@@ -110,8 +129,11 @@ def read_frames(
       path: the video file.
       fps: output frame rate.
       size: output side S (square) or (H, W).
-      crop: (x, y, w, h) source window, or None for the whole frame.
+      crop: (x, y, w, h) source window (displayed pixels, see `probe`), or None for the whole
+        frame.
       start, stop: output frame range [start, stop) (stop None = to the end).
+      display: (W, H) from `probe` for a video with non-square pixels (sar != 1): frames are
+        first scaled to it, so that `crop` is in square pixels.
 
     Yields:
       (H, W, 3) uint8 RGB frames, in order.
@@ -121,6 +143,8 @@ def read_frames(
     if start or stop is not None:
         end = "" if stop is None else f":end_frame={int(stop)}"
         filters.append(f"trim=start_frame={int(start)}{end},setpts=PTS-STARTPTS")
+    if display is not None:
+        filters.append(f"scale={int(display[0])}:{int(display[1])},setsar=1")
     if crop is not None:
         x, y, cw, ch = (int(v) for v in crop)
         filters.append(f"crop={cw}:{ch}:{x}:{y}")
