@@ -21,6 +21,7 @@ def _refused(path, out, match, **kw):
         pipeline.preprocess(path, out, fps=FPS, size=96, workers=1, progress=False, **kw)
     assert not os.path.exists(os.path.join(out, "subject.json"))
     assert not os.path.exists(out) or not os.listdir(out)
+    assert not os.path.exists(out + pipeline.WORK_SUFFIX)  # refused: no steps kept to resume
 
 
 def test_unreadable_missing_and_audio_only(tmp_path):

@@ -1,17 +1,20 @@
 """A phone-style clip through the user's three commands: preprocess → train (tiny) → infer.
 
-The clip: 176×144, the face 60 px wide, a moving window behind the person, H.264 at 40 kbit/s, no
+The clip: 176×144 as displayed, stored turned with a 90° display rotation (as phones save
+portrait video), the face 60 px wide, a moving window behind the person, H.264 at 40 kbit/s, no
 audio track; the speech (3.1 s, given with --audio) is shorter than the video (4.0 s). Training
 shares the session's tiny run's compilation cache (the subject is preprocessed at the tiny
 synthetic subject's 64², so the stage-2 programs are the same), which keeps this test near a
 minute once that run exists.
 """
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -42,14 +45,19 @@ def _run(module: str, *flags):
 @pytest.mark.slow
 def test_phone_clip_preprocess_train_infer(tmp_path, tiny_trained):
     frames, _ = media.phone_frames(100)
-    video = media.write_video(str(tmp_path / "phone.mp4"), frames, FPS, bitrate="40k")
+    stored = np.rot90(frames, -1, axes=(1, 2))
+    flat = media.write_video(str(tmp_path / "stored.mp4"), stored, FPS, bitrate="40k")
+    video = media.remux_rotated(flat, str(tmp_path / "phone.mp4"))
     speech = str(tmp_path / "speech.wav")
     soundfile.write(speech, media.tone(SPEECH_S), media.AUDIO_RATE)
     subject, work = str(tmp_path / "phone"), str(tmp_path / "work")
     proc = _run("preprocess", f"--video={video}", f"--audio={speech}", f"--out={subject}",
                 f"--size={SIZE}", "--workers=1")  # fmt: skip
     assert "kept the first 3.12 s (78 frames)" in proc.stdout
-    assert len(Subject.open(subject)) == 78
+    s = Subject.open(subject)
+    assert len(s) == 78
+    meta = json.loads(Path(subject, "subject.json").read_text())["metadata"]["preprocess"]
+    assert abs(meta["face_px"] - 60) < 6  # found upright, at its displayed size
 
     cache = f"--compile_cache={tiny_trained['root'] / 'xla_cache'}"
     sets = [f"--set={s}" for s in QUICK]

@@ -139,9 +139,14 @@ def preprocess(
     for note in info["notes"] + box["notes"]:
         if log is not None:
             log(note)
-    work_lib.step(work, "track.npz", lambda: _track(clips, info, box, work, max_missing, **opts))
-    work_lib.step(work, "fit.npz", lambda: _fit(work, info, size))
-    _write(clips, info, box, work, out_dir, params, source, **opts)
+    try:
+        work_lib.step(work, "track.npz",
+                      lambda: _track(clips, info, box, work, max_missing, **opts))  # fmt: skip
+        work_lib.step(work, "fit.npz", lambda: _fit(work, info, size))
+        _write(clips, info, box, work, out_dir, params, source, **opts)
+    except PreprocessError:  # the input is refused: nothing to resume (a crash keeps the steps)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     shutil.rmtree(work, ignore_errors=True)
     return out_dir
 
