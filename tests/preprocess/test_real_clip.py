@@ -26,17 +26,19 @@ FPS, N = 25, 100  # a 4.0 s clip
 SPEECH_S = 3.1  # the --audio file: 77.5 frames → 78 kept (half a frame of padding at most)
 SIZE = 224  # 1.56 × the 144-px crop window: above checks.UPSCALE_NOTE, so the note is printed
 BITRATE = "40k"  # a phone or messenger clip at 176×144: visible blocking and ringing
-# Person masks against the composited matte: the selfie segmenter's edge on a 60-px face upscaled
-# 1.6× and blurred by the codec is a few pixels off all round (measured IoU 0.93-0.95).
-PERSON_IOU_MIN = 0.85
-# Share of the window's visible pixels (street behind no one) labelled person: measured 0.00-0.01;
-# a segmenter following the motion would take whole blobs of it.
+# Person masks (face ∪ mouth ∪ hair ∪ neck ∪ torso) against the composited matte: measured IoU
+# 0.975-0.981 over the sampled frames; the segmenter's edge on a 60-px face upscaled 1.6× and
+# blurred by the codec may move a pixel or two (a mask that took in the window would fall below
+# 0.8: the window's visible part is ~20 % of the crop).
+PERSON_IOU_MIN = 0.9
+# Share of the window's visible pixels (street behind no one) labelled person: measured ≤ 0.026,
+# all of it along the hair's edge; a segmenter following the motion would take whole blobs.
 WINDOW_AS_PERSON_MAX = 0.05
 # Landmarks of the 40 kbit/s clip against the near-lossless one, as a share of the face width:
-# measured mean 1.3 %, 95th percentile 2.6 %; MediaPipe's own error on the synthetic subject at
-# this face size is about 1.3 % (README), so compression may add about as much again.
-COMPRESSED_LM_MEAN = 0.03
-COMPRESSED_LM_P95 = 0.06
+# measured mean 0.55 %, 95th percentile 0.70 %. MediaPipe's own error on the synthetic subject at
+# this face size is ~1.3 % (README), so these bars allow compression to add about that much again.
+COMPRESSED_LM_MEAN = 0.015
+COMPRESSED_LM_P95 = 0.025
 
 
 def _cli(*flags, cwd=REPO):
@@ -111,6 +113,7 @@ def test_masks_follow_the_person_not_the_moving_window(phone):
         ious.append((est & known).sum() / (est | known).sum())
         street = window & ~known
         stray.append((est & street).sum() / street.sum())
+    print(f"person IoU {min(ious):.3f}-{max(ious):.3f}, window as person ≤ {max(stray):.3f}")
     assert window.any() and min(ious) > PERSON_IOU_MIN, ious
     assert max(stray) < WINDOW_AS_PERSON_MAX, stray
     # the training target shows the plate there: the street does not move in gt_imgs
