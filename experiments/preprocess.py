@@ -10,6 +10,7 @@ one line that says why and what to do (exit status 1), and leaves nothing at --o
 lines (MediaPipe, ffmpeg) go to a debug log, named in the message where it matters.
 """
 
+import os
 import sys
 
 from absl import app, flags
@@ -35,6 +36,8 @@ def _check_flags() -> None:
     for name, flag in (("video", _VIDEO), ("out", _OUT)):
         if not flag.value:
             raise ValueError(f"--{name} is required")
+    if os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
+        raise ValueError(f"--out={_OUT.value} is a file, not a folder")
     if not 0 < _FPS.value <= 120:
         raise ValueError(f"--fps must be in (0, 120], got {_FPS.value:g}")
     if not MIN_SIZE <= _SIZE.value <= 4096:
@@ -67,7 +70,7 @@ def main(argv):
             source=f"video {_VIDEO.value}",
             log=lambda note: print(f"preprocess: {note}", flush=True),
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as e:  # VideoError is a ValueError
+    except (ValueError, OSError) as e:  # VideoError is a ValueError; OSError: files, disk space
         sys.exit(f"preprocess: {' '.join(str(e).split())}")
     print(f"subject written to {out}")
 

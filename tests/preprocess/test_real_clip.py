@@ -159,3 +159,10 @@ def test_bad_flag_values_are_one_line(phone, tmp_path):
                              "--size must be")  # fmt: skip
     _assert_one_line_refusal(_cli(f"--video={tmp_path}/none.mp4", f"--out={out}"), out,
                              "none.mp4: no such file")  # fmt: skip
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    proc = _cli(f"--video={phone['video']}", f"--out={afile}")
+    assert (
+        proc.returncode == 1
+        and proc.stderr.strip() == f"preprocess: --out={afile} is a file, not a folder"
+    )
