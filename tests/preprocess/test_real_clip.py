@@ -153,16 +153,36 @@ def test_no_audio_track_without_audio_flag_is_refused_in_one_line(phone, tmp_pat
                              "no audio track", "--audio=FILE")  # fmt: skip
 
 
+def _main_exit(**flags) -> str:
+    """experiments.preprocess.main in this process: the message it exits with (one line)."""
+    from absl import flags as absl_flags
+    from absl.testing import flagsaver
+
+    from experiments import preprocess as cli
+
+    absl_flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver(**flags), pytest.raises(SystemExit) as e:
+        cli.main([])
+    return str(e.value.code)
+
+
 def test_bad_flag_values_are_one_line(phone, tmp_path):
+    """Through the CLI once (exit status, stderr); the other values through main() in-process."""
     out = str(tmp_path / "subj")
     _assert_one_line_refusal(_cli(f"--video={phone['video']}", f"--out={out}", "--size=-3"), out,
                              "--size must be")  # fmt: skip
-    _assert_one_line_refusal(_cli(f"--video={tmp_path}/none.mp4", f"--out={out}"), out,
-                             "none.mp4: no such file")  # fmt: skip
     afile = tmp_path / "afile"
     afile.write_text("")
-    proc = _cli(f"--video={phone['video']}", f"--out={afile}")
-    assert (
-        proc.returncode == 1
-        and proc.stderr.strip() == f"preprocess: --out={afile} is a file, not a folder"
-    )
+    cases = [
+        ({"video": f"{tmp_path}/none.mp4"}, "none.mp4: no such file"),
+        ({"out": str(afile)}, f"--out={afile} is a file, not a folder"),
+        ({"fps": 0.0}, "--fps must be in (0, 120], got 0"),
+        ({"workers": 0}, "--workers must be at least 1"),
+        ({"max_missing": 1.5}, "--max_missing must be in [0, 1)"),
+        ({"crop": "1,2,3"}, "crop must be 'auto' or 'x,y,w,h'"),
+        ({"crop": "0,0,20,30"}, "crop window must be square"),
+    ]
+    for bad, needle in cases:
+        msg = _main_exit(**{"video": phone["video"], "out": out, **bad})
+        assert msg.startswith("preprocess: ") and needle in msg and "\n" not in msg, msg
+    assert not os.path.exists(out) and not os.path.exists(out + pipeline.WORK_SUFFIX)
