@@ -112,9 +112,10 @@ def main(argv):
     from ua3dtalk_jax.data.synthetic import generate
 
     with tempfile.TemporaryDirectory() as tmp:
-        truth_dir = generate.generate_subject(os.path.join(tmp, "truth"), seed=_SEED.value,
-                                              size=256, fps=25, seconds_train=4.0,
-                                              seconds_test=2.0, head_motion=True, workers=1)  # fmt: skip
+        truth_dir = generate.generate_subject(
+            os.path.join(tmp, "truth"), seed=_SEED.value, size=256, fps=25, seconds_train=4.0,
+            seconds_test=2.0, head_motion=True, workers=1,
+        )  # fmt: skip
         truth = Subject.open(truth_dir)
         frames = np.stack([truth.frame(i, ["image"])["image"] for i in range(len(truth))])
         wav, _ = soundfile.read(os.path.join(truth_dir, "aud.wav"), dtype="float32")
@@ -127,8 +128,8 @@ def main(argv):
             if "error" in r:
                 print(f"{r['width']:5.0f} {r['side']:4d}  refused: {r['error']}")
                 continue
-            print(f"{r['width']:5.0f} {r['side']:4d}  {r['lm_err_pct']:7.2f} {r['lm_err_p95_pct']:5.2f}"
-                  f"  {r['mouth_corr']:7.3f}  {r['rot_err_deg']:7.2f}  {r['face_iou']:8.3f}"
+            print(f"{r['width']:5.0f} {r['side']:4d}  {r['lm_err_pct']:7.2f}"
+                  f" {r['lm_err_p95_pct']:5.2f}  {r['mouth_corr']:7.3f}  {r['rot_err_deg']:7.2f}  {r['face_iou']:8.3f}"
                   f"  {r['mouth_iou']:9.3f}  {r['lost']}", flush=True)  # fmt: skip
 
 

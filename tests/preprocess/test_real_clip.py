@@ -8,6 +8,7 @@ face 60 px wide, H.264 at 40 kbit/s, no audio. Its composited matte is the known
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ WINDOW_AS_PERSON_MAX = 0.05
 # this face size is ~1.3 % (README), so these bars allow compression to add about that much again.
 COMPRESSED_LM_MEAN = 0.015
 COMPRESSED_LM_P95 = 0.025
+# The measured face width against the one the clip was made with (its face-mesh box in the photo):
+# the face-mesh box of a small, swaying, compressed face moves by a pixel or two.
+FACE_PX_TOL = 4
 
 
 def _cli(*flags, cwd=REPO):
@@ -86,7 +90,7 @@ def test_phone_clip_preprocesses_and_says_what_it_did(phone):
     assert len(s) == 78 and s.size == (SIZE, SIZE)
     assert len(s.wav()) == round(78 / FPS * media.AUDIO_RATE)  # audio = kept frames, no more
     meta = json.loads(Path(phone["out"], "subject.json").read_text())["metadata"]["preprocess"]
-    assert abs(meta["face_px"] - 60) < 6 and meta["interpolated"] == ""
+    assert abs(meta["face_px"] - 60) <= FACE_PX_TOL and meta["interpolated"] == ""
     assert meta["notes"] == [n.removeprefix("preprocess: ") for n in notes]
 
 
@@ -142,9 +146,10 @@ def test_face_below_the_minimum_is_refused_in_one_line(tmp_path):
     frames, _ = media.phone_frames(60, face_px=face)
     video = media.write_video(str(tmp_path / "far.mp4"), frames, FPS, media.tone(60 / FPS))
     out = str(tmp_path / "subj")
-    line = _assert_one_line_refusal(_cli(f"--video={video}", f"--out={out}"), out,
-                                    f"at least {checks.MIN_FACE_PX} px", "record closer")  # fmt: skip
-    assert f"the face is {face:.0f} px wide" in line or "no face found" in line
+    proc = _cli(f"--video={video}", f"--out={out}")
+    line = _assert_one_line_refusal(proc, out, f"at least {checks.MIN_FACE_PX} px", "record closer")
+    width = re.search(r"the face is (\d+) px wide", line)
+    assert "no face found" in line or abs(int(width.group(1)) - face) <= FACE_PX_TOL, line
 
 
 def test_no_audio_track_without_audio_flag_is_refused_in_one_line(phone, tmp_path):

@@ -136,7 +136,8 @@ def preprocess(
     work_lib.open_work(work, params)
     work_lib.step(work, "probe.json", lambda: info)
     work_lib.step(work, "crop.json", lambda: box)
-    for note in info["notes"] + box["notes"]:
+    notes = info.get("notes", []) + box.get("notes", [])  # work folders of older versions: none
+    for note in notes:
         if log is not None:
             log(note)
     try:
@@ -241,8 +242,9 @@ def _track(clips, info, box, work, max_missing, *, fps, size, progress, workers)
         for a, b in _chunks(meta["frames"], workers):
             label = f"track {ci + 1}/{len(clips)} [{a}:{b or meta['frames']}]"
             b = meta["frames"] if b is None else b  # frames past the audio's end are not kept
-            jobs.append({"path": c.video, "fps": fps, "size": size, "crop": box["box"], "start": a, "stop": b, "display": _display(meta),
-                             "bg_every": bg_every, "max_bg": BG_SAMPLES, "progress": progress, "label": label})  # fmt: skip
+            jobs.append({"path": c.video, "fps": fps, "size": size, "crop": box["box"], "start": a,
+                         "stop": b, "display": _display(meta), "bg_every": bg_every,
+                         "max_bg": BG_SAMPLES, "progress": progress, "label": label})  # fmt: skip
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
             parts = pool.map(track_range, jobs, chunksize=1)
@@ -364,7 +366,7 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
         "multiple_faces": lm_lib.frame_ranges(np.nonzero(tr["multi"])[0]),
         "reprojection_px": float(np.mean(fit["reproj"])),
         "background_inpainted": float(1 - tr["bg_seen"].mean()),
-        "face_px": box.get("face_px"), "notes": info["notes"] + box["notes"],
+        "face_px": box.get("face_px"), "notes": info.get("notes", []) + box.get("notes", []),
     })  # fmt: skip
     writer.finish(val_start=val_start)
 
