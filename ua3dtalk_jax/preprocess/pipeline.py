@@ -331,12 +331,14 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
             frames = video_lib.read_frames(c.video, fps=fps, size=size, crop=box["box"],
                                            stop=meta["frames"], display=_display(meta))  # fmt: skip
             label = f"write {order.index(k) + 1}/{len(clips)}"
-            for j, image in enumerate(tqdm(frames, desc=label, unit="fr", disable=not progress)):
+            bar = tqdm(mask_lib.temporal_person(frames, segmenter), desc=label, unit="fr",
+                       total=meta["frames"], disable=not progress)  # fmt: skip
+            for j, (image, person_prob) in enumerate(bar):
                 i = offsets[k] + j
                 if i >= offsets[k + 1]:
                     raise PreprocessError(f"{c.video}: more frames on the second decode")
                 pts = fit["landmarks"][i]
-                m = mask_lib.region_masks(image, pts, segmenter(image))
+                m = mask_lib.region_masks(image, pts, person_prob)
                 eyes.append(mask_lib.eye_boxes(pts))
                 index.append(i)
                 writer.add_frame(
