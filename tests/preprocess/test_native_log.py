@@ -33,6 +33,8 @@ def test_mediapipe_lines_go_to_the_log(tmp_path):
         "print('python-side line', file=sys.stderr)\n"
         "t.close(); s.close(); t.close()\n"
         "os.write(2, b'native-after\\n')\n"
+        "landmarks.FaceTracker(static=True)(img)  # never closed: collected at once\n"
+        "os.write(2, b'native-after-unclosed\\n')\n"
     )
     log = str(tmp_path / "debug.log")
     proc = _run(code, log)
@@ -40,6 +42,7 @@ def test_mediapipe_lines_go_to_the_log(tmp_path):
     for noise in NOISE:
         assert noise not in proc.stderr
     assert "python-side line" in proc.stderr and "native-after" in proc.stderr
+    assert "native-after-unclosed" in proc.stderr
     assert "inference_feedback_manager" in Path(log).read_text()  # kept for debugging
 
 

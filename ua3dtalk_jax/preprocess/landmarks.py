@@ -16,6 +16,7 @@ about 1 px (reference/metrics_and_offline_tools.md §2b).
 
 from __future__ import annotations
 
+import contextlib
 import numpy as np
 from scipy.signal import savgol_filter
 
@@ -107,6 +108,11 @@ class FaceTracker:
                 self._mesh.close()
             finally:
                 native_log.release()
+
+    def __del__(self):  # a caller that never closes still gives the terminal back
+        if getattr(self, "_open", False):
+            with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to restore
+                self.close()
 
 
 def detect_face_box(frame: np.ndarray) -> np.ndarray | None:

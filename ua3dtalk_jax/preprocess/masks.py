@@ -23,6 +23,7 @@ sample are inpainted (cv2 Telea) from their surroundings.
 
 from __future__ import annotations
 
+import contextlib
 import cv2
 import numpy as np
 
@@ -103,6 +104,11 @@ class PersonSegmenter:
                 self._seg.close()
             finally:
                 native_log.release()
+
+    def __del__(self):  # a caller that never closes still gives the terminal back
+        if getattr(self, "_open", False):
+            with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to restore
+                self.close()
 
 
 def temporal_person(frames, segmenter, radius: int = PERSON_MEDIAN_RADIUS):
