@@ -17,6 +17,7 @@ about 1 px (reference/metrics_and_offline_tools.md §2b).
 from __future__ import annotations
 
 import contextlib
+
 import numpy as np
 from scipy.signal import savgol_filter
 

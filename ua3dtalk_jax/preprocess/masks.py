@@ -24,6 +24,7 @@ sample are inpainted (cv2 Telea) from their surroundings.
 from __future__ import annotations
 
 import contextlib
+
 import cv2
 import numpy as np
 
