@@ -79,7 +79,7 @@ def test_build_labelled_subject(tmp_path):
     """4 one-second clips of the (moving) astronaut; audio beside for some, in the mp4 for others."""
 
     def make(path, emotion, level, k):
-        frames = media.astronaut_frames(30, 128, seed=k + 10 * level)
+        frames = media.astronaut_frames(30, media.ASTRONAUT_SIDE, seed=k + 10 * level)
         wav = media.tone(1.0, freq=200 + 50 * k)
         if k == 0:  # audio beside the video (MEAD's audio/ tree), none in the mp4
             media.write_video(path, frames, 30)

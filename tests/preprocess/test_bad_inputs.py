@@ -21,6 +21,7 @@ def _refused(path, out, match, **kw):
         pipeline.preprocess(path, out, fps=FPS, size=96, workers=1, progress=False, **kw)
     assert not os.path.exists(os.path.join(out, "subject.json"))
     assert not os.path.exists(out) or not os.listdir(out)
+    assert not os.path.exists(out + pipeline.WORK_SUFFIX)  # refused: no steps kept to resume
 
 
 def test_unreadable_missing_and_audio_only(tmp_path):
@@ -44,7 +45,7 @@ def test_no_audio_and_too_short(tmp_path):
 
 
 def test_too_many_faceless_frames_are_listed(tmp_path):
-    frames = media.astronaut_frames(60, 128)
+    frames = media.astronaut_frames(60, media.ASTRONAUT_SIDE)
     frames[20:32] = 90  # 12 of 60 frames (20%) show no face
     frames[45] = 90
     path = media.write_video(str(tmp_path / "v.mp4"), frames, FPS, media.tone(2.4))

@@ -49,3 +49,25 @@ def test_background_plate_median_and_inpainting():
     assert not seen[36, 20] and seen[20, 20]
     assert abs(int(out[36, 20, 0]) - int(bg[36, 20, 0])) < 30  # inpainted from the sides
     assert out[36, 20, 1] < 30  # the never-seen white block is gone
+
+
+def test_temporal_person_removes_blips_and_keeps_moving_edges():
+    """A one-frame blob (a moving window read as person) goes; an edge sweeping across the frame
+    keeps each frame's own position (the median of a single crossing is the middle frame's)."""
+    n, w = 12, 20
+    frames = [np.full((4, w, 3), t, np.uint8) for t in range(n)]  # the frame index in its pixels
+
+    def seg(frame):
+        t = int(frame[0, 0, 0])
+        prob = (np.arange(w)[None].repeat(4, 0) < t + 3).astype(np.float32)  # edge at col t + 3
+        if t == 6:
+            prob[:, 15:] = 1  # the blip
+        return prob
+
+    out = list(masks.temporal_person(iter(frames), seg, radius=2))
+    assert [int(f[0, 0, 0]) for f, _ in out] == list(range(n))  # every frame, in order
+    for t, (_, prob) in enumerate(out):
+        np.testing.assert_array_equal(prob > 0.5, seg(frames[t]) > 0.5 if t != 6 else
+                                      np.arange(w)[None].repeat(4, 0) < t + 3)  # fmt: skip
+    assert len(list(masks.temporal_person(iter(frames[:1]), seg))) == 1
+    assert list(masks.temporal_person(iter([]), seg)) == []

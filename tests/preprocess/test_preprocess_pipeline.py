@@ -14,7 +14,7 @@ from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.writer import SubjectWriter
 from ua3dtalk_jax.preprocess import pipeline
 
-N, SRC, SIZE, FPS = 75, 192, 128, 25
+N, SRC, SIZE, FPS = 75, media.ASTRONAUT_SIDE, 128, 25
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -86,9 +86,9 @@ def test_resume_after_a_crash_through_the_cli(tmp_path, monkeypatch):
     The clip is 2 s at 30 fps, resampled to 25 fps, with an explicit crop: the CLI's flags.
     """
     path = media.write_video(
-        str(tmp_path / "a.mp4"), media.astronaut_frames(60, 128), 30, media.tone(2)
+        str(tmp_path / "a.mp4"), media.astronaut_frames(60, media.ASTRONAUT_SIDE), 30, media.tone(2)
     )
-    out, crop = str(tmp_path / "subj"), (20, 0, 72, 72)
+    out, crop = str(tmp_path / "subj"), (44, 0, 162, 162)
     real_add = SubjectWriter.add_frame
 
     def add_then_crash(self, *args, **kwargs):
@@ -107,7 +107,7 @@ def test_resume_after_a_crash_through_the_cli(tmp_path, monkeypatch):
     assert os.path.isfile(os.path.join(out, "ori_imgs", "9.jpg"))  # frames were written ...
     with pytest.raises(ValueError, match="did not finish"):
         Subject.open(out)  # ... but nothing there looks finished
-    flags = [f"--video={path}", f"--out={out}", "--fps=25", "--size=96", "--crop=20,0,72,72"]
+    flags = [f"--video={path}", f"--out={out}", "--fps=25", "--size=96", "--crop=44,0,162,162"]
     cmd = [sys.executable, "-m", "experiments.preprocess", *flags, "--workers=1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

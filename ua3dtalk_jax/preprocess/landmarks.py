@@ -16,8 +16,12 @@ about 1 px (reference/metrics_and_offline_tools.md §2b).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from scipy.signal import savgol_filter
+
+from ua3dtalk_jax.preprocess import native_log
 
 N_LANDMARKS = 478
 SMOOTH_WINDOW = 5  # frames; odd. 0.2 s at 25 fps: shorter than a blink's closing + opening
@@ -66,13 +70,19 @@ class FaceTracker:
     def __init__(self, *, max_faces: int = 2, static: bool = False):
         import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static,
-            max_num_faces=max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=MIN_DETECTION_CONFIDENCE,
-            min_tracking_confidence=MIN_TRACKING_CONFIDENCE,
-        )
+        native_log.acquire()  # MediaPipe's C++ log lines → the debug log until close()
+        try:
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=MIN_DETECTION_CONFIDENCE,
+                min_tracking_confidence=MIN_TRACKING_CONFIDENCE,
+            )
+        except BaseException:
+            native_log.release()
+            raise
+        self._open = True
         self.faces_seen = 0  # frames where more than one face was found
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
@@ -93,7 +103,17 @@ class FaceTracker:
         return best
 
     def close(self) -> None:
-        self._mesh.close()
+        if self._open:
+            self._open = False
+            try:
+                self._mesh.close()
+            finally:
+                native_log.release()
+
+    def __del__(self):  # a caller that never closes still gives the terminal back
+        if getattr(self, "_open", False):
+            with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to restore
+                self.close()
 
 
 def detect_face_box(frame: np.ndarray) -> np.ndarray | None:

@@ -4,7 +4,12 @@ Replaces BiSeNet parsing + EasyPortrait teeth with what runs from pip:
 - face: the MediaPipe face-oval polygon (brow to chin, cheek to cheek) minus the mouth interior;
 - mouth: the inner-lip polygon; teeth: its bright, desaturated pixels (TEETH_*);
 - eyes: the eyelid polygons (not a layout class; `eye_boxes.npy` keeps their boxes per frame);
-- person: MediaPipe selfie segmentation (probability > PERSON_THRESHOLD) ∪ the face polygon;
+- person: MediaPipe selfie segmentation (probability > PERSON_THRESHOLD) ∪ the face polygon; in a
+  clip the probability is first the per-pixel median over frames i−PERSON_MEDIAN_RADIUS..i+R
+  (`temporal_person`): a moving background (a window onto a street) now and then gives a
+  one-frame blob of "person" stuck to the hair, which the median removes, while a moving edge
+  that crosses a pixel once in the window keeps the middle frame's value, so motion is not
+  smeared;
 - hair: person pixels outside the face, above the jaw-angle line (points 132-361) and within
   HEAD_HALF_WIDTH face widths of the face centre (ears, hair, hat);
 - neck: person pixels below that line within NECK_HALF_WIDTH face widths, down to NECK_LENGTH face
@@ -18,8 +23,12 @@ sample are inpainted (cv2 Telea) from their surroundings.
 
 from __future__ import annotations
 
+import contextlib
+
 import cv2
 import numpy as np
+
+from ua3dtalk_jax.preprocess import native_log
 
 # fmt: off
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
@@ -37,6 +46,7 @@ NECK_LENGTH = 0.6  # face heights below the chin
 TEETH_MIN_VALUE = 0.75  # × the face's median brightness (HSV V)
 TEETH_MAX_SAT = 0.35  # HSV saturation in [0, 1]; lips and tongue are saturated
 BG_DILATE = 5  # px (at 512²; scaled with the frame)
+PERSON_MEDIAN_RADIUS = 2  # frames each side: blips of up to 2 frames (80 ms at 25 fps) go
 _SHIFT = 3
 
 
@@ -77,13 +87,63 @@ class PersonSegmenter:
     def __init__(self, model: int = 0):
         import mediapipe as mp
 
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model)
+        native_log.acquire()  # MediaPipe's C++ log lines → the debug log until close()
+        try:
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model)
+        except BaseException:
+            native_log.release()
+            raise
+        self._open = True
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         return self._seg.process(np.ascontiguousarray(frame)).segmentation_mask
 
     def close(self) -> None:
-        self._seg.close()
+        if self._open:
+            self._open = False
+            try:
+                self._seg.close()
+            finally:
+                native_log.release()
+
+    def __del__(self):  # a caller that never closes still gives the terminal back
+        if getattr(self, "_open", False):
+            with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to restore
+                self.close()
+
+
+def temporal_person(frames, segmenter, radius: int = PERSON_MEDIAN_RADIUS):
+    """Person probabilities of a clip, each the median over frames i−radius..i+radius.
+
+    Args:
+      frames: iterable of (H, W, 3) uint8 frames, in order (one clip: the window never crosses
+        its ends; near them it shrinks to stay centred).
+      segmenter: frame → (H, W) person probability (a `PersonSegmenter`).
+      radius: frames each side.
+
+    Yields:
+      (frame, (H, W) float32 median probability), in order, `radius` frames behind the input.
+    """
+    window, probs, first = [], [], 0  # frames[first + k] = window[k]
+    centre = 0
+    for frame in frames:
+        window.append(frame)
+        probs.append(np.asarray(segmenter(frame), np.float32))
+        while centre + radius < first + len(window):
+            yield _median_at(window, probs, first, centre, min(radius, centre))
+            centre += 1
+            drop = max(0, centre - radius - first)
+            del window[:drop], probs[:drop]
+            first += drop
+    last = first + len(window) - 1
+    while centre <= last:  # the clip's end: a window cut short on both sides, still centred
+        yield _median_at(window, probs, first, centre, min(radius, centre, last - centre))
+        centre += 1
+
+
+def _median_at(window, probs, first, centre, radius):
+    lo, hi = centre - radius - first, centre + radius + 1 - first
+    return window[centre - first], np.median(np.stack(probs[lo:hi]), 0).astype(np.float32)
 
 
 def region_masks(image: np.ndarray, points: np.ndarray, person_prob: np.ndarray) -> dict:

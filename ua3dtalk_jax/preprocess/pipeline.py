@@ -23,31 +23,35 @@ project's camera convention, and the synthetic generator's). FAN's .lms put pixe
 integers, 0.5 px away: nothing that reads .lms (lip boxes, centred LMD) notices.
 
 Bad input: a missing or unreadable file, no video stream, no audio (neither a track nor a given
-file), fewer than `min_frames` frames, or no face in more than `max_missing` of the frames (listed)
-raise `PreprocessError` before anything is written to `out_dir`. Up to that fraction, faceless
+file), audio and video that overlap for less than half the longer (checks.py), a face narrower than
+checks.MIN_FACE_PX, fewer than `min_frames` frames, or no face in more than `max_missing` of the
+frames (listed) raise `PreprocessError` with one line that says why and what to do. The probe and
+crop checks run before anything is written (no `<out>.work` either). Up to that fraction, faceless
 frames get interpolated landmarks and are listed in subject.json's metadata ("interpolated").
-With several faces, the largest is tracked (frames listed as "multiple_faces").
+With several faces, the largest is tracked (frames listed as "multiple_faces"). What was adapted
+(frames dropped beyond the audio's end, an upscaling --size) is printed, one line each, and kept
+in the metadata ("notes").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
+import math
 import multiprocessing
 import os
 import shutil
 
 import numpy as np
 
-from ua3dtalk_jax.data import layout
 from ua3dtalk_jax.data.writer import SubjectWriter
+from ua3dtalk_jax.preprocess import checks
 from ua3dtalk_jax.preprocess import expression as exp_lib
 from ua3dtalk_jax.preprocess import landmarks as lm_lib
 from ua3dtalk_jax.preprocess import masks as mask_lib
 from ua3dtalk_jax.preprocess import pose as pose_lib
 from ua3dtalk_jax.preprocess import video as video_lib
+from ua3dtalk_jax.preprocess import workdir as work_lib
 from ua3dtalk_jax.preprocess.track import track_range
 
 MIN_FRAMES = 50  # 2 s at 25 fps: below this the 10/11 split leaves under 5 validation frames
@@ -58,8 +62,7 @@ MIN_CHUNK = 200  # frames; shorter clips are tracked in one process (spawn costs
 WORK_SUFFIX = ".work"
 
 
-class PreprocessError(video_lib.VideoError):
-    """Input that cannot become a subject; the message says which file and why."""
+PreprocessError = checks.PreprocessError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +90,7 @@ def preprocess(
     overwrite: bool = False,
     progress: bool = True,
     source: str = "video",
+    log=print,
 ) -> str:
     """Builds a subject directory from one video path or a list of `Clip`s.
 
@@ -105,6 +109,7 @@ def preprocess(
       overwrite: replace a finished subject built from other inputs or options.
       progress: tqdm bars.
       source: provenance string for subject.json.
+      log: called with each one-line note (frames dropped, upscaling); None = quiet.
 
     Returns:
       out_dir.
@@ -120,105 +125,57 @@ def preprocess(
     crop = None if isinstance(crop, str) and crop == "auto" else crop
     out_dir = os.fspath(out_dir).rstrip("/")
     work = work_dir or out_dir + WORK_SUFFIX
-    params = _params(clips, fps, size, crop)
-    if _finished(out_dir, params, overwrite):
+    params = work_lib.params(clips, fps, size, crop)
+    if work_lib.finished(out_dir, params, overwrite):
         return out_dir
-    _open_work(work, params)
     opts = {"fps": fps, "size": size, "progress": progress, "workers": workers}
-
-    info = _step(work, "probe.json", lambda: _probe(clips, fps, min_frames))
-    box = _step(work, "crop.json", lambda: _crop(clips, info, crop, fps))
-    _step(work, "track.npz", lambda: _track(clips, info, box, work, max_missing, **opts))
-    _step(work, "fit.npz", lambda: _fit(work, info, size))
-    _write(clips, info, box, work, out_dir, params, source, **opts)
+    # the checks run before anything is written: a refused clip leaves no <out>.work behind
+    cached = work_lib.matches(work, params)
+    info = work_lib.cached_json(work, "probe.json", cached) or _probe(clips, fps, min_frames)
+    box = work_lib.cached_json(work, "crop.json", cached) or _crop(clips, info, crop, fps, size)
+    work_lib.open_work(work, params)
+    work_lib.step(work, "probe.json", lambda: info)
+    work_lib.step(work, "crop.json", lambda: box)
+    notes = info.get("notes", []) + box.get("notes", [])  # work folders of older versions: none
+    for note in notes:
+        if log is not None:
+            log(note)
+    try:
+        work_lib.step(work, "track.npz",
+                      lambda: _track(clips, info, box, work, max_missing, **opts))  # fmt: skip
+        work_lib.step(work, "fit.npz", lambda: _fit(work, info, size))
+        _write(clips, info, box, work, out_dir, params, source, **opts)
+    except PreprocessError:  # the input is refused: nothing to resume (a crash keeps the steps)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     shutil.rmtree(work, ignore_errors=True)
     return out_dir
-
-
-# ---- bookkeeping --------------------------------------------------------------------------------
-
-
-def _params(clips, fps, size, crop) -> dict:
-    files = []
-    for c in clips:
-        stamp = [(os.path.getsize(p), int(os.path.getmtime(p))) if os.path.isfile(p) else None
-                 for p in (c.video, c.audio) if p]  # fmt: skip
-        files.append([*dataclasses.astuple(c), stamp])
-    doc = {"clips": files, "fps": float(fps), "size": int(size), "crop": crop and list(crop)}
-    doc["digest"] = hashlib.sha1(json.dumps(doc).encode()).hexdigest()
-    return doc
-
-
-def _finished(out_dir: str, params: dict, overwrite: bool) -> bool:
-    path = os.path.join(out_dir, layout.SUBJECT_JSON)
-    if os.path.exists(os.path.join(out_dir, layout.INCOMPLETE)) or not os.path.isfile(path):
-        if (
-            os.path.isdir(out_dir)
-            and os.listdir(out_dir)
-            and not os.path.exists(os.path.join(out_dir, layout.INCOMPLETE))
-        ):
-            raise FileExistsError(f"{out_dir}: exists and is not a subject this tool started")
-        return False
-    with open(path) as f:
-        digest = json.load(f).get("metadata", {}).get("preprocess", {}).get("digest")
-    if digest == params["digest"]:
-        return True
-    if not overwrite:
-        raise FileExistsError(f"{out_dir}: a subject built from other inputs (pass overwrite)")
-    return False
-
-
-def _open_work(work: str, params: dict) -> None:
-    path = os.path.join(work, "params.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            if json.load(f).get("digest") == params["digest"]:
-                return
-        shutil.rmtree(work)  # stale steps from other inputs
-    os.makedirs(work, exist_ok=True)
-    _atomic_json(path, params)
-
-
-def _atomic_json(path: str, doc) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
-def _step(work: str, name: str, run):
-    """Runs `run` unless work/name exists; json results are returned from disk either way."""
-    path = os.path.join(work, name)
-    if not os.path.exists(path):
-        result = run()
-        if name.endswith(".json"):
-            _atomic_json(path, result)
-    if name.endswith(".json"):
-        with open(path) as f:
-            return json.load(f)
-    return None
-
-
-def _save_npz(path: str, **arrays) -> None:
-    np.savez(path + ".tmp.npz", **arrays)
-    os.replace(path + ".tmp.npz", path)
 
 
 # ---- steps --------------------------------------------------------------------------------------
 
 
 def _probe(clips, fps: float, min_frames: int) -> dict:
-    out = []
+    out, notes = [], []
     for c in clips:
         meta = video_lib.probe(c.video)
-        if c.audio is not None and not os.path.isfile(c.audio):
-            raise PreprocessError(f"{c.audio}: audio file not found")
-        if c.audio is None and not meta["has_audio"]:
-            raise PreprocessError(f"{c.video}: no audio track (the audio drives the model)")
         if c.split not in ("train", "val"):
             raise PreprocessError(f"{c.video}: split must be 'train' or 'val', got {c.split!r}")
-        meta["frames"] = video_lib.count_frames(c.video, fps=fps)
-        if meta["frames"] == 0:
+        if c.audio is None and not meta["has_audio"]:
+            raise PreprocessError(
+                f"{c.video}: no audio track, and the audio drives the model: give the speech "
+                f"with --audio=FILE"
+            )
+        if c.audio is not None and not os.path.isfile(c.audio):
+            raise PreprocessError(f"{c.audio}: audio file not found")
+        meta["video_frames"] = video_lib.count_frames(c.video, fps=fps)
+        if meta["video_frames"] == 0:
             raise PreprocessError(f"{c.video}: no decodable frames")
+        meta["audio_s"] = video_lib.audio_seconds(c.audio or c.video)
+        meta["frames"], note = checks.frames_to_use(
+            c.video, c.audio, meta["video_frames"], meta["audio_s"], fps
+        )
+        notes += [note] if note else []
         out.append(meta)
     sizes = {(m["width"], m["height"]) for m in out}
     if len(sizes) > 1:
@@ -227,27 +184,45 @@ def _probe(clips, fps: float, min_frames: int) -> dict:
     if total < min_frames:
         raise PreprocessError(
             f"{clips[0].video}: {total} frames at {fps:g} fps, fewer than the {min_frames} "
-            f"needed to train and validate"
+            f"needed to train and validate: use a clip of at least {min_frames / fps:g} s"
         )
-    return {"clips": out, "frames": total}
+    return {"clips": out, "frames": total, "notes": notes}
 
 
-def _crop(clips, info, crop, fps: float) -> dict:
+def _crop(clips, info, crop, fps: float, size: int) -> dict:
+    """The crop window; refuses a face narrower than checks.MIN_FACE_PX and notes upscaling."""
     w, h = info["clips"][0]["width"], info["clips"][0]["height"]
-    if crop is not None:
-        return {"box": list(video_lib.check_crop(crop, w, h)), "auto": False}
+    auto = crop is None
+    if not auto:
+        crop = video_lib.check_crop(crop, w, h)
     scale = min(1.0, 640 / max(w, h))  # detection at ≤ 640 px is plenty for a box
-    sw, sh = int(w * scale) // 2 * 2, int(h * scale) // 2 * 2
+    sw, sh = max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2)
     boxes = []
     for c, meta in zip(clips, info["clips"]):
         rate = fps * min(1.0, CROP_SAMPLES / meta["frames"])
-        for frame in video_lib.read_frames(c.video, fps=rate, size=(sh, sw)):
+        stop = math.ceil(meta["frames"] * rate / fps)  # samples from the kept frames only
+        for frame in video_lib.read_frames(c.video, fps=rate, size=(sh, sw), stop=stop):
             box = lm_lib.detect_face_box(frame)
             if box is not None:
                 boxes.append(box * np.array([w / sw, h / sh, w / sw, h / sh]))
     if not boxes:
-        raise PreprocessError(f"{clips[0].video}: no face found in any sampled frame")
-    return {"box": list(video_lib.crop_from_face_boxes(np.array(boxes), w, h)), "auto": True}
+        raise PreprocessError(
+            f"{clips[0].video}: no face found in any sampled frame; if there is one it may be "
+            f"too small: at least {checks.MIN_FACE_PX} px of face width are needed, record closer "
+            f"or at a higher resolution"
+        )
+    width = checks.face_width(boxes)
+    notes = [checks.check_face_size(clips[0].video, width, (w, h))]
+    if auto:
+        crop = video_lib.crop_from_face_boxes(np.array(boxes), w, h)
+    notes.append(checks.upscale_note(clips[0].video, crop[2], size))
+    return {"box": list(crop), "auto": auto, "face_px": round(width, 1),
+            "notes": [n for n in notes if n]}  # fmt: skip
+
+
+def _display(meta: dict):
+    """read_frames' `display` for a clip: its square-pixel size when its pixels are not square."""
+    return None if meta.get("sar", 1.0) == 1.0 else (meta["width"], meta["height"])
 
 
 def _chunks(n: int, workers: int):
@@ -266,8 +241,10 @@ def _track(clips, info, box, work, max_missing, *, fps, size, progress, workers)
     for ci, (c, meta) in enumerate(zip(clips, info["clips"])):
         for a, b in _chunks(meta["frames"], workers):
             label = f"track {ci + 1}/{len(clips)} [{a}:{b or meta['frames']}]"
-            jobs.append({"path": c.video, "fps": fps, "size": size, "crop": box["box"], "start": a, "stop": b,
-                             "bg_every": bg_every, "max_bg": BG_SAMPLES, "progress": progress, "label": label})  # fmt: skip
+            b = meta["frames"] if b is None else b  # frames past the audio's end are not kept
+            jobs.append({"path": c.video, "fps": fps, "size": size, "crop": box["box"], "start": a,
+                         "stop": b, "display": _display(meta), "bg_every": bg_every,
+                         "max_bg": BG_SAMPLES, "progress": progress, "label": label})  # fmt: skip
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
             parts = pool.map(track_range, jobs, chunksize=1)
@@ -300,7 +277,7 @@ def _track(clips, info, box, work, max_missing, *, fps, size, progress, workers)
 
     audio = np.concatenate([soundfile.read(p, dtype="float32")[0] for p in wavs])
     soundfile.write(os.path.join(work, "aud.wav"), audio, video_lib.AUDIO_RATE, subtype="PCM_16")
-    _save_npz(os.path.join(work, "track.npz"), **cat, bg_seen=seen)
+    work_lib.save_npz(os.path.join(work, "track.npz"), **cat, bg_seen=seen)
 
 
 def _fit(work: str, info: dict, size: int) -> None:
@@ -323,7 +300,7 @@ def _fit(work: str, info: dict, size: int) -> None:
     )
     mean, basis, std = exp_lib.fit_basis(posefree)
     closure = exp_lib.blink_closure(exp_lib.eye_aspect_ratio(posefree))
-    _save_npz(
+    work_lib.save_npz(
         os.path.join(work, "fit.npz"), landmarks=lms, canon=canon, rigid=rigid,
         focal=np.float64(focal), viewmats=viewmats, reproj=reproj.astype(np.float32),
         exp=exp_lib.project(posefree, mean, basis, std), exp_mean=mean, exp_basis=basis,
@@ -350,14 +327,18 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
             c = clips[k]
             if c.split == "val" and val_start is None:
                 val_start = len(writer)
-            frames = video_lib.read_frames(c.video, fps=fps, size=size, crop=box["box"])
+            meta = info["clips"][k]
+            frames = video_lib.read_frames(c.video, fps=fps, size=size, crop=box["box"],
+                                           stop=meta["frames"], display=_display(meta))  # fmt: skip
             label = f"write {order.index(k) + 1}/{len(clips)}"
-            for j, image in enumerate(tqdm(frames, desc=label, unit="fr", disable=not progress)):
+            bar = tqdm(mask_lib.temporal_person(frames, segmenter), desc=label, unit="fr",
+                       total=meta["frames"], disable=not progress)  # fmt: skip
+            for j, (image, person_prob) in enumerate(bar):
                 i = offsets[k] + j
                 if i >= offsets[k + 1]:
                     raise PreprocessError(f"{c.video}: more frames on the second decode")
                 pts = fit["landmarks"][i]
-                m = mask_lib.region_masks(image, pts, segmenter(image))
+                m = mask_lib.region_masks(image, pts, person_prob)
                 eyes.append(mask_lib.eye_boxes(pts))
                 index.append(i)
                 writer.add_frame(
@@ -387,6 +368,7 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
         "multiple_faces": lm_lib.frame_ranges(np.nonzero(tr["multi"])[0]),
         "reprojection_px": float(np.mean(fit["reproj"])),
         "background_inpainted": float(1 - tr["bg_seen"].mean()),
+        "face_px": box.get("face_px"), "notes": info.get("notes", []) + box.get("notes", []),
     })  # fmt: skip
     writer.finish(val_start=val_start)
 

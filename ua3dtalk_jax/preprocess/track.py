@@ -18,7 +18,8 @@ def track_range(job: dict) -> dict:
     """Landmarks for frames [start, stop) of one video, plus background samples.
 
     Args:
-      job: dict(path, fps, size, crop, start, stop (None = end), bg_every (sample every k-th
+      job: dict(path, fps, size, crop, start, stop (None = end), display (see
+        video.read_frames), bg_every (sample every k-th
         frame for the background plate), max_bg (samples kept), progress (bool), label).
 
     Returns:
@@ -34,7 +35,7 @@ def track_range(job: dict) -> dict:
     lms, found, multi, bg_frames, bg_person = [], [], [], [], []
     frames = video_lib.read_frames(
         job["path"], fps=job["fps"], size=size, crop=job["crop"], start=job["start"],
-        stop=job["stop"],
+        stop=job["stop"], display=job.get("display"),
     )  # fmt: skip
     bar = tqdm(frames, desc=job.get("label", "track"), unit="fr", disable=not job["progress"])
     try:

@@ -6,6 +6,9 @@ input frame on screen at time k/F. Frames are never all held in memory. A contig
 output frames is selected with `trim` after the `fps` filter, so two readers of the same file give
 identical frames for the same indices (that is what lets `pipeline` split work between processes).
 
+ffmpeg's own lines never reach the user: on a failure its output goes to the debug log
+(`native_log`) and the error gives a one-line reason that names the log.
+
 Crop boxes are (x, y, w, h) in source pixels, square (the subject layout has one --size). The
 automatic crop follows EDTalk's fixed window for MEAD's moving camera: the union of the face boxes
 seen over the whole clip, enlarged to take in hair, neck and shoulders, one window for every frame.
@@ -18,6 +21,8 @@ import re
 import subprocess
 
 import numpy as np
+
+from ua3dtalk_jax.preprocess import native_log
 
 AUDIO_RATE = 16000  # aud.wav
 # Face box → crop: the window's side is CROP_SCALE × the larger side of the union of face boxes,
@@ -38,6 +43,12 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def _failure(path: str, what: str, output: str) -> VideoError:
+    """A one-line VideoError for an ffmpeg failure; ffmpeg's full output goes to the debug log."""
+    log = native_log.append(f"ffmpeg: {path}: {what}", output)
+    return VideoError(f"{path}: {what} ({native_log.last_line(output)}; ffmpeg's output: {log})")
+
+
 def probe(path: str) -> dict:
     """Reads stream information from `ffmpeg -i`.
 
@@ -45,8 +56,12 @@ def probe(path: str) -> dict:
       path: the video file.
 
     Returns:
-      dict with width, height (ints), fps (float, the container's frame rate), duration (s, or
-      None when unknown), has_audio (bool).
+      dict with width, height (ints: the frame as displayed, which is what every other function
+      here works in: after the rotation phones record as side data, which ffmpeg applies when
+      decoding, and with non-square pixels (SAR, e.g. 12:11 in 176×144 phone clips) made square),
+      sar (float, 1 = square pixels: `read_frames(display=...)` then needs the size), rotation
+      (degrees), fps (float, the container's frame rate), duration (s, or None when unknown),
+      has_audio (bool).
 
     Raises:
       VideoError: missing or unreadable file, or no video stream.
@@ -58,8 +73,8 @@ def probe(path: str) -> dict:
     )
     text = proc.stderr.decode(errors="replace")
     if "Invalid data found" in text or "Input #0" not in text:
-        last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
-        raise VideoError(f"{path}: unreadable ({last})")
+        native_log.append(f"ffmpeg -i {path}", text)
+        raise VideoError(f"{path}: unreadable ({native_log.last_line(text, 'empty file')})")
     video = re.search(r"Stream #\S+.*?: Video: (.*)", text)
     if video is None:
         raise VideoError(f"{path}: no video stream")
@@ -71,13 +86,27 @@ def probe(path: str) -> dict:
     if size is None or rate is None:
         raise VideoError(f"{path}: cannot read the video size or frame rate ({video.group(1)})")
     fps = float(rate.group(1)) * (1000 if rate.group(2) else 1)
+    width, height = int(size.group(1)), int(size.group(2))
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", text[video.start() :])
+    rotation = float(rot.group(1)) if rot else 0.0
+    sar_m = re.search(r"\[SAR (\d+):(\d+) DAR", video.group(1))
+    sar = int(sar_m.group(1)) / int(sar_m.group(2)) if sar_m and int(sar_m.group(2)) else 1.0
+    sar = sar if sar > 0 else 1.0
+    if round(abs(rotation)) % 180 == 90:  # ffmpeg turns the frames (and their pixel aspect)
+        width, height, sar = height, width, 1 / sar
+    if abs(sar - 1) > 0.01:
+        width = max(2, round(width * sar / 2) * 2)
+    else:
+        sar = 1.0
     duration = None
     if dur is not None:
         h, m, s = dur.groups()
         duration = int(h) * 3600 + int(m) * 60 + float(s)
     return {
-        "width": int(size.group(1)),
-        "height": int(size.group(2)),
+        "width": width,
+        "height": height,
+        "sar": sar,
+        "rotation": rotation,
         "fps": fps,
         "duration": duration,
         "has_audio": re.search(r"Stream #\S+.*?: Audio: ", text) is not None,
@@ -92,6 +121,7 @@ def read_frames(
     crop: tuple[int, int, int, int] | None = None,
     start: int = 0,
     stop: int | None = None,
+    display: tuple[int, int] | None = None,
 ):
     """Yields frames resampled to `fps`, cropped and resized.
 
@@ -99,8 +129,11 @@ def read_frames(
       path: the video file.
       fps: output frame rate.
       size: output side S (square) or (H, W).
-      crop: (x, y, w, h) source window, or None for the whole frame.
+      crop: (x, y, w, h) source window (displayed pixels, see `probe`), or None for the whole
+        frame.
       start, stop: output frame range [start, stop) (stop None = to the end).
+      display: (W, H) from `probe` for a video with non-square pixels (sar != 1): frames are
+        first scaled to it, so that `crop` is in square pixels.
 
     Yields:
       (H, W, 3) uint8 RGB frames, in order.
@@ -110,6 +143,8 @@ def read_frames(
     if start or stop is not None:
         end = "" if stop is None else f":end_frame={int(stop)}"
         filters.append(f"trim=start_frame={int(start)}{end},setpts=PTS-STARTPTS")
+    if display is not None:
+        filters.append(f"scale={int(display[0])}:{int(display[1])},setsar=1")
     if crop is not None:
         x, y, cw, ch = (int(v) for v in crop)
         filters.append(f"crop={cw}:{ch}:{x}:{y}")
@@ -130,12 +165,44 @@ def read_frames(
         proc.stderr.close()
         rc = proc.wait()
     if rc != 0:
-        raise VideoError(f"{path}: ffmpeg decoding failed ({err.strip()[-300:]})")
+        raise _failure(path, "decoding failed", err)
 
 
 def count_frames(path: str, *, fps: float) -> int:
     """Number of frames `read_frames` yields at `fps` (decodes at 16×16; cheap)."""
     return sum(1 for _ in read_frames(path, fps=fps, size=16))
+
+
+def _no_audio(msg: str) -> bool:
+    return "does not contain any stream" in msg or "matches no streams" in msg or not msg.strip()
+
+
+def audio_seconds(path: str) -> float:
+    """Duration of the file's first audio stream, by decoding it (16 kHz mono; container
+    durations are often wrong for phone clips and for an audio track shorter than the video).
+
+    Raises:
+      VideoError: no audio stream, or a file ffmpeg cannot decode.
+    """
+    if not os.path.isfile(path):
+        raise VideoError(f"{path}: no such file")
+    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", path, "-vn", "-ac", "1"]
+    cmd += ["-ar", str(AUDIO_RATE), "-f", "s16le", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    nbytes = 0
+    try:
+        while chunk := proc.stdout.read(1 << 20):
+            nbytes += len(chunk)
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        rc = proc.wait()
+    if rc != 0 and _no_audio(err) or rc == 0 and nbytes == 0:
+        raise VideoError(f"{path}: no audio track")
+    if rc != 0:
+        raise _failure(path, "audio decoding failed", err)
+    return nbytes / 2 / AUDIO_RATE
 
 
 def extract_audio(path: str, out_wav: str, *, n_frames: int, fps: float) -> None:
@@ -152,9 +219,9 @@ def extract_audio(path: str, out_wav: str, *, n_frames: int, fps: float) -> None
     proc = subprocess.run(cmd + [out_wav], capture_output=True, check=False)
     if proc.returncode != 0 or not os.path.isfile(out_wav):
         msg = proc.stderr.decode(errors="replace").strip()
-        if "does not contain any stream" in msg or "matches no streams" in msg or not msg:
+        if _no_audio(msg):
             raise VideoError(f"{path}: no audio track")
-        raise VideoError(f"{path}: audio extraction failed ({msg[-300:]})")
+        raise _failure(path, "audio extraction failed", msg)
 
 
 def parse_crop(text: str) -> tuple[int, int, int, int] | None:

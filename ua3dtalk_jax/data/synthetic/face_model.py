@@ -27,6 +27,7 @@ import numpy as np
 import scipy.spatial
 
 from ua3dtalk_jax.data.synthetic import blendshapes
+from ua3dtalk_jax.preprocess import native_log  # MediaPipe's C++ log lines → the debug log
 
 FACE_FRACTION = 0.5  # face-oval width / frame width, as in talking-head crops
 CROP_DROP = 0.12  # the crop centre sits this fraction of the crop below the face centre (shoulders)
@@ -133,9 +134,12 @@ def detect_landmarks_batch(images) -> list:
     import mediapipe as mp
 
     out = []
-    with mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=True, refine_landmarks=True, max_num_faces=1
-    ) as mesh:
+    with (
+        native_log.quiet(),
+        mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, refine_landmarks=True, max_num_faces=1
+        ) as mesh,
+    ):
         for img in images:
             res = mesh.process(np.ascontiguousarray(img))
             if not res.multi_face_landmarks:
@@ -155,7 +159,10 @@ def to_68(points: np.ndarray) -> np.ndarray:
 def _person_alpha(rgb: np.ndarray, oval: np.ndarray) -> np.ndarray:
     import mediapipe as mp
 
-    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+    with (
+        native_log.quiet(),
+        mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg,
+    ):
         alpha = seg.process(np.ascontiguousarray(rgb)).segmentation_mask.astype(np.float32)
     alpha = np.clip((alpha - 0.2) / 0.6, 0, 1)  # sharpen the soft edge a little
     face = np.zeros(alpha.shape, np.uint8)
