@@ -15,7 +15,9 @@ import os
 import sys
 from collections import defaultdict
 
-from absl import app, flags
+from absl import flags
+
+from experiments import cli
 
 _ROOT = flags.DEFINE_string("root", "ua3dtalk_jax", "Package folder to read.")
 _LAZY = flags.DEFINE_bool("lazy", True, "Count imports inside functions too.")
@@ -93,4 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
