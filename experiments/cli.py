@@ -1,8 +1,8 @@
 """Flags and set-up shared by the experiments' command-line tools (absl).
 
-Every tool starts with `cli.run(main)` instead of `app.run(main)`: a flag absl cannot parse (unknown,
-malformed, outside an enum) and a stray positional argument are one line on stderr and exit 1, like
-the tools' own refusals (`fail`), instead of absl's usage text. Required flags are checked by
+Every tool starts with `cli.run(main)` instead of `app.run(main)`: a flag absl cannot parse
+(unknown, malformed, outside an enum) and a stray positional argument are one line on stderr and
+exit 1, like the tools' own refusals (`fail`), instead of absl's usage text. Required flags are checked by
 `require` inside `main` for the same reason (absl's `mark_flags_as_required` prints two lines).
 """
 
@@ -78,7 +78,7 @@ def run(main) -> None:
 
 
 def require(**values) -> None:
-    """ValueError "--name is required" for the first of `values` (flag name → value) that is unset."""
+    """ValueError "--name is required" for the first of `values` (flag → value) that is unset."""
     for name, value in values.items():
         if value in (None, ""):
             raise ValueError(f"--{name} is required")
