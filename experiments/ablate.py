@@ -14,9 +14,8 @@ not touch model.ablation, which the study sets).
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -59,11 +58,11 @@ def main(argv):
             syncnet_weights=_SYNCNET.value,
             max_frames=_MAX.value,
         )
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"ablate: {e}")
+    except (OSError, ValueError) as e:
+        cli.fail("ablate", e)
     print(res["table"])
     print("written: " + ", ".join(res["paths"].values()))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

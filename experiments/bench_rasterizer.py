@@ -26,8 +26,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from ua3dtalk_jax.render import available_backends, reference
 from ua3dtalk_jax.render.demo import footprint_pixels, head_camera, head_scene
 from ua3dtalk_jax.render.projection import project
@@ -190,4 +191,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,10 +1,17 @@
-"""Flags and set-up shared by the experiments' command-line tools (absl)."""
+"""Flags and set-up shared by the experiments' command-line tools (absl).
+
+Every tool starts with `cli.run(main)` instead of `app.run(main)`: a flag absl cannot parse
+(unknown, malformed, outside an enum) and a stray positional argument are one line on stderr and
+exit 1, like the tools' own refusals (`fail`), instead of absl's usage text. Required flags are checked by
+`require` inside `main` for the same reason (absl's `mark_flags_as_required` prints two lines).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 DEFAULT_COMPILE_CACHE = os.path.expanduser("~/.cache/ua3dtalk_jax/xla")
 
@@ -43,3 +50,35 @@ def open_trained(workdir: str, subject: str, data_root: str, compile_cache: str)
     run.enable_compile_cache(compile_cache)
     evaluation.check_version(workdir)
     return evaluation.workdir_subject(subject, data_root, workdir)
+
+
+def tool_name(argv0: str) -> str:
+    """"…/experiments/train.py" → "train"."""
+    return os.path.splitext(os.path.basename(argv0))[0]
+
+
+def fail(argv0: str, error) -> None:
+    """Exits 1 with one line: "<tool>: <message>" (whitespace of a multi-line message folded)."""
+    sys.exit(f"{tool_name(argv0)}: {' '.join(str(error).split())}")
+
+
+def run(main) -> None:
+    """`app.run(main)` with one-line flag errors (module docstring)."""
+
+    def parse(argv):
+        try:
+            rest = flags.FLAGS(argv)
+        except flags.Error as e:
+            fail(argv[0], e)
+        if len(rest) > 1:
+            fail(argv[0], f"unexpected arguments {rest[1:]} (flags are --name=value)")
+        return rest
+
+    app.run(main, flags_parser=parse)
+
+
+def require(**values) -> None:
+    """ValueError "--name is required" for the first of `values` (flag → value) that is unset."""
+    for name, value in values.items():
+        if value in (None, ""):
+            raise ValueError(f"--{name} is required")

@@ -12,9 +12,10 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
+from experiments import cli
 from ua3dtalk_jax.render import available_backends
 from ua3dtalk_jax.render.demo import render_with_backends
 
@@ -40,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

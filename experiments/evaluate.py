@@ -14,9 +14,7 @@ else the synthetic subject of its preset).
 
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -27,7 +25,6 @@ _SYNCNET = flags.DEFINE_string("syncnet_weights", None,
                                "syncnet_v2.model (torch state dict) for Sync-C/D.")  # fmt: skip
 _MAX = flags.DEFINE_integer("max_frames", None, "Evaluate only the split's first N frames.")
 _CACHE = cli.define_compile_cache()
-flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
@@ -36,14 +33,15 @@ def main(argv):
     from ua3dtalk_jax.eval import evaluation  # noqa: PLC0415
 
     try:
+        cli.require(workdir=_WORKDIR.value)
         subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, _CACHE.value)
         res = evaluation.evaluate(_WORKDIR.value, subject, split=_SPLIT.value,
                                   syncnet_weights=_SYNCNET.value, max_frames=_MAX.value)  # fmt: skip
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"evaluate: {e}")
+    except (OSError, ValueError) as e:
+        cli.fail("evaluate", e)
     print(res["table"])
     print("written: " + ", ".join(res["paths"].values()))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

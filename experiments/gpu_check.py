@@ -32,7 +32,9 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+
+from experiments import cli
 
 _OUT = flags.DEFINE_string("out", "gpu_report.md", "Where to write the Markdown report.")
 _BUDGET = flags.DEFINE_float("budget_s", 570.0, "Wall-clock budget of all parts, seconds.")
@@ -364,4 +366,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

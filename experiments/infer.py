@@ -22,9 +22,7 @@ subject of the workdir's preset).
 
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -40,7 +38,6 @@ _INTENSITY = flags.DEFINE_integer("intensity", None, "MEAD intensity level 1..3 
 _MIX = flags.DEFINE_string("emotion_mix", None, "Blend, e.g. happy:0.7,sad:0.3 (or audio:0.5).")
 _POSES = flags.DEFINE_string("poses", "val", "val | static | a .npy / .json pose file.")
 _CACHE = cli.define_compile_cache()
-flags.mark_flags_as_required(["workdir", "out"])
 
 
 def main(argv):
@@ -53,6 +50,7 @@ def main(argv):
 
     cli.quiet_orbax()
     try:
+        cli.require(workdir=_WORKDIR.value, out=_OUT.value)
         syn.check_output(_OUT.value)
         syn.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value)  # flag errors first
         if _POSES.value not in MODES:
@@ -71,8 +69,8 @@ def main(argv):
                                 syn.class_levels(model.subject))  # fmt: skip
         res = syn.synthesize(model, _AUDIO.value, _OUT.value, emotion=spec, poses=_POSES.value,
                              features=_FEATURES.value)  # fmt: skip
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"infer: error: {e}")
+    except (OSError, ValueError) as e:
+        cli.fail("infer", e)
     h, w = res["size"]
     print(
         f"wrote {res['path']}: {res['frames']} frames, {w}x{h} at {res['fps']:g} fps, "
@@ -85,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -7,8 +7,11 @@ MEAD is downloaded by the user (research licence); see `ua3dtalk_jax/data/mead.p
 Re-running resumes where it stopped.
 """
 
-from absl import app, flags
+import os
 
+from absl import flags
+
+from experiments import cli
 from ua3dtalk_jax.data import mead
 from ua3dtalk_jax.preprocess import video
 
@@ -23,18 +26,29 @@ _SIZE = flags.DEFINE_integer("size", mead.MEAD_SIZE, "Output frame side.")
 _CROP = flags.DEFINE_string("crop", "auto", "'auto' or x,y,w,h in source pixels (square).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Processes for the face-mesh pass.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a subject built from other inputs.")
-flags.mark_flags_as_required(["root", "out"])
+
+
+def _levels(values):
+    if not values:
+        return None
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--levels={','.join(values)}: expected integers 1-3") from None
 
 
 def main(argv):
     del argv
     try:
+        cli.require(root=_ROOT.value, out=_OUT.value)
+        if not os.path.isdir(_ROOT.value):
+            raise FileNotFoundError(f"--root={_ROOT.value}: no such folder")
         out = mead.build_subject(
             _ROOT.value,
             _OUT.value,
             speaker=_SPEAKER.value,
             emotions=_EMOTIONS.value,
-            levels=[int(v) for v in _LEVELS.value] if _LEVELS.value else None,
+            levels=_levels(_LEVELS.value),
             max_per_group=_MAX_PER_GROUP.value,
             fps=_FPS.value,
             size=_SIZE.value,
@@ -42,10 +56,10 @@ def main(argv):
             workers=_WORKERS.value,
             overwrite=_OVERWRITE.value,
         )
-    except (video.VideoError, ValueError, FileNotFoundError, FileExistsError) as e:
-        raise app.UsageError(str(e)) from None
+    except (OSError, ValueError) as e:  # VideoError is a ValueError
+        cli.fail("make_mead", e)
     print(f"subject written to {out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from ua3dtalk_jax.configs.model import PRESETS, model_config
 from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
 
@@ -59,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

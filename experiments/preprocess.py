@@ -13,8 +13,9 @@ lines (MediaPipe, ffmpeg) go to a debug log, named in the message where it matte
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from ua3dtalk_jax.preprocess import pipeline, video
 
 _VIDEO = flags.DEFINE_string("video", None, "Input video file.")
@@ -76,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -19,7 +19,9 @@ import os
 import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from experiments import cli
 
 _WIDTHS = flags.DEFINE_list("widths", "128,96,72,56,48,40,32,24", "Face widths to try (px).")
 _BPP = flags.DEFINE_float("bpp", 0.0, "Bits per pixel per frame (phones: ~0.05-0.1); 0 = CRF 12.")
@@ -134,4 +136,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

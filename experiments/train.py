@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -49,8 +48,8 @@ def main(argv):
         name = os.path.basename(os.path.normpath(subject))
         workdir = _WORKDIR.value or os.path.join("workdirs", f"{name}-{_CONFIG.value}")
         opened = run.prepare(cfg, subject, workdir, _STAGE.value)
-    except (FileNotFoundError, ValueError) as e:  # a bad flag, subject or workdir: named
-        sys.exit(f"train: {e}")
+    except (OSError, ValueError) as e:  # a bad flag, subject or workdir: named
+        cli.fail("train", e)
     video = HeldoutVideo(opened, os.path.join(workdir, "heldout.mp4")) if _VIDEO.value else None
     try:
         out = run.train(cfg, subject, workdir, _STAGE.value, on_frame=video, subject=opened)
@@ -68,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -27,7 +26,6 @@ _BRANCH = flags.DEFINE_enum("branch", "fused", ["fused", "face", "mouth"], "Whic
 _SUBJECT, _DATA_ROOT = cli.define_subject()
 _OUT = flags.DEFINE_string("out", None, "Output folder (default WORKDIR/uncertainty).")
 _CACHE = cli.define_compile_cache()
-flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
@@ -36,12 +34,13 @@ def main(argv):
     from ua3dtalk_jax.eval import uncertainty_maps  # noqa: PLC0415
 
     try:
+        cli.require(workdir=_WORKDIR.value)
         subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, _CACHE.value)
         res = uncertainty_maps.render_uncertainty(
             _WORKDIR.value, subject, frames=_FRAMES.value, out_dir=_OUT.value, branch=_BRANCH.value
         )
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"visualize: {e}")
+    except (OSError, ValueError) as e:
+        cli.fail("visualize", e)
     print(f"{len(res['pngs'])} frames → {os.path.dirname(res['mp4'])} (+ {res['mp4']})")
     print("mean over frames of each view's map:")
     print(json.dumps({"views": res["views"], **res["stats"], "colour_ranges": res["ranges"]},
@@ -49,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

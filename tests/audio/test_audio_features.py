@@ -175,3 +175,22 @@ def test_emotion_encoder_windows_centre_on_their_video_frame(fps):
         peak = np.abs(np.asarray(x["wav"])).argmax(-1) - samples // 2  # click peak re. centre
         np.testing.assert_allclose(peak, t_click * SR - centres, atol=16)
         assert abs(peak[1]) <= SR / fps / 2 + 16
+
+
+def test_decoder_chatter_goes_to_the_debug_log(tmp_path, monkeypatch, capfd):
+    """libmpg123's resync notes on a damaged mp3, and ffmpeg's output on an undecodable file,
+    land in the debug log; the terminal sees nothing, the error one line naming the log."""
+    log = tmp_path / "debug.log"
+    monkeypatch.setenv("UA3D_DEBUG_LOG", str(log))
+    soundfile.write(tmp_path / "t.wav", 0.3 * np.sin(np.arange(32000) / 10.0), 16000)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i",
+                    str(tmp_path / "t.wav"), str(tmp_path / "t.mp3")], check=True)  # fmt: skip
+    data = (tmp_path / "t.mp3").read_bytes()
+    half = len(data) // 2
+    (tmp_path / "hurt.mp3").write_bytes(data[:half] + bytes(500) + data[half + 100 :])
+    assert len(af.load_audio(str(tmp_path / "hurt.mp3"))) > 16000
+    (tmp_path / "junk.m4a").write_bytes(b"junk" * 100)
+    with pytest.raises(ValueError, match=r"junk.m4a: cannot decode audio \(.*\); ffmpeg's output"):
+        af.load_audio(str(tmp_path / "junk.m4a"))
+    assert capfd.readouterr().err == ""
+    assert "Illegal Audio-MPEG-Header" in log.read_text()

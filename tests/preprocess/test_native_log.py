@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ua3dtalk_jax.preprocess import native_log, video
+from ua3dtalk_jax import native_log
+from ua3dtalk_jax.preprocess import video
 
 REPO = Path(__file__).resolve().parents[2]
 NOISE = ("W0000", "inference_feedback_manager", "XNNPACK", "absl::InitializeLog")

@@ -31,6 +31,8 @@ import scipy.fft
 import scipy.signal
 import soundfile
 
+from ua3dtalk_jax import native_log
+
 SAMPLE_RATE = 16000
 
 # Wav2Lip hparams (audio.py / hparams.py): 80 mel frames per second.
@@ -71,7 +73,8 @@ def load_audio(path_or_array, sample_rate: int | None = None) -> np.ndarray:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: audio file not found")
         try:
-            data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+            with native_log.quiet():  # libmpg123's resync notes go to the debug log
+                data, rate = soundfile.read(path, dtype="float32", always_2d=True)
             wav = data.mean(axis=1)
         except (soundfile.LibsndfileError, RuntimeError, TypeError):
             return _ffmpeg_decode(path)
@@ -96,7 +99,10 @@ def _ffmpeg_decode(path: str) -> np.ndarray:
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
         msg = proc.stderr.decode(errors="replace").strip()
-        raise ValueError(f"{path}: cannot decode audio ({msg or 'no audio stream'})")
+        first = native_log.last_line(msg, "no audio stream")
+        log = native_log.append(f"ffmpeg decoding {path}", msg) if msg else None
+        where = f"; ffmpeg's output is in {log}" if log else ""
+        raise ValueError(f"{path}: cannot decode audio ({first}){where}")
     return np.frombuffer(proc.stdout, dtype=np.float32).copy()
 
 

@@ -21,7 +21,7 @@ import contextlib
 import numpy as np
 from scipy.signal import savgol_filter
 
-from ua3dtalk_jax.preprocess import native_log
+from ua3dtalk_jax import native_log
 
 N_LANDMARKS = 478
 SMOOTH_WINDOW = 5  # frames; odd. 0.2 s at 25 fps: shorter than a blink's closing + opening

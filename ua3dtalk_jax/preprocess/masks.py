@@ -28,7 +28,7 @@ import contextlib
 import cv2
 import numpy as np
 
-from ua3dtalk_jax.preprocess import native_log
+from ua3dtalk_jax import native_log
 
 # fmt: off
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,

@@ -22,7 +22,7 @@ import subprocess
 
 import numpy as np
 
-from ua3dtalk_jax.preprocess import native_log
+from ua3dtalk_jax import native_log
 
 AUDIO_RATE = 16000  # aud.wav
 # Face box → crop: the window's side is CROP_SCALE × the larger side of the union of face boxes,
