@@ -6,9 +6,10 @@ clip timeline in subject.json's metadata), every frame's expression (exp_coeffs.
 
     exp = emotion_track(clips) + idle + mouth (+ blink; eye_wide and eye_squint scaled by 1 − blink)
 
-so the emotion's part can be exchanged exactly: with the clips' emotions replaced,
+so the emotion's part can be exchanged exactly: with the clips' emotions replaced, shown at a
+strength s (1: as generated; 0.5: half-way to neutral),
 
-    exp' = exp + Δ,   Δ = emotion_track(clips') − emotion_track(clips),
+    exp' = exp + Δ,   Δ = s · emotion_track(clips') − emotion_track(clips),
     Δ[eye_wide, eye_squint] ·= 1 − blink,   exp'[jaw_open] clipped to [0, JAW_MAX] again
 
 and `render.render_frame` draws exp' with the frame's own pose. Lips keep following the speech
@@ -70,7 +71,8 @@ def _clips(meta: dict, emotion) -> tuple[list, list]:
     return true, alt
 
 
-def counterfactual_exp(exp: np.ndarray, meta: dict, emotion: str | Mapping[str, str]) -> np.ndarray:
+def counterfactual_exp(exp: np.ndarray, meta: dict, emotion: str | Mapping[str, str],
+                       strength: float = 1.0) -> np.ndarray:  # fmt: skip
     """The whole timeline's expression with the clips' emotions replaced (module docstring).
 
     Args:
@@ -79,6 +81,8 @@ def counterfactual_exp(exp: np.ndarray, meta: dict, emotion: str | Mapping[str, 
       emotion: an EMOTIONS name every clip shows instead of its own, or a mapping
         recorded emotion → shown emotion (emotions not in it are kept). A clip keeps its
         intensity; a neutral clip (level 1 by convention) shows another at NEUTRAL_TO_LEVEL.
+      strength: s, the scale of the shown emotion's offsets ({} with s = 0.5: each clip's own
+        emotion at half its strength).
 
     Returns:
       (N, E) float32 expression coefficients.
@@ -88,7 +92,7 @@ def counterfactual_exp(exp: np.ndarray, meta: dict, emotion: str | Mapping[str, 
         raise ValueError(f"exp: expected ({meta['num_frames']}, {len(EXP_NAMES)}), got {exp.shape}")
     true, alt = _clips(meta, emotion)
     n, fps = len(exp), meta["fps"]
-    delta = animation.emotion_track(alt, n, fps) - animation.emotion_track(true, n, fps)
+    delta = strength * animation.emotion_track(alt, n, fps) - animation.emotion_track(true, n, fps)
     for name in ("eye_wide", "eye_squint"):
         delta[:, _IX[name]] *= 1.0 - exp[:, _IX["blink"]]
     out = exp + delta
@@ -97,13 +101,14 @@ def counterfactual_exp(exp: np.ndarray, meta: dict, emotion: str | Mapping[str, 
     return out.astype(np.float32)
 
 
-def rerender(subject, frames: Sequence[int], emotion: str | Mapping[str, str]) -> np.ndarray:
+def rerender(subject, frames: Sequence[int], emotion: str | Mapping[str, str],
+             strength: float = 1.0) -> np.ndarray:  # fmt: skip
     """Frames of a synthetic subject re-rendered with another emotion by its generator.
 
     Args:
       subject: an open `data.Subject` written by the synthetic generator.
       frames: (M,) frame positions.
-      emotion: as in `counterfactual_exp`.
+      emotion, strength: as in `counterfactual_exp`.
 
     Returns:
       (M, H, W, 3) uint8 frames (not JPEG-compressed, as a model's renders are not).
@@ -121,7 +126,7 @@ def rerender(subject, frames: Sequence[int], emotion: str | Mapping[str, str]) -
     model = face_model.build_face_model(
         None if photo == ASTRONAUT else photo, size=meta["size"], seed=int(meta.get("seed", 0))
     )
-    exp = counterfactual_exp(subject.exp[: meta["num_frames"]], meta, emotion)
+    exp = counterfactual_exp(subject.exp[: meta["num_frames"]], meta, emotion, strength)
     out = []
     for i in np.asarray(frames, np.int64):
         img_id = int(subject.img_ids[i])
