@@ -24,8 +24,9 @@ from experiments import cli
 _SUBJECT, _DATA_ROOT = cli.define_subject("synthetic")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir of this subject (optional).")
 _EMOTIONS = flags.DEFINE_string("emotions", "all", "Emotions to render the frames with.")
-_STRENGTHS = flags.DEFINE_list("strengths", ["0.25", "0.5", "0.75"],
-                               "Generator: the frames' own emotion at these strengths too.")  # fmt: skip
+_STRENGTHS = flags.DEFINE_list(
+    "strengths", ["0.25", "0.5", "0.75"], "Generator: the frames' own emotion at these strengths."
+)
 _MAX = flags.DEFINE_integer("max_frames", None, "Only the first N held-out frames.")
 _OUT = flags.DEFINE_string("out", None, "Write the rows and the classifier summary as JSON.")
 _CACHE = cli.define_compile_cache()
@@ -50,6 +51,8 @@ def main(argv):
         sys.exit(f"validate_emotion_score: {e}")
     print(metrics.format_table(res["rows"], emotion_validation.COLUMNS, precision=3))
     print("classifier:", res["classifier"])
+    for note in res["notes"]:
+        print("note:", note)
     if _OUT.value:
         with open(_OUT.value, "w") as f:
             json.dump(res, f, indent=1)

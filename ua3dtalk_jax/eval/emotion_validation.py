@@ -130,7 +130,8 @@ def validate(subject_path: str, *, workdir: str | None = None, shown=EMOTIONS,
       log: progress printer.
 
     Returns:
-      {"rows": table rows (COLUMNS), "classifier": fit summary}.
+      {"rows": table rows (COLUMNS), "classifier": fit summary, "notes": held-out emotions left
+       out (no training frame shows them)}.
 
     Raises:
       es.NotAvailable: the subject cannot be scored (no labels, one emotion).
@@ -153,4 +154,9 @@ def validate(subject_path: str, *, workdir: str | None = None, shown=EMOTIONS,
         rows += model_rows(clf, workdir, subject_path, index, shown, log)
     summary = {"classes": list(clf.classes), "fit_frames": clf.n_fit,
                "cv_accuracy": clf.cv_accuracy}  # fmt: skip
-    return {"rows": rows, "classifier": summary}
+    held = {EMOTIONS[c] for c in _labels(subject, index) if c >= 0}
+    unknown = sorted(held - set(clf.classes))
+    notes = []
+    if unknown:
+        notes.append(f"held-out frames of {unknown} left out: no training frame shows them")
+    return {"rows": rows, "classifier": summary, "notes": notes}

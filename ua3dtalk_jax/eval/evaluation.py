@@ -319,8 +319,8 @@ def emotion_rows(fr: HeldoutFrames, acc: dict) -> list[dict]:
     cols = (("Emo-acc", fer, "rendered"), ("Emo-acc (real)", fer, "real"),
             ("agreement", fer, "agreement"), (EMO_SUBJECT, sub, "rendered"),
             (EMO_SUBJECT_REAL, sub, "real"))  # fmt: skip
-    count = lambda name: sum(map(bool, fr.emotions)) if name == "all" else fr.emotions.count(name)
-    return [{"emotion": name, "frames": count(name),
+    count = {n: fr.emotions.count(n) for n in names} | {"all": sum(map(bool, fr.emotions))}
+    return [{"emotion": name, "frames": count[name],
              **{c: _value(d.get(name, {}).get(k)) for c, d, k in cols}}
             for name in names + (["all"] if names else [])]  # fmt: skip
 
