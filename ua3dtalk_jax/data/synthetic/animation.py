@@ -145,6 +145,22 @@ def emotion_offsets(emotion: str, intensity: int) -> np.ndarray:
     return out
 
 
+def emotion_track(clips: list, n_frames: int, fps: float) -> np.ndarray:
+    """(N, E) the emotions' part of the expression: each clip's `emotion_offsets` over its frames
+    (frame i belongs to the last clip started by i/fps), blended across clip boundaries.
+
+    Args:
+      clips: objects with start_s, emotion and intensity (Clips), covering the timeline in order.
+      n_frames: N.
+      fps: frame rate.
+    """
+    t = np.arange(n_frames) / fps
+    starts = np.array([c.start_s for c in clips])
+    which = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(clips) - 1)
+    offsets = np.stack([emotion_offsets(c.emotion, c.intensity) for c in clips])[which]
+    return scipy.ndimage.gaussian_filter1d(offsets, EMOTION_BLEND_S * fps, axis=0, mode="nearest")
+
+
 def blink_track(n_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
     """(N,) eyelid closure in [0, 1] (1 = closed)."""
     close, hold, reopen = BLINK_SHAPE_S
@@ -170,11 +186,7 @@ def expression_sequence(
       fps: frame rate.
       rng: source of blink times and idle motion.
     """
-    t = np.arange(n_frames) / fps
-    starts = np.array([c.start_s for c in clips])
-    which = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(clips) - 1)
-    offsets = np.stack([emotion_offsets(c.emotion, c.intensity) for c in clips])[which]
-    exp = scipy.ndimage.gaussian_filter1d(offsets, EMOTION_BLEND_S * fps, axis=0, mode="nearest")
+    exp = emotion_track(clips, n_frames, fps)
     idle = scipy.ndimage.gaussian_filter1d(rng.standard_normal((n_frames, 3)), IDLE_S * fps, axis=0)
     idle *= np.array([0.08, 0.08, 0.05]) / max(idle.std(), 1e-6)
     exp[:, _IX["brow_inner_raise"]] += idle[:, 0]
