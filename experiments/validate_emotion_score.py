@@ -15,9 +15,8 @@ a sound score shows) and writes it with --out.
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -47,8 +46,8 @@ def main(argv):
         subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, "default")
         res = emotion_validation.validate(subject, workdir=_WORKDIR.value, shown=shown,
                                           strengths=strengths, max_frames=_MAX.value)  # fmt: skip
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"validate_emotion_score: {e}")
+    except (OSError, ValueError) as e:
+        cli.fail("validate_emotion_score", e)
     print(metrics.format_table(res["rows"], emotion_validation.COLUMNS, precision=3))
     print("classifier:", res["classifier"])
     for note in res["notes"]:
@@ -60,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
