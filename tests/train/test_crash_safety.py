@@ -238,3 +238,18 @@ def test_stage1_killed_twice_resumes_to_the_uninterrupted_run(tiny_trained, left
     np.testing.assert_allclose(model.class_means, ref.class_means, rtol=RESUME_TOL, atol=RESUME_TOL)
     assert not progress.exists() and has_stage1(str(wd))
     assert sorted(os.listdir(wd / "stage1")) == ["0"]
+
+
+def test_workdirs_saved_before_checkpoint_every_resume(tmp_path):
+    """stage1.checkpoint_every came later: a config.json without it resumes and loads (the
+    interval changes no result)."""
+    from ua3dtalk_jax.train import run
+    from ua3dtalk_jax.train.config_io import load_config
+
+    run.check_workdir(get_config("tiny"), str(tmp_path))
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["stage1"]["checkpoint_every"]
+    path.write_text(json.dumps(saved))
+    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+    assert load_config(str(tmp_path)).stage1.checkpoint_every == 500
