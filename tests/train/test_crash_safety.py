@@ -103,6 +103,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.optimized  # the resumed parameters as users compile the steps
 def test_a_module_killed_mid_way_resumes_to_the_uninterrupted_parameters(tmp_path):
     from ua3dtalk_jax.train.stage1_loop import Progress
 

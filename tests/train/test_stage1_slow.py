@@ -49,6 +49,7 @@ def data_cfg():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # 300 steps of one program: optimised, a step takes about half the time
 def test_syncnet_separates_shifted_windows(tmp_path_factory):
     """The issue's check on the project's synthetic subject: after a short training, the held-out
     in-sync windows score above the same windows paired with audio 5 frames away (AUC ≥ 0.8)."""
@@ -65,15 +66,8 @@ def test_syncnet_separates_shifted_windows(tmp_path_factory):
     params = syncnet.init(key, np.zeros((1, 80, 16)), np.zeros((1, s - s // 2, s, 3 * frames)))
     arrays = {"crops": data.crops, "mel": data.mel}
     step, tx = prior.make_syncnet_step(cfg, syncnet, data.n_train)
-    # 300 steps of one program: compiled with XLA's optimisations (the suite turns most off to
-    # compile faster, tests/conftest.py) a step takes about half the time
-    optimised = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", False)
-    try:
-        st, h = run_steps(step, init_state(params["params"], tx), arrays, jax.random.PRNGKey(1),
-                          SYNC_STEPS)  # fmt: skip
-    finally:
-        jax.config.update("jax_disable_most_optimizations", optimised)
+    st, h = run_steps(step, init_state(params["params"], tx), arrays, jax.random.PRNGKey(1),
+                      SYNC_STEPS)  # fmt: skip
     auc = prior.sync_auc(syncnet, st.params, arrays, data.n_train, data.n, frames, SHIFT)
     print(f"syncnet on the synthetic subject ({data.n_train}+{data.n - data.n_train} frames, "
           f"generated in {gen_s:.1f}s): {SYNC_STEPS} steps {h['seconds']:.1f}s loss "
