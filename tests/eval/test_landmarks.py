@@ -21,7 +21,7 @@ SAME_FACE_IOU = 0.5  # PASCAL VOC's criterion for two boxes of one object
 def _iou(a, b) -> float:
     w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
     return w * h / (area(a) + area(b) - w * h)
 
 

@@ -104,14 +104,7 @@ def finished_steps(directory: str) -> list[int]:
     """
     if not os.path.isdir(directory):
         return []
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
-                                           save_interval_steps=0)  # fmt: skip
-    manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                                    item_names=("state", "meta"))  # fmt: skip
-    try:
-        return sorted(manager.all_steps())
-    finally:
-        manager.close()
+    return sorted(ocp.utils.checkpoint_steps(directory))
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
