@@ -31,8 +31,8 @@ jax.config.update("jax_disable_most_optimizations",
 
 
 # pytest-timeout's limit for a test that uses the shared tiny run: its first user trains it (359 s
-# on 2 idle cores, ~40 min on a 2-core machine shared with 6 busy jobs) and, under -n 2, the other
-# worker's user waits for it.
+# on 2 idle cores; 2,825 s measured on a 2-core machine shared with ~6 busy jobs, load 15) and,
+# under -n 2, the other worker's user waits for it.
 TINY_RUN_TIMEOUT_S = 3600
 
 
