@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,9 +75,23 @@ def astronaut_face():
     return im, L.largest_face(im)
 
 
+def _mini_xception_size(widths=(8, 16, 32, 64, 128), classes=7) -> int:
+    """Parameter count of mini-Xception (Arriaga et al. 2017, fer's `mini_XCEPTION`) from its
+    layer list: two bias-free 3×3 convs, four residual blocks (1×1/2 conv; two separable 3×3
+    convs: depthwise 3×3 + pointwise), BatchNorms with γ, β, mean, variance, a 3×3 conv to the
+    classes with bias; 64×64 grey input."""
+    bn = lambda c: 4 * c
+    n = 9 * 1 * widths[0] + bn(widths[0]) + 9 * widths[0] ** 2 + bn(widths[0])
+    for c_in, c_out in itertools.pairwise(widths):
+        n += c_in * c_out + bn(c_out)  # residual 1×1 conv
+        n += 9 * c_in + c_in * c_out + bn(c_out)  # separable conv c_in → c_out
+        n += 9 * c_out + c_out * c_out + bn(c_out)  # separable conv c_out → c_out
+    return n + 9 * widths[-1] * classes + classes
+
+
 def test_weights_are_the_shipped_model():
     p = E.load_params()
-    assert sum(v.size for layer in p.values() for v in layer.values()) == 58423
+    assert sum(v.size for layer in p.values() for v in layer.values()) == _mini_xception_size()
 
 
 def test_port_matches_numpy_transcription(astronaut_face):

@@ -16,6 +16,7 @@ from ua3dtalk_jax.eval import syncnet_lse as S
 # float32 through 8 conv/linear layers (fan-in up to 36,864) vs float64: relative error ~1e-6;
 # 1e-4 leaves margin for XLA's accumulation order and still catches any layout or padding slip.
 F32_REL_TOL = 1e-4
+CURVE_TOL = 1e-2  # of the spread of D(k) over k; see test_syncnet_v2_score_is_syncnet_pythons_evaluate
 
 
 def _random_state(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -181,13 +182,37 @@ def test_crop_faces_centres_the_box():
     assert c[80, 112] == 255 and c[200, 112] == 0 and c[80, 5] == 0
 
 
-def test_syncnet_v2_score_runs_the_official_windowing(random_syncnet):
+def test_syncnet_v2_score_is_syncnet_pythons_evaluate(random_syncnet):
+    """syncnet_v2_score against syncnet_python's `evaluate` written out as its loop: frames read
+    as BGR, MFCC from python_speech_features on the int16-scale samples, min(frames, samples/640)
+    usable frames, window t = frames t..t+4 with MFCC rows 4t..4t+19 embedded one at a time,
+    calc_pdist, then offset = vshift − argmin and conf = median − min of the mean distances."""
+    import cv2
+    import jax
+
+    psf = pytest.importorskip("python_speech_features")
     _, path = random_syncnet
     model, variables = S.load_syncnet_v2(path)
     rng = np.random.default_rng(4)
-    crops = rng.integers(0, 256, (9, 224, 224, 3), dtype=np.uint8)
-    audio = S.int16_scale(rng.uniform(-0.3, 0.3, 8 * S.SAMPLES_PER_FRAME))  # 8 frames of audio
-    res = S.syncnet_v2_score(model, variables, crops, audio, vshift=2)
-    # n_frames = min(9, 8) = 8 → 3 windows; D(k) for k = −2..2.
-    assert res.mean_dists.shape == (5,) and np.isfinite(res.mean_dists).all()
-    assert res.lse_d == res.mean_dists.min() and res.lse_c >= 0 and -2 <= res.offset <= 2
+    crops = rng.integers(0, 256, (12, 224, 224, 3), dtype=np.uint8)  # RGB
+    audio = S.int16_scale(rng.uniform(-0.3, 0.3, int(10.5 * 640)))  # 10.5 frames of audio
+    vshift = 2
+    res = S.syncnet_v2_score(model, variables, crops, audio, vshift=vshift)
+
+    bgr = np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2BGR) for c in crops]).astype(np.float32)
+    cc = psf.mfcc(audio, 16000).astype(np.float32)  # (A, 13)
+    last = min(len(crops), len(audio) // 640) - 5  # 10 usable frames → 5 windows
+    ev = jax.jit(lambda w, x: model.apply(w, x, method=S.SyncNetV2.embed_video))
+    ea = jax.jit(lambda w, x: model.apply(w, x, method=S.SyncNetV2.embed_audio))
+    v = np.stack([np.asarray(ev(variables, bgr[None, t : t + 5]))[0] for t in range(last)])
+    a = np.stack([np.asarray(ea(variables, cc[None, 4 * t : 4 * t + 20]))[0] for t in range(last)])
+    mdist = _calc_pdist_loop(v, a, vshift).mean(0)
+    assert last == 5 and res.mean_dists.shape == mdist.shape == (2 * vshift + 1,)
+    # The random weights' distances share a large offset (~1.02e4) and differ by a few units
+    # across k; a window one MFCC frame off or RGB for BGR moves them by ≥ 4 % of that spread,
+    # batched vs one-window float32 embeddings by ~1e-4 of it.
+    tol = CURVE_TOL * np.ptp(mdist)
+    np.testing.assert_allclose(res.mean_dists, mdist, rtol=0, atol=tol)
+    assert res.offset == vshift - int(np.argmin(mdist))
+    assert res.lse_d == pytest.approx(mdist.min(), abs=tol)
+    assert res.lse_c == pytest.approx(np.median(mdist) - mdist.min(), abs=tol)

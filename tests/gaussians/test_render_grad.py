@@ -21,6 +21,9 @@ from ua3dtalk_jax.gaussians import (
 from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
 from ua3dtalk_jax.render import rasterize
 
+# the bit-for-bit check and the rasterizer's gradient with XLA's optimisations, as users run
+pytestmark = pytest.mark.optimized
+
 CFG = model_config("tiny")
 W = H = 20
 VIEWMAT = jnp.eye(4).at[2, 3].set(0.5)

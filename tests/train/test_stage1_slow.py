@@ -24,7 +24,11 @@ from ua3dtalk_jax.train.stage1 import load_stage1, save_stage1
 from ua3dtalk_jax.train.stage1_data import Stage1Data
 from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
 
-MIN_AUC = 0.8  # the issue's bar for in-sync vs 5-frame-shifted windows
+# The issue's bar for in-sync vs 5-frame-shifted windows, and where it holds for every init seed
+# measured, not only the one used here: held-out AUC after SYNC_STEPS optimised steps with init
+# seeds 0 / 1 / 2 (the init key below, PRNGKey(seed)) = 0.880 / 0.831 / 0.829 (2026-12-07). Longer
+# training does not buy a wider margin for all three (300 + 200 more steps: 0.911 / 0.888 / 0.850).
+MIN_AUC = 0.8
 SHIFT = 5  # frames
 CHANCE = 1.0 / 8
 EMO_STEPS = 60
@@ -37,7 +41,7 @@ SYNC_SUBJECT = {"size": 128, "seconds_train": 60.0, "seconds_test": 8.0, "seed":
 # init seeds 0 / 1 / 2). With these crops, held-out AUC at 250 / 300 / 350 steps was 0.905 / 0.907 /
 # 0.917 with the keys used here (init 0, steps 1), and 0.785 / 0.820 / 0.840 and 0.827 / 0.830 /
 # 0.832 with init seeds 1 and 2, all compiled without optimisations; with them (as the test runs)
-# 0.874 at 300 steps, 0.12 s a step on 2 idle cores.
+# see MIN_AUC; 0.12 s a step on 2 idle cores.
 SYNC_DATA = {"face_size": 48, "crop_scale": 1.0}
 SYNC_STEPS = 300
 
@@ -49,6 +53,7 @@ def data_cfg():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # 300 steps of one program: optimised, a step takes about half the time
 def test_syncnet_separates_shifted_windows(tmp_path_factory):
     """The issue's check on the project's synthetic subject: after a short training, the held-out
     in-sync windows score above the same windows paired with audio 5 frames away (AUC ≥ 0.8)."""
@@ -65,15 +70,8 @@ def test_syncnet_separates_shifted_windows(tmp_path_factory):
     params = syncnet.init(key, np.zeros((1, 80, 16)), np.zeros((1, s - s // 2, s, 3 * frames)))
     arrays = {"crops": data.crops, "mel": data.mel}
     step, tx = prior.make_syncnet_step(cfg, syncnet, data.n_train)
-    # 300 steps of one program: compiled with XLA's optimisations (the suite turns most off to
-    # compile faster, tests/conftest.py) a step takes about half the time
-    optimised = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", False)
-    try:
-        st, h = run_steps(step, init_state(params["params"], tx), arrays, jax.random.PRNGKey(1),
-                          SYNC_STEPS)  # fmt: skip
-    finally:
-        jax.config.update("jax_disable_most_optimizations", optimised)
+    st, h = run_steps(step, init_state(params["params"], tx), arrays, jax.random.PRNGKey(1),
+                      SYNC_STEPS)  # fmt: skip
     auc = prior.sync_auc(syncnet, st.params, arrays, data.n_train, data.n, frames, SHIFT)
     print(f"syncnet on the synthetic subject ({data.n_train}+{data.n - data.n_train} frames, "
           f"generated in {gen_s:.1f}s): {SYNC_STEPS} steps {h['seconds']:.1f}s loss "

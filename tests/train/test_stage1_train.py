@@ -99,6 +99,7 @@ def test_face_crops_follow_the_landmarks():
     np.testing.assert_array_equal(centre[0], [200, 160, 140])  # the face colour sits in the middle
 
 
+@pytest.mark.optimized  # one training step as users compile it
 def test_syncnet_step_overfits(setup):
     cfg, data, models, params, arrays = setup
     step, tx = prior.make_syncnet_step(cfg, models["syncnet"], data.n_train)
@@ -147,6 +148,7 @@ def test_stylenet_fuse_step_overfits(setup):
     overfit(step, init_state(sp, tx), dict(arrays, f_exp=f_exp))
 
 
+@pytest.mark.optimized  # an exact equality, under XLA's optimisations
 @pytest.mark.parametrize("exp_dropout", [0.0, 1.0])
 def test_fuse_exp_dropout_hides_f_exp(setup, exp_dropout):
     """fuse.exp_dropout = 1 zeroes every sequence's f_exp before FuseNet: the loss no longer

@@ -5,11 +5,17 @@ optimizer states, step, RNG key data) plus a small JSON document (data-order
 state, phase name, config hash, format version). Orbax writes each step into a
 temporary directory and renames it when complete, so a run killed at any
 moment (SIGKILL included) leaves only whole checkpoints behind; restarting the
-same command restores the newest one.
+same command restores the newest one. A step is present only once orbax has finished it
+(`finished_steps`): the temporary folder a killed save leaves behind (`<step>.orbax-checkpoint-tmp`)
+is never read, and a writing `Checkpointer` deletes such leftovers when it opens the directory.
+
+`write_json_atomic` gives small JSON documents (summary.json) the same guarantee: a reader sees
+the old file or the new one, never a truncated one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -24,15 +30,17 @@ class Checkpointer:
     """Saves and restores (state pytree, JSON metadata) pairs under `directory`.
 
     Args:
-      directory: where step folders are written (created if missing).
+      directory: where step folders are written (created if missing; the unfinished step
+        folders of a killed save in it are deleted).
       max_to_keep: how many of the newest checkpoints are kept.
     """
 
     def __init__(self, directory: str, *, max_to_keep: int = 3):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
-        )
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+            cleanup_tmp_directories=True,
+        )  # fmt: skip
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
@@ -86,3 +94,29 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def finished_steps(directory: str) -> list[int]:
+    """The steps orbax has finished writing in `directory` (sorted; [] when it does not exist).
+
+    Reads only: creates nothing and leaves a killed save's temporary folders where they are (the
+    next `Checkpointer` that writes there deletes them).
+    """
+    if not os.path.isdir(directory):
+        return []
+    return sorted(ocp.utils.checkpoint_steps(directory))
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes `obj` as indented JSON to `path` through `path + ".tmp"` and `os.replace`, so a
+    crash, or a value JSON cannot encode, leaves the previous file (or none), never a part."""
+    text = json.dumps(obj, indent=2)  # a value JSON cannot encode fails here, before any write
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -18,6 +18,7 @@ import ml_collections
 from ua3dtalk_jax.audio.precomputed import check_choice
 from ua3dtalk_jax.configs.overrides import apply_overrides, check_config
 from ua3dtalk_jax.data.stage2_audio import resolve_audio, trained_on
+from ua3dtalk_jax.train.checkpoint import write_json_atomic
 from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config, with_legacy_defaults
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import has_stage1
@@ -198,6 +199,5 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
             writer.close()
         if "stage1" in out:
             out["stage2"]["seconds"]["stage1"] = out["stage1"]["seconds"]
-            with open(os.path.join(workdir, "summary.json"), "w") as f:
-                json.dump(out["stage2"], f, indent=2)
+            write_json_atomic(os.path.join(workdir, "summary.json"), out["stage2"])
     return out

@@ -14,13 +14,21 @@ the lip-wav reference crops (so novel audio needs no video), the f_gt-exp standa
 train-frame statistics of f_exp and f_tone (`stage1.features`: the standardisation stage 2 sees)
 and the per-class mean f_emo-attn (for the emotion override). `load_stage1(workdir)` rebuilds it
 all.
+
+Crash safety: every module checkpoints every `checkpoint_every` steps and at its end under
+`workdir/stage1_progress/<module>` (`stage1_loop.Progress`); a rerun restores finished modules and
+resumes a half-trained one where it stopped, with the parameters of a run without a stop. The
+folder is deleted once the final checkpoint is written. Both are orbax checkpoints: a save killed
+half-way leaves a temporary folder that counts as nothing (`has_stage1`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -31,18 +39,22 @@ from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_face
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.checkpoint import Checkpointer
+from ua3dtalk_jax.train.checkpoint import Checkpointer, finished_steps
 from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices, to_float
-from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
+from ua3dtalk_jax.train.stage1_loop import Progress, init_state, run_steps
 from ua3dtalk_jax.types import EMOTIONS
 
 CKPT_DIR = "stage1"
+PROGRESS_DIR = "stage1_progress"  # per-module checkpoints of an unfinished stage 1
+DEFAULT_CHECKPOINT_EVERY = 500  # configs saved before stage1.checkpoint_every
 
 
 def has_stage1(workdir: str) -> bool:
-    """Whether `workdir` holds a (non-empty) stage-1 checkpoint folder."""
-    path = os.path.join(workdir, CKPT_DIR)
-    return os.path.isdir(path) and bool(os.listdir(path))
+    """Whether `workdir` holds a finished stage-1 checkpoint (a save killed before orbax
+    finished it leaves only a temporary folder, which does not count)."""
+    return bool(finished_steps(os.path.join(workdir, CKPT_DIR)))
+
+
 AUC_SHIFT = 5  # frames; the issue's separation test
 
 
@@ -101,9 +113,11 @@ def _config(d: dict) -> ml_collections.ConfigDict:
 
 
 def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
-                face: stage1_face.FacePrior | None = None) -> tuple[dict, dict, dict]:  # fmt: skip
+                face: stage1_face.FacePrior | None = None,
+                progress: Progress | None = None) -> tuple[dict, dict, dict]:  # fmt: skip
     """Steps 1–4; `syncnet`: frozen SyncNet params (`prior.pretrained_syncnet`), not trained then;
-    `face`: Deep3DFaceRecon gives f_exp (`stage1_face`), the regressor is not trained then.
+    `face`: Deep3DFaceRecon gives f_exp (`stage1_face`), the regressor is not trained then;
+    `progress`: where the modules checkpoint and resume (`stage1_loop.Progress`).
 
     Returns (models, params, metrics).
     """
@@ -116,7 +130,7 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
     if syncnet is None:
         step, tx = prior.make_syncnet_step(cfg, models["syncnet"], data.n_train)
         st, h = run_steps(step, init_state(params["syncnet"], tx), arrays,
-                          jax.random.fold_in(key, 1), cfg.syncnet.steps, log, "syncnet")
+                          jax.random.fold_in(key, 1), cfg.syncnet.steps, log, "syncnet", progress)
         params["syncnet"], m["syncnet"] = st.params, _summary(h)
     else:
         params["syncnet"], m["syncnet"] = jax.tree.map(jnp.asarray, syncnet), {"pretrained": 1.0}
@@ -128,13 +142,13 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
 
     step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
     st, h = run_steps(step, init_state(params["lip_expert"], tx),
-                      dict(arrays, syncnet=params["syncnet"]),
-                      jax.random.fold_in(key, 2), cfg.lip_expert.steps, log, "lip_expert")  # fmt: skip
+                      dict(arrays, syncnet=params["syncnet"]), jax.random.fold_in(key, 2),
+                      cfg.lip_expert.steps, log, "lip_expert", progress)  # fmt: skip
     params["lip_expert"] = st.params
     m["lip_expert"] = _summary(h)
 
     if face is None:
-        m["expr_prior"] = _train_regressor(data, cfg, models, params, arrays, key, log)
+        m["expr_prior"] = _train_regressor(data, cfg, models, params, arrays, key, log, progress)
     else:
         m["expr_prior"] = {"face_recon": 1.0}
     refs = to_float(data.crops[reference_indices(data.n_train, cfg.data.n_refs)])
@@ -143,7 +157,8 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
     step, tx = prior.make_style_step(cfg, models["stylenet"], models["fuse"], data.n_train)
     sp = {"stylenet": params["stylenet"], "fuse": params["fuse"]}
     st, h = run_steps(step, init_state(sp, tx), dict(arrays, f_exp=feats["f_exp"]),
-                      jax.random.fold_in(key, 4), cfg.stylenet.steps, log, "stylenet_fuse")  # fmt: skip
+                      jax.random.fold_in(key, 4), cfg.stylenet.steps, log, "stylenet_fuse",
+                      progress)  # fmt: skip
     params.update(st.params)
     m["stylenet_fuse"] = _summary(h)
     tone = prior.tone_features(models, params, data.mel, feats["f_exp"], cfg.stylenet.seq_len)
@@ -154,12 +169,14 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
     return models, params, m
 
 
-def _train_regressor(data: Stage1Data, cfg, models, params, arrays, key, log) -> dict:
+def _train_regressor(data: Stage1Data, cfg, models, params, arrays, key, log,
+                     progress: Progress | None = None) -> dict:  # fmt: skip
     """Step 3 without Deep3DFaceRecon: the expression-prior regressor on real crops (sets
     params["expr_prior"]); returns its metrics."""
     step, tx = prior.make_prior_step(cfg, models["expr_prior"], data.n_train)
     st, h = run_steps(step, init_state(params["expr_prior"], tx), arrays,
-                      jax.random.fold_in(key, 3), cfg.expr_prior.steps, log, "expr_prior")  # fmt: skip
+                      jax.random.fold_in(key, 3), cfg.expr_prior.steps, log, "expr_prior",
+                      progress)  # fmt: skip
     params["expr_prior"] = st.params
     m = _summary(h)
     if data.n > data.n_train:
@@ -188,8 +205,10 @@ def prior_stats(f_exp, f_tone, n_train: int) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(0).astype(np.float32), np.maximum(f.std(0), 1e-6).astype(np.float32)
 
 
-def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None):
-    """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names.
+def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None,
+                  progress: Progress | None = None):  # fmt: skip
+    """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names;
+    `progress` as in `train_prior`.
 
     Returns:
       (encoder module, params, class_means (C, 128), metrics).
@@ -204,7 +223,7 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     m = {"alexnet_imagenet": imagenet, "wav2vec_pretrained": bool(e.get("wav2vec_weights", ""))}
     step, tx = emo.make_emotion_step(e, pre_model, finetune=False)
     st, h = run_steps(step, init_state(params, tx), corpus, jax.random.fold_in(key, 1),
-                      e.pretrain_steps, log, "emotion_pretrain")  # fmt: skip
+                      e.pretrain_steps, log, "emotion_pretrain", progress)  # fmt: skip
     m["pretrain"] = _summary(h)
     model = emo.build_encoder(e, n_classes, data.exp_dim)
     val = np.arange(data.n_train, data.n)
@@ -223,7 +242,7 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     ft = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=True)
     step, tx = emo.make_emotion_step(e, model, finetune=True)
     st, h = run_steps(step, init_state(params, tx), ft, jax.random.fold_in(key, 3),
-                      e.finetune_steps, log, "emotion_finetune")  # fmt: skip
+                      e.finetune_steps, log, "emotion_finetune", progress)  # fmt: skip
     m["finetune"] = _summary(h)
     out = emo.emotion_features(model, st.params, data.stream, np.asarray(data.centres), e)
     if val_labelled:
@@ -237,7 +256,8 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
 
 def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_classes=None,
                  log=None) -> tuple[Stage1Model, dict]:  # fmt: skip
-    """Trains every stage-1 module on `data` and saves the checkpoint under workdir/stage1.
+    """Trains every stage-1 module on `data` and saves the checkpoint under workdir/stage1,
+    resuming from workdir/stage1_progress (module docstring) when a run was stopped.
 
     Args:
       data: the subject's `Stage1Data`.
@@ -248,18 +268,22 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
       log: optional callable taking progress lines.
     Returns:
       (the trained `Stage1Model`, metrics dict).
+    Raises:
+      ValueError: `cfg.checkpoint_every` is not a positive integer, or workdir/stage1_progress
+        holds another config's or subject's modules.
     """
     key = jax.random.PRNGKey(cfg.seed)
     cfg, syncnet = prior.pretrained_syncnet(cfg)  # before anything: the checkpoint stores this cfg
     face = _face_prior(cfg, data)
+    progress = _progress(cfg, data, workdir)
     # Emotion Distillation does not depend on Prior Extraction: it runs in a second thread beside
     # it (XLA releases the GIL; the small stage-1 programs leave part of a 2-core CPU idle). Each
     # keeps its own keys, so the results are the same as one after the other.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stage1-emotion") as pool:
         emotion = pool.submit(train_emotion, data, cfg, jax.random.fold_in(key, 20), corpus,
-                              corpus_classes, log)  # fmt: skip
+                              corpus_classes, log, progress)  # fmt: skip
         models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet,
-                                        face)  # fmt: skip
+                                        face, progress)  # fmt: skip
         enc, ep, means, m["emotion"] = emotion.result()
     stats = m.pop("prior_stats")
     models["emotion"], params["emotion"] = enc, ep
@@ -267,6 +291,7 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
     model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means, *stats,
                         face)  # fmt: skip
     save_stage1(model, workdir, m)
+    shutil.rmtree(progress.root, ignore_errors=True)  # the final checkpoint supersedes it
     return model, m
 
 
@@ -281,6 +306,16 @@ def _face_prior(cfg, data: Stage1Data) -> stage1_face.FacePrior | None:
             f"stage1.prior.face_recon_weights={stage1_face.weights_path(cfg)}: the stage-1 data "
             "has no aligned frames (build it with Stage1Data.from_subject and this config)")
     return stage1_face.FacePrior(*net, data.face_refs["frames"], data.face_refs["affine"])
+
+
+def _progress(cfg, data: Stage1Data, workdir: str) -> Progress:
+    """The module checkpoints of this stage-1 run, keyed by everything that shapes the modules
+    (the config but its checkpoint interval; the subject's sizes and f_gt-exp)."""
+    c = cfg.to_dict()
+    every = c.pop("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+    subject = hashlib.sha256(np.ascontiguousarray(np.asarray(data.exp, np.float32))).hexdigest()
+    shape = [int(data.n), int(data.n_train), int(data.exp_dim), subject]
+    return Progress(os.path.join(workdir, PROGRESS_DIR), every, [c, shape])
 
 
 def save_stage1(model: Stage1Model, workdir: str, metrics: dict | None = None) -> str:
@@ -307,6 +342,10 @@ def load_stage1(workdir: str) -> Stage1Model:
     path = os.path.abspath(workdir)
     if os.path.isdir(os.path.join(path, CKPT_DIR)):
         path = os.path.join(path, CKPT_DIR)
+    if not finished_steps(path):
+        raise FileNotFoundError(
+            f"{path}: no finished stage-1 checkpoint; run `python -m experiments.train "
+            "--stage=1` (or --stage=all) with this --workdir")  # fmt: skip
     ck = Checkpointer(path, max_to_keep=1)
     meta = ck._manager.restore(ck.latest_step(), args=_meta_args())["meta"]
     cfg = _config(meta["config"])

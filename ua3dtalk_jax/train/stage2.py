@@ -10,7 +10,6 @@ prediction | ground truth | |error| strips, and to TensorBoard (workdir/tb).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -23,7 +22,7 @@ from ua3dtalk_jax.data.stage2_audio import match_subject
 from ua3dtalk_jax.losses import image as L
 from ua3dtalk_jax.losses.regularizers import rect_mask
 from ua3dtalk_jax.train import parallel
-from ua3dtalk_jax.train.checkpoint import Checkpointer
+from ua3dtalk_jax.train.checkpoint import Checkpointer, finished_steps, write_json_atomic
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import has_stage1
 from ua3dtalk_jax.train.stage2_data import KEYS
@@ -128,8 +127,7 @@ def run_stage2(cfg, subject, workdir: str, *, log=print, writer=None, on_frame=N
     times["eval"] = time.time() - t
     summary = {"heldout": metrics, "seconds": times, "extent": extent,
                "gaussians": {p: int(np.sum(states[p].gaussians.active)) for p in states}}  # fmt: skip
-    with open(os.path.join(workdir, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2)
+    write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     return summary
 
 
@@ -204,7 +202,7 @@ def load_stage2(workdir: str, cfg=None):
     from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
 
     path = os.path.join(os.path.abspath(workdir), MODEL_DIR)
-    if not os.path.isdir(path) or not os.listdir(path):
+    if not finished_steps(path):  # a save killed before orbax finished it leaves a tmp folder
         raise FileNotFoundError(
             f"{path}: no trained stage-2 model; run `python -m experiments.train --stage=2` "
             f"(or --stage=all) with --workdir={workdir}")

@@ -11,7 +11,8 @@ The fuse step trains colours and the face opacity for `fuse.iterations` steps.
 
 Checkpoints (orbax, atomic, keep-last-k) go to workdir/stage2/<phase>, the logged metrics to
 workdir/stage2/<phase>_metrics.jsonl (one JSON object per `log_every` iterations: the means
-over those iterations); the frames of an iteration
+over those iterations; a resumed or rolled-back phase first drops the lines past the iteration it
+restarts from, so each iteration is logged once); the frames of an iteration
 are a function of the iteration (stage2_data), so a killed run restarted with the same command ends
 with the same parameters. A non-finite loss or gradient skips the update (the step leaves the
 state unchanged); `max_bad_steps` in a row roll back to the newest checkpoint.
@@ -62,12 +63,16 @@ class Phase:
         self.history = os.path.join(workdir, "stage2", f"{name}_metrics.jsonl")
 
     def restore(self, state):
-        """(state, iteration) from the newest checkpoint, or (state, 0)."""
+        """(state, iteration) from the newest checkpoint, or (state, 0); the metrics history keeps
+        only the lines up to that iteration (the later ones will be logged again)."""
+        self.window = []
         if self.ckpt.latest_step() is None:
+            truncate_history(self.history, 0)
             return state, 0
         restored, meta = self.ckpt.restore(state)
         restored = jax.tree.map(jax.numpy.asarray, restored)
         self.log(f"[{self.name}] resumed at iteration {meta['iteration']}")
+        truncate_history(self.history, int(meta["iteration"]))
         return restored, int(meta["iteration"])
 
     def save(self, state, it: int):
@@ -119,6 +124,27 @@ class Phase:
         if self.bar is not None:
             self.bar.close()
         self.ckpt.close()
+
+
+def truncate_history(path: str, iteration: int) -> None:
+    """Drops the lines of a metrics .jsonl past `iteration` (and a line a kill cut short), so a
+    resumed phase logs each iteration once; the file is rewritten atomically."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["iteration"] <= iteration:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # the partial last line of a killed write
+    if len(keep) < len(lines):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
 
 
 def variant(cfg, b, it: int) -> Variant:
