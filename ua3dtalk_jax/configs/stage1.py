@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from ua3dtalk_jax.configs.pretrained import REQUIRED
+
 PRESETS = ("paper", "cpu", "tiny")
 
 
@@ -124,7 +126,8 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     cfg.syncnet.max_shift = 25
     # A user's Wav2Lip colour SyncNet (`lipsync_expert.pth`, torch zip/legacy or safetensors; read
     # without torch, nothing downloaded): used frozen instead of training ours (needs 96² crops, 5
-    # frames). Empty: train our own. `stage1_prior.pretrained_syncnet` resolves the fields above.
+    # frames). Empty or "none": train our own (the paper preset requires one of the two:
+    # configs/pretrained.py). `stage1_prior.pretrained_syncnet` resolves the fields above.
     cfg.syncnet.pretrained = ""
     # frames from a window's first face to the start of its mel chunk, wherever a SyncNet scores
     # faces (Wav2Lip's trained pairing: 1, set when `pretrained` is loaded)
@@ -149,7 +152,8 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # The paper's 3D expression prior: a user's Deep3DFaceRecon / SadTalker `epoch_20.pth` (torch
     # zip/legacy or safetensors, read without torch; nothing downloaded). Given, f_exp (lip-expert
     # frames) and f_gt-exp (real frames) are its 64 expression coefficients after the 5-point
-    # alignment (train/stage1_face.py) and `expr_prior` is not trained. Empty: the regressor below.
+    # alignment (train/stage1_face.py) and `expr_prior` is not trained. Empty or "none": the
+    # regressor below.
     cfg.prior = ml_collections.ConfigDict()
     cfg.prior.face_recon_weights = ""
 
@@ -228,7 +232,8 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # such a folder also works; nothing is downloaded): the waveform branch is then that complete
     # model, frozen, with CA-MSER's classifier on [s ‖ m ‖ f] (models/emotion/encoder.py); sizes
     # come from its config.json, wav_channels/wav_dim are unused. Empty: the conv feature encoder
-    # (wav_channels/wav_dim) is trained from scratch and the classifier sees f_emo-attn alone.
+    # (wav_channels/wav_dim) is trained from scratch and the classifier sees f_emo-attn alone
+    # ("none" says so explicitly; the paper preset requires one of the two).
     # The stage-1 checkpoint holds the weights; loading it reads the folder's config.json again.
     e.wav2vec_weights = ""
     e.feature_dim = 128  # f_emo-attn
@@ -247,4 +252,7 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     e.corpus_clips = z["corpus_clips"]
     e.corpus_seed = 0
     e.iemocap_labels = "four"
+    if preset == "paper":  # the paper's method or an explicit substitute (configs/pretrained.py)
+        cfg.syncnet.pretrained = cfg.prior.face_recon_weights = REQUIRED
+        e.wav2vec_weights = e.corpus = REQUIRED
     return cfg
