@@ -36,7 +36,9 @@ from ua3dtalk_jax.models.emotion_encoder import EmotionEncoder
 from ua3dtalk_jax.models.heads import ConcatMLPHeads, DeformHeads
 from ua3dtalk_jax.models.hexplane import HexPlaneField
 from ua3dtalk_jax.models.uncertainty import (
+    FUSIONS,
     UncertaintyBlock,
+    ensemble_fusion_lowrank,
     ensemble_moments,
     gaussian_fusion_diag,
     gaussian_fusion_weighted,
@@ -104,6 +106,7 @@ class MotionSpec:
     hidden: int = 64
     latent: int = 48
     members: int = 10
+    fusion: str = "dense"  # eval-mode Eq. 10–12: "dense" covariances or "lowrank" (Woodbury)
 
     @property
     def view_names(self) -> tuple[str, ...]:
@@ -202,6 +205,13 @@ class MotionNetwork(nn.Module):
     def _fuse(self, views, enc_x, mode, rng) -> tuple[jax.Array, dict]:
         """Uncertainty blocks per view and their Gaussian fusion (Eq. 7–12)."""
         sp = self.spec
+        if mode == "eval" and sp.fusion == "lowrank":
+            outs = [UncertaintyBlock(sp.hidden, sp.latent, sp.members, name=f"unc_{name}")(
+                jnp.concatenate([feat, enc_x], axis=-1) if with_x else feat)
+                for name, (feat, with_x) in zip(sp.view_names, views)]  # fmt: skip
+            aux = ensemble_fusion_lowrank(*(jnp.stack(z) for z in zip(*outs)))
+            aux["members"] = jnp.full((len(views),), -1, jnp.int32)
+            return aux["fused_mu"], aux
         mus, second, alea, epi, members = [], [], [], [], []
         for v, (name, (feat, with_x)) in enumerate(zip(sp.view_names, views)):
             x = jnp.concatenate([feat, enc_x], axis=-1) if with_x else feat
@@ -257,6 +267,9 @@ def motion_spec(cfg, part: str) -> MotionSpec:
     """
     if part not in ("face", "mouth"):
         raise ValueError(f"part must be 'face' or 'mouth', got {part!r}")
+    fusion = cfg.uncertainty.get("fusion", "dense")
+    if fusion not in FUSIONS:
+        raise ValueError(f"model.uncertainty.fusion = {fusion!r}; choose one of {FUSIONS}")
     base = FACE if part == "face" else MOUTH
     dec = cfg.get("decoder", {}).get(part, {})
     gain = float(dec.get("xyz_gain", 1.0))
@@ -278,4 +291,5 @@ def motion_spec(cfg, part: str) -> MotionSpec:
         hidden=cfg.uncertainty.hidden,
         latent=cfg.uncertainty.latent,
         members=cfg.uncertainty.members,
+        fusion=fusion,
     )

@@ -15,7 +15,8 @@ import ml_collections
 CONFIG_NAME = "config.json"
 # Fields added after workdirs were first written, with the value that reproduces what those
 # workdirs did: a saved config without one reads as having it (resuming, comparing, loading).
-LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1"}
+LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1",
+                   ("model", "uncertainty", "fusion"): "dense"}
 
 
 def with_legacy_defaults(d: dict) -> dict:
