@@ -19,7 +19,8 @@ Inputs: `--subject` (a subject folder), else the tiny synthetic subject rendered
 authors' preprocessing writes ([N, 16, 29], random values: no DeepSpeech model ships here), so
 model.audio follows it (in_dim 29). The stage-1 features stage 2 reads are random (N, 64/64/128)
 arrays; their values do not change the cost. `--fill` (default) starts every Gaussian buffer full
-(all `capacity` slots live: the cost at the end of densification, not the 2,000 initial points).
+(all `capacity` slots live: the cost at the end of densification, not the 2,000 initial points;
+the network's cost is that of the whole buffer either way, the rasterizer's is not).
 
 Timings on a shared machine are noisy: the CPU seconds are the steadier figure, and the printed
 header records the load average so a later run on a quiet machine can be compared.
@@ -50,6 +51,12 @@ _SET = flags.DEFINE_multi_string("set", [], "Config override dotted.key=value (r
 _FILL = flags.DEFINE_bool("fill", True, "Start the Gaussian buffers full (capacity slots live).")
 _JSON = flags.DEFINE_string("json", "", "Also write the results here.")
 _INPROC = flags.DEFINE_bool("in_process", False, "Run the phases in this process (internal).")
+_PROGRAMS = flags.DEFINE_list("programs", [], "face/mouth: only these of static, train, eval, "
+                               "densify (default: all).")
+_CHUNK = flags.DEFINE_integer(
+    "fusion_chunk", None, "Gaussians per chunk of the low-rank ensemble fusion (default: the "
+    "library's FUSION_CHUNK; 0: none). XLA's cost analysis counts a loop body once, so the "
+    "FLOPs of a chunked program are those of one chunk: use 0 (with --compile_only) for totals.")
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Compile and analyse; run no steps.")
 _MEM_MARGIN = flags.DEFINE_float(
     "mem_margin", 0.8, "Run no steps of a program whose XLA buffers exceed this fraction of the "
@@ -178,19 +185,32 @@ def bench_subject(size: int, data_root: str) -> str:
     return path
 
 
-def build_config(preset: str, overrides, subject, fill: bool):
-    """The preset with `overrides`, model.audio following the subject's windows, buffers full."""
+def build_config(preset: str, overrides, subject):
+    """The preset with `overrides`, model.audio following the subject's windows."""
     from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
     from ua3dtalk_jax.train import run  # noqa: PLC0415
 
     cfg = get_config(preset)
     cfg.model.audio.steps, cfg.model.audio.in_dim = subject.audio_window, subject.audio_dim
-    cfg = run.apply_overrides(cfg, overrides)
-    if fill:
-        for part in ("face", "mouth"):
-            cfg.model.gaussians[part].init = "box"
-            cfg.model.gaussians[part].init_num = cfg.model.gaussians[part].capacity
-    return cfg
+    return run.apply_overrides(cfg, overrides)
+
+
+def filled(g, key):
+    """`g` with every free slot live: a copy of a live Gaussian moved by one of its own scales (a
+    full buffer, as densification leaves it, without the O(N²) neighbour search of an init on
+    N points)."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    live = np.flatnonzero(np.asarray(g.active))
+    src = jnp.asarray(np.where(np.asarray(g.active), np.arange(g.capacity),
+                               live[np.arange(g.capacity) % len(live)]))  # fmt: skip
+    fields = ("means", "scales_raw", "quats", "opacity_logits", "sh")
+    copy = g.replace(**{f: getattr(g, f)[src] for f in fields})
+    step = jax.nn.softplus(copy.scales_raw) * jax.random.normal(key, copy.means.shape)
+    fresh = ~g.active
+    return copy.replace(means=jnp.where(fresh[:, None], copy.means + step, copy.means),
+                        active=jnp.ones_like(g.active))  # fmt: skip
 
 
 def stand_in_features(n: int, cfg) -> dict:
@@ -221,6 +241,8 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
                                                  for i in subject.split("train")]))  # fmt: skip
     state, net, g_tx, n_tx = stage2_state.init_branch(cfg, part, jax.random.PRNGKey(cfg.seed),
                                                       extent, subject)  # fmt: skip
+    if _FILL.value:
+        state = state.replace(gaussians=filled(state.gaussians, jax.random.PRNGKey(7)))
     state = jax.device_put(state, parallel.replicated(mesh))
     sampler = FrameSampler(subject, stand_in_features(len(subject), cfg), part, b, cfg.seed,
                            global_batch(cfg, mesh))  # fmt: skip
@@ -229,7 +251,10 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
               "live_gaussians": int(np.sum(np.asarray(state.gaussians.active)))}  # fmt: skip
     rows = []
     # one iteration inside each part of the schedule (the variant and flags training would use)
+    wanted = set(_PROGRAMS.value or ("static", "train", "eval", "densify"))
     for label, it in (("static", 0), ("train", b.warmup + 1), ("eval", b.ensemble_from + 1)):
+        if label not in wanted:
+            continue
         v = variant(cfg, b, it)
         batches = [parallel.put_batch(sampler.load(it + i), mesh) for i in range(steps + 1)]
 
@@ -240,6 +265,8 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
         step = make_branch_step(cfg, part, net, g_tx, n_tx, v, width=w, height=h, mesh=mesh)
         rows += measure(f"{part}/{label}", step, (state, batches[0], step_flags(b, part, it)),
                         steps, advance, late if label == "eval" and v.deform else None)  # fmt: skip
+    if "densify" not in wanted:
+        return [dict(r, **counts) for r in rows]
     dcfg = densify_config(cfg.model.gaussians[part])
 
     def densify(g, stats, key):
@@ -268,6 +295,8 @@ def bench_fuse(cfg, subject, steps: int) -> list[dict]:
     for i, p in enumerate(("face", "mouth")):
         st, nets[p], _, _ = stage2_state.init_branch(cfg, p, jax.random.PRNGKey(i), extent,
                                                      subject)  # fmt: skip
+        if _FILL.value:
+            st = st.replace(gaussians=filled(st.gaussians, jax.random.PRNGKey(7 + i)))
         txs[p] = stage2_state.gaussian_optimizer(cfg.train[p], extent, st.gaussians.sh.shape[1],
                                                  fuse=cfg.train.fuse, part=p)  # fmt: skip
         states[p] = st.replace(g_opt=txs[p].init(trainable(st.gaussians)))
@@ -335,9 +364,13 @@ def run_phase(phase: str) -> list[dict]:
     from ua3dtalk_jax.data import Subject  # noqa: PLC0415
 
     cli.quiet_orbax()
+    if _CHUNK.value is not None:
+        from ua3dtalk_jax.models import uncertainty  # noqa: PLC0415
+
+        uncertainty.FUSION_CHUNK = _CHUNK.value
     path = _SUBJECT.value or bench_subject(_SIZE.value, _DATA_ROOT.value)
     subject = Subject.open(path)
-    cfg = build_config(_CONFIG.value, _SET.value, subject, _FILL.value)
+    cfg = build_config(_CONFIG.value, _SET.value, subject)
     if phase in ("face", "mouth"):
         return bench_branch(cfg, subject, phase, _STEPS.value)
     if phase == "fuse":

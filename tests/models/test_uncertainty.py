@@ -10,6 +10,7 @@ import pytest
 from ua3dtalk_jax.models.uncertainty import (
     UncertaintyBlock,
     UncertaintyMember,
+    ensemble_fusion_chunked,
     ensemble_fusion_lowrank,
     ensemble_moments,
     gaussian_fusion,
@@ -241,3 +242,26 @@ def test_lowrank_fusion_finite_for_degenerate_members():
         assert np.all(np.isfinite(x))
     np.testing.assert_allclose(out["epistemic"][0], 0.0, atol=1e-12)  # mean of equal values: ulps
     assert np.all(out["view_weights"][1] > 0.99)  # the (near) certain view takes the weight
+
+
+def test_chunked_ensemble_fusion_equals_one_chunk():
+    # 7 Gaussians in chunks of 3 (the last one padded): values and gradients as in one piece
+    block = UncertaintyBlock(hidden=8, latent=6, members=T)
+    xs = [jax.random.normal(jax.random.PRNGKey(20 + v), (N, 5 + v)) for v in range(V)]
+    params = [block.init(jax.random.PRNGKey(30 + v), x)["params"] for v, x in enumerate(xs)]
+    whole = ensemble_fusion_chunked(block, params, xs, chunk=0)
+    mu, logvar = (jnp.stack(z) for z in zip(*[block.apply({"params": p}, x)
+                                               for p, x in zip(params, xs)]))  # fmt: skip
+    direct = ensemble_fusion_lowrank(mu, logvar)
+    parts = ensemble_fusion_chunked(block, params, xs, chunk=3)
+    for k in whole:
+        assert parts[k].shape == whole[k].shape == direct[k].shape, k
+        np.testing.assert_allclose(parts[k], whole[k], rtol=F32_RTOL, atol=F32_ATOL, err_msg=k)
+        np.testing.assert_allclose(direct[k], whole[k], rtol=F32_RTOL, atol=F32_ATOL, err_msg=k)
+
+    def loss(chunk):
+        return lambda p: jnp.sum(jnp.sin(ensemble_fusion_chunked(block, p, xs, chunk)["fused_mu"]))
+
+    for a, b in zip(jax.tree.leaves(jax.grad(loss(3))(params)),
+                    jax.tree.leaves(jax.grad(loss(0))(params))):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=F32_RTOL, atol=F32_ATOL)

@@ -38,6 +38,7 @@ from ua3dtalk_jax.models.hexplane import HexPlaneField
 from ua3dtalk_jax.models.uncertainty import (
     FUSIONS,
     UncertaintyBlock,
+    ensemble_fusion_chunked,
     ensemble_fusion_lowrank,
     ensemble_moments,
     gaussian_fusion_diag,
@@ -206,10 +207,15 @@ class MotionNetwork(nn.Module):
         """Uncertainty blocks per view and their Gaussian fusion (Eq. 7–12)."""
         sp = self.spec
         if mode == "eval" and sp.fusion == "lowrank":
-            outs = [UncertaintyBlock(sp.hidden, sp.latent, sp.members, name=f"unc_{name}")(
-                jnp.concatenate([feat, enc_x], axis=-1) if with_x else feat)
-                for name, (feat, with_x) in zip(sp.view_names, views)]  # fmt: skip
-            aux = ensemble_fusion_lowrank(*(jnp.stack(z) for z in zip(*outs)))
+            xs = [jnp.concatenate([f, enc_x], axis=-1) if x else f for f, x in views]
+            if self.is_initializing():  # creates the blocks' parameters (same names as "dense")
+                outs = [UncertaintyBlock(sp.hidden, sp.latent, sp.members, name=f"unc_{v}")(x)
+                        for v, x in zip(sp.view_names, xs)]  # fmt: skip
+                aux = ensemble_fusion_lowrank(*(jnp.stack(z) for z in zip(*outs)))
+            else:
+                block = UncertaintyBlock(sp.hidden, sp.latent, sp.members, parent=None)
+                params = [self.variables["params"][f"unc_{v}"] for v in sp.view_names]
+                aux = ensemble_fusion_chunked(block, params, xs)
             aux["members"] = jnp.full((len(views),), -1, jnp.int32)
             return aux["fused_mu"], aux
         mus, second, alea, epi, members = [], [], [], [], []
