@@ -5,14 +5,16 @@
 
 Each phase runs in its own process (so its peak RSS is its own) and reports, per compiled program:
 compile time, the median wall and process-CPU seconds of `--steps` timed steps (after one warm-up
-step), the peak RSS while compiling and while stepping (VmHWM, reset between the two), XLA's cost
-analysis (FLOPs and bytes of the compiled program; the rasterizer's FFI custom calls count 0) and
-the parameter counts. The steps are the project's own: `train.stage2_step.make_branch_step` (face,
-mouth: static warm-up, one random ensemble member per view "train", the full ensemble "eval" from
-`ensemble_from`, and "eval" with the late LPIPS terms), a densification round, `make_fuse_step`,
-and each stage-1 trainer's `make_*_step` (SyncNet, lip expert, expression prior, StyleNet+FuseNet,
-emotion pre-training and fine-tuning). At the end the table is printed with the wall time of the
-preset's whole schedule extrapolated from the medians, and a GPU estimate (assumptions printed).
+step of the program), the peak RSS while compiling and while stepping (VmHWM, reset between the
+two; the step figure includes what the process holds already), XLA's buffer sizes and cost
+analysis (FLOPs and bytes of the compiled program; the rasterizer's FFI custom calls count 0, a
+loop body counts once: see --fusion_chunk) and the parameter counts. The steps are the project's
+own: `train.stage2_step.make_branch_step` (face, mouth: static warm-up, one random ensemble member
+per view "train", the full ensemble "eval" from `ensemble_from`, and "eval" with the late LPIPS
+terms), a densification round, `make_fuse_step`, and each stage-1 trainer's `make_*_step`
+(SyncNet, lip expert, expression prior, StyleNet+FuseNet, emotion pre-training and fine-tuning).
+At the end the table is printed with the wall time of the preset's whole schedule extrapolated
+from the medians, and a GPU estimate (assumptions printed).
 
 Inputs: `--subject` (a subject folder), else the tiny synthetic subject rendered at `--size`
 (built once under --data_root, ~2 min) with a stand-in DeepSpeech `aud_ds.npy` of the shape the
@@ -143,8 +145,8 @@ def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) 
     for suffix, transform in [("", None)] + list((variants or {}).items()):
         a = args if transform is None else transform(args)
         _reset_peak()
-        out = jax.block_until_ready(compiled(*a))  # warm-up
-        a = advance(out, a, 0)
+        if not suffix:  # the variants run the same executable: warm already
+            a = advance(jax.block_until_ready(compiled(*a)), a, 0)
         wall, cpu = [], []
         for i in range(steps):
             w0, c0 = time.perf_counter(), time.process_time()
