@@ -53,3 +53,12 @@ def test_without_training_stage_1_required_reads_as_not_given():
     cfg = get_config("paper")
     pretrained.resolve(cfg.stage1, trains_stage1=False)
     assert cfg.stage1.syncnet.pretrained == "" and cfg.stage1.emotion.corpus == ""
+
+
+def test_substitute_required_fills_only_what_is_missing():
+    cfg = apply_overrides(get_config("paper"), ["stage1.emotion.corpus=iemocap:/data/IEMOCAP"])
+    applied = pretrained.substitute_required(cfg.stage1)
+    assert applied == SUBSTITUTES[:3]
+    pretrained.resolve(cfg.stage1)  # nothing left to refuse
+    assert cfg.stage1.emotion.corpus == "iemocap:/data/IEMOCAP"
+    assert pretrained.substitute_required(cfg.stage1) == []

@@ -14,6 +14,10 @@ from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
 
 F32_RTOL = 1e-5  # the same float32 computation reordered (vmap, member gather)
 F32_ATOL = 1e-6
+# the low-rank and dense fusions: the same matrices through other float32 roundings (random
+# parameters give the views condition numbers ~1e3)
+LOWRANK_RTOL = 1e-3
+LOWRANK_ATOL = 1e-5
 CFG = model_config("tiny")
 N = 24
 
@@ -241,3 +245,24 @@ def test_zero_init_heads_start_at_the_identity(concat):
     assert np.abs(np.asarray(out["rot"])).max() > 1e-3  # the other heads keep their random init
     grads = jax.grad(lambda p: jnp.sum(heads.apply(p, *args)[0]["xyz"]))(params)
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) > 0  # and it trains
+
+
+def test_lowrank_fusion_network_equals_dense(face, monkeypatch):
+    """model.uncertainty.fusion="lowrank" (the paper preset's): the same parameter tree, and the
+    same deformation and intermediates as "dense" to float32 rounding, chunked or not."""
+    from ua3dtalk_jax.models import uncertainty
+
+    net, params, apply = face
+    low = MotionNetwork(motion_spec(CFG, "face").replace(fusion="lowrank"))
+    shapes = jax.eval_shape(lambda k: low.init(k, XYZ, INPUTS), jax.random.PRNGKey(0))
+    assert jax.tree.structure(shapes) == jax.tree.structure(params)
+    want, want_aux = apply(params, XYZ, INPUTS, mode="eval")
+    for chunk in (0, 10):  # N = 24: one piece; three chunks, the last one padded
+        monkeypatch.setattr(uncertainty, "FUSION_CHUNK", chunk)
+        got, aux = jax.jit(lambda p: low.apply(p, XYZ, INPUTS, mode="eval"))(params)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=LOWRANK_RTOL, atol=LOWRANK_ATOL)
+        assert set(aux) == set(want_aux)
+        for k in aux:
+            np.testing.assert_allclose(aux[k], want_aux[k], rtol=LOWRANK_RTOL,
+                                       atol=LOWRANK_ATOL, err_msg=k)  # fmt: skip

@@ -42,3 +42,25 @@ def test_spd_inverse_value_and_closed_form_gradient_match_autodiff_of_numpy_inve
         g = jax.grad(lambda m: jnp.sum(w * S.spd_inverse(m)))(a)
         g_ref = jax.grad(lambda m: jnp.sum(w * jnp.linalg.inv(m)))(a)
         np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-8)
+
+
+def test_blocked_spd_inverse_matches_numpy_and_the_plain_inverse():
+    # D = 48 (the paper's latent width: splits 24/12/6) and 13 (uneven split, a short last leaf)
+    with jax.enable_x64(True):
+        for d in (48, 13):
+            a = jnp.asarray(_spd(5, (3,), d))
+            got = np.asarray(S.spd_inverse_blocked(a))
+            np.testing.assert_allclose(got, np.linalg.inv(np.asarray(a)), atol=TOL)
+            np.testing.assert_allclose(got, np.asarray(S.spd_inverse(a)), atol=TOL)
+            w = jnp.asarray(np.random.default_rng(6).normal(size=(3, d, d)))
+            g = jax.grad(lambda m: jnp.sum(w * S.spd_inverse_blocked(m)))(a)
+            g_ref = jax.grad(lambda m: jnp.sum(w * jnp.linalg.inv(m)))(a)
+            np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-8)
+
+
+def test_blocked_lower_inverse_is_the_inverse_cholesky_factor():
+    with jax.enable_x64(True):
+        a = _spd(7, (2,), 20)
+        x = np.asarray(S.lower_inverse_of_factor(jnp.asarray(a), leaf=4))
+        np.testing.assert_allclose(x, np.linalg.inv(np.linalg.cholesky(a)), atol=TOL)
+        assert np.all(np.triu(x, 1) == 0)

@@ -10,6 +10,8 @@ import pytest
 from ua3dtalk_jax.models.uncertainty import (
     UncertaintyBlock,
     UncertaintyMember,
+    ensemble_fusion_chunked,
+    ensemble_fusion_lowrank,
     ensemble_moments,
     gaussian_fusion,
     gaussian_fusion_diag,
@@ -155,3 +157,111 @@ def test_vmapped_ensemble_equals_separate_members():
         m_one, l_one = jax.jit(lambda p, i: block.apply(p, x, i))(params, jnp.int32(t))
         np.testing.assert_allclose(m_one[0], m_t, rtol=F32_RTOL, atol=F32_ATOL)
         np.testing.assert_allclose(l_one[0], l_t, rtol=F32_RTOL, atol=F32_ATOL)
+
+
+# The low-rank (Woodbury) fusion against the dense one: the same matrices, other roundings. In
+# float64 the two agree to round-off; in float32 both are compared with the float64 result, and the
+# low-rank form may be at most LOWRANK_F32_FACTOR times as far from it as the dense form (with
+# ill-conditioned views both are ~1e-3 off: condition numbers up to 1/JITTER_REL = 1e5).
+LOWRANK_F64_RTOL = 1e-9
+LOWRANK_F32_FACTOR = 2.0
+LOWRANK_F32_FLOOR = 1e-5  # relative error below which float32 agreement is not questioned
+
+
+def _dense_fusion(mu, logvar):
+    """What motion._fuse computes in "dense" eval mode, from (V, T, ..., D) member outputs."""
+    d = mu.shape[-1]
+    means, covs, alea, epi = [], [], [], []
+    for m, lv in zip(mu, logvar):
+        mean, cov, e, a = ensemble_moments(m, lv)
+        means.append(mean)
+        covs.append(cov)
+        alea.append(jnp.trace(a, axis1=-2, axis2=-1) / d)
+        epi.append(jnp.trace(e, axis1=-2, axis2=-1) / d)
+    fused, cov, weights = gaussian_fusion_weighted(jnp.stack(means), jnp.stack(covs))
+    return {"view_mu": jnp.stack(means), "aleatoric": jnp.stack(alea),
+            "epistemic": jnp.stack(epi), "fused_mu": fused, "view_weights": weights,
+            "fused_var": jnp.trace(cov, axis1=-2, axis2=-1) / d}  # fmt: skip
+
+
+def _members(seed, dtype, t=T, d=16, spread=0.5, log_var=-1.0):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    mu = jax.random.normal(k1, (V, t, N, d), dtype) * spread
+    logvar = log_var + 0.5 * jax.random.normal(k2, (V, t, N, d), dtype)
+    return mu, logvar
+
+
+# (member spread, mean log-variance): well conditioned; epistemic ≫ aleatoric (near-singular)
+CONDITIONS = ((0.5, -1.0), (3.0, -8.0), (3.0, -12.0))
+
+
+@pytest.mark.parametrize("spread,log_var", CONDITIONS)
+def test_lowrank_fusion_equals_dense_fusion(spread, log_var):
+    with jax.enable_x64(True):
+        # T − 1 < D: rank-deficient epistemic parts, as in the paper (T = 10, D = 48)
+        mu, logvar = _members(11, "float64", spread=spread, log_var=log_var)
+        ref = jax.jit(_dense_fusion)(mu, logvar)
+        got = jax.jit(ensemble_fusion_lowrank)(mu, logvar)
+        assert set(got) == set(ref)
+        for k in ref:
+            np.testing.assert_allclose(got[k], ref[k], rtol=LOWRANK_F64_RTOL, atol=1e-12,
+                                       err_msg=k)  # fmt: skip
+        m32, l32 = mu.astype(jnp.float32), logvar.astype(jnp.float32)
+        dense, low = jax.jit(_dense_fusion)(m32, l32), jax.jit(ensemble_fusion_lowrank)(m32, l32)
+        for k in ref:
+            scale = float(jnp.max(jnp.abs(ref[k])))
+            err_low = float(jnp.max(jnp.abs(low[k] - ref[k]))) / scale
+            err_dense = float(jnp.max(jnp.abs(dense[k] - ref[k]))) / scale
+            assert err_low <= max(LOWRANK_F32_FACTOR * err_dense, LOWRANK_F32_FLOOR), (k, err_low,
+                                                                                   err_dense)
+
+
+def test_lowrank_fusion_gradients_equal_dense_gradients():
+    with jax.enable_x64(True):
+        mu, logvar = _members(12, "float64")
+        w = jax.random.normal(jax.random.PRNGKey(13), (N, 16), jnp.float64)
+
+        def loss(fn):
+            return lambda m, lv: jnp.sum(w * fn(m, lv)["fused_mu"]) + jnp.sum(
+                fn(m, lv)["view_weights"][0])
+
+        g_dense = jax.grad(loss(_dense_fusion), argnums=(0, 1))(mu, logvar)
+        g_low = jax.grad(loss(ensemble_fusion_lowrank), argnums=(0, 1))(mu, logvar)
+        for a, b in zip(g_low, g_dense):
+            np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+
+
+def test_lowrank_fusion_finite_for_degenerate_members():
+    # identical members (no epistemic part) and a vanishing aleatoric part in one view
+    mu, logvar = _members(14, "float32")
+    mu = mu.at[0].set(mu[0, :1]).at[1].set(0.0)
+    logvar = logvar.at[1].set(-60.0)
+    out = ensemble_fusion_lowrank(mu, logvar)
+    grads = jax.grad(lambda m: ensemble_fusion_lowrank(m, logvar)["fused_mu"].sum())(mu)
+    for x in list(out.values()) + [grads]:
+        assert np.all(np.isfinite(x))
+    np.testing.assert_allclose(out["epistemic"][0], 0.0, atol=1e-12)  # mean of equal values: ulps
+    assert np.all(out["view_weights"][1] > 0.99)  # the (near) certain view takes the weight
+
+
+def test_chunked_ensemble_fusion_equals_one_chunk():
+    # 7 Gaussians in chunks of 3 (the last one padded): values and gradients as in one piece
+    block = UncertaintyBlock(hidden=8, latent=6, members=T)
+    xs = [jax.random.normal(jax.random.PRNGKey(20 + v), (N, 5 + v)) for v in range(V)]
+    params = [block.init(jax.random.PRNGKey(30 + v), x)["params"] for v, x in enumerate(xs)]
+    whole = ensemble_fusion_chunked(block, params, xs, chunk=0)
+    mu, logvar = (jnp.stack(z) for z in zip(*[block.apply({"params": p}, x)
+                                               for p, x in zip(params, xs)]))  # fmt: skip
+    direct = ensemble_fusion_lowrank(mu, logvar)
+    parts = ensemble_fusion_chunked(block, params, xs, chunk=3)
+    for k in whole:
+        assert parts[k].shape == whole[k].shape == direct[k].shape, k
+        np.testing.assert_allclose(parts[k], whole[k], rtol=F32_RTOL, atol=F32_ATOL, err_msg=k)
+        np.testing.assert_allclose(direct[k], whole[k], rtol=F32_RTOL, atol=F32_ATOL, err_msg=k)
+
+    def loss(chunk):
+        return lambda p: jnp.sum(jnp.sin(ensemble_fusion_chunked(block, p, xs, chunk)["fused_mu"]))
+
+    for a, b in zip(jax.tree.leaves(jax.grad(loss(3))(params)),
+                    jax.tree.leaves(jax.grad(loss(0))(params))):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=F32_RTOL, atol=F32_ATOL)

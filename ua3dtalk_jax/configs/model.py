@@ -85,7 +85,12 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
         "multires": s["emo_multires"],
     }
     cfg.prior = {"exp_dim": 64, "tone_dim": 64}
-    cfg.uncertainty = {"hidden": s["hidden"], "latent": s["latent"], "members": s["members"]}
+    # fusion: how the full ensemble's Eq. 10–12 is computed ("eval" mode, `models.uncertainty`).
+    # "lowrank" never forms the (views × N × D × D) covariances: at the paper's N = 65,536, D = 48
+    # the dense form needs tens of GB and minutes per step on a CPU. cpu/tiny keep "dense", whose
+    # recorded results are bitwise those of earlier runs.
+    cfg.uncertainty = {"hidden": s["hidden"], "latent": s["latent"], "members": s["members"],
+                       "fusion": "lowrank" if preset == "paper" else "dense"}  # fmt: skip
     cfg.ablation = {"prior": True, "emotion": True, "uncertainty": True}  # Table 2: P, E, U
     # Decoder (`models.motion.motion_spec`): the authors' Δμ scale (×1e-2), random last layers
     # and the face's audio channel attention.

@@ -66,6 +66,19 @@ def resolve(stage1_cfg, *, trains_stage1: bool = True) -> None:
             node[field] = ""
 
 
+def substitute_required(stage1_cfg) -> list[str]:
+    """Sets every `required` field to its substitute (in place), for tools that measure the
+    networks rather than reproduce the paper (the benchmarks); returns the `--set` lines applied.
+    Call `resolve` afterwards, as for any config."""
+    applied = []
+    for section, field, _, _, substitute, _ in FIELDS:
+        node = stage1_cfg[section]
+        if str(node.get(field, "")) == REQUIRED:
+            node[field] = substitute
+            applied.append(f"{_key(section, field)}={substitute}")
+    return applied
+
+
 def substitutes(stage1_cfg, *, source: str = "stage1") -> list[str]:
     """One line per part of stage 1 that is not the paper's (after `resolve`).
 

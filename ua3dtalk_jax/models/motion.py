@@ -36,7 +36,10 @@ from ua3dtalk_jax.models.emotion_encoder import EmotionEncoder
 from ua3dtalk_jax.models.heads import ConcatMLPHeads, DeformHeads
 from ua3dtalk_jax.models.hexplane import HexPlaneField
 from ua3dtalk_jax.models.uncertainty import (
+    FUSIONS,
     UncertaintyBlock,
+    ensemble_fusion_chunked,
+    ensemble_fusion_lowrank,
     ensemble_moments,
     gaussian_fusion_diag,
     gaussian_fusion_weighted,
@@ -106,6 +109,7 @@ class MotionSpec:
     hidden: int = 64
     latent: int = 48
     members: int = 10
+    fusion: str = "dense"  # eval-mode Eq. 10–12: "dense" covariances or "lowrank" (Woodbury)
 
     @property
     def view_names(self) -> tuple[str, ...]:
@@ -205,6 +209,18 @@ class MotionNetwork(nn.Module):
     def _fuse(self, views, enc_x, mode, rng) -> tuple[jax.Array, dict]:
         """Uncertainty blocks per view and their Gaussian fusion (Eq. 7–12)."""
         sp = self.spec
+        if mode == "eval" and sp.fusion == "lowrank":
+            xs = [jnp.concatenate([f, enc_x], axis=-1) if x else f for f, x in views]
+            if self.is_initializing():  # creates the blocks' parameters (same names as "dense")
+                outs = [UncertaintyBlock(sp.hidden, sp.latent, sp.members, name=f"unc_{v}")(x)
+                        for v, x in zip(sp.view_names, xs)]  # fmt: skip
+                aux = ensemble_fusion_lowrank(*(jnp.stack(z) for z in zip(*outs)))
+            else:
+                block = UncertaintyBlock(sp.hidden, sp.latent, sp.members, parent=None)
+                params = [self.variables["params"][f"unc_{v}"] for v in sp.view_names]
+                aux = ensemble_fusion_chunked(block, params, xs)
+            aux["members"] = jnp.full((len(views),), -1, jnp.int32)
+            return aux["fused_mu"], aux
         mus, second, alea, epi, members = [], [], [], [], []
         for v, (name, (feat, with_x)) in enumerate(zip(sp.view_names, views)):
             x = jnp.concatenate([feat, enc_x], axis=-1) if with_x else feat
@@ -260,6 +276,9 @@ def motion_spec(cfg, part: str) -> MotionSpec:
     """
     if part not in ("face", "mouth"):
         raise ValueError(f"part must be 'face' or 'mouth', got {part!r}")
+    fusion = cfg.uncertainty.get("fusion", "dense")
+    if fusion not in FUSIONS:
+        raise ValueError(f"model.uncertainty.fusion = {fusion!r}; choose one of {FUSIONS}")
     base = FACE if part == "face" else MOUTH
     dec = cfg.get("decoder", {}).get(part, {})
     gain = float(dec.get("xyz_gain", 1.0))
@@ -281,4 +300,5 @@ def motion_spec(cfg, part: str) -> MotionSpec:
         hidden=cfg.uncertainty.hidden,
         latent=cfg.uncertainty.latent,
         members=cfg.uncertainty.members,
+        fusion=fusion,
     )

@@ -15,6 +15,14 @@ Naming: T ensemble members, V views, D latent width (48), "..." any batch (here 
           explicit inverses of ill-conditioned matrices. A view's effective weight is its share
           of the total precision trace, tr(Σ̂ᵢ⁻¹) / Σⱼ tr(Σ̂ⱼ⁻¹).
 
+Low-rank form (`ensemble_fusion_lowrank`, the paper preset's `model.uncertainty.fusion`): a view's
+Σ̂ = A + W Wᵀ, with A = diag(aleatoric + jitter) and W = (μₜ − μ̂)/√T (D × T), so by Woodbury
+Σ̂⁻¹ = A⁻¹ − A⁻¹W M⁻¹ WᵀA⁻¹ with M = I_T + WᵀA⁻¹W (T × T, eigenvalues ≥ 1: always well
+conditioned). Only M (10 × 10) is inverted per view, and only the fused precision (one D × D per
+Gaussian) by the blocked inverse; the (V, N, D, D) view covariances are never formed. It is the
+same Eq. 10–12 with the same jitter, equal to the dense form to float32 rounding (tested), not
+bitwise: the cpu and tiny presets keep the dense form ("dense").
+
 The T members are one `UncertaintyMember` lifted with `nn.vmap` (separate parameters, stacked on
 a leading T axis). Training mode ("stage 1" of the authors): one member per view drawn at random
 each step, diagonal variance, and the cheap diagonal fusion; evaluation mode ("stage 2", also
@@ -175,3 +183,95 @@ def gaussian_fusion_diag(
     mean = jnp.sum(precisions * means, axis=0) / total
     traces = jnp.sum(precisions, axis=-1)
     return mean, 1.0 / total, traces / jnp.sum(traces, axis=0)
+
+
+FUSIONS = ("dense", "lowrank")
+# Gaussians per chunk of `ensemble_fusion_chunked`: the chunks run one after another and each
+# recomputes its members and fusion in the reverse pass (`jax.checkpoint`), so neither the
+# (V, T, N, ·) member outputs nor the (N, D, D) fusion intermediates are stored for all N at once.
+# Paper face step (N = 65,536): XLA buffers 11.0 GB unchunked, 7.6 GB with only the fusion
+# chunked, ... GB with members and fusion chunked (BUILD_NOTES). 0: no chunks. Read at call time.
+FUSION_CHUNK = 8192
+
+
+def ensemble_fusion_lowrank(mu: jax.Array, logvar: jax.Array) -> dict:
+    """Eq. 10–12 for V views of T members each, without forming view covariances (see the module
+    docstring); the dense equivalent: `ensemble_moments` per view, `gaussian_fusion_weighted`.
+
+    Args:
+      mu: (V, T, ..., D) member means of every view.
+      logvar: (V, T, ..., D) member log-variances.
+    Returns:
+      {"view_mu" (V, ..., D), "aleatoric" and "epistemic" (V, ...) (trace / D of each part),
+       "fused_mu" (..., D), "fused_var" (...) (trace / D of the fused covariance),
+       "view_weights" (V, ...) (precision-trace shares)}.
+    """
+    if mu.shape != logvar.shape or mu.ndim < 3:
+        raise ValueError(f"mu {mu.shape} and logvar {logvar.shape} must match, (V, T, ..., D)")
+    return _fusion_lowrank(mu, logvar)
+
+
+def ensemble_fusion_chunked(block: UncertaintyBlock, params: list, xs: list,
+                            chunk: int | None = None) -> dict:  # fmt: skip
+    """Runs each view's ensemble on its features and fuses them (`ensemble_fusion_lowrank`),
+    `chunk` Gaussians at a time (default `FUSION_CHUNK`; see there).
+
+    Args:
+      block: an unbound `UncertaintyBlock` of the views' sizes.
+      params: per view, that block's parameters.
+      xs: per view, its (N, in_v) features.
+    Returns:
+      `ensemble_fusion_lowrank`'s dict over the N Gaussians.
+    """
+    chunk = FUSION_CHUNK if chunk is None else chunk
+
+    def run(xc):
+        outs = [block.apply({"params": p}, x) for p, x in zip(params, xc)]
+        return _fusion_lowrank(*(jnp.stack(z) for z in zip(*outs)))
+
+    n = xs[0].shape[0]
+    if not chunk or n <= chunk:
+        return run(xs)
+    pad = (-n) % chunk  # padded rows fuse finite values and are cut off below
+    xc = [jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, chunk, x.shape[-1]) for x in xs]
+    out = jax.lax.map(jax.checkpoint(run), xc)
+
+    def join(k, x):  # (N / chunk, [V,] chunk, ...) → ([V,] N, ...)
+        if k in ("view_mu", "aleatoric", "epistemic", "view_weights"):
+            x = jnp.moveaxis(x, 0, 1)
+            return x.reshape(x.shape[:1] + (-1,) + x.shape[3:])[:, :n]
+        return x.reshape((-1,) + x.shape[2:])[:n]
+
+    return {k: join(k, x) for k, x in out.items()}
+
+
+def _fusion_lowrank(mu: jax.Array, logvar: jax.Array) -> dict:
+    t, d = mu.shape[1], mu.shape[-1]
+    mean = jnp.mean(mu, axis=1)  # (V, ..., D)
+    w = jnp.moveaxis(mu - mean[:, None], 1, -1) / jnp.sqrt(jnp.asarray(t, mu.dtype))  # (V,..,D,T)
+    var = jnp.mean(jnp.exp(logvar), axis=1)
+    epi_tr = jnp.sum(w * w, axis=(-2, -1))
+    ale_tr = jnp.sum(var, axis=-1)
+    # `_jittered`'s diagonal term of the same matrix A + W Wᵀ (its trace is epi_tr + ale_tr)
+    jitter = JITTER_REL * jnp.abs(jax.lax.stop_gradient(epi_tr + ale_tr) / d) + JITTER_ABS
+    a_inv = 1.0 / (var + jitter[..., None])  # (V, ..., D)
+    g = a_inv[..., None] * w  # A⁻¹W (V, ..., D, T)
+    m = jnp.eye(t, dtype=mu.dtype) + jnp.swapaxes(w, -1, -2) @ g
+    gm = g @ small_linalg.spd_inverse(0.5 * (m + jnp.swapaxes(m, -1, -2)))  # A⁻¹W M⁻¹
+    # Σ̂⁻¹μ̂ and tr(Σ̂⁻¹) per view; the fused precision Σ diag(A⁻¹) − Σ (A⁻¹W M⁻¹)(A⁻¹W)ᵀ
+    info = a_inv * mean - jnp.einsum("v...dt,v...t->v...d", gm, jnp.einsum("v...dt,v...d->v...t",
+                                                                         g, mean))  # fmt: skip
+    traces = jnp.sum(a_inv, axis=-1) - jnp.sum(gm * g, axis=(-2, -1))
+    flat = lambda x: jnp.moveaxis(x, 0, -2).reshape(x.shape[1:-2] + (-1, x.shape[-1]))  # noqa: E731
+    low_rank = jnp.swapaxes(flat(jnp.swapaxes(gm, -1, -2)), -1, -2) @ flat(jnp.swapaxes(g, -1, -2))
+    precision = jnp.sum(a_inv, axis=0)[..., None] * jnp.eye(d, dtype=mu.dtype) - low_rank
+    cov = small_linalg.spd_inverse_blocked(_jittered(precision))
+    fused = (cov @ jnp.sum(info, axis=0)[..., None])[..., 0]
+    return {
+        "view_mu": mean,
+        "aleatoric": ale_tr / d,
+        "epistemic": epi_tr / d,
+        "fused_mu": fused,
+        "fused_var": jnp.trace(cov, axis1=-2, axis2=-1) / d,
+        "view_weights": traces / jnp.sum(traces, axis=0),
+    }

@@ -17,7 +17,8 @@ CONFIG_NAME = "config.json"
 # workdirs did: a saved config without one reads as having it (resuming, comparing, loading).
 LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1",
                    ("stage1", "prior"): {"face_recon_weights": ""},
-                   ("stage1", "checkpoint_every"): 500}  # fmt: skip
+                   ("stage1", "checkpoint_every"): 500,
+                   ("model", "uncertainty", "fusion"): "dense"}  # fmt: skip
 # Values that meant something else when those workdirs were written: before training resolved
 # data.audio_feature, "auto" was saved as it was, and the audio network was always built for our
 # 32-wide mel windows.
