@@ -25,7 +25,8 @@ void backward_all(const RasterInputs<T>& in, const BackwardInputs<T>& gin,
   const int tiles_x = bins[0].tiles_x;
   const int64_t tiles = int64_t(tiles_x) * bins[0].tiles_y;
   std::vector<int64_t> slot_base(in.batch + 1, 0);  // [B + 1] first slot of each view
-  for (int64_t b = 0; b < in.batch; ++b) slot_base[b + 1] = slot_base[b] + int64_t(bins[b].ids.size());
+  for (int64_t b = 0; b < in.batch; ++b)
+    slot_base[b + 1] = slot_base[b] + int64_t(bins[b].ids.size());
   std::vector<T> slots(size_t(slot_base[in.batch]) * Q, T(0));  // [n_isects, 6 + C]
   const size_t scratch_size = tile_scratch_size(C);
   parallel_for(in.batch * tiles, [&](int64_t item) {

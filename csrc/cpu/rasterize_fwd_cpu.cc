@@ -1,8 +1,9 @@
 // CPU forward of rasterize_to_pixels: binning, then the tiles in parallel.
 //
 // Each 16x16 tile is blended by the tile kernel of the CPU's instruction-set level
-// (tile_kernels.h, tile_forward.inc): its depth-sorted Gaussians front to back, a tile row
-// as vectors. Tiles are independent, so the result does not depend on the thread count.
+// (tile_kernels.h, tile_forward.inc): its depth-sorted Gaussians front to back, 4 x 4
+// pixel blocks as vectors. Tiles are independent, so the result does not depend on the thread
+// count.
 #include <vector>
 
 #include "cpu/parallel.h"

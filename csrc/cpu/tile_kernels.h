@@ -1,10 +1,11 @@
 // Per-tile kernels of the CPU rasterizer, compiled once per x86 instruction-set level.
 //
 // The forward and backward of one 16x16 tile are written with GCC vector types
-// (tile_simd.inc): a tile row is 16 / W vectors of W lanes. Each level is its own file,
-// compiled under `#pragma GCC target` with its native width: tile_kernels_avx512.cc
-// (x86-64-v4, 16 float lanes), tile_kernels_avx2.cc (x86-64-v3, 8), tile_kernels_baseline.cc
-// (no pragma: SSE2 on x86-64, 4 lanes, and what other CPUs and compilers build).
+// (tile_simd.inc): a tile is 16 blocks of 4 x 4 pixels, a block 16 / W vectors of W lanes.
+// Each level is its own file, compiled under `#pragma GCC target` with its native width:
+// tile_kernels_avx512.cc (x86-64-v4, 16 float lanes), tile_kernels_avx2.cc (x86-64-v3, 8),
+// tile_kernels_baseline.cc (no pragma: SSE2 on x86-64, 4 lanes, and what other CPUs and
+// compilers build).
 // tile_kernels<T>() picks the widest level the CPU runs, once; UA3D_CPU_ISA=avx2 or baseline
 // (read at every call) caps it, for tests and A/B runs. With -ffp-contract=off every level
 // rounds lane by lane as the scalar code of ua3d/raster_math.h, so all levels give the same

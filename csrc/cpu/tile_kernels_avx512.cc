@@ -1,4 +1,4 @@
-// Tile kernels for x86-64-v4 (AVX-512): 16 float lanes, one register a tile row.
+// Tile kernels for x86-64-v4 (AVX-512): 16 float lanes, one register a 4 x 4 pixel block.
 #include "cpu/tile_kernels.h"
 
 #if UA3D_X86_LEVELS
