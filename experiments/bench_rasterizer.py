@@ -215,6 +215,16 @@ def side_by_side(size: int, n: int, kernels: list, rounds: int, calls: int) -> d
     return {"pairs": pairs, "times": times}
 
 
+def _backward_ratio(base: dict, this: dict) -> np.ndarray:
+    """Per round, base's backward time over this one's (NaN where either is not positive: the
+    backward of a round is a difference of two fastest calls, which a loaded machine can make
+    zero or negative, and such a round says nothing)."""
+    b = np.array(base["fwd_bwd"]) - base["fwd"]
+    t = np.array(this["fwd_bwd"]) - this["fwd"]
+    ok = (b > 0) & (t > 0)
+    return np.divide(b, t, out=np.full(b.shape, np.nan), where=ok)
+
+
 def report_kernels(size: int, n: int, result: dict) -> None:
     pairs = result["pairs"]
     print(f"{size}², {n // 1000}k Gaussians, {pairs / 1e6:.2f} M pairs (medians over rounds; "
@@ -232,14 +242,18 @@ def report_kernels(size: int, n: int, result: dict) -> None:
         ratios = {
             "forward": np.array(base["fwd"]) / this["fwd"],
             "forward+backward": np.array(base["fwd_bwd"]) / this["fwd_bwd"],
-            "backward": (np.array(base["fwd_bwd"]) - base["fwd"])
-            / (np.array(this["fwd_bwd"]) - this["fwd"]),
+            "backward": _backward_ratio(base, this),
             "forward, cpu time": np.array(base["fwd_cpu"]) / this["fwd_cpu"],
             "forward+backward, cpu time": np.array(base["fwd_bwd_cpu"]) / this["fwd_bwd_cpu"],
         }
         for what, ratio in ratios.items():
-            print(f"  speed-up over the baseline, {what}: median {np.median(ratio):.2f}x "
-                  f"(rounds {ratio.min():.2f}-{ratio.max():.2f}x)")  # fmt: skip
+            kept = ratio[np.isfinite(ratio)]
+            dropped = f", {ratio.size - kept.size} rounds dropped" if kept.size < ratio.size else ""
+            if kept.size == 0:
+                print(f"  speed-up over the baseline, {what}: no usable round")
+                continue
+            print(f"  speed-up over the baseline, {what}: median {np.median(kept):.2f}x "
+                  f"(rounds {kept.min():.2f}-{kept.max():.2f}x{dropped})")  # fmt: skip
 
 
 def report_reference(impl, runs: int) -> None:
