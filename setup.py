@@ -76,7 +76,18 @@ def _cpu_extension(ffi_include: str) -> Pybind11Extension:
         include_dirs=INCLUDES + [ffi_include],
         extra_compile_args=CPU_FLAGS,
         cxx_std=17,
+        depends=_cpu_headers(),
     )
+
+
+def _cpu_headers() -> list[str]:
+    """The headers and .inc files the CPU sources include: setuptools rebuilds the extension
+    only when a source or one of these is newer than it (an edited tile_forward.inc alone
+    would otherwise leave the old kernel in place)."""
+    found = []
+    for pattern in ("cpu/*.h", "cpu/*.inc", "ffi/*.h", "include/ua3d/*.h"):
+        found += glob.glob(os.path.join(CSRC, pattern))
+    return sorted(found)
 
 
 def _cuda_extension(ffi_include: str, cuda_home: str) -> Pybind11Extension:

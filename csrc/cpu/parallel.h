@@ -15,16 +15,6 @@
 #include <thread>
 #include <vector>
 
-// Per-tile kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load
-// time (GCC function multi-versioning), so one wheel runs everywhere at full width.
-// With -ffp-contract=off every clone computes the same values lane by lane.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    !defined(UA3D_NO_TARGET_CLONES)
-#define UA3D_TILE_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define UA3D_TILE_KERNEL
-#endif
-
 namespace ua3d::cpu {
 
 inline int num_threads_for(int64_t items) {

@@ -10,9 +10,12 @@
 // bins_token [B..., 2] int32: with keep_bins = 1 the forward keeps its tile lists
 // (ua3d/bins_cache.h) and writes their token to every view's pair; a backward given
 // that token (use_token = 1) takes them instead of binning again.
+#include <cstdlib>
 #include <new>
+#include <string>
 
 #include "cpu/rasterize_cpu.h"
+#include "cpu/tile_kernels.h"
 #include "ffi/rasterize_shapes.h"
 #include "ua3d/bins_cache.h"
 #include "xla/ffi/api/ffi.h"
@@ -48,6 +51,13 @@ cpu::RasterInputs<T> MakeInputs(const RasterDims& d, Buf<kT> means2d, Buf<kT> co
   return in;
 }
 
+ffi::Error CheckIsaEnv() {
+  if (cpu::tile_isa_env_ok()) return ffi::Error::Success();
+  return ffi::Error::InvalidArgument(
+      "UA3D_CPU_ISA must be avx512, avx2 or baseline (or unset), got '" +
+      std::string(std::getenv("UA3D_CPU_ISA")) + "'");
+}
+
 template <ffi::DataType kT>
 ffi::Error FwdImpl(int64_t width, int64_t height, int64_t keep_bins, Buf<kT> means2d,
                    Buf<kT> conics, Buf<kT> colors, Buf<kT> opacities, Buf<kT> depths, IBuf radii,
@@ -61,6 +71,7 @@ ffi::Error FwdImpl(int64_t width, int64_t height, int64_t keep_bins, Buf<kT> mea
                                                transmittance->dimensions(), last->dimensions()));
   UA3D_RETURN_IF_ERROR(
       ffi_shapes::CheckBuffer("bins_token", bins_token->dimensions(), d.batch, {2}));
+  UA3D_RETURN_IF_ERROR(CheckIsaEnv());
   using T = ffi::NativeType<kT>;
   cpu::ForwardOutputs<T> out{render->typed_data(), transmittance->typed_data(),
                              last->typed_data()};
@@ -92,6 +103,7 @@ ffi::Error BwdImpl(int64_t width, int64_t height, int64_t use_token, Buf<kT> mea
       ffi_shapes::CheckBuffer("v_alpha", v_alpha.dimensions(), d.batch, {d.height, d.width}));
   UA3D_RETURN_IF_ERROR(
       ffi_shapes::CheckBuffer("bins_token", bins_token.dimensions(), d.batch, {2}));
+  UA3D_RETURN_IF_ERROR(CheckIsaEnv());
   // Every view's pair holds the same token; none when there are no views.
   const uint64_t token = use_token != 0 && d.batch > 0 ? ReadToken(bins_token.typed_data()) : 0;
   using T = ffi::NativeType<kT>;

@@ -121,10 +121,14 @@ UA3D_HD T row_sigma(T a, T dx, T bdy, T hc) {
 // polynomial after Cody-Waite reduction; relative error ~2e-7. The same
 // operations on the device (not its expf), so both platforms compute the same
 // alpha and skip the same pairs at alpha = 1/255 and at the T cut-off. Inputs
-// below -87 (and NaN) are clamped to -87, above 0 to 0. The double version
-// (finite-difference tests) uses std::exp.
+// below -60 (and NaN) are clamped to -60, above 0 to 0. e^-60 = 8.8e-27 is far
+// below any alpha that blends (o e >= 1/255 needs o > 4e23 there), and it keeps
+// the products of the pairs that do not blend (o e, alpha T, their colours) out
+// of the subnormal range, whose operations cost the CPU forward 20 % of its time
+// with the old clamp at -87. The double version (finite-difference tests) uses
+// std::exp.
 UA3D_HD float exp_nonpos(float x) {
-  x = x > -87.0f ? x : -87.0f;  // written so that NaN takes -87: no int32_t(NaN) below
+  x = x > -60.0f ? x : -60.0f;  // written so that NaN takes -60: no int32_t(NaN) below
   x = x < 0.0f ? x : 0.0f;
   const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float n = sub_rn(add_rn(mul_rn(x, 1.44269504088896341f), shift), shift);
