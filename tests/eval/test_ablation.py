@@ -60,6 +60,7 @@ def _ablate(args, cache):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_ablation_tiny_and_cli_resume(tiny_trained, tmp_path):
     """One Table 2 row trained and evaluated on the tiny subject with a few iterations, stage 1

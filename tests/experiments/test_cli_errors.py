@@ -52,7 +52,7 @@ CASES = {
     ],
     "infer": [
         ([], r"--workdir is required", []),
-        (["--workdir=NOPE", "--out=OUT/o.mp4", "--audio=SPEECH"], r"nope/config.json: not found",
+        (["--workdir=NOPE", "--out=OUT/o.mp4", "--audio=SPEECH"], r"--workdir=.*nope: no such directory",
          ["OUT"]),
         (["--workdir=WCFG", "--out=OUT/o.avi", "--audio=SPEECH"], r"expected a .mp4", ["OUT"]),
         (["--workdir=WCFG", "--out=OUT/o.mp4"], r"--audio is missing: .*--audio=NEW.wav", ["OUT"]),
@@ -71,13 +71,13 @@ CASES = {
     ],
     "evaluate": [
         ([], r"--workdir is required", []),
-        (["--workdir=NOPE"], r"nope/config.json: not found; is .* a training workdir", []),
+        (["--workdir=NOPE"], r"--workdir=.*nope: no such directory", []),
         (["--workdir=WCFG"], r"--subject=synthetic: no subject directory", ["WCFG"]),
         (["--split=test"], r"flag --split=test", []),
     ],
     "visualize": [
         ([], r"--workdir is required", []),
-        (["--workdir=NOPE"], r"nope/config.json: not found", []),
+        (["--workdir=NOPE"], r"--workdir=.*nope: no such directory", []),
         (["--what=bogus"], r"flag --what=bogus", []),
     ],
     "ablate": [

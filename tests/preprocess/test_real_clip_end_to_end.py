@@ -42,6 +42,7 @@ def _run(module: str, *flags):
     return proc
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_phone_clip_preprocess_train_infer(tmp_path):
     frames, _ = media.phone_frames(100)

@@ -199,6 +199,7 @@ class Crash:
             raise Killed(line)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_stage1_killed_twice_resumes_to_the_uninterrupted_run(tiny_trained, leftover, tmp_path):
     """Stage 1 of the shared tiny run again, in a workdir where a kill at the final save left its

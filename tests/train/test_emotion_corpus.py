@@ -78,6 +78,7 @@ class _FakeData:
         return np.arange(len(self.emotion)) * 640
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_pretraining_on_synthetic_speech_recognises_unseen_sentences():
     """Pre-trained on the train sentences, the encoder labels clips of the test sentences."""

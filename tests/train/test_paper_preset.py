@@ -70,6 +70,7 @@ def test_workdirs_saved_before_the_fusion_field_read_as_dense(tmp_path):
     assert load_config(str(tmp_path)).model.uncertainty.fusion == "dense"
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.paper
 def test_paper_preset_trains_end_to_end(tiny_trained, tmp_path):

@@ -52,6 +52,7 @@ def data_cfg():
     return cfg, make_data(cfg, seconds=30.0)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.optimized  # 300 steps of one program: optimised, a step takes about half the time
 def test_syncnet_separates_shifted_windows(tmp_path_factory):

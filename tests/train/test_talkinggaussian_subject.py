@@ -93,6 +93,7 @@ def may(tmp_path_factory):
             "fresh": fresh, "r1": r1, "r2": r2, "root": root}  # fmt: skip
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_stage1_then_stage2_on_deepspeech_windows(may):
     assert may["fresh"].returncode != 0
@@ -121,6 +122,7 @@ def test_a_stage1_then_stage2_on_deepspeech_windows(may):
     assert {k: after[k] for k in may["before"]} == may["before"]
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_c_infer_takes_the_new_clips_windows_beside_its_wav(may, tmp_path):
     rng = np.random.default_rng(7)
@@ -156,6 +158,7 @@ def test_c_infer_takes_the_new_clips_windows_beside_its_wav(may, tmp_path):
         tm.audio_features(model, str(wav), features=np.zeros((20, 2, 1024), np.float32))
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_d_evaluate_and_a_resume_with_another_audio_kind(may, tmp_path):
     r = _cli("evaluate", f"--workdir={may['workdir']}", f"--max_frames={N}")
@@ -169,6 +172,7 @@ def test_d_evaluate_and_a_resume_with_another_audio_kind(may, tmp_path):
            "reads mel (aud.wav, windows [16, 32])" in mel.stderr
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_b_stage2_on_ua3dtalk_extras_without_a_stage_1(may):
     """--stage=all skips stage 1 and stage 2 reads the extras (deformed); new audio is refused."""

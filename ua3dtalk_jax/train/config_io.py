@@ -67,6 +67,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     from ua3dtalk_jax.train.stage1 import _config  # noqa: PLC0415 - stage-1 tuple fields
 
     path = os.path.join(workdir, CONFIG_NAME)
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"--workdir={workdir}: no such directory")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: not found; is {workdir} a training workdir?")
     with open(path) as f:
