@@ -1,0 +1,165 @@
+"""The authors' schedule in the jitted branch step (mouth branch, tiny preset, a handcrafted frame):
+
+  * the network's learning-rate schedule counts the static warm-up iterations, while the warm-up
+    leaves the network's weights, Adam moments and bias-correction count untouched;
+  * the mouth's final phase (flag "final"): black background, the motion network and the
+    geometry frozen, the colours still train.
+Two compilations: the static and the deformed ("train" mode) step.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.train import parallel
+from ua3dtalk_jax.train.optim import motion_factor
+from ua3dtalk_jax.train.stage2_loop import flags
+from ua3dtalk_jax.train.stage2_state import AUDIO_ATT_WEIGHT_DECAY, init_branch, network_group
+from ua3dtalk_jax.train.stage2_step import FINAL_FROZEN, Variant, make_branch_step, mouth_loss
+
+S = 64  # image side (the tiny subject's)
+WARMUP = 4  # static steps before the first deformed one
+ADAMW_EPS = 1e-8
+LR_RTOL = 1e-4  # float32 round-off of one AdamW update recomputed from its moments
+NO_FLAGS = {"hair": np.bool_(False), "erode": np.bool_(False), "late": np.bool_(False),
+            "final": np.bool_(False)}  # fmt: skip
+
+
+def _frame() -> dict:
+    """One frame: a camera 0.95 in front of the box of initial points, a mouth in the middle."""
+    rng = np.random.default_rng(0)
+    view = np.eye(4, dtype=np.float32)
+    view[2, 3] = 0.95
+    mouth = np.zeros((S, S), bool)
+    mouth[30:40, 22:42] = True
+    return {
+        "image": rng.integers(0, 255, (S, S, 3)).astype(np.uint8),
+        "viewmat": view,
+        "K": np.asarray([[153.6, 0, 32], [0, 153.6, 32], [0, 0, 1]], np.float32),
+        "aud": rng.standard_normal((8, 16, 32)).astype(np.float32),
+        "au_exp": np.zeros(6, np.float32),
+        "head_mask": np.ones((S, S), bool),
+        "mouth_mask": mouth,
+        "teeth_mask": np.zeros((S, S), bool),
+        "hair_mask": np.zeros((S, S), bool),
+        "lips_rect": np.asarray([26, 44, 18, 46], np.int32),
+        "background": np.zeros((S, S, 3), np.uint8),
+        "f_exp": rng.standard_normal(64).astype(np.float32),
+        "f_tone": rng.standard_normal(64).astype(np.float32),
+        "f_emo": rng.standard_normal(128).astype(np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def mouth():
+    cfg = get_config("tiny")
+    mesh = parallel.global_mesh()
+    state, net, g_tx, n_tx = init_branch(cfg, "mouth", jax.random.PRNGKey(0), 0.2)
+    state = jax.device_put(state, parallel.replicated(mesh))
+    batch = parallel.put_batch({k: v[None] for k, v in _frame().items()}, mesh)
+    step = {d: make_branch_step(cfg, "mouth", net, g_tx, n_tx, Variant(d, "train"), width=S,
+                                height=S, mesh=mesh) for d in (False, True)}  # fmt: skip
+    s = state
+    for _ in range(WARMUP):
+        s, m = step[False](s, batch, NO_FLAGS)
+        assert float(m["finite"]) == 1.0
+    return {"cfg": cfg, "init": state, "warm": s, "step": step, "batch": batch}
+
+
+def _adam(opt_state):
+    return [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
+        x, optax.ScaleByAdamState)) if isinstance(x, optax.ScaleByAdamState)]  # fmt: skip
+
+
+def _schedule_counts(opt_state):
+    kind = optax.ScaleByScheduleState
+    return [int(x.count) for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kind))
+            if isinstance(x, kind)]  # fmt: skip
+
+
+def _equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _paths(tree):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in p): np.asarray(x) for p, x in flat}
+
+
+@pytest.mark.slow  # the two step compilations: ~80 s on 2 shared cores
+def test_warmup_advances_only_the_network_schedule(mouth):
+    init, warm = mouth["init"], mouth["warm"]
+    _equal(warm.net, init.net)
+    assert set(_schedule_counts(warm.n_opt)) == {WARMUP}
+    for a, b in zip(_adam(warm.n_opt), _adam(init.n_opt), strict=True):
+        assert int(a.count) == 0
+        _equal((a.mu, a.nu), (b.mu, b.nu))
+
+
+@pytest.mark.slow  # the two step compilations: ~80 s on 2 shared cores
+def test_first_deformed_step_uses_the_rate_of_its_iteration(mouth):
+    """After WARMUP static steps the AdamW update of every network weight is −lr·f(WARMUP)·
+    (m̂/(√v̂ + eps) + wd·p), recomputed from the moments the step left (f(0) would be 5 % off)."""
+    b, warm = mouth["cfg"].train.mouth, mouth["warm"]
+    new, m = mouth["step"][True](warm, mouth["batch"], NO_FLAGS)
+    assert float(m["finite"]) == 1.0
+    factor = float(motion_factor(b.lr_select_iter, b.lr_bg_iter)(WARMUP))
+    assert abs(factor - 1.0) > 0.05
+    base = {"grid": b.lr_grid, "audio_att": b.lr_audio_att, "audio_net": b.lr_audio_net,
+            "net": b.lr_net}  # fmt: skip
+    old, now = _paths(warm.net), _paths(new.net)
+    moments = {}
+    for adam in _adam(new.n_opt):
+        assert int(adam.count) == 1
+        moments.update({p: (mu, _paths(adam.nu)[p]) for p, mu in _paths(adam.mu).items()})
+    assert set(moments) == set(old)
+    for path, (mu, nu) in moments.items():
+        group = network_group(path)
+        wd = AUDIO_ATT_WEIGHT_DECAY if group == "audio_att" else 0.01
+        lr = base[group] * factor
+        adam_dir = (mu / 0.1) / (np.sqrt(nu / 0.01) + ADAMW_EPS)  # bias-corrected, count 1
+        want = old[path] - lr * (adam_dir + wd * old[path])
+        np.testing.assert_allclose(now[path], want, rtol=LR_RTOL, atol=LR_RTOL * lr, err_msg=path)
+
+
+@pytest.mark.slow  # the two step compilations: ~80 s on 2 shared cores
+def test_final_phase_freezes_motion_and_geometry_and_trains_colours(mouth):
+    warm, step = mouth["warm"], mouth["step"][True]
+    before, _ = step(warm, mouth["batch"], NO_FLAGS)  # a deformed step: moments to keep
+    final = dict(NO_FLAGS, final=np.bool_(True))
+    after, m = step(before, mouth["batch"], final)
+    assert float(m["finite"]) == 1.0
+    _equal(after.net, before.net)
+    for a, b in zip(_adam(after.n_opt), _adam(before.n_opt), strict=True):
+        assert int(a.count) == int(b.count)
+        _equal((a.mu, a.nu), (b.mu, b.nu))
+    assert set(_schedule_counts(after.n_opt)) == {WARMUP + 2}
+    for name in FINAL_FROZEN:
+        now, then = (np.asarray(getattr(s.gaussians, name)) for s in (after, before))
+        np.testing.assert_array_equal(now, then, err_msg=name)
+        for a, b in zip(_adam(after.g_opt), _adam(before.g_opt)):
+            np.testing.assert_array_equal(np.asarray(a.mu[name]), np.asarray(b.mu[name]))
+    sh_moved = np.abs(np.asarray(after.gaussians.sh) - np.asarray(before.gaussians.sh))
+    assert sh_moved.max() > 1e-4  # the colours train
+    # the same step without the flag moves the geometry (the freeze is the flag's doing)
+    free, _ = step(before, mouth["batch"], NO_FLAGS)
+    assert np.abs(np.asarray(free.gaussians.means - before.gaussians.means)).max() > 0
+
+
+def test_final_phase_trains_over_black_and_the_loop_sets_it_for_the_mouth_only():
+    cfg = get_config("tiny")
+    b = cfg.train.mouth
+    assert [bool(flags(b, "mouth", it)["final"]) for it in (b.final_from - 1, b.final_from)] == [
+        False, True]  # fmt: skip
+    assert not any(bool(flags(cfg.train.face, "face", it)["final"]) for it in range(30))
+    frame = {k: jnp.asarray(v) for k, v in _frame().items()}
+    frame["mouth_mask"] = jnp.zeros((S, S), bool)  # nothing of the mouth: the target is all bg
+    r = {"rgb": jnp.zeros((S, S, 3)), "alpha": jnp.zeros((S, S))}
+    final = dict(NO_FLAGS, final=jnp.asarray(True))
+    black, _ = mouth_loss(cfg, r, frame, final, Variant(False, "eval"), None)
+    green, _ = mouth_loss(cfg, r, frame, NO_FLAGS, Variant(False, "eval"), None)
+    assert float(black) == pytest.approx(0.0, abs=1e-6) and float(green) > 0.3
