@@ -19,6 +19,7 @@ import soundfile
 from absl import flags
 from absl.testing import flagsaver
 
+from tests.tools import import_tool
 from ua3dtalk_jax.audio.features import SAMPLE_RATE, load_audio
 from ua3dtalk_jax.eval import synthesize as syn
 from ua3dtalk_jax.eval import trained_model as tm
@@ -55,7 +56,7 @@ def _resampled(clip: np.ndarray, rate: int) -> np.ndarray:
 
 
 def _run_cli(**kw):
-    from experiments import infer  # noqa: PLC0415
+    infer = import_tool("infer")
 
     flags.FLAGS.mark_as_parsed()
     with flagsaver.flagsaver(compile_cache="", **kw):

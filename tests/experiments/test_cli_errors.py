@@ -43,6 +43,9 @@ CASES = {
          r"no stage-1 checkpoint.*--stage=1", ["ROOT"]),
         (["--subject=TG", "--workdir=WNEW", "--set=data.audio_feature=hubert"],
          r"aud_hu.npy: missing; data.audio_feature=hubert reads it", ["ROOT"]),
+        (["--subject=TG", "--workdir=WNEW", "--config=paper"],
+         r"stage1.syncnet.pretrained: the paper preset uses Prior Extraction's SyncNet; pass "
+         r"--set=stage1.syncnet.pretrained=/path/lipsync_expert.pth, or .*=none", ["ROOT"]),
         (["--stage=3"], r"flag --stage=3: value should be one of", []),
         (["--bogus=1"], r"Unknown command line flag 'bogus'", []),
         (["positional"], r"unexpected arguments \['positional'\]", []),

@@ -10,10 +10,15 @@ import sys
 
 import pytest
 
-from experiments import gpu_check
+from tests.tools import import_tool
 
 
-def test_cli_refuses_without_a_gpu(tmp_path):
+@pytest.fixture
+def gpu_check():
+    return import_tool("gpu_check")
+
+
+def test_cli_refuses_without_a_gpu(gpu_check, tmp_path):
     out = tmp_path / "report.md"
     # A PATH without nvidia-smi: the refusal must not depend on this machine.
     env = dict(os.environ, PATH=os.path.dirname(sys.executable), PYTHONPATH=gpu_check.ROOT)
@@ -28,7 +33,7 @@ def test_cli_refuses_without_a_gpu(tmp_path):
     assert not out.exists()
 
 
-def test_refuses_when_jax_sees_no_gpu(monkeypatch):
+def test_refuses_when_jax_sees_no_gpu(gpu_check, monkeypatch):
     monkeypatch.setattr(gpu_check.shutil, "which", lambda name: "/usr/bin/" + name)
 
     def fake_run(cmd, timeout, env=None):
@@ -42,7 +47,7 @@ def test_refuses_when_jax_sees_no_gpu(monkeypatch):
         gpu_check.find_gpus()
 
 
-def test_report_lists_every_part(tmp_path):
+def test_report_lists_every_part(gpu_check, tmp_path):
     gpus = [{"index": "0", "name": "NVIDIA H100", "cc": "9.0", "memory": "81559 MiB",
              "driver": "580.65"}]  # fmt: skip
     bench = {"rows": [{"size": 256, "n": 10000, "pairs": 1.1e6, "fwd": 0.2, "fwd_bwd": 0.6}],

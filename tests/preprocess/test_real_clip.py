@@ -19,6 +19,7 @@ import pytest
 import soundfile
 
 from tests.preprocess import media
+from tests.tools import import_tool
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.preprocess import checks, pipeline
 
@@ -164,7 +165,7 @@ def _main_exit(**flags) -> str:
     from absl import flags as absl_flags
     from absl.testing import flagsaver
 
-    from experiments import preprocess as cli
+    cli = import_tool("preprocess")
 
     absl_flags.FLAGS.mark_as_parsed()
     with flagsaver.flagsaver(**flags), pytest.raises(SystemExit) as e:

@@ -114,6 +114,9 @@ def test_a_stage1_then_stage2_on_deepspeech_windows(may):
     held = _heldout(workdir)
     assert held["frames"] == N - int(N * 10 / 11) and np.isfinite(held["psnr"])
     assert (workdir / "heldout.mp4").stat().st_size > 0
+    with open(workdir / "summary.json") as f:  # the tiny preset substitutes all four parts
+        assert len(json.load(f)["substitutes"]) == 4
+    assert "substitute: Prior Extraction: SyncNet trained on the subject" in r1.stdout
     after = _digests(may["subject"])  # the user's files untouched (our caches sit beside them)
     assert {k: after[k] for k in may["before"]} == may["before"]
 

@@ -151,13 +151,17 @@ def run_ablation(base, subject_path: str, root: str, names=None, *, stage1_from=
     Returns:
       {"rows": one row per configuration, "table": printed text, "paths": written files}.
     """
+    from ua3dtalk_jax.configs import pretrained  # noqa: PLC0415
     from ua3dtalk_jax.data import Subject  # noqa: PLC0415
     from ua3dtalk_jax.data.stage2_audio import resolve_audio  # noqa: PLC0415
+    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
 
     names = list(names or CONFIGURATIONS)
-    base = copy.deepcopy(base)  # every row trains on the audio kind the subject resolves to
+    base = copy.deepcopy(base)  # every row: the subject's audio kind, stage 1's pretrained parts
     subject = Subject.open(subject_path, audio_feature=base.data.audio_feature)
     log(resolve_audio(base.data, base.model.audio, subject))
+    pretrained.resolve(base.stage1, trains_stage1=stage1_from is None
+                       and feature_source(base) == "stage1")  # fmt: skip
     os.makedirs(root, exist_ok=True)
     src = shared_stage1(base, subject_path, root, stage1_from, log)
     rows = []

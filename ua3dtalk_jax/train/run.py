@@ -16,6 +16,7 @@ import time
 import ml_collections
 
 from ua3dtalk_jax.audio.precomputed import check_choice
+from ua3dtalk_jax.configs import pretrained
 from ua3dtalk_jax.configs.overrides import apply_overrides, check_config
 from ua3dtalk_jax.data.stage2_audio import resolve_audio, trained_on
 from ua3dtalk_jax.train.checkpoint import write_json_atomic
@@ -152,8 +153,9 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
     source = feature_source(cfg)
     subject = Subject.open(subject_path, audio_feature=check_choice(cfg.data.audio_feature))
     log(resolve_audio(cfg.data, cfg.model.audio, subject))
-    check_workdir(cfg, workdir, save=False)
     trains_stage1 = stage == "1" or (stage == "all" and source == "stage1")
+    pretrained.resolve(cfg.stage1, trains_stage1=trains_stage1 and not has_stage1(workdir))
+    check_workdir(cfg, workdir, save=False)
     if trains_stage1 and not has_stage1(workdir) and not subject.has("aud.wav"):
         raise FileNotFoundError(
             f"{os.path.join(subject.path, 'aud.wav')}: missing; stage 1 learns from the clip's "
@@ -166,6 +168,8 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
             f"`python -m experiments.train --stage=1` (or --stage=all) with this --workdir first.")
     check_workdir(cfg, workdir)
     record_subject(workdir, subject_path)
+    for line in pretrained.substitutes(cfg.stage1, source=source):
+        log(f"substitute: {line}")
     return subject
 
 
@@ -199,5 +203,6 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
             writer.close()
         if "stage1" in out:
             out["stage2"]["seconds"]["stage1"] = out["stage1"]["seconds"]
-            write_json_atomic(os.path.join(workdir, "summary.json"), out["stage2"])
+        out["stage2"]["substitutes"] = pretrained.substitutes(cfg.stage1, source=source)
+        write_json_atomic(os.path.join(workdir, "summary.json"), out["stage2"])
     return out

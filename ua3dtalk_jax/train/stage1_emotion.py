@@ -20,8 +20,11 @@ training windows, "labels": (M,) class per window, "exp": (M, E) (fine-tuning on
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -174,6 +177,32 @@ def adapt_heads(pre: dict, fresh: dict) -> dict:
     return out
 
 
+STREAM_BUCKET_S = 8.0  # seconds: inference streams are padded to multiples of this
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _encode_windows(model: SpeechEmotionEncoder, params, stream: dict, centres, e):
+    x = emotion_inputs.window_inputs(stream, centres, e)
+    logits, exp, inter = model.apply({"params": params}, x["spec"], x["mfcc"], x["wav"])
+    return {"f_emo": inter["f_emo"], "logits": logits, "exp": exp}
+
+
+def _padded(stream: dict, e) -> dict:
+    """The stream's arrays zero-padded at the end to a whole number of STREAM_BUCKET_S: windows
+    centred inside the clip never reach the padding (the stream already holds half a window of
+    silence at each end), so nearby clip lengths share one compiled program."""
+    rows = int(STREAM_BUCKET_S * features.SAMPLE_RATE / e.hop)
+    samples = int(STREAM_BUCKET_S * features.SAMPLE_RATE)
+    out = {}
+    for k, v in stream.items():
+        v = np.asarray(v, np.float32)
+        size = rows if k in ("spec_db", "mfcc") else samples
+        pad = [(0, -(-len(v) // size) * size - len(v))] + [(0, 0)] * (v.ndim - 1)
+        fill = emotion_inputs.SILENCE_DB if k == "spec_db" else 0.0
+        out[k] = jnp.asarray(np.pad(v, pad, constant_values=fill))
+    return out
+
+
 def emotion_features(model: SpeechEmotionEncoder, params, stream: dict, centres, e) -> dict:
     """Runs the frozen encoder on windows centred on `centres` (N,).
 
@@ -182,17 +211,13 @@ def emotion_features(model: SpeechEmotionEncoder, params, stream: dict, centres,
     """
     centres = np.asarray(centres)
     n = len(centres)
-
-    @jax.jit
-    def run(c):
-        x = emotion_inputs.window_inputs(stream, c, e)
-        logits, exp, inter = model.apply({"params": params}, x["spec"], x["mfcc"], x["wav"])
-        return {"f_emo": inter["f_emo"], "logits": logits, "exp": exp}
-
+    padded = _padded(stream, e)
+    frozen = e if isinstance(e, ml_collections.FrozenConfigDict) else (
+        ml_collections.FrozenConfigDict(e))  # hashable: a static argument
     outs = []
     for a in range(0, n, PREDICT_CHUNK):
         idx = np.minimum(np.arange(a, a + PREDICT_CHUNK), n - 1)
-        outs.append(run(jnp.asarray(centres[idx])))
+        outs.append(_encode_windows(model, params, padded, jnp.asarray(centres[idx]), frozen))
     return {k: jnp.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
 
 

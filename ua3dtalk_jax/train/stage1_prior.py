@@ -18,6 +18,8 @@ s + `syncnet.mel_offset` (0 for ours; 1 for a user's Wav2Lip SyncNet, `pretraine
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,9 +28,19 @@ import optax
 from ua3dtalk_jax.models.prior.expression_prior import ExpressionPrior, recon_loss
 from ua3dtalk_jax.models.prior.fuse import FuseNet
 from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
-from ua3dtalk_jax.models.prior.stylenet import StyleNet, sequence_apply
-from ua3dtalk_jax.models.prior.syncnet import (SyncNet, info_nce, roc_auc, stack_lower_halves,
-                                               sync_bce)
+from ua3dtalk_jax.models.prior.stylenet import (
+    StyleNet,
+    sequence_apply,
+    window_assignment,
+    window_starts,
+)
+from ua3dtalk_jax.models.prior.syncnet import (
+    SyncNet,
+    info_nce,
+    roc_auc,
+    stack_lower_halves,
+    sync_bce,
+)
 from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
 from ua3dtalk_jax.train import stage1_face
 from ua3dtalk_jax.train.stage1_data import to_float
@@ -271,12 +283,31 @@ def make_style_step(cfg, style: StyleNet, fuse: FuseNet, n_train: int):
     return step, tx
 
 
+def bucket(n: int, size: int) -> int:
+    """n rounded up to a multiple of `size` (≥ size): inference arrays are padded to such lengths
+    so that clips of nearby lengths share one compiled program."""
+    return max(size, -(-int(n) // size) * size)
+
+
+MEL_BUCKET = 256  # mel frames (~10 s at 25 fps)
+WINDOW_BUCKET = 16  # StyleNet windows
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _generate(lip: LipExpert, params, refs, mel, idx):
+    """Lip-wav images of frames `idx`; the gathers stay inside the program (eager ones are slow)."""
+    r = refs[idx % refs.shape[0]]
+    return lip.apply({"params": params}, jnp.concatenate([mask_lower_half(r), r], -1),
+                     generator_mel(mel, idx))[0]  # fmt: skip
+
+
 def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> jax.Array:
     """Lip-wav images for every frame of an audio clip, from audio and reference crops only.
 
     Frame i uses reference crop refs[i mod K] both as the masked identity input and as the
     reference (Wav2Lip inference with a looped reference set), so no video frame of the audio's
-    own clip is needed.
+    own clip is needed. One compiled program per model and mel bucket (`MEL_BUCKET`: frames past
+    the clip's end are never read, `generator_mel` only looks back).
 
     Args:
       refs: (K, S, S, 3) float reference crops in [0, 1].
@@ -284,19 +315,20 @@ def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> ja
     Returns:
       (N, S, S, 3) float in [0, 1].
     """
-    n, k = mel.shape[0], refs.shape[0]
-
-    @jax.jit
-    def gen(refs, mel, idx):  # the gathers stay inside the jitted program (eager ones are slow)
-        r = refs[idx % k]
-        return lip.apply({"params": params}, jnp.concatenate([mask_lower_half(r), r], -1),
-                         generator_mel(mel, idx))[0]  # fmt: skip
-
+    n = mel.shape[0]
+    mel_p = np.zeros((bucket(n, MEL_BUCKET), *mel.shape[1:]), np.float32)
+    mel_p[:n] = np.asarray(mel)
+    mel_p, refs = jnp.asarray(mel_p), jnp.asarray(refs)
     out = []
     for a in range(0, n, GEN_CHUNK):
         idx = np.minimum(np.arange(a, a + GEN_CHUNK), n - 1)  # fixed shape → one compile
-        out.append(np.asarray(gen(refs, mel, idx)))
+        out.append(np.asarray(_generate(lip, params, refs, mel_p, jnp.asarray(idx))))
     return jnp.asarray(np.concatenate(out)[:n])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(prior_net: ExpressionPrior, params, images):
+    return prior_net.apply({"params": params}, images)[1]["f_exp"]
 
 
 def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array,
@@ -306,22 +338,52 @@ def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Ar
     lw = lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
     if face is not None:
         return {"f_exp": jnp.asarray(stage1_face.lipwav_exp(face, np.asarray(lw))), "lipwav": lw}
-    enc = jax.jit(lambda x: models["expr_prior"].apply({"params": params["expr_prior"]}, x)[1])
     lw_np, n = np.asarray(lw), len(lw)
     chunks = []
     for a in range(0, n, GEN_CHUNK):  # fixed-size chunks (the last one padded): one compile
         idx = np.minimum(np.arange(a, a + GEN_CHUNK), n - 1)
-        chunks.append(np.asarray(enc(lw_np[idx])["f_exp"]))
+        chunks.append(np.asarray(_encode(models["expr_prior"], params["expr_prior"],
+                                         jnp.asarray(lw_np[idx]))))  # fmt: skip
     return {"f_exp": jnp.asarray(np.concatenate(chunks)[:n]), "lipwav": lw}
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _style_windows(style: StyleNet, params, windows):
+    """(W, L, 80, 16) windows → (W, L, 64) f_tone, each window alone (as in training)."""
+    return jax.vmap(lambda w: style.apply({"params": params}, w[None])[0][0])(windows)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _style_clip(style: StyleNet, params, mel, seq_len: int):
+    return sequence_apply(lambda x: style.apply({"params": params}, x)[0], mel, seq_len)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _fuse(fuse: FuseNet, params, f_exp, f_tone):
+    return fuse.apply({"params": params}, f_exp, f_tone)
+
+
 def tone_features(models: dict, params: dict, mel: jax.Array, f_exp: jax.Array, seq_len: int):
-    """f_tone (N, 64) from StyleNet and FuseNet's f_gen-exp (N, E) given f_exp."""
-    tone_fn = jax.jit(lambda m: sequence_apply(
-        lambda x: models["stylenet"].apply({"params": params["stylenet"]}, x)[0], m, seq_len))
-    f_tone = tone_fn(mel)
-    gen, _ = jax.jit(lambda a, b: models["fuse"].apply({"params": params["fuse"]}, a, b))(
-        f_exp, f_tone)
+    """f_tone (N, 64) from StyleNet and FuseNet's f_gen-exp (N, E) given f_exp.
+
+    A clip longer than `seq_len` is cut into the windows of `models.prior.stylenet.sequence_apply`
+    (half-window hop, each frame from the window it is most central in), run as one batch padded to
+    `WINDOW_BUCKET` windows, so clips of many lengths share one compiled program.
+    """
+    style, sp = models["stylenet"], params["stylenet"]
+    n = mel.shape[0]
+    if n <= seq_len:
+        f_tone = _style_clip(style, sp, jnp.asarray(mel), seq_len)
+    else:
+        starts = window_starts(n, seq_len)
+        mel_np = np.asarray(mel)
+        windows = np.zeros((bucket(len(starts), WINDOW_BUCKET), seq_len, *mel.shape[1:]),
+                           np.float32)  # fmt: skip
+        windows[: len(starts)] = mel_np[starts[:, None] + np.arange(seq_len)]
+        outs = np.asarray(_style_windows(style, sp, jnp.asarray(windows)))[: len(starts)]
+        best, offset = window_assignment(starts, n, seq_len)
+        f_tone = jnp.asarray(outs[best, offset])
+    gen, _ = _fuse(models["fuse"], params["fuse"], jnp.asarray(f_exp), f_tone)
     return {"f_tone": f_tone, "f_gen_exp": gen}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 LEAK = 0.2
 
@@ -97,16 +98,28 @@ def sequence_apply(fn, mel: jax.Array, window: int) -> jax.Array:
     n = mel.shape[0]
     if n <= window:
         return fn(mel[None])[0]
+    starts = window_starts(n, window)
+    outs = jax.vmap(lambda s: fn(jax.lax.dynamic_slice_in_dim(mel, s, window)[None])[0])(
+        jnp.asarray(starts)
+    )  # (K, L, D)
+    best, offset = window_assignment(starts, n, window)
+    return outs[best, offset]
+
+
+def window_starts(n: int, window: int) -> np.ndarray:
+    """(K,) first frames of `sequence_apply`'s windows over n > window frames: a half-window hop,
+    the last window ending at the clip's end."""
     hop = max(1, window // 2)
     starts = list(range(0, n - window + 1, hop))
     if starts[-1] != n - window:
         starts.append(n - window)
-    outs = jax.vmap(lambda s: fn(jax.lax.dynamic_slice_in_dim(mel, s, window)[None])[0])(
-        jnp.asarray(starts)
-    )  # (K, L, D)
-    frame = jnp.arange(n)
-    centre = jnp.asarray(starts)[:, None] + (window - 1) / 2.0
-    best = jnp.argmin(jnp.abs(frame[None, :] - centre), axis=0)  # (N,)
-    offset = frame - jnp.asarray(starts)[best]
-    # Windows are clamped to the clip, so the closest-centre window always contains the frame.
-    return outs[best, jnp.clip(offset, 0, window - 1)]
+    return np.asarray(starts)
+
+
+def window_assignment(starts: np.ndarray, n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) window and (N,) position in it of each frame: the window whose centre is closest (the
+    first on a tie). Windows lie inside the clip, so that window always contains the frame."""
+    frame = np.arange(n)
+    centre = np.asarray(starts)[:, None] + (window - 1) / 2.0
+    best = np.argmin(np.abs(frame[None, :] - centre), axis=0)
+    return best, np.clip(frame - np.asarray(starts)[best], 0, window - 1)

@@ -1,0 +1,122 @@
+"""Times inference in its steady state: audio features → rendered frames, and each part's share.
+
+  python -m experiments.bench_infer --workdir=DIR [--frames=100] [--size=H] [--repeats=3]
+      [--batch=N]
+
+The model is the one `experiments.infer` renders (`eval.trained_model.load_trained`); the audio is
+the subject's own held-out speech (a new clip of --frames frames), poses the held-out ping-pong.
+Parts, each timed alone after a warm-up call that compiles it (median of --repeats):
+
+  stage-1 features   the frozen stage 1 on the clip (lip expert → f_exp, StyleNet → f_tone,
+                     emotion encoder → f_emo) plus the stage-2 audio windows
+  deformation        both branches' MotionNetwork (all T members, Eq. 10–12) for every frame
+  render             activation, rasterization of both branches and compositing for every frame,
+                     with the deformation's outputs given
+  end to end         what `eval.synthesize` runs per frame, features included, no video encoding
+
+--size renders at another square size (K scaled; the subject's torso frames resized), to report
+512² as well. Prints frames per second of each part and of the whole.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from absl import flags
+
+from experiments import cli
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (stage 2 finished).")
+_SUBJECT, _DATA_ROOT = cli.define_subject()
+_FRAMES = flags.DEFINE_integer("frames", 100, "Frames of the benchmark clip.")
+_SIZE = flags.DEFINE_integer("size", None, "Render at this square size (default: the subject's).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions of each part (median).")
+_BATCH = flags.DEFINE_integer("batch", None, "Frames per program (default: the library's).")
+_CACHE = cli.define_compile_cache()
+
+
+RENDER = "render (deformation + rasterization + compositing)"
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _clip(model, frames: int) -> np.ndarray:
+    """`frames` frames of the subject's held-out speech (looped if it is shorter)."""
+    from ua3dtalk_jax.audio.features import SAMPLE_RATE  # noqa: PLC0415
+
+    s = model.subject
+    val = s.split("val")
+    wav = s.wav()[int(val[0] / s.fps * SAMPLE_RATE):]
+    need = int(round(frames / s.fps * SAMPLE_RATE))
+    return np.resize(wav, need).astype(np.float32)
+
+
+def _parts(model, wav, frames: int, repeats: int) -> dict:
+    import jax  # noqa: PLC0415
+
+    from ua3dtalk_jax.eval import trained_model as tm  # noqa: PLC0415
+    from ua3dtalk_jax.eval.poses import pose_schedule  # noqa: PLC0415
+
+    schedule = pose_schedule(model.subject, "val")
+    feats = tm.audio_features(model, wav)
+    n = len(feats["aud"])
+    conds = [tm.frame_conditioning(model, feats, t, schedule(model.subject, t)) for t in range(n)]
+
+    def features():
+        tm.audio_features(model, wav)
+
+    def deformation():
+        outs = [tm.deform(model, p, c) for c in conds for p in tm.PARTS]
+        jax.block_until_ready(outs)
+
+    def render():
+        jax.block_until_ready([tm.render(model, c) for c in conds])
+
+    parts = (("stage-1 features", features), ("deformation", deformation),
+             (RENDER, render))  # fmt: skip
+    t = {name: _median_time(fn, repeats) for name, fn in parts}
+    t["end to end"] = t["stage-1 features"] + t[RENDER]
+    return {"frames": n, "seconds": t, "size": model.size,
+            "gaussians": {p: int(np.sum(np.asarray(model.heads[p][2].active))) for p in tm.PARTS}}
+
+
+def report(res: dict) -> str:
+    n, t = res["frames"], res["seconds"]
+    total = t["end to end"]
+    lines = [f"{n} frames at {res['size'][1]}x{res['size'][0]}, live Gaussians {res['gaussians']}"]
+    for name, sec in t.items():
+        share = 100 * sec / total
+        lines.append(f"  {name:52s} {sec:8.3f} s  {n / sec:8.1f} frames/s  {share:5.1f} %")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    cli.quiet_orbax()
+    from ua3dtalk_jax.eval.trained_model import load_trained  # noqa: PLC0415
+    from ua3dtalk_jax.train.run import enable_compile_cache  # noqa: PLC0415
+
+    try:
+        cli.require(workdir=_WORKDIR.value)
+        if _FRAMES.value < 1 or _REPEATS.value < 1:
+            raise ValueError("--frames and --repeats must be at least 1")
+        enable_compile_cache(_CACHE.value)
+        subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, "")
+        model = load_trained(_WORKDIR.value, subject)
+        res = _parts(model, _clip(model, _FRAMES.value), _FRAMES.value, _REPEATS.value)
+    except (OSError, ValueError) as e:
+        cli.fail("bench_infer", e)
+    print(report(res))
+
+
+if __name__ == "__main__":
+    cli.run(main)
