@@ -239,20 +239,30 @@ def make_branch_step(cfg, part: str, net, g_tx, n_tx, v: Variant, *, width: int,
             max_radii=jax.lax.pmax(stats.max_radii, parallel.AXIS),
         )
         ok = jnp.isfinite(loss) & _finite((g_grad, n_grad))
-        new = _updated(state, g_grad, n_grad, g_tx, n_tx, v.deform, flags.get("final", False))
+        new = updated_state(state, g_grad, n_grad, g_tx, n_tx, v.deform, flags.get("final", False))
         new = _select(ok, new.replace(stats=stats), state).replace(step=state.step + 1)
         return new, dict(m, loss=loss, finite=ok.astype(jnp.float32))
 
     return jax.jit(parallel.data_parallel(branch_step, mesh, batch_argnums=(1,)))
 
 
-def _updated(state, g_grad, n_grad, g_tx, n_tx, deform: bool, final):
+def updated_state(state, g_grad, n_grad, g_tx, n_tx, deform: bool, final):
     """The state after one optimiser step of the Gaussians and (when `deform`) the network.
 
     The network's schedule counts advance in every step; a step that does not update it (static,
     or the traced `final` flag) leaves its weights, moments and Adam count as they are. `final`
     also keeps the FINAL_FROZEN Gaussian fields and their moments (torch's Adam skips parameters
     without a gradient).
+
+    Args:
+      state: `BranchState` before the step.
+      g_grad: gradients of `trainable(state.gaussians)` (dict of (N, …) arrays).
+      n_grad: gradients of `state.net` (same tree); ignored when not `deform`.
+      g_tx, n_tx: the branch's optimisers (`init_branch`).
+      deform: static, whether the network trains in this variant.
+      final: () bool, traced: the mouth's final phase.
+    Returns:
+      the `BranchState` with updated gaussians, net, g_opt and n_opt (stats and step as given).
     """
     g_params = trainable(state.gaussians)
     g_up, g_opt = g_tx.update(g_grad, state.g_opt, g_params)
