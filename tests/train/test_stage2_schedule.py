@@ -200,3 +200,13 @@ def test_final_phase_trains_over_black_and_the_loop_sets_it_for_the_mouth_only()
     black, _ = mouth_loss(cfg, r, frame, final, Variant(False, "eval"), None)
     green, _ = mouth_loss(cfg, r, frame, NO_FLAGS, Variant(False, "eval"), None)
     assert float(black) == pytest.approx(0.0, abs=1e-6) and float(green) > 0.3
+
+
+def test_patch_sizes_larger_than_the_frames_name_the_field():
+    cfg = get_config("tiny")
+    cfg.train.patch_sizes_mouth = (32, 80)  # 80 px patches on the 64² frame
+    frame = {k: jnp.asarray(v) for k, v in _frame().items()}
+    r = {"rgb": jnp.zeros((S, S, 3)), "alpha": jnp.zeros((S, S))}
+    late = dict(NO_FLAGS, late=jnp.asarray(True))
+    with pytest.raises(ValueError, match=r"train\.patch_sizes_mouth = \(32, 80\).*64×64"):
+        mouth_loss(cfg, r, frame, late, Variant(True, "eval"), jax.random.PRNGKey(0))

@@ -133,7 +133,13 @@ def face_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng,
 
 def _patch_lpips(cfg, part, pred, target, rng, size_key):
     t = cfg.train
-    sizes = t.patch_sizes_face if part == "face" else t.patch_sizes_mouth
+    field = "patch_sizes_face" if part == "face" else "patch_sizes_mouth"  # the fuse: the mouth's
+    sizes = t[field]
+    largest = L.even_sizes(*sizes, t.patch_size_step)[-1]
+    if largest > min(pred.shape[0], pred.shape[1]):
+        raise ValueError(f"train.{field} = {tuple(sizes)}: patches of {largest} px do not fit the "
+                         f"subject's {pred.shape[0]}×{pred.shape[1]} frames; pass a smaller "
+                         f"range, e.g. --set=train.{field}=\"(32, 32)\"")  # fmt: skip
     size_key = rng if size_key is None else size_key
     return L.patch_lpips(pred, target, sizes=tuple(sizes), step=t.patch_size_step,
                          size_key=size_key, rng=rng)  # fmt: skip
