@@ -84,8 +84,8 @@ def _mouth_branch(cfg):
                                box=g.init_box, sh_degree=g.sh_degree,
                                init_opacity=g.init_opacity)  # fmt: skip
     net = build_network(cfg.model, "mouth")
-    init = lambda k: net.init(k, gaussians.means, dummy_inputs(cfg.model), mode="eval")  # noqa: E731
-    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))["params"]
+    shapes = jax.eval_shape(functools.partial(net.init, mode="eval"), jax.random.PRNGKey(0),
+                            gaussians.means, dummy_inputs(cfg.model))["params"]  # fmt: skip
     params = _random_like(shapes, 3, scale=0.1)
     g_tx = gaussian_optimizer(b, EXTENT, gaussians.sh.shape[1], part="mouth")
     n_tx = network_optimizer(b, params)
