@@ -1,5 +1,6 @@
 """Schedules and parameter groups."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -34,3 +35,35 @@ def test_grouped_applies_each_groups_rate_and_rejects_unknown_groups():
     np.testing.assert_allclose(updates["mlp"]["w"], -0.1)
     with pytest.raises(ValueError, match="no optimiser for parameter groups"):
         optim.grouped({"grid": optax.sgd(1.0)}, params, label_of)
+
+
+def test_advance_schedules_moves_only_the_schedule_counts():
+    """k warm-up steps advance the schedule; the first real step then uses rate(k), with Adam's
+    moments and bias correction as fresh as if nothing had happened (PyTorch: LambdaLR.step()
+    every iteration, Adam skipping parameters without gradients)."""
+    k, base, wd = 5, 0.1, 0.01
+    rate = optim.scaled(base, optim.motion_factor(8, 10))  # steep: rate(5) = 0.065 vs 0.1
+    params = {"grid": {"plane": jnp.asarray([1.0, -2.0, 0.5])}, "mlp": {"w": jnp.ones(2)}}
+    label_of = lambda p: "grid" if p.startswith("grid") else "net"
+    tx = optim.grouped({"grid": optim.adamw_network(rate, wd),
+                        "net": optim.adamw_network(rate, wd)}, params, label_of)  # fmt: skip
+    state = tx.init(params)
+    idle = state
+    for _ in range(k):
+        idle = optim.advance_schedules(idle)
+    counts = lambda s, kind: [int(x.count) for x in jax.tree.leaves(
+        s, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]  # fmt: skip
+    assert counts(idle, optax.ScaleByScheduleState) == [k, k]
+    assert counts(idle, optax.ScaleByAdamState) == [0, 0]
+    moments = lambda s: [np.asarray(x) for x in jax.tree.leaves(s)
+                         if getattr(x, "ndim", 0) > 0]  # fmt: skip
+    for a, b in zip(moments(idle), moments(state)):
+        np.testing.assert_array_equal(a, b)
+    grads = {"grid": {"plane": jnp.asarray([0.3, -0.2, 1e-3])},
+             "mlp": {"w": jnp.asarray([1.0, 2.0])}}  # fmt: skip
+    updates, _ = tx.update(grads, idle, params)
+    # first Adam step: m̂ / (√v̂ + eps) = g / (|g| + eps); AdamW adds wd · p; times −rate(k)
+    for g, p, u in zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(updates)):
+        want = -float(rate(k)) * (g / (jnp.abs(g) + 1e-8) + wd * p)
+        np.testing.assert_allclose(u, want, rtol=1e-5)
+    assert float(rate(k)) < 0.7 * base  # rate(0) would fail the comparison above

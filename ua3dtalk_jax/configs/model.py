@@ -38,7 +38,8 @@ _SIZES = {
 }  # fmt: skip
 
 
-def _gaussians(init_num: int, capacity: int, grad_threshold: float, densify_until: int):
+def _gaussians(init_num: int, capacity: int, grad_threshold: float, densify_until: int, *,
+               face: bool):  # fmt: skip
     g = ml_collections.ConfigDict()
     g.init = "box"  # "box" (authors) or "image" (lifted from the frames; train.stage2_init)
     g.init_num = init_num  # initial points (authors: face 2000, mouth 10,000 in the box)
@@ -59,6 +60,18 @@ def _gaussians(init_num: int, capacity: int, grad_threshold: float, densify_unti
     g.size_prune_from = 3000  # size prune only after the 3000-iteration interval
     g.max_screen_radius = 20.0  # px
     g.max_world_scale = 0.1  # · extent
+    # Green-background clean-up at every densification interval (gaussians.densify): the face
+    # prunes Gaussians whose colour from the training camera is R < 30, G > 225, B < 30 (/255),
+    # to the end of training; the mouth fades those with R < 20, G > 235, B < 20 (gradient
+    # accumulator halved, opacity 0.1, scale ÷ 10) until densify_until.
+    g.bg_cleanup = "prune" if face else "fade"
+    g.bg_red_max = (30 if face else 20) / 255
+    g.bg_green_min = (225 if face else 235) / 255
+    g.bg_blue_max = (30 if face else 20) / 255
+    g.bg_cleanup_past_until = face
+    g.bg_fade_opacity = 0.1
+    g.bg_fade_scale = 10.0
+    g.bg_fade_raw = False  # True: the authors' literal raw/10 (grows small Gaussians; densify.py)
     return g
 
 
@@ -106,8 +119,10 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
         cfg.decoder.face.xyz_gain = 30.0
         cfg.decoder.face.zero_init = ("xyz",)
     cfg.gaussians = ml_collections.ConfigDict()
-    cfg.gaussians.face = _gaussians(*s["face"], grad_threshold=5e-4, densify_until=49_000)
-    cfg.gaussians.mouth = _gaussians(*s["mouth"], grad_threshold=2e-4, densify_until=45_000)
+    cfg.gaussians.face = _gaussians(*s["face"], grad_threshold=5e-4, densify_until=49_000,
+                                    face=True)  # fmt: skip
+    cfg.gaussians.mouth = _gaussians(*s["mouth"], grad_threshold=2e-4, densify_until=45_000,
+                                     face=False)  # fmt: skip
     if preset != "paper":
         # 1,500 iterations cannot carry random box points over the head; start from the images.
         # Lifted points start visible (0.5): at the authors' 0.1 the many that never receive

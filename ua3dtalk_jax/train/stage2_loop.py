@@ -5,7 +5,10 @@ Schedule of a branch of `iterations` steps (reference §2–§4, scaled by the p
   warmup ≤ i < ens      deformation with one random ensemble member per view ("train" mode)
   i ≥ ensemble_from     the full ensemble ("eval" mode, Eq. 10–12)
   i ≥ lpips_from        the late LPIPS terms
-  every densify_every   (densify_from < i < densify_until) clone/split/prune on the fixed buffers
+  i ≥ final_from        the mouth's final phase: black background, motion and geometry frozen
+  every densify_every   (densify_from < i < densify_until) clone/split/prune on the fixed buffers,
+                        then the green-background clean-up seen from that iteration's (first)
+                        training camera (the face's to the end of training)
   every sh_every        one more SH degree
 The fuse step trains colours and the face opacity for `fuse.iterations` steps.
 
@@ -36,7 +39,8 @@ from ua3dtalk_jax.gaussians import (
     init_grad_stats,
     should_densify,
 )
-from ua3dtalk_jax.gaussians.params import trainable
+from ua3dtalk_jax.gaussians.densify import background_cleanup, should_clean
+from ua3dtalk_jax.gaussians.params import camera_center, trainable
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.checkpoint import Checkpointer
 from ua3dtalk_jax.train.stage2_data import FrameSampler, Prefetcher
@@ -60,6 +64,7 @@ class Phase:
         self.warned_capacity = False
         self.rollbacks = 0
         self.window = []
+        self.cleaned = 0  # Gaussians hit by the green-background clean-up (since this start)
         self.history = os.path.join(workdir, "stage2", f"{name}_metrics.jsonl")
 
     def restore(self, state):
@@ -155,8 +160,9 @@ def variant(cfg, b, it: int) -> Variant:
 
 def flags(b, part: str, it: int) -> dict:
     hair = part == "face" and b.warmup < it < b.hair_until and it % 7 != 0
+    final = part == "mouth" and it >= b.final_from
     return {"hair": np.bool_(hair), "erode": np.bool_(part == "face" and it >= b.mouth_erode_from),
-            "late": np.bool_(it >= b.lpips_from)}
+            "late": np.bool_(it >= b.lpips_from), "final": np.bool_(final)}
 
 
 def global_batch(cfg, mesh) -> int:
@@ -198,13 +204,18 @@ def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=
             state = state.replace(gaussians=grow_sh_degree(state.gaussians, it, b.sh_every))
         if should_densify(dcfg, it):
             state = _densify(dcfg, state, it, extent, ph, cfg.train.strict_capacity)
+        if should_clean(dcfg, it):
+            # the camera of iteration it − 1 (just done); every host draws the same frames
+            view = subject.viewmat(int(sampler.indices(it - 1)[0]))
+            state = _clean(dcfg, state, np.asarray(camera_center(np.asarray(view))), ph)
         if validate is not None and (it % cfg.train.val_every == 0 or it == b.iterations):
             validate(part, state, net, it)
         return state
 
     state = _run(cfg, ph, state, start, sampler, mesh, step, after)
     log(f"[{part}] {b.iterations} iterations, {int(np.sum(state.gaussians.active))} Gaussians, "
-        f"{len(steps)} compiled step variants")  # fmt: skip
+        f"{len(steps)} compiled step variants, {ph.cleaned} green-background Gaussians hit by "
+        f"the clean-up ({dcfg.bg_cleanup})")  # fmt: skip
     return state, net
 
 
@@ -272,6 +283,14 @@ def _densify(dcfg, state, it, extent, ph, strict: bool):
         g_opt=zero_moments(state.g_opt, info.changed),
         stats=init_grad_stats(g.capacity),
     )
+
+
+def _clean(dcfg, state, campos, ph):
+    g, stats, hit = background_cleanup(dcfg, state.gaussians, state.stats, campos)
+    ph.cleaned += int(np.sum(hit))
+    # pruned slots are free slots: no moments; faded ones keep theirs (edited in place)
+    g_opt = zero_moments(state.g_opt, hit) if dcfg.bg_cleanup == "prune" else state.g_opt
+    return state.replace(gaussians=g, stats=stats, g_opt=g_opt)
 
 
 def train_fuse(cfg, subject, features, workdir, branches, *, extent, mesh, writer=None,
