@@ -36,9 +36,9 @@ _CACHE = cli.define_compile_cache()
 def main(argv):
     del argv
     cli.quiet_orbax()
-    from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
-    from ua3dtalk_jax.eval import ablation  # noqa: PLC0415
-    from ua3dtalk_jax.train import run  # noqa: PLC0415
+    from ua3dtalk_jax.configs import get_config
+    from ua3dtalk_jax.eval import ablation
+    from ua3dtalk_jax.train import run
 
     run.enable_compile_cache(_CACHE.value)
     try:

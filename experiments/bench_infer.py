@@ -51,7 +51,7 @@ def _median_time(fn, repeats: int) -> float:
 
 def _clip(model, frames: int) -> np.ndarray:
     """`frames` frames of the subject's held-out speech (looped if it is shorter)."""
-    from ua3dtalk_jax.audio.features import SAMPLE_RATE  # noqa: PLC0415
+    from ua3dtalk_jax.audio.features import SAMPLE_RATE
 
     s = model.subject
     val = s.split("val")
@@ -61,10 +61,10 @@ def _clip(model, frames: int) -> np.ndarray:
 
 
 def _parts(model, wav, frames: int, repeats: int) -> dict:
-    import jax  # noqa: PLC0415
+    import jax
 
-    from ua3dtalk_jax.eval import trained_model as tm  # noqa: PLC0415
-    from ua3dtalk_jax.eval.poses import pose_schedule  # noqa: PLC0415
+    from ua3dtalk_jax.eval import trained_model as tm
+    from ua3dtalk_jax.eval.poses import pose_schedule
 
     schedule = pose_schedule(model.subject, "val")
     feats = tm.audio_features(model, wav)
@@ -102,8 +102,8 @@ def report(res: dict) -> str:
 def main(argv):
     del argv
     cli.quiet_orbax()
-    from ua3dtalk_jax.eval.trained_model import load_trained  # noqa: PLC0415
-    from ua3dtalk_jax.train.run import enable_compile_cache  # noqa: PLC0415
+    from ua3dtalk_jax.eval.trained_model import load_trained
+    from ua3dtalk_jax.train.run import enable_compile_cache
 
     try:
         cli.require(workdir=_WORKDIR.value)

@@ -126,7 +126,7 @@ def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) 
     Returns:
       one result dict per timed program (the compiled one first).
     """
-    import jax  # noqa: PLC0415
+    import jax
 
     _reset_peak()
     t0 = time.perf_counter()
@@ -165,7 +165,7 @@ def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) 
 
 
 def n_params(tree) -> int:
-    import jax  # noqa: PLC0415
+    import jax
 
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
@@ -175,7 +175,7 @@ def n_params(tree) -> int:
 
 def bench_subject(size: int, data_root: str) -> str:
     """The tiny synthetic subject at `size`², with a stand-in DeepSpeech aud_ds.npy."""
-    from ua3dtalk_jax.data.synthetic.generate import ensure_synthetic  # noqa: PLC0415
+    from ua3dtalk_jax.data.synthetic.generate import ensure_synthetic
 
     path = ensure_synthetic(data_root, f"synthetic_bench{size}", "tiny", size=size)
     ds = os.path.join(path, "aud_ds.npy")
@@ -189,10 +189,11 @@ def bench_subject(size: int, data_root: str) -> str:
 
 def build_config(preset: str, overrides, subject):
     """The preset with `overrides`, model.audio following the subject's windows."""
-    from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
-    from ua3dtalk_jax.train import run  # noqa: PLC0415
-
-    from ua3dtalk_jax.configs import pretrained  # noqa: PLC0415
+    from ua3dtalk_jax.configs import (
+        get_config,
+        pretrained,
+    )
+    from ua3dtalk_jax.train import run
 
     cfg = get_config(preset)
     cfg.model.audio.steps, cfg.model.audio.in_dim = subject.audio_window, subject.audio_dim
@@ -211,8 +212,8 @@ def filled(g, key):
     """`g` with every free slot live: a copy of a live Gaussian moved by one of its own scales (a
     full buffer, as densification leaves it, without the O(N²) neighbour search of an init on
     N points)."""
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
+    import jax
+    import jax.numpy as jnp
 
     live = np.flatnonzero(np.asarray(g.active))
     src = jnp.asarray(np.where(np.asarray(g.active), np.arange(g.capacity),
@@ -237,15 +238,15 @@ def stand_in_features(n: int, cfg) -> dict:
 
 def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
     """Static, "train", "eval" and late-"eval" steps and one densification round of a branch."""
-    import jax  # noqa: PLC0415
+    import jax
 
-    from ua3dtalk_jax.gaussians import densify_and_prune, densify_config  # noqa: PLC0415
-    from ua3dtalk_jax.gaussians.params import trainable  # noqa: PLC0415
-    from ua3dtalk_jax.train import parallel, stage2_state  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2_data import FrameSampler  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2_loop import flags as step_flags  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2_loop import global_batch, variant  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2_step import make_branch_step  # noqa: PLC0415
+    from ua3dtalk_jax.gaussians import densify_and_prune, densify_config
+    from ua3dtalk_jax.gaussians.params import trainable
+    from ua3dtalk_jax.train import parallel, stage2_state
+    from ua3dtalk_jax.train.stage2_data import FrameSampler
+    from ua3dtalk_jax.train.stage2_loop import flags as step_flags
+    from ua3dtalk_jax.train.stage2_loop import global_batch, variant
+    from ua3dtalk_jax.train.stage2_step import make_branch_step
 
     b, (h, w) = cfg.train[part], subject.size
     mesh = parallel.global_mesh()
@@ -292,13 +293,13 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
 
 def bench_fuse(cfg, subject, steps: int) -> list[dict]:
     """The fuse step (colours and face opacity of both branches, networks frozen)."""
-    import jax  # noqa: PLC0415
+    import jax
 
-    from ua3dtalk_jax.gaussians.params import trainable  # noqa: PLC0415
-    from ua3dtalk_jax.train import parallel, stage2_state  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2_data import FrameSampler  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2_loop import global_batch  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2_step import make_fuse_step  # noqa: PLC0415
+    from ua3dtalk_jax.gaussians.params import trainable
+    from ua3dtalk_jax.train import parallel, stage2_state
+    from ua3dtalk_jax.train.stage2_data import FrameSampler
+    from ua3dtalk_jax.train.stage2_loop import global_batch
+    from ua3dtalk_jax.train.stage2_step import make_fuse_step
 
     (h, w), mesh = subject.size, parallel.global_mesh()
     extent = stage2_state.scene_extent(np.stack([subject.viewmat(int(i))
@@ -326,13 +327,13 @@ def bench_fuse(cfg, subject, steps: int) -> list[dict]:
 
 def bench_stage1(cfg, subject, steps: int) -> list[dict]:
     """One training step of every stage-1 module (stage1_prior / stage1_emotion)."""
-    import jax  # noqa: PLC0415
+    import jax
 
-    from ua3dtalk_jax.train import stage1_emotion as emo  # noqa: PLC0415
-    from ua3dtalk_jax.train import stage1_prior as prior  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1_data import Stage1Data  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1_loop import init_state  # noqa: PLC0415
-    from ua3dtalk_jax.types import EMOTIONS  # noqa: PLC0415
+    from ua3dtalk_jax.train import stage1_emotion as emo
+    from ua3dtalk_jax.train import stage1_prior as prior
+    from ua3dtalk_jax.train.stage1_data import Stage1Data
+    from ua3dtalk_jax.train.stage1_loop import init_state
+    from ua3dtalk_jax.types import EMOTIONS
 
     s1 = cfg.stage1
     data = Stage1Data.from_subject(subject, s1)
@@ -340,7 +341,7 @@ def bench_stage1(cfg, subject, steps: int) -> list[dict]:
     params = prior.init_params(models, s1, jax.random.PRNGKey(0), data.exp_dim)
     arrays = {"crops": data.crops, "mel": data.mel, "exp": data.exp}
     key = jax.random.PRNGKey(1)
-    step_of = lambda out, a, i: (out[0], a[1], jax.random.fold_in(key, i))  # noqa: E731
+    step_of = lambda out, a, i: (out[0], a[1], jax.random.fold_in(key, i))
     jobs = [
         ("syncnet", prior.make_syncnet_step(s1, models["syncnet"], data.n_train),
          params["syncnet"], arrays),
@@ -372,12 +373,12 @@ def bench_stage1(cfg, subject, steps: int) -> list[dict]:
 
 
 def run_phase(phase: str) -> list[dict]:
-    from experiments import cli  # noqa: PLC0415
-    from ua3dtalk_jax.data import Subject  # noqa: PLC0415
+    from experiments import cli
+    from ua3dtalk_jax.data import Subject
 
     cli.quiet_orbax()
     if _CHUNK.value is not None:
-        from ua3dtalk_jax.models import uncertainty  # noqa: PLC0415
+        from ua3dtalk_jax.models import uncertainty
 
         uncertainty.FUSION_CHUNK = _CHUNK.value
     path = _SUBJECT.value or bench_subject(_SIZE.value, _DATA_ROOT.value)
@@ -419,8 +420,8 @@ def main(argv):
         rows = []
         for p in _PHASE.value:
             rows += _child(p, os.path.join("/tmp", f"bench_train_{os.getpid()}_{p}.json"))
-        from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
-        from ua3dtalk_jax.train import run  # noqa: PLC0415
+        from ua3dtalk_jax.configs import get_config
+        from ua3dtalk_jax.train import run
 
         cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
         print(report.table(rows))

@@ -41,8 +41,8 @@ def line(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["", "| program | compile s | step s (wall) | step s (CPU) | peak RSS compile / step GB "
-           "| XLA buffers GB | GFLOP | GB accessed | parameters |",
+    out = ["", ("| program | compile s | step s (wall) | step s (CPU) | peak RSS compile / step GB "
+           "| XLA buffers GB | GFLOP | GB accessed | parameters |"),
            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if "step_s" not in r:
@@ -58,7 +58,7 @@ def table(rows: list[dict]) -> str:
 
 def schedule(cfg) -> dict[str, int]:
     """Iterations of each program over the preset's whole schedule."""
-    from ua3dtalk_jax.gaussians import densify_config, should_densify  # noqa: PLC0415
+    from ua3dtalk_jax.gaussians import densify_config, should_densify
 
     n = {}
     for part in ("face", "mouth"):

@@ -44,8 +44,8 @@ def quiet_orbax() -> None:
 def open_trained(workdir: str, subject: str, data_root: str, compile_cache: str) -> str:
     """Set-up of the tools that read a finished workdir: compile cache on, the workdir's format
     version checked, and the subject directory it was trained on (errors name the fix)."""
-    from ua3dtalk_jax.eval import evaluation  # noqa: PLC0415
-    from ua3dtalk_jax.train import run  # noqa: PLC0415
+    from ua3dtalk_jax.eval import evaluation
+    from ua3dtalk_jax.train import run
 
     run.enable_compile_cache(compile_cache)
     evaluation.check_version(workdir)

@@ -42,11 +42,11 @@ _CACHE = cli.define_compile_cache()
 
 def main(argv):
     del argv
-    from ua3dtalk_jax.eval import synthesize as syn  # noqa: PLC0415
-    from ua3dtalk_jax.eval import trained_model as tm  # noqa: PLC0415
-    from ua3dtalk_jax.eval.poses import MODES, read_viewmats  # noqa: PLC0415
-    from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
-    from ua3dtalk_jax.train.run import enable_compile_cache  # noqa: PLC0415
+    from ua3dtalk_jax.eval import synthesize as syn
+    from ua3dtalk_jax.eval import trained_model as tm
+    from ua3dtalk_jax.eval.poses import MODES, read_viewmats
+    from ua3dtalk_jax.train.config_io import load_config
+    from ua3dtalk_jax.train.run import enable_compile_cache
 
     cli.quiet_orbax()
     try:

@@ -31,11 +31,11 @@ _CACHE = cli.define_compile_cache()
 
 def main(argv):
     del argv
-    from ua3dtalk_jax.audio.precomputed import check_choice  # noqa: PLC0415
-    from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
-    from ua3dtalk_jax.eval.heldout_video import HeldoutVideo  # noqa: PLC0415
-    from ua3dtalk_jax.train import parallel, run  # noqa: PLC0415
-    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
+    from ua3dtalk_jax.audio.precomputed import check_choice
+    from ua3dtalk_jax.configs import get_config
+    from ua3dtalk_jax.eval.heldout_video import HeldoutVideo
+    from ua3dtalk_jax.train import parallel, run
+    from ua3dtalk_jax.train.features import feature_source
 
     cli.quiet_orbax()
     parallel.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)

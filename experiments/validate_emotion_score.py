@@ -34,9 +34,9 @@ _CACHE = cli.define_compile_cache()
 def main(argv):
     del argv
     cli.quiet_orbax()
-    from ua3dtalk_jax.eval import emotion_validation, metrics  # noqa: PLC0415
-    from ua3dtalk_jax.train import run  # noqa: PLC0415
-    from ua3dtalk_jax.types import EMOTIONS  # noqa: PLC0415
+    from ua3dtalk_jax.eval import emotion_validation, metrics
+    from ua3dtalk_jax.train import run
+    from ua3dtalk_jax.types import EMOTIONS
 
     run.enable_compile_cache(_CACHE.value)
     names = _EMOTIONS.value

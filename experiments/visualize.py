@@ -31,7 +31,7 @@ _CACHE = cli.define_compile_cache()
 def main(argv):
     del argv
     cli.quiet_orbax()
-    from ua3dtalk_jax.eval import uncertainty_maps  # noqa: PLC0415
+    from ua3dtalk_jax.eval import uncertainty_maps
 
     try:
         cli.require(workdir=_WORKDIR.value)

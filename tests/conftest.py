@@ -110,10 +110,10 @@ def tiny_trained(tmp_path_factory):
     `pytest -n N`, by every worker: the first worker to need it trains it under a file lock, the
     others wait for it and read its summary. Compilations go to a persistent cache next to it.
     Treat the workdir as read-only; copy it first to change it."""
-    from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
-    from ua3dtalk_jax.data.synthetic.generate import generate_preset  # noqa: PLC0415
-    from ua3dtalk_jax.train import run  # noqa: PLC0415
-    from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
+    from ua3dtalk_jax.configs import get_config
+    from ua3dtalk_jax.data.synthetic.generate import generate_preset
+    from ua3dtalk_jax.train import run
+    from ua3dtalk_jax.train.config_io import load_config
 
     root = _shared_tmp(tmp_path_factory) / "tiny_trained"
     root.mkdir(exist_ok=True)

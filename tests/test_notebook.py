@@ -18,8 +18,8 @@ CELL_TIMEOUT_S = 600  # a cold compile of stage 1 + the renderer on 2 busy cores
 
 @pytest.mark.slow
 def test_quickstart_notebook_runs(tiny_trained, monkeypatch, tmp_path):
-    import nbclient  # noqa: PLC0415
-    import nbformat  # noqa: PLC0415
+    import nbclient
+    import nbformat
 
     root = tiny_trained["root"]
     monkeypatch.setenv("UA3D_WORKDIR", tiny_trained["workdir"])

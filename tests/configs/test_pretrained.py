@@ -33,14 +33,14 @@ def test_explicit_substitutes_are_resolved_and_each_named():
     assert cfg.stage1.emotion.corpus == "synthetic"
     lines = pretrained.substitutes(cfg.stage1)
     assert lines == [
-        "Prior Extraction: SyncNet trained on the subject (no Prior Extraction's SyncNet: "
-        "stage1.syncnet.pretrained)",
-        "Prior Extraction: f_exp from a regressor trained on the subject's tracked expression "
-        "(no Prior Extraction's 3D expression network: stage1.prior.face_recon_weights)",
-        "Emotion Distillation: wav2vec 2.0's convolutional feature encoder trained from scratch, "
-        "no transformer (no Emotion Distillation's wav2vec 2.0: stage1.emotion.wav2vec_weights)",
-        "Emotion Distillation: pre-trained on the synthetic emotional-speech corpus, not IEMOCAP "
-        "(no Emotion Distillation's pre-training corpus: stage1.emotion.corpus)",
+        ("Prior Extraction: SyncNet trained on the subject (no Prior Extraction's SyncNet: "
+        "stage1.syncnet.pretrained)"),
+        ("Prior Extraction: f_exp from a regressor trained on the subject's tracked expression "
+        "(no Prior Extraction's 3D expression network: stage1.prior.face_recon_weights)"),
+        ("Emotion Distillation: wav2vec 2.0's convolutional feature encoder trained from scratch, "
+        "no transformer (no Emotion Distillation's wav2vec 2.0: stage1.emotion.wav2vec_weights)"),
+        ("Emotion Distillation: pre-trained on the synthetic emotional-speech corpus, not IEMOCAP "
+        "(no Emotion Distillation's pre-training corpus: stage1.emotion.corpus)"),
     ]
     assert pretrained.substitutes(get_config("cpu").stage1) == lines  # cpu: substitutes by default
     subject = apply_overrides(get_config("cpu"), ["stage1.emotion.corpus=subject"])

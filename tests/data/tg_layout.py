@@ -168,7 +168,7 @@ def write_ua_extras(root: str, n: int, seed: int = 4) -> dict:
     """Writes UA-3DTalk's per-frame extras (f_exp, f_tone, f_emo .pth train/val pairs, rows in
     json order) as the authors' extraction scripts save them: f_tone one (n, 64) tensor, the
     others lists of [1, D] tensors. Returns the rows {"f_exp": (n, 64), ...} float32."""
-    from ua3dtalk_jax.data import layout  # noqa: PLC0415
+    from ua3dtalk_jax.data import layout
 
     rng = np.random.default_rng(seed)
     want = {k: rng.normal(size=(n, d)).astype(np.float32)

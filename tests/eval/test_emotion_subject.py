@@ -180,7 +180,7 @@ def test_validation_renders_a_trained_model_with_its_emotion_overrides(tiny_trai
     """The model rows of experiments.validate_emotion_score on the tiny run: its subject trains
     on one emotion (happy) and holds out another (sad), so the classifier here is fitted on the
     mesh of both parts; this checks the rendering and scoring, not the tiny model's emotions."""
-    from ua3dtalk_jax.eval import emotion_validation  # noqa: PLC0415
+    from ua3dtalk_jax.eval import emotion_validation
 
     subject = Subject.open(tiny_trained["subject"])
     every = np.arange(len(subject))

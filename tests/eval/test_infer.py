@@ -50,7 +50,7 @@ def speech(model):
 
 
 def _resampled(clip: np.ndarray, rate: int) -> np.ndarray:
-    import librosa  # noqa: PLC0415
+    import librosa
 
     return librosa.resample(clip, orig_sr=SAMPLE_RATE, target_sr=rate, res_type="soxr_hq")
 

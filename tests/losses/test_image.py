@@ -1,5 +1,7 @@
 """Image losses against scikit-image and LPIPS sanity properties."""
 
+import itertools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -72,7 +74,7 @@ def test_lpips_zero_for_identical_and_monotone_in_noise(astronaut):
         y = jnp.clip(x + sigma * rng.normal(size=x.shape).astype(np.float32), 0, 1)
         vals.append(float(image.lpips(x, y)[0]))
     assert vals[0] == pytest.approx(0.0, abs=1e-6)
-    assert all(a < b for a, b in zip(vals, vals[1:])), vals
+    assert all(a < b for a, b in itertools.pairwise(vals)), vals
 
 
 def test_lpips_rejects_images_too_small_for_alexnet():

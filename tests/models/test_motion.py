@@ -217,7 +217,7 @@ def test_decoder_section_sets_gain_zero_init_and_channel_attention():
 
 
 def test_xyz_gain_multiplies_the_position_offsets(face):
-    net, params, apply = face
+    _net, params, apply = face
     cfg = model_config("tiny")
     cfg.decoder.face.xyz_gain = 30.0
     big = MotionNetwork(motion_spec(cfg, "face"))
@@ -252,7 +252,7 @@ def test_lowrank_fusion_network_equals_dense(face, monkeypatch):
     same deformation and intermediates as "dense" to float32 rounding, chunked or not."""
     from ua3dtalk_jax.models import uncertainty
 
-    net, params, apply = face
+    _net, params, apply = face
     low = MotionNetwork(motion_spec(CFG, "face").replace(fusion="lowrank"))
     shapes = jax.eval_shape(lambda k: low.init(k, XYZ, INPUTS), jax.random.PRNGKey(0))
     assert jax.tree.structure(shapes) == jax.tree.structure(params)

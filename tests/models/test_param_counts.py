@@ -42,8 +42,8 @@ def _expected(cfg, part):
     a, h, lat = sp.audio_dim, sp.hidden, sp.latent
     out = {"xyz_grid": _planes(sp.grid_channels, sp.grid_res, sp.grid_multires)}
     convs, att = [cfg.audio.in_dim, 32, 32, 64, 64], [a, 16, 8, 4, 2, 1]
-    audio = sum(_conv3(i, o) for i, o in zip(convs, convs[1:])) + _dense(64, 64) + _dense(64, a)
-    audio += sum(_conv3(i, o) for i, o in zip(att, att[1:]))
+    audio = sum(_conv3(i, o) for i, o in itertools.pairwise(convs)) + _dense(64, 64) + _dense(64, a)
+    audio += sum(_conv3(i, o) for i, o in itertools.pairwise(att))
     audio += _dense(cfg.audio.window, cfg.audio.window)
     if sp.channel_attention:
         audio += _dense(x, 32, False) + _dense(32, a, False)

@@ -53,8 +53,8 @@ def test_blocked_spd_inverse_matches_numpy_and_the_plain_inverse():
             np.testing.assert_allclose(got, np.linalg.inv(np.asarray(a)), atol=TOL)
             np.testing.assert_allclose(got, np.asarray(S.spd_inverse(a)), atol=TOL)
             w = jnp.asarray(np.random.default_rng(6).normal(size=(3, d, d)))
-            g = jax.grad(lambda m: jnp.sum(w * S.spd_inverse_blocked(m)))(a)
-            g_ref = jax.grad(lambda m: jnp.sum(w * jnp.linalg.inv(m)))(a)
+            g = jax.grad(lambda m, w=w: jnp.sum(w * S.spd_inverse_blocked(m)))(a)
+            g_ref = jax.grad(lambda m, w=w: jnp.sum(w * jnp.linalg.inv(m)))(a)
             np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-8)
 
 

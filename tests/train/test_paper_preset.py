@@ -29,8 +29,8 @@ from ua3dtalk_jax.train import run
 from ua3dtalk_jax.train.config_io import load_config
 
 CAPACITY = 4096  # Gaussians per branch: the paper's 65,536 × 1/16 (the cost is linear in it)
-BRANCH = dict(iterations=4, warmup=1, ensemble_from=2, lpips_from=3, densify_from=1,
-              densify_every=2, densify_until=4, sh_every=2)  # fmt: skip
+BRANCH = {"iterations": 4, "warmup": 1, "ensemble_from": 2, "lpips_from": 3, "densify_from": 1,
+              "densify_every": 2, "densify_until": 4, "sh_every": 2}  # fmt: skip
 OVERRIDES = (
     [f"train.{p}.{k}={v}" for p in ("face", "mouth") for k, v in BRANCH.items()]
     + [f"model.gaussians.{p}.{k}={v}" for p in ("face", "mouth")

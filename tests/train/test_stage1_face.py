@@ -129,13 +129,13 @@ def test_stage1_with_face_recon_weights_end_to_end(tmp_path_factory):
     """The tiny synthetic subject, a reduced-width random-weight checkpoint: f_gt-exp is the
     network on the aligned real frames, f_exp on the pasted lip-wav frames, the R² is logged, and
     the checkpoint reloads the network and gives the same features for the audio."""
-    from ua3dtalk_jax.data import Subject  # noqa: PLC0415
-    from ua3dtalk_jax.data.synthetic.generate import generate_preset  # noqa: PLC0415
-    from ua3dtalk_jax.train import stage1_emotion as emo  # noqa: PLC0415
-    from ua3dtalk_jax.train import stage1_prior as prior  # noqa: PLC0415
-    from ua3dtalk_jax.train.features import compute_features  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1 import load_stage1, train_stage1  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices  # noqa: PLC0415
+    from ua3dtalk_jax.data import Subject
+    from ua3dtalk_jax.data.synthetic.generate import generate_preset
+    from ua3dtalk_jax.train import stage1_emotion as emo
+    from ua3dtalk_jax.train import stage1_prior as prior
+    from ua3dtalk_jax.train.features import compute_features
+    from ua3dtalk_jax.train.stage1 import load_stage1, train_stage1
+    from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices
 
     root = tmp_path_factory.mktemp("face_recon")
     subject = Subject.open(generate_preset(str(root / "subject"), "tiny", seed=0))

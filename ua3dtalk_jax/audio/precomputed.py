@@ -92,9 +92,9 @@ def load_windows(path: str, kind: str | None = None) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, None, :]
     width = WIDTHS.get(kind)
-    if width is not None and arr.shape[2] != width and arr.shape[1] == width:
-        if arr.shape[2] <= MAX_STEPS:
-            arr = np.swapaxes(arr, 1, 2)  # [N, F, Wa], the layout the Conv1d reads
+    transposed = width is not None and arr.shape[2] != width and arr.shape[1] == width
+    if transposed and arr.shape[2] <= MAX_STEPS:
+        arr = np.swapaxes(arr, 1, 2)  # [N, F, Wa], the layout the Conv1d reads
     arr = np.ascontiguousarray(arr, np.float32)
     if not np.all(np.isfinite(arr)):
         bad = int(np.argmax(~np.isfinite(arr).reshape(len(arr), -1).all(1)))

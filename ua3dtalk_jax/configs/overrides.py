@@ -29,7 +29,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections
       ValueError naming the override: no "=", an unknown key, a value of the wrong type; or a
         `check_config` refusal.
     """
-    from ua3dtalk_jax.configs import sync_schedule  # noqa: PLC0415 - configs/__init__ imports us
+    from ua3dtalk_jax.configs import sync_schedule
 
     for item in overrides or ():
         if "=" not in item:

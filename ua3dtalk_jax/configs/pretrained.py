@@ -88,8 +88,8 @@ def substitutes(stage1_cfg, *, source: str = "stage1") -> list[str]:
         UA-3DTalk features and no part of this project's stage 1 is used.
     """
     if source == "subject":
-        return ["Prior Extraction and Emotion Distillation: the subject's precomputed UA-3DTalk "
-                "features (stage1.features.source=subject); this project's stage 1 is not used"]  # fmt: skip
+        return [("Prior Extraction and Emotion Distillation: the subject's precomputed UA-3DTalk "
+                "features (stage1.features.source=subject); this project's stage 1 is not used")]  # fmt: skip
     out = []
     for section, field, what, _, _, does in FIELDS:
         value = str(stage1_cfg[section].get(field, ""))

@@ -63,31 +63,31 @@ def wav2lip_audio_specs(c: tuple[int, ...]) -> tuple:
 
 # Sizes per preset (the sections below read them by these names).
 _SIZES = {
-    "paper": dict(
-        face_size=96, syncnet_widths=(32, 64, 128, 256, 512),
-        generator_widths=(32, 64, 128, 256, 512), prior_widths=(64, 128, 256, 512),
-        style_lstm=640, style_lstm_layers=2, style_mlp=(640, 320), fuse_hidden=256,
-        emotion_window_s=3.0, spectrogram_hw=(224, 336), alexnet_pool=6, mfcc_stride=1,
-        emotion_lstm=256, emotion_lstm_layers=2, wav_channels=512, wav_dim=768, steps=20000,
-        batch=64, emotion_steps=20000, finetune_steps=5000, style_seq_len=32, n_refs=25,
-        style_steps=20000, corpus_clips=32,
-    ),
-    "cpu": dict(
-        face_size=48, syncnet_widths=(16, 32, 64, 96, 128), generator_widths=(16, 32, 64, 96),
-        prior_widths=(16, 32, 64, 96), style_lstm=96, style_lstm_layers=1, style_mlp=(128, 96),
-        fuse_hidden=96, emotion_window_s=1.0, spectrogram_hw=(64, 64), alexnet_pool=1,
-        mfcc_stride=2, emotion_lstm=48, emotion_lstm_layers=1, wav_channels=48, wav_dim=64,
-        steps=150, batch=24, emotion_steps=500, finetune_steps=100, style_seq_len=16, n_refs=25,
-        style_steps=3000, corpus_clips=12,
-    ),
-    "tiny": dict(
-        face_size=32, syncnet_widths=(8, 16, 16, 32, 32), generator_widths=(8, 16, 32),
-        prior_widths=(8, 16, 32), style_lstm=32, style_lstm_layers=1, style_mlp=(64, 48),
-        fuse_hidden=48, emotion_window_s=0.64, spectrogram_hw=(64, 64), alexnet_pool=1,
-        mfcc_stride=2, emotion_lstm=16, emotion_lstm_layers=1, wav_channels=16, wav_dim=32,
-        steps=40, batch=8, emotion_steps=40, finetune_steps=20, style_seq_len=8, n_refs=8,
-        style_steps=40, corpus_clips=1,
-    ),
+    "paper": {
+        "face_size": 96, "syncnet_widths": (32, 64, 128, 256, 512),
+        "generator_widths": (32, 64, 128, 256, 512), "prior_widths": (64, 128, 256, 512),
+        "style_lstm": 640, "style_lstm_layers": 2, "style_mlp": (640, 320), "fuse_hidden": 256,
+        "emotion_window_s": 3.0, "spectrogram_hw": (224, 336), "alexnet_pool": 6, "mfcc_stride": 1,
+        "emotion_lstm": 256, "emotion_lstm_layers": 2, "wav_channels": 512, "wav_dim": 768, "steps": 20000,
+        "batch": 64, "emotion_steps": 20000, "finetune_steps": 5000, "style_seq_len": 32, "n_refs": 25,
+        "style_steps": 20000, "corpus_clips": 32,
+    },
+    "cpu": {
+        "face_size": 48, "syncnet_widths": (16, 32, 64, 96, 128), "generator_widths": (16, 32, 64, 96),
+        "prior_widths": (16, 32, 64, 96), "style_lstm": 96, "style_lstm_layers": 1, "style_mlp": (128, 96),
+        "fuse_hidden": 96, "emotion_window_s": 1.0, "spectrogram_hw": (64, 64), "alexnet_pool": 1,
+        "mfcc_stride": 2, "emotion_lstm": 48, "emotion_lstm_layers": 1, "wav_channels": 48, "wav_dim": 64,
+        "steps": 150, "batch": 24, "emotion_steps": 500, "finetune_steps": 100, "style_seq_len": 16, "n_refs": 25,
+        "style_steps": 3000, "corpus_clips": 12,
+    },
+    "tiny": {
+        "face_size": 32, "syncnet_widths": (8, 16, 16, 32, 32), "generator_widths": (8, 16, 32),
+        "prior_widths": (8, 16, 32), "style_lstm": 32, "style_lstm_layers": 1, "style_mlp": (64, 48),
+        "fuse_hidden": 48, "emotion_window_s": 0.64, "spectrogram_hw": (64, 64), "alexnet_pool": 1,
+        "mfcc_stride": 2, "emotion_lstm": 16, "emotion_lstm_layers": 1, "wav_channels": 16, "wav_dim": 32,
+        "steps": 40, "batch": 8, "emotion_steps": 40, "finetune_steps": 20, "style_seq_len": 8, "n_refs": 8,
+        "style_steps": 40, "corpus_clips": 1,
+    },
 }  # fmt: skip
 
 

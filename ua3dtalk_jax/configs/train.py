@@ -39,7 +39,7 @@ def _short(b: ml_collections.ConfigDict, total: int) -> None:
 
 
 def _branch(total: int, scale: float, *, face: bool) -> ml_collections.ConfigDict:
-    s = lambda it: max(1, int(round(it * scale)))  # noqa: E731
+    s = lambda it: max(1, int(round(it * scale)))
     b = ml_collections.ConfigDict()
     b.iterations = total
     b.warmup = s(3_000)  # static Gaussians only (no deformation) before this

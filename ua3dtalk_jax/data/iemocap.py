@@ -17,8 +17,6 @@ import glob
 import os
 import re
 
-import numpy as np
-
 from ua3dtalk_jax.audio import emotion_inputs, features
 
 FOUR_CLASSES = ("neutral", "happy", "sad", "angry")

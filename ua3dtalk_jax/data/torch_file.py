@@ -352,7 +352,7 @@ def read_state_dict(path: str, *, max_elements: int = MAX_ELEMENTS,
                           max_depth=max_depth)  # fmt: skip
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(sd, dict):
-        raise ValueError(f"{path}: holds a {type(sd).__name__}, not a state dict")  # noqa: TRY004
+        raise ValueError(f"{path}: holds a {type(sd).__name__}, not a state dict")
     return sd
 
 

@@ -68,7 +68,7 @@ def check_overrides(overrides) -> None:
 
 
 def _stage1_config(workdir: str) -> dict:
-    from ua3dtalk_jax.train.config_io import with_legacy_defaults  # noqa: PLC0415
+    from ua3dtalk_jax.train.config_io import with_legacy_defaults
 
     with open(os.path.join(workdir, "config.json")) as f:
         return with_legacy_defaults(json.load(f))["stage1"]
@@ -78,9 +78,9 @@ def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
                   log=print) -> str | None:  # fmt: skip
     """The workdir whose stage-1 checkpoint every configuration copies (trained here if needed);
     None when stage 2 reads the subject's precomputed features (`stage1.features.source`)."""
-    from ua3dtalk_jax.train import run  # noqa: PLC0415
-    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1 import CKPT_DIR, has_stage1  # noqa: PLC0415
+    from ua3dtalk_jax.train import run
+    from ua3dtalk_jax.train.features import feature_source
+    from ua3dtalk_jax.train.stage1 import CKPT_DIR, has_stage1
 
     if feature_source(base) == "subject":
         log("ablation: no stage 1 (stage1.features.source=subject)")
@@ -101,7 +101,7 @@ def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
 def _finished(workdir: str, split: str) -> dict | None:
     """The evaluated rendered row of a configuration, when its evaluation is newer than its model
     and has every column of this table (an older evaluation is redone; the model is kept)."""
-    from ua3dtalk_jax.train.stage2 import MODEL_DIR  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2 import MODEL_DIR
 
     res, model = os.path.join(workdir, f"eval_{split}.json"), os.path.join(workdir, MODEL_DIR)
     if not (os.path.isfile(res) and os.path.isdir(model)):
@@ -117,10 +117,10 @@ def run_configuration(cfg, name: str, subject_path: str, root: str, stage1_src: 
                       split: str = "val", syncnet_weights=None, max_frames=None,
                       log=print) -> dict:  # fmt: skip
     """Trains (or resumes) and evaluates one configuration; returns its table row."""
-    from ua3dtalk_jax.eval.evaluation import evaluate  # noqa: PLC0415
-    from ua3dtalk_jax.train import run  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1 import CKPT_DIR  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import MODEL_DIR  # noqa: PLC0415
+    from ua3dtalk_jax.eval.evaluation import evaluate
+    from ua3dtalk_jax.train import run
+    from ua3dtalk_jax.train.stage1 import CKPT_DIR
+    from ua3dtalk_jax.train.stage2 import MODEL_DIR
 
     wd = os.path.join(root, SLUGS[name])
     run.check_workdir(cfg, wd)  # a workdir of another config (other --set) is refused, not mixed
@@ -151,10 +151,10 @@ def run_ablation(base, subject_path: str, root: str, names=None, *, stage1_from=
     Returns:
       {"rows": one row per configuration, "table": printed text, "paths": written files}.
     """
-    from ua3dtalk_jax.configs import pretrained  # noqa: PLC0415
-    from ua3dtalk_jax.data import Subject  # noqa: PLC0415
-    from ua3dtalk_jax.data.stage2_audio import resolve_audio  # noqa: PLC0415
-    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
+    from ua3dtalk_jax.configs import pretrained
+    from ua3dtalk_jax.data import Subject
+    from ua3dtalk_jax.data.stage2_audio import resolve_audio
+    from ua3dtalk_jax.train.features import feature_source
 
     names = list(names or CONFIGURATIONS)
     base = copy.deepcopy(base)  # every row: the subject's audio kind, stage 1's pretrained parts

@@ -248,7 +248,7 @@ def heldout_accuracy(rendered: np.ndarray, real: np.ndarray, fallback_boxes: np.
     Returns:
       `emotion_accuracy`'s dict; {} when not available.
     """
-    from ua3dtalk_jax.eval.landmarks import largest_face  # noqa: PLC0415
+    from ua3dtalk_jax.eval.landmarks import largest_face
 
     if not any(labels):
         notes.append("Emo-acc: the subject has no emotion labels")

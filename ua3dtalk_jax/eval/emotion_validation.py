@@ -87,7 +87,7 @@ def generator_rows(clf, subject, index: np.ndarray, shown, strengths=(),
                    log=print) -> list[dict]:  # fmt: skip
     """Rows of the generator's re-rendered held-out frames: unchanged, with their own emotion at
     each of `strengths` (0.5: half-way to neutral), then showing each emotion of `shown`."""
-    from ua3dtalk_jax.data.synthetic import counterfactual  # noqa: PLC0415
+    from ua3dtalk_jax.data.synthetic import counterfactual
 
     labels = _labels(subject, index)
     rows = []
@@ -102,9 +102,9 @@ def generator_rows(clf, subject, index: np.ndarray, shown, strengths=(),
 def model_rows(clf, workdir: str, subject_path: str, index: np.ndarray, shown,
                log=print) -> list[dict]:  # fmt: skip
     """Rows of a trained workdir's renders: audio-driven, then with each `--emotion` of `shown`."""
-    from ua3dtalk_jax.data.stage2_audio import open_for_model  # noqa: PLC0415
-    from ua3dtalk_jax.eval.evaluation import load_trained, render_split  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import stage1_arrays  # noqa: PLC0415
+    from ua3dtalk_jax.data.stage2_audio import open_for_model
+    from ua3dtalk_jax.eval.evaluation import load_trained, render_split
+    from ua3dtalk_jax.train.stage2 import stage1_arrays
 
     cfg, heads = load_trained(workdir)
     subject = open_for_model(subject_path, cfg.data, cfg.model.audio)
@@ -137,8 +137,8 @@ def validate(subject_path: str, *, workdir: str | None = None, shown=EMOTIONS,
       es.NotAvailable: the subject cannot be scored (no labels, one emotion).
       ValueError: an unknown emotion in `shown`.
     """
-    from ua3dtalk_jax.data import Subject  # noqa: PLC0415
-    from ua3dtalk_jax.data.synthetic.counterfactual import generator_metadata  # noqa: PLC0415
+    from ua3dtalk_jax.data import Subject
+    from ua3dtalk_jax.data.synthetic.counterfactual import generator_metadata
 
     bad = [x for x in shown if x not in EMOTIONS]
     if bad:

@@ -51,8 +51,8 @@ def check_version(workdir: str) -> None:
       FileNotFoundError: no config.json (not a training workdir).
       ValueError: keys missing or unknown (written by another version of ua3dtalk_jax).
     """
-    from ua3dtalk_jax.configs import get_config  # noqa: PLC0415
-    from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
+    from ua3dtalk_jax.configs import get_config
+    from ua3dtalk_jax.train.config_io import load_config
 
     saved = load_config(workdir).to_dict()
     preset = saved.get("preset")
@@ -83,8 +83,8 @@ def workdir_subject(subject: str | None, data_root: str, workdir: str) -> str:
     data_root/synthetic_<the config's synthetic preset>; anything else is a path or a folder
     under data_root.
     """
-    from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
-    from ua3dtalk_jax.train.run import recorded_subject  # noqa: PLC0415
+    from ua3dtalk_jax.train.config_io import load_config
+    from ua3dtalk_jax.train.run import recorded_subject
 
     if subject is None:
         rec = recorded_subject(workdir)
@@ -104,7 +104,7 @@ def workdir_subject(subject: str | None, data_root: str, workdir: str) -> str:
 
 def load_trained(workdir: str):
     """(cfg, heads) of a finished workdir (`train.stage2.load_stage2`), after `check_version`."""
-    from ua3dtalk_jax.train.stage2 import MODEL_DIR, load_stage2  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2 import MODEL_DIR, load_stage2
 
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"--workdir={workdir}: no such directory")
@@ -134,7 +134,7 @@ class HeldoutFrames:
 def render_split(cfg, heads, subject, features, split: str = "val",
                  max_frames: int | None = None) -> HeldoutFrames:  # fmt: skip
     """Renders a split (its first `max_frames` frames) with `evaluate_heldout`; reads the real ones."""
-    from ua3dtalk_jax.train.stage2 import evaluate_heldout  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2 import evaluate_heldout
 
     idx = np.asarray(subject.split(split))
     if max_frames is not None:
@@ -186,7 +186,7 @@ def lmd_metric(fr: HeldoutFrames, notes: list) -> dict:
 
 
 def efd_metric(fr: HeldoutFrames, notes: list) -> dict:
-    from ua3dtalk_jax.eval.expression_coeffs import expression_sets  # noqa: PLC0415
+    from ua3dtalk_jax.eval.expression_coeffs import expression_sets
 
     try:
         s = expression_sets(fr.rendered, fr.real)
@@ -211,7 +211,7 @@ def _audio_of(subject, index: np.ndarray) -> np.ndarray:
 
 def sync_standard(fr: HeldoutFrames, subject, weights: str | None, notes: list) -> dict:
     """Sync-C/D of rendered and real frames with the pretrained SyncNet v2 (None without it)."""
-    from ua3dtalk_jax.eval import syncnet_lse as sl  # noqa: PLC0415
+    from ua3dtalk_jax.eval import syncnet_lse as sl
 
     none = {"rendered": None, "real": None}
     if not weights:
@@ -241,13 +241,13 @@ def sync_standard(fr: HeldoutFrames, subject, weights: str | None, notes: list) 
 
 def sync_own(fr: HeldoutFrames, subject, workdir: str, notes: list) -> dict:
     """LSE-C/D of rendered and real frames scored with the workdir's stage-1 SyncNet."""
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
+    import jax
+    import jax.numpy as jnp
 
-    from ua3dtalk_jax.eval.syncnet_lse import lse_score  # noqa: PLC0415
-    from ua3dtalk_jax.models.prior.syncnet import SyncNet, stack_lower_halves  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1 import has_stage1, load_stage1  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1_data import face_crops  # noqa: PLC0415
+    from ua3dtalk_jax.eval.syncnet_lse import lse_score
+    from ua3dtalk_jax.models.prior.syncnet import SyncNet, stack_lower_halves
+    from ua3dtalk_jax.train.stage1 import has_stage1, load_stage1
+    from ua3dtalk_jax.train.stage1_data import face_crops
 
     if not np.any(fr.landmarks != 0) or not _contiguous(fr.index):
         notes.append("Sync (own): needs 68-point landmarks and consecutive frames")
@@ -280,7 +280,7 @@ def sync_own(fr: HeldoutFrames, subject, workdir: str, notes: list) -> dict:
 
 def emotion_metric(fr: HeldoutFrames, subject, notes: list, log=print) -> dict:
     """Emotion accuracy of rendered and real frames: fer's and the subject classifier's."""
-    from ua3dtalk_jax.eval import emotion_fer, emotion_subject  # noqa: PLC0415
+    from ua3dtalk_jax.eval import emotion_fer, emotion_subject
 
     fer = emotion_fer.heldout_accuracy(fr.rendered, fr.real, landmark_boxes(fr.landmarks),
                                        fr.emotions, notes)  # fmt: skip
@@ -348,8 +348,8 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
       FileNotFoundError: no workdir, config, stage-1 or stage-2 model, or weights file.
       ValueError: a workdir from another version; a bad split.
     """
-    from ua3dtalk_jax.data.stage2_audio import open_for_model  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import stage1_arrays  # noqa: PLC0415
+    from ua3dtalk_jax.data.stage2_audio import open_for_model
+    from ua3dtalk_jax.train.stage2 import stage1_arrays
 
     if split not in ("val", "train"):
         raise ValueError(f"--split must be 'val' or 'train', got {split!r}")

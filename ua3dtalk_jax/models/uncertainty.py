@@ -262,7 +262,7 @@ def _fusion_lowrank(mu: jax.Array, logvar: jax.Array) -> dict:
     info = a_inv * mean - jnp.einsum("v...dt,v...t->v...d", gm, jnp.einsum("v...dt,v...d->v...t",
                                                                          g, mean))  # fmt: skip
     traces = jnp.sum(a_inv, axis=-1) - jnp.sum(gm * g, axis=(-2, -1))
-    flat = lambda x: jnp.moveaxis(x, 0, -2).reshape(x.shape[1:-2] + (-1, x.shape[-1]))  # noqa: E731
+    flat = lambda x: jnp.moveaxis(x, 0, -2).reshape(x.shape[1:-2] + (-1, x.shape[-1]))
     low_rank = jnp.swapaxes(flat(jnp.swapaxes(gm, -1, -2)), -1, -2) @ flat(jnp.swapaxes(g, -1, -2))
     precision = jnp.sum(a_inv, axis=0)[..., None] * jnp.eye(d, dtype=mu.dtype) - low_rank
     cov = small_linalg.spd_inverse_blocked(_jittered(precision))

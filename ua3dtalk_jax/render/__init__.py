@@ -49,7 +49,7 @@ class RenderOutput:
 
 
 def _ffi_module():
-    from ua3dtalk_jax.render import ffi  # noqa: PLC0415 - optional compiled extension
+    from ua3dtalk_jax.render import ffi
 
     return ffi
 
@@ -186,4 +186,4 @@ def rasterize(
     )
 
 
-__all__ = ["RenderOutput", "rasterize", "available_backends", "resolve_backend", "project"]
+__all__ = ["RenderOutput", "available_backends", "project", "rasterize", "resolve_backend"]

@@ -64,7 +64,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     Raises:
       FileNotFoundError: the workdir has no config (not a training workdir).
     """
-    from ua3dtalk_jax.train.stage1 import _config  # noqa: PLC0415 - stage-1 tuple fields
+    from ua3dtalk_jax.train.stage1 import _config
 
     path = os.path.join(workdir, CONFIG_NAME)
     if not os.path.isdir(workdir):

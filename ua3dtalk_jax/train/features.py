@@ -33,8 +33,13 @@ from ua3dtalk_jax.data import layout
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1 import (CKPT_DIR, Stage1Model, load_stage1, prior_stats,
-                                      standardise_prior)  # fmt: skip
+from ua3dtalk_jax.train.stage1 import (
+    CKPT_DIR,
+    Stage1Model,
+    load_stage1,
+    prior_stats,
+    standardise_prior,  # fmt: skip
+)
 
 CACHE_NAME = "stage1_features"
 SOURCES = ("stage1", "subject")  # `stage1.features.source`

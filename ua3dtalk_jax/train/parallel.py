@@ -15,7 +15,6 @@ devices, and each process feeds its own frames (`process_slice`).
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Callable, Sequence
 
 import jax

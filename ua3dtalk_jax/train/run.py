@@ -35,7 +35,7 @@ def enable_compile_cache(path: str | None) -> None:
     The stage-2 steps take 20–40 s each to compile on a 2-core CPU; with the cache a resumed run, a
     second subject or an ablation row reuses them (the executables are keyed by program and flags).
     """
-    import jax  # noqa: PLC0415
+    import jax
 
     if not path:
         return
@@ -47,7 +47,7 @@ def enable_compile_cache(path: str | None) -> None:
 
 def resolve_subject(subject: str, data_root: str, synthetic_preset: str, log=print) -> str:
     """A subject directory: a path, a folder under data_root, or "synthetic" (built if absent)."""
-    from ua3dtalk_jax.data.synthetic.generate import ensure_synthetic  # noqa: PLC0415
+    from ua3dtalk_jax.data.synthetic.generate import ensure_synthetic
 
     if subject == "synthetic":
         path = os.path.join(data_root, f"synthetic_{synthetic_preset}")
@@ -116,9 +116,9 @@ def _diff(a, b, prefix=""):
 
 def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     """Trains stage 1 unless its checkpoint exists; computes (and caches) the per-frame features."""
-    from ua3dtalk_jax.train.stage1 import train_stage1  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage1_data import Stage1Data  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import stage1_arrays  # noqa: PLC0415
+    from ua3dtalk_jax.train.stage1 import train_stage1
+    from ua3dtalk_jax.train.stage1_data import Stage1Data
+    from ua3dtalk_jax.train.stage2 import stage1_arrays
 
     t = time.time()
     ckpt = os.path.join(workdir, STAGE1_DIR)
@@ -143,9 +143,9 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
     Raises:
       FileNotFoundError / ValueError: one line naming the flag, file or field at fault.
     """
-    from ua3dtalk_jax.data import Subject  # noqa: PLC0415
-    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import Stage1Missing  # noqa: PLC0415
+    from ua3dtalk_jax.data import Subject
+    from ua3dtalk_jax.train.features import feature_source
+    from ua3dtalk_jax.train.stage2 import Stage1Missing
 
     if stage not in STAGES:
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
@@ -180,10 +180,10 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
     `subject`: the `prepare` result when the caller has already checked the run (the CLI does,
     so that its refusals come before anything is trained); None prepares here.
     """
-    from tensorboardX import SummaryWriter  # noqa: PLC0415
+    from tensorboardX import SummaryWriter
 
-    from ua3dtalk_jax.train.features import feature_source  # noqa: PLC0415
-    from ua3dtalk_jax.train.stage2 import run_stage2  # noqa: PLC0415
+    from ua3dtalk_jax.train.features import feature_source
+    from ua3dtalk_jax.train.stage2 import run_stage2
 
     if subject is None:
         subject = prepare(cfg, subject_path, workdir, stage, log=log)

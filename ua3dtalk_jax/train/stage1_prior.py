@@ -201,7 +201,7 @@ def sync_auc(model: SyncNet, params, data: dict, lo: int, hi: int, frames: int, 
     s = jnp.arange(lo, hi - frames - shift + 1)
     faces = stack_lower_halves(to_float(data["crops"][s[:, None] + jnp.arange(frames)]))
     f = jax.jit(lambda m, x: model.apply({"params": params}, m, x)[0])
-    mel = lambda i: sync_mel(data["mel"], i, offset)  # noqa: E731
+    mel = lambda i: sync_mel(data["mel"], i, offset)
     pos = f(mel(s), faces)
     neg = jnp.concatenate([f(mel(s + shift), faces), f(mel(s), stack_lower_halves(
         to_float(data["crops"][(s + shift)[:, None] + jnp.arange(frames)])))])  # fmt: skip

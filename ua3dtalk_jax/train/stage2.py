@@ -42,7 +42,7 @@ def stage1_arrays(subject, workdir: str, emotion=None, cfg=None) -> dict:
     """Per-frame f_exp, f_tone, f_emo of `subject`: from the stage-1 checkpoint in `workdir`, or,
     when `cfg` (the full config) says `stage1.features.source=subject`, from the subject's
     UA-3DTalk extras (`train.features.subject_features`; no emotion override there)."""
-    from ua3dtalk_jax.train import features as F  # noqa: PLC0415
+    from ua3dtalk_jax.train import features as F
 
     if F.feature_source(cfg) == "subject":
         if emotion not in (None, "audio"):
@@ -199,7 +199,7 @@ def load_stage2(workdir: str, cfg=None):
       FileNotFoundError: stage 2 has not finished in this workdir.
       ValueError: the model was written by another version of this project.
     """
-    from ua3dtalk_jax.train.config_io import load_config  # noqa: PLC0415
+    from ua3dtalk_jax.train.config_io import load_config
 
     path = os.path.join(os.path.abspath(workdir), MODEL_DIR)
     if not finished_steps(path):  # a save killed before orbax finished it leaves a tmp folder

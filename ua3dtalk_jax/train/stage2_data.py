@@ -71,9 +71,9 @@ class FrameSampler:
         b = self.b
         if b is None:
             return True
-        if self.mouth_px is not None and self.mouth_px[j] < b.min_mouth_pixels:
-            if np.any(self.mouth_px >= b.min_mouth_pixels):
-                return False
+        if (self.mouth_px is not None and self.mouth_px[j] < b.min_mouth_pixels
+                and np.any(self.mouth_px >= b.min_mouth_pixels)):
+            return False
         if self.part == "face" and it % b.curriculum_every == 0:
             if it < b.warmup:
                 lo, hi = float(self.mouth_open.min()), float(self.mouth_open.max())

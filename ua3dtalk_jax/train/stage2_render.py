@@ -95,7 +95,7 @@ def render_fused(face, mouth, frame: dict, *, width: int, height: int, backend: 
     Returns:
       {"rgb" (H, W, 3) fused image, "face": face render dict, "mouth": mouth render dict}.
     """
-    kw = dict(width=width, height=height, backend=backend, use_deform=use_deform, mode=mode)
+    kw = {"width": width, "height": height, "backend": backend, "use_deform": use_deform, "mode": mode}
     keys = (None, None) if rng is None else tuple(jax.random.split(rng))
     f = render_branch(*face, frame, rng=keys[0], **kw)
     m = render_branch(*mouth, frame, rng=keys[1], **kw)

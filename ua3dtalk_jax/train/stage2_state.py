@@ -33,7 +33,6 @@ import optax
 from ua3dtalk_jax.gaussians import GaussianState, GradStats, init_gaussians, init_grad_stats
 from ua3dtalk_jax.gaussians.params import trainable
 from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
-from ua3dtalk_jax.train.stage2_init import INIT_MODES, image_points
 from ua3dtalk_jax.train.optim import (
     adamw_network,
     exponential_lr,
@@ -41,6 +40,7 @@ from ua3dtalk_jax.train.optim import (
     motion_factor,
     scaled,
 )
+from ua3dtalk_jax.train.stage2_init import INIT_MODES, image_points
 
 EXTENT_FLOOR = 0.2  # × mean camera distance (a static camera has no spread)
 AUDIO_ATT_WEIGHT_DECAY = 1e-4
@@ -116,7 +116,7 @@ def gaussian_optimizer(bcfg, extent: float, num_coeffs: int, *, fuse=None, part=
     sh_rate[0, 0, 0] = bcfg.lr_f_dc
     rates = {
         "means": scaled(extent, exponential_lr(bcfg.lr_xyz_init, bcfg.lr_xyz_final,
-                                               bcfg.lr_xyz_steps)),  # fmt: skip
+                                               bcfg.lr_xyz_steps)),
         "scales_raw": bcfg.lr_scaling,
         "quats": bcfg.lr_rotation,
         "opacity_logits": bcfg.lr_opacity,
@@ -177,7 +177,7 @@ def init_branch(cfg, part: str, key: jax.Array, extent: float, subject=None):
     k_g, k_n, k_run = jax.random.split(key, 3)
     if g.init not in INIT_MODES:
         raise ValueError(f"model.gaussians.{part}.init = {g.init!r}; choose one of {INIT_MODES}")
-    kw = dict(sh_degree=g.sh_degree, init_opacity=g.init_opacity)
+    kw = {"sh_degree": g.sh_degree, "init_opacity": g.init_opacity}
     if g.init == "image" and subject is not None:
         pts, cols, spacing = image_points(subject, part, g.init_num, cfg.seed,
                                           frames=g.init_frames)  # fmt: skip

@@ -68,7 +68,7 @@ def test_photo_face_is_aligned_where_the_template_says():
     """The astronaut photograph: MediaPipe's mesh → 5 points → aligned crop; the points land near
     the template, and the tracker finds the face in the crop where the affine put it."""
     skimage_data = pytest.importorskip("skimage.data")
-    from ua3dtalk_jax.preprocess.landmarks import FaceTracker  # noqa: PLC0415
+    from ua3dtalk_jax.preprocess.landmarks import FaceTracker
 
     img = skimage_data.astronaut()
     lm = FaceTracker(static=True)(img)
@@ -86,7 +86,7 @@ def test_photo_face_is_aligned_where_the_template_says():
 def test_mediapipe_points_are_the_68_point_ones():
     """MEDIAPIPE_5 picks the mesh vertices that the project's 68-point map uses for the same
     iBUG points, so either landmark set gives the same 5 points."""
-    from ua3dtalk_jax.preprocess.landmarks import N_LANDMARKS, to_dlib68  # noqa: PLC0415
+    from ua3dtalk_jax.preprocess.landmarks import N_LANDMARKS, to_dlib68
 
     mesh = np.random.default_rng(0).uniform(0, 500, (N_LANDMARKS, 2))
     np.testing.assert_allclose(fa.five_points(mesh), fa.five_points(to_dlib68(mesh)), atol=1e-3)

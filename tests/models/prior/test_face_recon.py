@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 
 from tests.data.torch_writer import write_safetensors, write_torch_file
-from tests.fixtures.face_recon.make_fixtures import (FULL, SMALL, STAGES, sample_stage,
-                                                     seeded_state_dict)  # fmt: skip
+from tests.fixtures.face_recon.make_fixtures import (
+    FULL,
+    SMALL,
+    STAGES,
+    sample_stage,
+    seeded_state_dict,  # fmt: skip
+)
 from ua3dtalk_jax.models.prior.face_recon import N_COEFFS, coeff_slices, load_face_recon
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "face_recon")

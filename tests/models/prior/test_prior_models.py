@@ -12,8 +12,13 @@ from ua3dtalk_jax.models.prior.expression_prior import ExpressionPrior
 from ua3dtalk_jax.models.prior.fuse import FuseNet
 from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
 from ua3dtalk_jax.models.prior.stylenet import StyleNet, sequence_apply
-from ua3dtalk_jax.models.prior.syncnet import (SyncNet, info_nce, roc_auc, stack_lower_halves,
-                                               sync_bce)
+from ua3dtalk_jax.models.prior.syncnet import (
+    SyncNet,
+    info_nce,
+    roc_auc,
+    stack_lower_halves,
+    sync_bce,
+)
 
 CFG = stage1_config("tiny")
 S = CFG.data.face_size
@@ -79,7 +84,7 @@ def test_info_nce_matches_its_formula_and_rewards_alignment():
     a = a / jnp.linalg.norm(a, axis=-1, keepdims=True)
     f = jnp.roll(a, 1, axis=0)
     z = 10.0 * np.asarray(a) @ np.asarray(f).T
-    lsm = lambda x: x - np.log(np.exp(x).sum(-1, keepdims=True))  # noqa: E731
+    lsm = lambda x: x - np.log(np.exp(x).sum(-1, keepdims=True))
     want = -0.5 * (np.mean(np.diag(lsm(z))) + np.mean(np.diag(lsm(z.T))))
     assert float(info_nce(a, f, 10.0)) == pytest.approx(want, rel=1e-5)
     assert float(info_nce(a, a, 10.0)) < float(info_nce(a, f, 10.0))  # matched pairs score better
@@ -206,7 +211,7 @@ def test_stylenet_frame_encoder_keeps_the_original_layer_names():
     for name in ("Dense_0", "Dense_1", "Dense_2"):
         assert p_framed[name]["kernel"].shape == p_plain[name]["kernel"].shape
     # the LSTM now reads 40-wide frame codes instead of 1280-wide chunks
-    lstm_in = lambda p: [x.shape for x in jax.tree.leaves(p["BiLSTM_0"])]  # noqa: E731
+    lstm_in = lambda p: [x.shape for x in jax.tree.leaves(p["BiLSTM_0"])]
     assert lstm_in(p_framed) != lstm_in(p_plain)
     t1, _ = framed.apply(params, mel, train=True, rngs={"dropout": jax.random.PRNGKey(0)})
     t2, _ = framed.apply(params, mel, train=True, rngs={"dropout": jax.random.PRNGKey(1)})

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import scipy.spatial
 
-from ua3dtalk_jax.data.synthetic import blendshapes
 from ua3dtalk_jax import native_log  # MediaPipe's C++ log lines → the debug log
+from ua3dtalk_jax.data.synthetic import blendshapes
 
 FACE_FRACTION = 0.5  # face-oval width / frame width, as in talking-head crops
 CROP_DROP = 0.12  # the crop centre sits this fraction of the crop below the face centre (shoulders)

@@ -83,7 +83,7 @@ def read_config(path: str) -> Wav2Vec2Config:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{cfg_path}: not a readable JSON file ({e})") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{cfg_path}: not a JSON object")  # noqa: TRY004 (a bad file: ValueError)
+        raise ValueError(f"{cfg_path}: not a JSON object")
     return Wav2Vec2Config.from_dict(d, source=cfg_path)
 
 

@@ -94,7 +94,7 @@ def info_nce(audio: jax.Array, face: jax.Array, scale: float) -> jax.Array:
     is column i, the other B − 1 windows of the batch are its negatives (CLIP's loss, fixed
     temperature 1/scale)."""
     logits = scale * audio @ face.T
-    ce = lambda z: -jnp.mean(jnp.diagonal(jax.nn.log_softmax(z, axis=-1)))  # noqa: E731
+    ce = lambda z: -jnp.mean(jnp.diagonal(jax.nn.log_softmax(z, axis=-1)))
     return 0.5 * (ce(logits) + ce(logits.T))
 
 
