@@ -13,32 +13,11 @@ Shape letters used in docstrings and `chex` checks across the project:
     K  SH coefficients per colour channel ((degree+1)^2)
 
 Cameras follow the OpenCV convention everywhere: x right, y down, z forward;
-`viewmat` maps world to camera; `K` is the 3x3 pixel intrinsic matrix and the
+`viewmat` (4, 4) maps world to camera; `K` is the 3x3 pixel intrinsic matrix and the
 centre of pixel (i, j) (column i, row j) lies at (i + 0.5, j + 0.5).
 """
 
 from __future__ import annotations
-
-import flax.struct
-import jax
-
-
-@flax.struct.dataclass
-class Camera:
-    """A pinhole camera.
-
-    Attributes:
-      viewmat: (4, 4) world-to-camera transform, OpenCV convention.
-      K: (3, 3) pixel intrinsics.
-      width: image width in pixels (static).
-      height: image height in pixels (static).
-    """
-
-    viewmat: jax.Array
-    K: jax.Array
-    width: int = flax.struct.field(pytree_node=False)
-    height: int = flax.struct.field(pytree_node=False)
-
 
 # The eight MEAD emotions, in the order used for class indices everywhere.
 EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")

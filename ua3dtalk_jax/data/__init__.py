@@ -1,4 +1,4 @@
-"""Subject directories: the Subject loader, the SubjectWriter, and the batching pipeline."""
+"""Subject directories: the Subject loader and the SubjectWriter."""
 
 from ua3dtalk_jax.data.subject import FRAME_KEYS, Subject
 from ua3dtalk_jax.data.writer import SubjectWriter

@@ -96,11 +96,6 @@ def grouped(
     return optax.multi_transform(dict(transforms), labels)
 
 
-def adam_gaussians(lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-    """Adam as 3DGS configures it for Gaussian parameters (eps 1e-15)."""
-    return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-15)
-
-
 def adamw_network(lr: optax.ScalarOrSchedule, weight_decay: float = 0.01):
     """AdamW as the authors configure it for the deformation networks."""
     return optax.adamw(lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=weight_decay)

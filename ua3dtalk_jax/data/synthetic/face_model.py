@@ -10,7 +10,7 @@ Geometry (head units, OpenCV axes x right, y down, z forward): a static pinhole 
 is the face centre, the face spans about ±0.1 (`FACE_WIDTH`), and the neutral viewmat is
 [I | t0] with t0 ≈ (tx, ty, ~1). Each landmark (u, v, depth) is unprojected so that K·viewmat puts
 it exactly where the photo has it. Pixel coordinates are continuous: pixel (i, j) spans
-[i, i+1) × [j, j+1), its centre at (i + 0.5, j + 0.5), as in `types.Camera` and MediaPipe's x·W.
+[i, i+1) × [j, j+1), its centre at (i + 0.5, j + 0.5), as in the project's camera convention (`types`) and MediaPipe's x·W.
 
 Beyond the 478 face vertices, anchor vertices (a ring just outside the face oval that moves with the
 head, a second ring that moves half, and a far border that stays) make the mesh a piecewise-affine
