@@ -280,7 +280,7 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
                         steps, advance, late if label == "eval" and v.deform else None)  # fmt: skip
     if "densify" not in wanted:
         return [dict(r, **counts) for r in rows]
-    dcfg = densify_config(cfg.model.gaussians[part])
+    dcfg = densify_config(cfg.model.gaussians[part], cfg.train[part])
 
     def densify(g, stats, key):
         return densify_and_prune(dcfg, g, stats, key, extent=extent, iteration=b.densify_from + 1)

@@ -68,7 +68,7 @@ def schedule(cfg) -> dict[str, int]:
         n[f"{part}/train"] = max(0, min(b.ensemble_from, b.iterations) - b.warmup)
         n[f"{part}/eval"] = max(0, late - max(b.ensemble_from, b.warmup))
         n[f"{part}/eval+late"] = b.iterations - late
-        d = densify_config(cfg.model.gaussians[part])
+        d = densify_config(cfg.model.gaussians[part], cfg.train[part])
         n[f"{part}/densify"] = sum(should_densify(d, i) for i in range(1, b.iterations + 1))
     f = cfg.train.fuse
     n["fuse/step"] = min(f.lpips_from, f.iterations)

@@ -18,8 +18,9 @@ FROM_A = jnp.asarray([0.0, 0.0, -1.0])  # camera on −z: it sees the Gaussians 
 FROM_B = jnp.asarray([0.0, 0.0, 1.0])  # camera on +z: along −z
 FLOAT_TOL = 1e-5  # float32 softplus / inverse-softplus round trip
 
-FACE = densify_config(get_config("paper").model.gaussians.face)
-MOUTH = densify_config(get_config("paper").model.gaussians.mouth)
+PAPER = get_config("paper")
+FACE = densify_config(PAPER.model.gaussians.face, PAPER.train.face)
+MOUTH = densify_config(PAPER.model.gaussians.mouth, PAPER.train.mouth)
 
 
 def buffer(sh_degree: int = 1):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.configs.model import model_config
 from ua3dtalk_jax.gaussians import (
     CapacityError,
@@ -231,8 +232,9 @@ def test_camera_center():
 
 def test_config_thresholds():
     cfg = model_config("paper")
-    assert densify_config(cfg.gaussians.face).grad_threshold == 5e-4
-    assert densify_config(cfg.gaussians.mouth).grad_threshold == 2e-4
+    sched = get_config("paper").train
+    assert densify_config(cfg.gaussians.face, sched.face).grad_threshold == 5e-4
+    assert densify_config(cfg.gaussians.mouth, sched.mouth).grad_threshold == 2e-4
     assert cfg.gaussians.face.init_num == 2000 and cfg.gaussians.face.sh_degree == 2
     assert int(empty_gaussians(4).active.sum()) == 0
 

@@ -17,6 +17,7 @@ import pytest
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.synthetic.generate import generate_preset
+from ua3dtalk_jax.gaussians import densify_config
 from ua3dtalk_jax.train import parallel, run
 from ua3dtalk_jax.train.checkpoint import Checkpointer
 from ua3dtalk_jax.train.stage2 import Stage1Missing, load_stage2, run_stage2, stage1_arrays
@@ -114,7 +115,10 @@ def test_overrides_parse_values_and_reject_unknown_keys():
     with pytest.raises(ValueError, match="train.face.nope"):
         run.apply_overrides(get_config("tiny"), ["train.face.nope=1"])
     cfg = run.apply_overrides(get_config("tiny"), ["train.face.densify_every=7"])
-    assert cfg.model.gaussians.face.densify_every == 7  # the schedule copy follows
+    assert densify_config(cfg.model.gaussians.face, cfg.train.face).densify_every == 7
+    # the schedule has one home: the old copy under model.gaussians is not a key any more
+    with pytest.raises(ValueError, match="unknown config key 'model.gaussians.face.densify_every'"):
+        run.apply_overrides(get_config("tiny"), ["model.gaussians.face.densify_every=5"])
 
 
 def test_workdir_with_another_config_is_refused(tmp_path):

@@ -25,7 +25,6 @@ from ua3dtalk_jax.configs.overrides import apply_overrides, check_config
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.configs.train import train_config
 
-SCHEDULE_KEYS = ("densify_from", "densify_every", "densify_until", "size_prune_from", "sh_every")
 _SYNTHETIC = {"paper": "default", "cpu": "default", "tiny": "tiny"}
 
 
@@ -42,16 +41,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     cfg.model = model_config(preset)
     cfg.train = train_config(preset)
     cfg.stage1 = stage1_config(preset)
-    sync_schedule(cfg)
     return cfg
 
 
-def sync_schedule(cfg: ml_collections.ConfigDict) -> None:
-    """Copies the densification schedule of `cfg.train.<part>` into `cfg.model.gaussians.<part>`
-    (call again after overriding either)."""
-    for part in ("face", "mouth"):
-        for key in SCHEDULE_KEYS:
-            cfg.model.gaussians[part][key] = cfg.train[part][key]
-
-
-__all__ = ["PRESETS", "apply_overrides", "check_config", "get_config", "sync_schedule"]
+__all__ = ["PRESETS", "apply_overrides", "check_config", "get_config"]

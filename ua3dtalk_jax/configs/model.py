@@ -1,8 +1,8 @@
 """Stage-2 model configuration: Gaussian heads and the uncertainty-based deformation (§2, §2.3).
 
 `model_config(preset)` returns one ConfigDict; `models.motion.motion_spec(cfg, part)` turns it into
-the FACE/MOUTH spec and `gaussians.densify.densify_config(cfg.gaussians.<part>)` into the
-densification thresholds. Presets:
+the FACE/MOUTH spec and `gaussians.densify.densify_config(cfg.gaussians.<part>, <train part>)` into
+the densification thresholds (the schedule is the training config's). Presets:
 
   paper  the authors' sizes: xyz hexplane ±0.15, res 64, scales (1, 2, 4, 8), 16 channels
          (≈16.7M parameters per branch); emotion hexplane 64 channels, scales (1, 2, 4); T = 10
@@ -38,8 +38,7 @@ _SIZES = {
 }  # fmt: skip
 
 
-def _gaussians(init_num: int, capacity: int, grad_threshold: float, densify_until: int, *,
-               face: bool):  # fmt: skip
+def _gaussians(init_num: int, capacity: int, grad_threshold: float, *, face: bool):
     g = ml_collections.ConfigDict()
     g.init = "box"  # "box" (authors) or "image" (lifted from the frames; train.stage2_init)
     g.init_num = init_num  # initial points (authors: face 2000, mouth 10,000 in the box)
@@ -47,17 +46,13 @@ def _gaussians(init_num: int, capacity: int, grad_threshold: float, densify_unti
     g.capacity = capacity  # fixed buffer size; exceeding it is an error
     g.init_box = 0.1  # points uniform in [−0.1, 0.1]³
     g.init_opacity = 0.1
-    g.sh_degree = 2  # max SH degree; the active degree grows by one every sh_every its
-    g.sh_every = 1000
+    # The schedule (densify_from/every/until, size_prune_from, sh_every) lives in train.<part>
+    g.sh_degree = 2  # max SH degree; the active degree grows by one every train.<part>.sh_every
     g.grad_threshold = grad_threshold  # on the averaged NDC-space mean gradient (3DGS units)
     g.percent_dense = 0.005  # clone if max scale ≤ this · extent, else split
     g.split_factor = 1.6  # children's scale = parent / (0.8 · 2)
     g.min_opacity = 0.05  # prune threshold, ramped by +0.25 · it / densify_until
     g.min_opacity_ramp = 0.25
-    g.densify_from = 500
-    g.densify_until = densify_until
-    g.densify_every = 100
-    g.size_prune_from = 3000  # size prune only after the 3000-iteration interval
     g.max_screen_radius = 20.0  # px
     g.max_world_scale = 0.1  # · extent
     # Green-background clean-up at every densification interval (gaussians.densify): the face
@@ -119,10 +114,8 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
         cfg.decoder.face.xyz_gain = 30.0
         cfg.decoder.face.zero_init = ("xyz",)
     cfg.gaussians = ml_collections.ConfigDict()
-    cfg.gaussians.face = _gaussians(*s["face"], grad_threshold=5e-4, densify_until=49_000,
-                                    face=True)  # fmt: skip
-    cfg.gaussians.mouth = _gaussians(*s["mouth"], grad_threshold=2e-4, densify_until=45_000,
-                                     face=False)  # fmt: skip
+    cfg.gaussians.face = _gaussians(*s["face"], grad_threshold=5e-4, face=True)
+    cfg.gaussians.mouth = _gaussians(*s["mouth"], grad_threshold=2e-4, face=False)
     if preset != "paper":
         # 1,500 iterations cannot carry random box points over the head; start from the images.
         # Lifted points start visible (0.5): at the authors' 0.1 the many that never receive

@@ -29,8 +29,6 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections
       ValueError naming the override: no "=", an unknown key, a value of the wrong type; or a
         `check_config` refusal.
     """
-    from ua3dtalk_jax.configs import sync_schedule
-
     for item in overrides or ():
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected dotted.key=value")
@@ -50,7 +48,6 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections
             parent[parts[-1]] = _typed(item, key, old, _parse(raw))
         except TypeError as e:  # ml_collections' own field types (FieldReference)
             raise ValueError(f"--set {item!r}: {e}") from None
-    sync_schedule(cfg)
     check_config(cfg)
     return cfg
 

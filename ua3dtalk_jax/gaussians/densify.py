@@ -84,10 +84,22 @@ class DensifyConfig:
                              "must be > 0")  # fmt: skip
 
 
-def densify_config(cfg) -> DensifyConfig:
-    """From a `model_config(...).gaussians.face|mouth` ConfigDict (extra keys are ignored)."""
-    names = {f.name for f in dataclasses.fields(DensifyConfig)}
-    return DensifyConfig(**{k: v for k, v in cfg.items() if k in names})
+# The schedule fields of DensifyConfig: read from the training config (`train.<part>`), the
+# thresholds from the model config (`model.gaussians.<part>`); each value lives in one place.
+SCHEDULE_KEYS = ("densify_from", "densify_every", "densify_until", "size_prune_from")
+
+
+def densify_config(gaussians_cfg, schedule_cfg) -> DensifyConfig:
+    """DensifyConfig of one branch.
+
+    Args:
+      gaussians_cfg: `cfg.model.gaussians.<part>` (thresholds; extra keys are ignored).
+      schedule_cfg: `cfg.train.<part>` (the `SCHEDULE_KEYS`; extra keys are ignored).
+    """
+    names = {f.name for f in dataclasses.fields(DensifyConfig)} - set(SCHEDULE_KEYS)
+    kw = {k: v for k, v in gaussians_cfg.items() if k in names}
+    kw.update({k: schedule_cfg[k] for k in SCHEDULE_KEYS})
+    return DensifyConfig(**kw)
 
 
 def should_densify(cfg: DensifyConfig, iteration: int) -> bool:

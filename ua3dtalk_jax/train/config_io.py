@@ -25,10 +25,22 @@ LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1",
 LEGACY_VALUES = {("data", "audio_feature"): ("auto", "mel")}
 
 
+# Fields that were copies of another and are gone: workdirs written before keep them in their
+# config.json (the densification schedule was copied from train.<part> into model.gaussians.<part>).
+LEGACY_REMOVED = [("model", "gaussians", part, key) for part in ("face", "mouth")
+                  for key in ("densify_from", "densify_every", "densify_until", "size_prune_from",
+                              "sh_every")]  # fmt: skip
+
+
 def with_legacy_defaults(d: dict) -> dict:
-    """A copy of a saved config dict with the missing `LEGACY_DEFAULTS` fields filled in and the
-    `LEGACY_VALUES` rewritten (where their parent section exists)."""
+    """A copy of a saved config dict with the missing `LEGACY_DEFAULTS` fields filled in, the
+    `LEGACY_VALUES` rewritten and the `LEGACY_REMOVED` copies dropped (where their parent section
+    exists)."""
     out = copy.deepcopy(d)
+    for path in LEGACY_REMOVED:
+        node = _parent(out, path)
+        if node is not None:
+            node.pop(path[-1], None)
     for path, value in LEGACY_DEFAULTS.items():
         node = _parent(out, path)
         if node is not None:

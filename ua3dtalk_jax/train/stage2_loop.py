@@ -188,7 +188,7 @@ def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=
     if start >= b.iterations:
         ph.close()
         return state, net
-    dcfg = densify_config(cfg.model.gaussians[part])
+    dcfg = densify_config(cfg.model.gaussians[part], b)
     sampler = FrameSampler(subject, features, part, b, cfg.seed, global_batch(cfg, mesh))
     steps = {}
 
