@@ -117,13 +117,16 @@ def test_network_init_does_not_depend_on_the_buffer_size():
 
 def test_workdirs_with_the_schedule_copy_under_model_gaussians_resume(tmp_path):
     """Before the schedule had one home, config.json also held it under model.gaussians.<part>
-    (a copy of train.<part>): such a workdir resumes, and the copy is dropped."""
+    (a copy of train.<part>), and data had four keys nothing read: such a workdir resumes, and
+    those fields are dropped."""
     run.check_workdir(get_config("tiny"), str(tmp_path))
     path = tmp_path / "config.json"
     saved = json.loads(path.read_text())
     for part in ("face", "mouth"):
         for key in ("densify_from", "densify_every", "densify_until", "size_prune_from", "sh_every"):
             saved["model"]["gaussians"][part][key] = saved["train"][part][key]
+    saved["data"].update(fps=None, seed=0, shuffle=True, keys=None)  # never read, gone too
     path.write_text(json.dumps(saved))
     run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
-    assert "densify_every" not in load_config(str(tmp_path)).model.gaussians.face
+    cfg = load_config(str(tmp_path))
+    assert "densify_every" not in cfg.model.gaussians.face and "shuffle" not in cfg.data

@@ -5,9 +5,11 @@ The training config nests this under `config.data`; library code receives only t
                    aud_hu.npy, else aud_eo.npy, else "mel"), "deepspeech", "hubert", "esperanto", "mel" (ours,
                    from aud.wav). Training replaces "auto" by the kind it loaded, and the workdir
                    keeps that: a resumed run, evaluation and inference refuse another kind.
-    fps            None: subject.json's fps (plain TalkingGaussian dirs: 25)
     batch_size     frames per host per step (TalkingGaussian trains one frame per iteration)
-    keys           frame keys to load (None = all of Subject.frame)
+    prefetch       batches the loader threads keep ready (train.parallel.Prefetcher)
+    num_workers    loader threads
+The frame rate is the subject's (subject.json; plain TalkingGaussian folders: 25) and the run has
+one seed, `config.seed`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,5 @@ def data_config(preset: str = "paper") -> ml_collections.ConfigDict:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(_PRESETS)}")
     cfg = ml_collections.ConfigDict()
     cfg.audio_feature = "auto"
-    cfg.fps = ml_collections.FieldReference(None, field_type=float)
-    cfg.seed = 0
-    cfg.shuffle = True
-    cfg.keys = ml_collections.FieldReference(None, field_type=tuple)
     cfg.update(_PRESETS[preset])
     return cfg

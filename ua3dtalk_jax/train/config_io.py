@@ -25,11 +25,14 @@ LEGACY_DEFAULTS = {("stage1", "features", "source"): "stage1",
 LEGACY_VALUES = {("data", "audio_feature"): ("auto", "mel")}
 
 
-# Fields that were copies of another and are gone: workdirs written before keep them in their
-# config.json (the densification schedule was copied from train.<part> into model.gaussians.<part>).
+# Fields that are gone (copies of another, or never read): workdirs written before keep them in
+# their config.json (the densification schedule was copied from train.<part> into
+# model.gaussians.<part>).
 LEGACY_REMOVED = [("model", "gaussians", part, key) for part in ("face", "mouth")
                   for key in ("densify_from", "densify_every", "densify_until", "size_prune_from",
                               "sh_every")]  # fmt: skip
+# data.fps, data.seed, data.shuffle and data.keys were never read (the subject's fps, config.seed)
+LEGACY_REMOVED += [("data", key) for key in ("fps", "seed", "shuffle", "keys")]
 
 
 def with_legacy_defaults(d: dict) -> dict:
