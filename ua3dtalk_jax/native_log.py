@@ -28,6 +28,7 @@ import time
 
 _lock = threading.Lock()
 _state = {"count": 0, "saved_fd": None, "py_err": None}
+_terminals: dict = {}  # (st_dev, st_ino) of the original fd 2 -> its stream (see _terminal)
 
 
 def debug_log_path() -> str:
@@ -72,10 +73,21 @@ def acquire() -> None:
         log = os.open(debug_log_path(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 2)
         os.close(log)
-        # not closed at release: a progress bar may still hold it; the GC closes it after
-        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8",
-                               errors="replace")  # fmt: skip
+        sys.stderr = _terminal(saved)
         _state.update(saved_fd=saved, py_err=py_err)
+
+
+def _terminal(fd: int):
+    """A text stream on a duplicate of `fd` (what fd 2 was), one per file it points to, kept for
+    the life of the process: a progress bar may hold it past `release()`, and closing it by the
+    garbage collector instead raised ResourceWarning."""
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    stream = _terminals.get(key)
+    if stream is None or stream.closed:
+        stream = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
+        _terminals[key] = stream
+    return stream
 
 
 def release() -> None:

@@ -1,9 +1,11 @@
 """Native log lines (MediaPipe's C++ W0000 lines, ffmpeg's output) go to the debug log, not to the
 terminal; Python's own stderr (progress bars, warnings) still reaches it."""
 
+import gc
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,17 @@ def test_quiet_restores_after_an_error():
         assert sys.stderr is not before[1]
         raise RuntimeError("inside")
     assert (os.fstat(2).st_ino, sys.stderr) == before
+
+
+def test_cycles_reuse_one_terminal_stream_and_leave_nothing_to_the_collector():
+    """Each acquire/release cycle used to open a stream on fd 2's duplicate that only the garbage
+    collector closed (ResourceWarning); now one stream per terminal lives with the process."""
+    streams = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        for _ in range(3):
+            native_log.acquire()
+            streams.append(sys.stderr)
+            native_log.release()
+        gc.collect()
+    assert all(s is streams[0] for s in streams) and not streams[0].closed
