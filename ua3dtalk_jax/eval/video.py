@@ -277,6 +277,9 @@ def read_frames(path) -> np.ndarray:
       [T, H, W, 3] uint8 RGB.
     """
     gen = imageio_ffmpeg.read_frames(os.fspath(path))
-    width, height = next(gen)["size"]
-    frames = [np.frombuffer(b, np.uint8).reshape(height, width, 3) for b in gen]
+    try:  # close() ends ffmpeg and its pipes now, not when the collector finds the generator
+        width, height = next(gen)["size"]
+        frames = [np.frombuffer(b, np.uint8).reshape(height, width, 3) for b in gen]
+    finally:
+        gen.close()
     return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
