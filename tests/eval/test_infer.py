@@ -31,6 +31,9 @@ AUDIO_TOL_S = 2 * 1024 / 44100
 # Mean |decoded − rendered| on [0, 1] for the first frame: H.264 at CRF 18 on a 64² face measured
 # ≈ 0.01; 0.05 still fails on a wrong pose, a blank frame or swapped channels.
 DECODE_MAE_TOL = 0.05
+# low-rank vs dense Eq. 10-12: the same fusion to float32 rounding (centres within ~1e-7 head
+# units, far below a pixel); the colour of a pixel moves by a few float32 ulps at most
+LOWRANK_PIXEL_TOL = 1e-4
 CLIP_S = 1.2  # short clips keep the suite fast; 30 frames at 25 fps
 
 
@@ -222,3 +225,22 @@ def test_emotion_spec():
             syn.emotion_spec(emotion_mix=bad)
     with pytest.raises(ValueError, match="--intensity needs"):
         syn.emotion_spec(intensity=2)
+
+
+def test_render_runs_the_low_rank_fusion_equal_to_the_dense_form(model, speech):
+    """Inference renders with the low-rank Eq. 10–12 (`trained_model.inference_net`): the frame
+    equals the one the config's dense form renders, to float32 rounding."""
+    face = model.heads["face"][0]
+    assert face.spec.fusion == "dense" and tm.inference_net(face).spec.fusion == "lowrank"
+    feats = tm.audio_features(model, speech)
+    frame = tm.frame_conditioning(model, feats, 3,
+                                  syn.pose_schedule(model.subject, "val")(model.subject, 3))
+    got = np.asarray(tm.render(model, frame))
+    nets = tuple(model.heads[p][0] for p in tm.PARTS)
+    trees = tuple(tuple(model.heads[p][1:]) for p in tm.PARTS)
+    inputs = {k: frame[k] for k in (*tm._NET_KEYS, "viewmat", "K", "background")}
+    dense = np.asarray(tm._render(trees, inputs, nets=nets, width=model.size[1],
+                                  height=model.size[0], backend=model.cfg.backend,
+                                  use_deform=True))  # fmt: skip
+    np.testing.assert_allclose(got, dense, atol=LOWRANK_PIXEL_TOL)
+    assert got.std() > 0.02, "blank render"
