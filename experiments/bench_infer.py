@@ -1,7 +1,6 @@
 """Times inference in its steady state: audio features → rendered frames, and each part's share.
 
   python -m experiments.bench_infer --workdir=DIR [--frames=100] [--size=H] [--repeats=3]
-      [--batch=N]
 
 The model is the one `experiments.infer` renders (`eval.trained_model.load_trained`); the audio is
 the subject's own held-out speech (a new clip of --frames frames), poses the held-out ping-pong.
@@ -32,7 +31,6 @@ _SUBJECT, _DATA_ROOT = cli.define_subject()
 _FRAMES = flags.DEFINE_integer("frames", 100, "Frames of the benchmark clip.")
 _SIZE = flags.DEFINE_integer("size", None, "Render at this square size (default: the subject's).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions of each part (median).")
-_BATCH = flags.DEFINE_integer("batch", None, "Frames per program (default: the library's).")
 _CACHE = cli.define_compile_cache()
 
 
@@ -60,7 +58,26 @@ def _clip(model, frames: int) -> np.ndarray:
     return np.resize(wav, need).astype(np.float32)
 
 
-def _parts(model, wav, frames: int, repeats: int) -> dict:
+def _resized(model, conds: list, size: int):
+    """The frame conditionings for size × size renders: intrinsics scaled, the torso/background
+    frames resized (`trained_model.render` renders at the background's size; the deformation does
+    not depend on it)."""
+    import cv2
+
+    h, w = model.size
+    if h != w:
+        raise ValueError(f"--size needs a square subject; this one is {w}x{h}")
+    scale = size / h
+    out = []
+    for c in conds:
+        k = np.array(c["K"], np.float32)
+        k[:2] *= scale
+        bg = cv2.resize(np.asarray(c["background"]), (size, size), interpolation=cv2.INTER_LINEAR)
+        out.append({**c, "K": k, "background": bg})
+    return out
+
+
+def _parts(model, wav, frames: int, repeats: int, size: int | None = None) -> dict:
     import jax
 
     from ua3dtalk_jax.eval import trained_model as tm
@@ -70,6 +87,8 @@ def _parts(model, wav, frames: int, repeats: int) -> dict:
     feats = tm.audio_features(model, wav)
     n = len(feats["aud"])
     conds = [tm.frame_conditioning(model, feats, t, schedule(model.subject, t)) for t in range(n)]
+    if size is not None:
+        conds = _resized(model, conds, size)
 
     def features():
         tm.audio_features(model, wav)
@@ -85,7 +104,7 @@ def _parts(model, wav, frames: int, repeats: int) -> dict:
              (RENDER, render))  # fmt: skip
     t = {name: _median_time(fn, repeats) for name, fn in parts}
     t["end to end"] = t["stage-1 features"] + t[RENDER]
-    return {"frames": n, "seconds": t, "size": model.size,
+    return {"frames": n, "seconds": t, "size": np.shape(conds[0]["background"])[:2],
             "gaussians": {p: int(np.sum(np.asarray(model.heads[p][2].active))) for p in tm.PARTS}}
 
 
@@ -109,10 +128,13 @@ def main(argv):
         cli.require(workdir=_WORKDIR.value)
         if _FRAMES.value < 1 or _REPEATS.value < 1:
             raise ValueError("--frames and --repeats must be at least 1")
+        if _SIZE.value is not None and not 16 <= _SIZE.value <= 4096:
+            raise ValueError(f"--size={_SIZE.value}: must be in [16, 4096]")
         enable_compile_cache(_CACHE.value)
         subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, "")
         model = load_trained(_WORKDIR.value, subject)
-        res = _parts(model, _clip(model, _FRAMES.value), _FRAMES.value, _REPEATS.value)
+        res = _parts(model, _clip(model, _FRAMES.value), _FRAMES.value, _REPEATS.value,
+                     _SIZE.value)
     except (OSError, ValueError) as e:
         cli.fail("bench_infer", e)
     print(report(res))

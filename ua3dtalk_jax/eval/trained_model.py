@@ -401,13 +401,14 @@ def render(model: TrainedModel, frame: dict) -> jax.Array:
 
     Args:
       model: a `TrainedModel`.
-      frame: a `frame_conditioning` dict.
+      frame: a `frame_conditioning` dict; its background's (H, W) is the size rendered (the
+        model's, unless K and the background were rescaled together, as `bench_infer --size`).
     Returns:
       (H, W, 3) float32 RGB in [0, 1] (a jax array; dispatch is asynchronous).
     """
     nets = tuple(inference_net(model.heads[p][0]) for p in PARTS)
     trees = tuple(tuple(model.heads[p][1:]) for p in PARTS)
-    h, w = model.size
+    h, w = np.shape(frame["background"])[:2]
     inputs = {k: frame[k] for k in (*_NET_KEYS, "viewmat", "K", "background")}
     return _render(trees, inputs, nets=nets, width=w, height=h, backend=model.cfg.backend,
                    use_deform=bool(model.cfg.train.deform))  # fmt: skip

@@ -1,0 +1,43 @@
+"""experiments.bench_infer on the shared tiny run: every part is timed, --size renders at that size
+(intrinsics and background rescaled together) and the report names size and frames per second."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.tools import import_tool
+from ua3dtalk_jax.eval import trained_model as tm
+
+
+@pytest.fixture(scope="module")
+def model(tiny_trained):
+    return tm.load_trained(tiny_trained["workdir"], tiny_trained["subject"])
+
+
+def test_parts_at_the_subject_size_and_at_another(model):
+    bench = import_tool("bench_infer")
+    wav = bench._clip(model, 6)
+    h, w = model.size
+    for size, want in ((None, (h, w)), (2 * h, (2 * h, 2 * h))):
+        res = bench._parts(model, wav, 6, 1, size)
+        assert tuple(res["size"]) == want and res["frames"] == 6
+        assert set(res["seconds"]) == {"stage-1 features", "deformation", bench.RENDER,
+                                       "end to end"}  # fmt: skip
+        assert all(np.isfinite(s) and s > 0 for s in res["seconds"].values())
+        text = bench.report(res)
+        assert text.startswith(f"6 frames at {want[1]}x{want[0]}") and "frames/s" in text
+
+
+def test_resized_conditioning_scales_intrinsics_and_background(model):
+    bench = import_tool("bench_infer")
+    feats = tm.audio_features(model, bench._clip(model, 2))
+    from ua3dtalk_jax.eval.poses import pose_schedule
+
+    c = tm.frame_conditioning(model, feats, 0, pose_schedule(model.subject, "val")(model.subject, 0))
+    h = model.size[0]
+    (big,) = bench._resized(model, [c], 3 * h)
+    np.testing.assert_allclose(np.asarray(big["K"])[:2], 3 * np.asarray(c["K"])[:2], rtol=1e-6)
+    assert np.shape(big["background"]) == (3 * h, 3 * h, 3)
+    rgb = np.asarray(tm.render(model, big))
+    assert rgb.shape == (3 * h, 3 * h, 3) and rgb.std() > 0.02
