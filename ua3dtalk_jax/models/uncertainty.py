@@ -190,7 +190,8 @@ FUSIONS = ("dense", "lowrank")
 # recomputes its members and fusion in the reverse pass (`jax.checkpoint`), so neither the
 # (V, T, N, ·) member outputs nor the (N, D, D) fusion intermediates are stored for all N at once.
 # Paper face step (N = 65,536): XLA buffers 11.0 GB unchunked, 7.6 GB with only the fusion
-# chunked, ... GB with members and fusion chunked (BUILD_NOTES). 0: no chunks. Read at call time.
+# chunked, 3.8 GB with members and fusion chunked (BUILD_NOTES, "The paper preset at paper
+# sizes"). 0: no chunks. Read at call time.
 FUSION_CHUNK = 8192
 
 
