@@ -15,23 +15,26 @@ def model(tiny_trained):
     return tm.load_trained(tiny_trained["workdir"], tiny_trained["subject"])
 
 
+FRAMES = 25  # the tiny subject's held-out second: its first frames are silent, and silence is refused
+
+
 def test_parts_at_the_subject_size_and_at_another(model):
     bench = import_tool("bench_infer")
-    wav = bench._clip(model, 6)
+    wav = bench._clip(model, FRAMES)
     h, w = model.size
     for size, want in ((None, (h, w)), (2 * h, (2 * h, 2 * h))):
-        res = bench._parts(model, wav, 6, 1, size)
-        assert tuple(res["size"]) == want and res["frames"] == 6
+        res = bench._parts(model, wav, FRAMES, 1, size)
+        assert tuple(res["size"]) == want and res["frames"] == FRAMES
         assert set(res["seconds"]) == {"stage-1 features", "deformation", bench.RENDER,
                                        "end to end"}  # fmt: skip
         assert all(np.isfinite(s) and s > 0 for s in res["seconds"].values())
         text = bench.report(res)
-        assert text.startswith(f"6 frames at {want[1]}x{want[0]}") and "frames/s" in text
+        assert text.startswith(f"{FRAMES} frames at {want[1]}x{want[0]}") and "frames/s" in text
 
 
 def test_resized_conditioning_scales_intrinsics_and_background(model):
     bench = import_tool("bench_infer")
-    feats = tm.audio_features(model, bench._clip(model, 2))
+    feats = tm.audio_features(model, bench._clip(model, FRAMES))
     from ua3dtalk_jax.eval.poses import pose_schedule
 
     c = tm.frame_conditioning(model, feats, 0, pose_schedule(model.subject, "val")(model.subject, 0))
