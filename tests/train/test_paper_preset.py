@@ -35,6 +35,8 @@ OVERRIDES = (
     [f"train.{p}.{k}={v}" for p in ("face", "mouth") for k, v in BRANCH.items()]
     + [f"model.gaussians.{p}.{k}={v}" for p in ("face", "mouth")
        for k, v in (("capacity", CAPACITY), ("init_num", 2000))]
+    # the paper's patch-LPIPS sizes (64-96 px) are for 512² frames; the tiny subject is 64²
+    + ["train.patch_sizes_face=(32, 32)", "train.patch_sizes_mouth=(32, 32)"]
     + ["train.fuse.iterations=2", "train.fuse.lpips_from=1", "train.checkpoint_every=2",
        "train.log_every=1", "train.val_every=4"]
     + [f"stage1.{m}.steps={2}" for m in ("syncnet", "lip_expert", "expr_prior", "stylenet")]
