@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import bench_train_report as report
+from experiments.peak_rss import available_gb, peak_gb, reset_peak
 
 PHASES = ("face", "mouth", "fuse", "stage1")
 _CONFIG = flags.DEFINE_enum("config", "paper", ["paper", "cpu", "tiny"], "Preset.")
@@ -70,39 +70,6 @@ DEEPSPEECH = (16, 29)  # the authors' DeepSpeech window: 16 steps × 29 logits
 # ----------------------------------------------------------------------------- measurement
 
 
-def _reset_peak() -> bool:
-    """Resets the kernel's peak-RSS mark of this process (False where not permitted)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_gb() -> float:
-    """VmHWM (peak resident set since the last reset) in GB; ru_maxrss where /proc is absent."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-
-
-def _available_gb() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
-    return float("inf")
-
-
 def _cost(compiled) -> dict:
     """XLA's FLOPs and bytes accessed, and its buffer sizes (arguments + outputs + temporaries,
     an upper bound: donated or aliased buffers are counted twice)."""
@@ -128,12 +95,12 @@ def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) 
     """
     import jax
 
-    _reset_peak()
+    reset_peak()
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     row = {"program": name, "compile_s": time.perf_counter() - t0,
-           "peak_compile_gb": _peak_gb(), **_cost(compiled)}  # fmt: skip
-    avail = _available_gb()
+           "peak_compile_gb": peak_gb(), **_cost(compiled)}  # fmt: skip
+    avail = available_gb()
     if _COMPILE_ONLY.value or row["xla_gb"] > _MEM_MARGIN.value * avail:
         why = (f"needs {row['xla_gb']:.1f} GB of XLA buffers, {avail:.1f} GB available"
                if not _COMPILE_ONLY.value else "compile only")  # fmt: skip
@@ -144,7 +111,7 @@ def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) 
     rows = []
     for suffix, transform in [("", None)] + list((variants or {}).items()):
         a = args if transform is None else transform(args)
-        _reset_peak()
+        reset_peak()
         if not suffix:  # the variants run the same executable: warm already
             a = advance(jax.block_until_ready(compiled(*a)), a, 0)
         wall, cpu = [], []
@@ -154,7 +121,7 @@ def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) 
             wall.append(time.perf_counter() - w0)
             cpu.append(time.process_time() - c0)
             a = advance(out, a, i + 1)
-        r = dict(row, program=name + suffix, peak_step_gb=_peak_gb(),
+        r = dict(row, program=name + suffix, peak_step_gb=peak_gb(),
                  step_s=float(np.median(wall)), step_cpu_s=float(np.median(cpu)),
                  steps=steps)  # fmt: skip
         if suffix:

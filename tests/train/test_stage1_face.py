@@ -173,7 +173,8 @@ def test_stage1_with_face_recon_weights_end_to_end(tmp_path_factory):
 
     # f_exp of frame j: its lip-wav crop pasted into reference j mod K, through the network
     refs = np.asarray(model.refs, np.float32) / 255.0
-    feats = prior.expression_features(model.models, model.params, refs, data.mel, model.face)
+    feats = prior.expression_features(model.models, model.params, refs, data.mel, model.face,
+                                     images=True)
     j = 11
     pasted = sf.paste(np.asarray(feats["lipwav"][j : j + 1]), data.face_refs, np.array([j % k]))
     np.testing.assert_allclose(feats["f_exp"][j], sf.coefficients(net, pasted)[0, EXP],

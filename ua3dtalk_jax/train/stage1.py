@@ -56,6 +56,7 @@ def has_stage1(workdir: str) -> bool:
 
 
 AUC_SHIFT = 5  # frames; the separation test
+VAL_CHUNK = 512  # held-out crops per call of the regressor's validation (memory bounded in N)
 
 
 @dataclasses.dataclass
@@ -180,8 +181,9 @@ def _train_regressor(data: Stage1Data, cfg, models, params, arrays, key, log,
     params["expr_prior"] = st.params
     m = _summary(h)
     if data.n > data.n_train:
-        pred, _ = models["expr_prior"].apply({"params": st.params},
-                                             to_float(data.crops[data.n_train:]))  # fmt: skip
+        pred = jnp.concatenate([
+            models["expr_prior"].apply({"params": st.params}, to_float(data.crops[a : a + VAL_CHUNK]))[0]
+            for a in range(data.n_train, data.n, VAL_CHUNK)])  # fmt: skip
         m["val_loss"] = float(_recon(pred, data.exp[data.n_train:]))
     return m
 

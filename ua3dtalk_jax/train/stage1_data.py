@@ -1,8 +1,10 @@
 """Stage-1 training data: per-frame face crops, mel chunks, targets, and the emotion stream.
 
 Everything stage 1 needs from a subject fits in memory at the crop sizes used here (the cpu preset's
-48² crops of a 60 s, 25 fps clip are 10 MB), so `Stage1Data` holds device arrays and each training
-step samples its own batch from them with its RNG key (no host loop, no host↔device copies):
+48² crops are 6.9 kB a frame: 10 MB for a 60 s, 25 fps clip, 69 MB for 10,000 frames), so
+`Stage1Data` holds device arrays and each training step samples its own batch from them with its RNG
+key (no host loop, no host↔device copies). The frames themselves are never all in memory:
+`from_subject` reads them one at a time (`FrameImages`) and keeps only their crops.
 
     crops   (N, S, S, 3) uint8   square face crop around the 68 landmarks (Wav2Lip's face box),
                                  box centre and side smoothed over `smooth_frames` frames
@@ -82,14 +84,13 @@ class Stage1Data:
         train = np.asarray(subject.split("train"))
         if not np.array_equal(train, np.arange(len(train))):
             raise ValueError("stage 1 expects the train split to be the leading frames")
-        images, lms, exp, emo = [], [], [], []
+        lms, exp, emo = [], [], []
         for i in range(n):
-            fr = subject.frame(i, keys=("image", "landmarks", "exp", "emotion"))
-            images.append(fr["image"])
+            fr = subject.frame(i, keys=("landmarks", "exp", "emotion"))
             lms.append(fr["landmarks"])
             exp.append(fr["exp"])
             emo.append(fr["emotion"])
-        images, lms = np.stack(images), np.stack(lms)
+        images, lms = FrameImages(subject, n), np.stack(lms)  # images: read when used
         if np.asarray(exp).shape[1] == 0:
             raise ValueError(
                 f"{subject.path}: stage 1 needs f_gt-exp (expression coefficients): "
@@ -131,6 +132,32 @@ class Stage1Data:
                                    tracked_exp=self.exp, face_refs=refs)  # fmt: skip
 
 
+class FrameImages:
+    """A subject's first n frames as a read-only (n, H, W, 3) uint8 sequence read from disk when
+    indexed or iterated, so that no more than the frames asked for at once sit in memory.
+
+    Indexing takes an int (one frame), or a slice or an index array (those frames, stacked).
+    """
+
+    def __init__(self, subject, n: int):
+        self.subject, self.n = subject, int(n)
+        self.shape = (self.n, *subject.size, 3)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _read(self, i) -> np.ndarray:
+        return self.subject.frame(int(i), keys=("image",))["image"]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self._read(np.arange(self.n)[idx])
+        return np.stack([self._read(i) for i in np.arange(self.n)[idx]]).reshape(-1, *self.shape[1:])
+
+    def __iter__(self):
+        return (self._read(i) for i in range(self.n))
+
+
 def standardise(exp, n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(exp − mean)/s.d. with the statistics of frames [0, n_train); returns (z, mean, s.d.)."""
     exp = np.asarray(exp, np.float32)
@@ -161,7 +188,10 @@ def face_boxes(landmarks: np.ndarray, scale: float, smooth: int, size: tuple) ->
 
 
 def face_crops(images: np.ndarray, landmarks: np.ndarray, data_cfg) -> np.ndarray:
-    """(N, H, W, 3) uint8 frames + (N, 68, 2) landmarks → (N, S, S, 3) uint8 face crops."""
+    """(N, H, W, 3) uint8 frames + (N, 68, 2) landmarks → (N, S, S, 3) uint8 face crops.
+
+    `images` may be any sequence with `shape` and iteration (`FrameImages`: one frame at a time).
+    """
     s = data_cfg.face_size
     boxes = face_boxes(landmarks, data_cfg.crop_scale, data_cfg.smooth_frames, images.shape[1:3])
     out = np.empty((len(images), s, s, 3), np.uint8)

@@ -194,18 +194,26 @@ def make_syncnet_step(cfg, model: SyncNet, n_train: int):
     return step, tx
 
 
+AUC_CHUNK = 1024  # windows per SyncNet call of `sync_auc`: memory bounded whatever the clip's length
+
+
 def sync_auc(model: SyncNet, params, data: dict, lo: int, hi: int, frames: int, shift: int,
              offset: int = 0) -> float:  # fmt: skip
     """AUC of in-sync vs `shift`-frame-shifted pairs over every window start in [lo, hi); faces
-    from s are in sync with the mel chunk of s + offset (`sync_mel`)."""
-    s = jnp.arange(lo, hi - frames - shift + 1)
-    faces = stack_lower_halves(to_float(data["crops"][s[:, None] + jnp.arange(frames)]))
+    from s are in sync with the mel chunk of s + offset (`sync_mel`). The windows are scored
+    `AUC_CHUNK` at a time (each window's score is its own: the chunks change no score)."""
+    starts = np.arange(lo, hi - frames - shift + 1)
     f = jax.jit(lambda m, x: model.apply({"params": params}, m, x)[0])
     mel = lambda i: sync_mel(data["mel"], i, offset)
-    pos = f(mel(s), faces)
-    neg = jnp.concatenate([f(mel(s + shift), faces), f(mel(s), stack_lower_halves(
-        to_float(data["crops"][(s + shift)[:, None] + jnp.arange(frames)])))])  # fmt: skip
-    return roc_auc(pos, neg)
+    faces = lambda i: stack_lower_halves(to_float(data["crops"][i[:, None] + jnp.arange(frames)]))
+    pos, neg_audio, neg_faces = [], [], []
+    for a in range(0, len(starts), AUC_CHUNK):
+        s = jnp.asarray(starts[a : a + AUC_CHUNK])
+        x = faces(s)
+        pos.append(f(mel(s), x))
+        neg_audio.append(f(mel(s + shift), x))
+        neg_faces.append(f(mel(s), faces(s + shift)))
+    return roc_auc(jnp.concatenate(pos), jnp.concatenate(neg_audio + neg_faces))
 
 
 def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):
@@ -291,6 +299,7 @@ def bucket(n: int, size: int) -> int:
 
 MEL_BUCKET = 256  # mel frames (~10 s at 25 fps)
 WINDOW_BUCKET = 16  # StyleNet windows
+WINDOW_CHUNK = 512  # StyleNet windows per call: a 4,000-frame clip at the cpu preset's 16 is one
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -315,15 +324,19 @@ def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> ja
     Returns:
       (N, S, S, 3) float in [0, 1].
     """
+    return jnp.asarray(np.concatenate([g for _, g in _lipwav_chunks(lip, params, refs, mel)])
+                       [: mel.shape[0]])  # fmt: skip
+
+
+def _lipwav_chunks(lip: LipExpert, params, refs, mel):
+    """(first frame a, lip-wav images of frames a … a + GEN_CHUNK − 1 clamped to N − 1) pairs."""
     n = mel.shape[0]
     mel_p = np.zeros((bucket(n, MEL_BUCKET), *mel.shape[1:]), np.float32)
     mel_p[:n] = np.asarray(mel)
     mel_p, refs = jnp.asarray(mel_p), jnp.asarray(refs)
-    out = []
     for a in range(0, n, GEN_CHUNK):
         idx = np.minimum(np.arange(a, a + GEN_CHUNK), n - 1)  # fixed shape → one compile
-        out.append(np.asarray(_generate(lip, params, refs, mel_p, jnp.asarray(idx))))
-    return jnp.asarray(np.concatenate(out)[:n])
+        yield a, np.asarray(_generate(lip, params, refs, mel_p, jnp.asarray(idx)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -332,19 +345,30 @@ def _encode(prior_net: ExpressionPrior, params, images):
 
 
 def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array,
-                        face: stage1_face.FacePrior | None = None) -> dict:  # fmt: skip
-    """Lip-wav images (N, S, S, 3) and f_exp (N, 64) of an audio clip (no video needed): from the
-    expression-prior regressor, or Deep3DFaceRecon's exp coefficients when `face` is given."""
-    lw = lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
+                        face: stage1_face.FacePrior | None = None, *,
+                        images: bool = False) -> dict:  # fmt: skip
+    """f_exp (N, 64) of an audio clip (no video needed): from the expression-prior regressor, or
+    Deep3DFaceRecon's exp coefficients when `face` is given; with `images` also the lip-wav images
+    (N, S, S, 3) as "lipwav".
+
+    On the regressor path each `GEN_CHUNK` of lip-wav images is encoded as it is generated (the
+    same chunks, padded with the last frame, that the whole array was cut into), so unless
+    `images` is asked for, no (N, S, S, 3) array is held.
+    """
     if face is not None:
-        return {"f_exp": jnp.asarray(stage1_face.lipwav_exp(face, np.asarray(lw))), "lipwav": lw}
-    lw_np, n = np.asarray(lw), len(lw)
-    chunks = []
-    for a in range(0, n, GEN_CHUNK):  # fixed-size chunks (the last one padded): one compile
-        idx = np.minimum(np.arange(a, a + GEN_CHUNK), n - 1)
+        lw = lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
+        out = {"f_exp": jnp.asarray(stage1_face.lipwav_exp(face, np.asarray(lw)))}
+        return dict(out, lipwav=lw) if images else out
+    n, chunks, kept = mel.shape[0], [], []
+    for a, gen in _lipwav_chunks(models["lip_expert"], params["lip_expert"], refs, mel):
+        m = min(GEN_CHUNK, n - a)  # rows past the clip's end repeat its last frame
+        x = np.concatenate([gen[:m], np.repeat(gen[m - 1 : m], GEN_CHUNK - m, axis=0)])
         chunks.append(np.asarray(_encode(models["expr_prior"], params["expr_prior"],
-                                         jnp.asarray(lw_np[idx]))))  # fmt: skip
-    return {"f_exp": jnp.asarray(np.concatenate(chunks)[:n]), "lipwav": lw}
+                                         jnp.asarray(x))))  # fmt: skip
+        if images:
+            kept.append(gen[:m])
+    out = {"f_exp": jnp.asarray(np.concatenate(chunks)[:n])}
+    return dict(out, lipwav=jnp.asarray(np.concatenate(kept))) if images else out
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -367,8 +391,9 @@ def tone_features(models: dict, params: dict, mel: jax.Array, f_exp: jax.Array, 
     """f_tone (N, 64) from StyleNet and FuseNet's f_gen-exp (N, E) given f_exp.
 
     A clip longer than `seq_len` is cut into the windows of `models.prior.stylenet.sequence_apply`
-    (half-window hop, each frame from the window it is most central in), run as one batch padded to
-    `WINDOW_BUCKET` windows, so clips of many lengths share one compiled program.
+    (half-window hop, each frame from the window it is most central in), run in batches of
+    `WINDOW_CHUNK` windows (memory bounded whatever the clip's length), the last one padded to
+    `WINDOW_BUCKET` windows, so clips of many lengths share few compiled programs.
     """
     style, sp = models["stylenet"], params["stylenet"]
     n = mel.shape[0]
@@ -377,10 +402,14 @@ def tone_features(models: dict, params: dict, mel: jax.Array, f_exp: jax.Array, 
     else:
         starts = window_starts(n, seq_len)
         mel_np = np.asarray(mel)
-        windows = np.zeros((bucket(len(starts), WINDOW_BUCKET), seq_len, *mel.shape[1:]),
-                           np.float32)  # fmt: skip
-        windows[: len(starts)] = mel_np[starts[:, None] + np.arange(seq_len)]
-        outs = np.asarray(_style_windows(style, sp, jnp.asarray(windows)))[: len(starts)]
+        outs = []
+        for a in range(0, len(starts), WINDOW_CHUNK):
+            part = starts[a : a + WINDOW_CHUNK]
+            windows = np.zeros((bucket(len(part), WINDOW_BUCKET), seq_len, *mel.shape[1:]),
+                               np.float32)  # fmt: skip
+            windows[: len(part)] = mel_np[part[:, None] + np.arange(seq_len)]
+            outs.append(np.asarray(_style_windows(style, sp, jnp.asarray(windows)))[: len(part)])
+        outs = np.concatenate(outs)
         best, offset = window_assignment(starts, n, seq_len)
         f_tone = jnp.asarray(outs[best, offset])
     gen, _ = _fuse(models["fuse"], params["fuse"], jnp.asarray(f_exp), f_tone)
@@ -393,5 +422,4 @@ def prior_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array, 
     `face`: the Deep3DFaceRecon path (`expression_features`)."""
     e = expression_features(models, params, refs, mel, face)
     t = tone_features(models, params, mel, e["f_exp"], seq_len)
-    lw, f_exp, f_tone, gen = e["lipwav"], e["f_exp"], t["f_tone"], t["f_gen_exp"]
-    return {"f_exp": f_exp, "f_tone": f_tone, "f_gen_exp": gen, "lipwav": lw}
+    return {"f_exp": e["f_exp"], "f_tone": t["f_tone"], "f_gen_exp": t["f_gen_exp"]}
