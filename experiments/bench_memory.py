@@ -57,6 +57,13 @@ _CACHE = flags.DEFINE_string(
     "Persistent XLA cache (default none: a cached "
     "program's compilation is missing from the peaks).",
 )
+_RELEASE = flags.DEFINE_bool(
+    "release",
+    False,
+    "After each phase, hand free heap back (malloc_trim) and then drop XLA's "
+    "compiled programs (jax.clear_caches), recording the RSS after each: how much of what a "
+    "phase leaves resident is free heap, compiled programs or live arrays. Changes later peaks.",
+)
 _CHILD = flags.DEFINE_string("child", "", "Internal: measure this subject in this process.")
 
 SHORT = [f"stage1.{k}=2" for k in ("syncnet.steps", "lip_expert.steps", "expr_prior.steps",
@@ -107,6 +114,8 @@ def measure(subject_path: str, workdir: str) -> dict:
             out = fn(*a, **k)
             row["phases"][label] = {"peak_gb": peak_rss.peak_gb(), "end_gb": peak_rss.rss_gb(),
                                     "seconds": time.perf_counter() - t}  # fmt: skip
+            if _RELEASE.value:
+                row["phases"][label].update(release())
             if after is not None:
                 after(label, out)
             return out
@@ -151,6 +160,25 @@ def measure(subject_path: str, workdir: str) -> dict:
     out = run.train(cfg, subject_path, workdir, "all", log=log, subject=subject)
     row.update(frames=len(subject), size=subject.size[0], heldout=out["stage2"]["heldout"])
     return row
+
+
+def release() -> dict:
+    """RSS (GB) after collecting garbage and trimming the heap, then after also dropping the
+    compiled programs (see --release)."""
+    import ctypes
+    import gc
+
+    import jax
+
+    libc = ctypes.CDLL("libc.so.6")
+    gc.collect()
+    libc.malloc_trim(0)
+    out = {"trimmed_gb": peak_rss.rss_gb()}
+    jax.clear_caches()
+    gc.collect()
+    libc.malloc_trim(0)
+    out["cleared_gb"] = peak_rss.rss_gb()
+    return out
 
 
 # ----------------------------------------------------------------------------- report
