@@ -224,9 +224,12 @@ def table(rows: list[dict]) -> str:
 
 
 def parse_table(text: str) -> list[dict]:
-    """The rows of a printed `table` back as {frames, size, phases: {name: GB}, dominates}."""
+    """The rows of the last `table` printed in `text` back as {frames, size, phases: {name: GB},
+    peak_in, dominates} (the row lines `main` prints as it goes, before the table, are skipped)."""
     rows = []
-    for line in text.splitlines():
+    lines = text.splitlines()
+    heads = [i for i, line in enumerate(lines) if line.split()[:2] == ["frames", "size"]]
+    for line in lines[heads[-1] if heads else 0 :]:
         cells = line.split("|")
         if len(cells) != 5 or not cells[0].split() or not cells[0].split()[0].isdigit():
             continue
