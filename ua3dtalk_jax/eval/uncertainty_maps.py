@@ -109,7 +109,7 @@ def combine(face: dict | None, mouth: dict | None, face_views, mouth_views, back
 
 def make_frame_fn(cfg, heads, *, width: int, height: int, branch: str = "fused"):
     """A jitted frame → (rgb, {quantity: (V, H, W)}) function and the view names."""
-    from ua3dtalk_jax.train.stage2_render import to_float
+    from ua3dtalk_jax.data.images import to_float
 
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")

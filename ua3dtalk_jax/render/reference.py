@@ -21,8 +21,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ua3dtalk_jax.render.projection import ALPHA_MIN
+
 ALPHA_MAX = 0.99
-ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
 # Pixels per chunk are chosen so one chunk's (pixels x Gaussians) arrays stay
 # near this many elements; each chunk is rematerialised in the backward pass,

@@ -35,12 +35,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_face
 from ua3dtalk_jax.train import stage1_prior as prior
 from ua3dtalk_jax.train.checkpoint import Checkpointer, finished_steps
-from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices, to_float
+from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices
 from ua3dtalk_jax.train.stage1_loop import Progress, init_state, run_steps
 from ua3dtalk_jax.types import EMOTIONS
 

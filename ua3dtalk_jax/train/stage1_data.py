@@ -206,7 +206,3 @@ def face_crops(images: np.ndarray, landmarks: np.ndarray, data_cfg) -> np.ndarra
 def reference_indices(n_train: int, k: int) -> np.ndarray:
     """k train frames spread evenly over the train split: the fixed lip-wav references."""
     return np.unique(np.linspace(0, n_train - 1, k).round().astype(np.int32))
-
-
-def to_float(crops: jnp.ndarray) -> jnp.ndarray:
-    return crops.astype(jnp.float32) / 255.0

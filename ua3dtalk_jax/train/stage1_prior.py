@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.models.prior.expression_prior import ExpressionPrior, recon_loss
 from ua3dtalk_jax.models.prior.fuse import FuseNet
 from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
@@ -43,7 +44,6 @@ from ua3dtalk_jax.models.prior.syncnet import (
 )
 from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
 from ua3dtalk_jax.train import stage1_face
-from ua3dtalk_jax.train.stage1_data import to_float
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
 
 GEN_CHUNK = 64  # frames per jitted lip-wav generation call

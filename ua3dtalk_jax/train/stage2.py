@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.data.stage2_audio import match_subject
 from ua3dtalk_jax.losses import image as L
 from ua3dtalk_jax.losses.regularizers import rect_mask
@@ -27,7 +28,7 @@ from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import has_stage1
 from ua3dtalk_jax.train.stage2_data import KEYS
 from ua3dtalk_jax.train.stage2_loop import train_branch, train_fuse
-from ua3dtalk_jax.train.stage2_render import render_branch, render_fused, to_float
+from ua3dtalk_jax.train.stage2_render import render_branch, render_fused
 from ua3dtalk_jax.train.stage2_state import build_network, init_branch, scene_extent
 
 MODEL_DIR = os.path.join("stage2", "model")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.gaussians import activated, apply_deformation, camera_center, composite
 from ua3dtalk_jax.gaussians.compose import GREEN
 from ua3dtalk_jax.models.motion import FrameInputs
@@ -24,11 +25,6 @@ def frame_inputs(frame: dict) -> FrameInputs:
     """The MotionNetwork conditioning of one frame (or of a batch, with a leading axis)."""
     return FrameInputs(aud=frame["aud"], au_exp=frame["au_exp"], f_exp=frame["f_exp"],
                        f_tone=frame["f_tone"], f_emo=frame["f_emo"])  # fmt: skip
-
-
-def to_float(image: jax.Array) -> jax.Array:
-    """uint8 (…, 3) → float32 in [0, 1]."""
-    return image.astype(jnp.float32) / 255.0
 
 
 def deform(net, params, gaussians, frame: dict, *, mode: str, rng):

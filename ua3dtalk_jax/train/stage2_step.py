@@ -33,6 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.gaussians import accumulate_grad_stats
 from ua3dtalk_jax.gaussians.compose import GREEN
 from ua3dtalk_jax.gaussians.params import trainable
@@ -40,7 +41,7 @@ from ua3dtalk_jax.losses import image as L
 from ua3dtalk_jax.losses import regularizers as R
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.optim import advance_schedules
-from ua3dtalk_jax.train.stage2_render import render_branch, render_fused, to_float
+from ua3dtalk_jax.train.stage2_render import render_branch, render_fused
 
 BLACK = (0.0, 0.0, 0.0)  # the mouth's final-phase background
 # Gaussian fields the mouth's final phase freezes (the authors set requires_grad = False on xyz,
