@@ -20,7 +20,7 @@ import numpy as np
 
 from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.data.stage2_audio import match_subject
-from ua3dtalk_jax.losses import image as L
+from ua3dtalk_jax.losses import image as image_losses
 from ua3dtalk_jax.losses.regularizers import rect_mask
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.checkpoint import Checkpointer, finished_steps, write_json_atomic
@@ -43,21 +43,21 @@ def stage1_arrays(subject, workdir: str, emotion=None, cfg=None) -> dict:
     """Per-frame f_exp, f_tone, f_emo of `subject`: from the stage-1 checkpoint in `workdir`, or,
     when `cfg` (the full config) says `stage1.features.source=subject`, from the subject's
     UA-3DTalk extras (`train.features.subject_features`; no emotion override there)."""
-    from ua3dtalk_jax.train import features as F
+    from ua3dtalk_jax.train import features
 
-    if F.feature_source(cfg) == "subject":
+    if features.feature_source(cfg) == "subject":
         if emotion not in (None, "audio"):
             raise ValueError(
                 f"emotion={emotion!r}: an emotion override needs stage 1's per-class f_emo means; "
                 "this model reads the subject's precomputed features (stage1.features.source="
                 "subject)")  # fmt: skip
-        return F.subject_features(subject, cfg.stage1.features)
+        return features.subject_features(subject, cfg.stage1.features)
     if not has_stage1(workdir):
         path = os.path.join(os.path.abspath(workdir), STAGE1_DIR)
         raise Stage1Missing(
             f"{path}: no stage-1 checkpoint. Stage 2 consumes stage 1's features: run "
             f"`python -m experiments.train --stage=1` (or --stage=all) with this --workdir first.")
-    return F.stage1_features(subject, workdir, emotion=emotion)
+    return features.stage1_features(subject, workdir, emotion=emotion)
 
 
 def _png(path: str, rows: list[np.ndarray]) -> None:
@@ -152,8 +152,8 @@ def evaluate_heldout(cfg, subject, features, heads, *, split: str = "val", use_d
         lips = rect_mask(f["lips_rect"], h, w)[..., None]
         se = (pred - gt) ** 2
         return pred, {
-            "psnr": L.psnr(pred, gt), "ssim": L.ssim(pred, gt),
-            "lpips": L.lpips(pred[None], gt[None])[0],
+            "psnr": image_losses.psnr(pred, gt), "ssim": image_losses.ssim(pred, gt),
+            "lpips": image_losses.lpips(pred[None], gt[None])[0],
             "se_mouth": jnp.sum(se * mouth), "n_mouth": 3.0 * jnp.sum(mouth),
             "se_lips": jnp.sum(se * lips), "n_lips": 3.0 * jnp.sum(lips),
         }  # fmt: skip

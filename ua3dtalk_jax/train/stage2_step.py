@@ -37,8 +37,8 @@ from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.gaussians import accumulate_grad_stats
 from ua3dtalk_jax.gaussians.compose import GREEN
 from ua3dtalk_jax.gaussians.params import trainable
-from ua3dtalk_jax.losses import image as L
-from ua3dtalk_jax.losses import regularizers as R
+from ua3dtalk_jax.losses import image as image_losses
+from ua3dtalk_jax.losses import regularizers
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.optim import advance_schedules
 from ua3dtalk_jax.train.stage2_render import render_branch, render_fused
@@ -101,28 +101,28 @@ def face_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng,
     hair = flags["hair"] & frame["hair_mask"]
     target = jnp.where(hair[..., None], green, target)
     pred = jnp.where(hair[..., None], green, pred)
-    l1, ds = L.l1(pred, target), L.d_ssim(pred, target)
+    l1, ds = image_losses.l1(pred, target), image_losses.d_ssim(pred, target)
     loss = l1 + lam * ds
-    m = {"l1": l1, "psnr": L.psnr(pred, target)}
+    m = {"l1": l1, "psnr": image_losses.psnr(pred, target)}
     if v.deform:
         d = r["deform"]
         # mean over the live slots only (the authors' buffer has no empty ones)
-        loss += b.reg_deform * R.deformation_l1(d.d_xyz, d.d_rot, d.d_scale, r["active"])
-        loss += b.reg_alpha * R.alpha_mask(r["alpha"], frame["head_mask"])
+        loss += b.reg_deform * regularizers.deformation_l1(d.d_xyz, d.d_rot, d.d_scale, r["active"])
+        loss += b.reg_alpha * regularizers.alpha_mask(r["alpha"], frame["head_mask"])
         if b.reg_attention > 0:
             h, w = gt.shape[:2]
-            lips = R.rect_mask(frame["lips_rect"], h, w)
+            lips = regularizers.rect_mask(frame["lips_rect"], h, w)
             att = r["att"]
-            loss += b.reg_attention * R.masked_map_mean(att[..., 1], lips)
+            loss += b.reg_attention * regularizers.masked_map_mean(att[..., 1], lips)
             on_hair = (~flags["hair"]).astype(jnp.float32)
-            hair_att = R.masked_map_mean(att[..., 0], frame["hair_mask"])
-            hair_att += R.masked_map_mean(att[..., 1], frame["hair_mask"])
+            hair_att = regularizers.masked_map_mean(att[..., 0], frame["hair_mask"])
+            hair_att += regularizers.masked_map_mean(att[..., 1], frame["hair_mask"])
             loss += b.reg_attention * on_hair * hair_att
 
     def late():
         h, w = gt.shape[:2]
-        lips = R.rect_mask(frame["lips_rect"], h, w)[..., None]
-        crop = L.crop_lpips(pred, target, frame["lips_rect"], size=cfg.train.lips_crop)
+        lips = regularizers.rect_mask(frame["lips_rect"], h, w)[..., None]
+        crop = image_losses.crop_lpips(pred, target, frame["lips_rect"], size=cfg.train.lips_crop)
         patch = _patch_lpips(cfg, "face", jnp.where(lips, green, pred),
                              jnp.where(lips, green, target), rng, size_key)  # fmt: skip
         return b.lpips_lips * crop + b.lpips_patch * patch
@@ -136,13 +136,13 @@ def _patch_lpips(cfg, part, pred, target, rng, size_key):
     t = cfg.train
     field = "patch_sizes_face" if part == "face" else "patch_sizes_mouth"  # the fuse: the mouth's
     sizes = t[field]
-    largest = L.even_sizes(*sizes, t.patch_size_step)[-1]
+    largest = image_losses.even_sizes(*sizes, t.patch_size_step)[-1]
     if largest > min(pred.shape[0], pred.shape[1]):
         raise ValueError(f"train.{field} = {tuple(sizes)}: patches of {largest} px do not fit the "
                          f"subject's {pred.shape[0]}×{pred.shape[1]} frames; pass a smaller "
                          f"range, e.g. --set=train.{field}=\"(32, 32)\"")  # fmt: skip
     size_key = rng if size_key is None else size_key
-    return L.patch_lpips(pred, target, sizes=tuple(sizes), step=t.patch_size_step,
+    return image_losses.patch_lpips(pred, target, sizes=tuple(sizes), step=t.patch_size_step,
                          size_key=size_key, rng=rng)  # fmt: skip
 
 
@@ -155,17 +155,17 @@ def mouth_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng,
     h, w = gt.shape[:2]
     bg = jnp.broadcast_to(background(flags), (h, w, 3))
     mouth = frame["mouth_mask"] | frame["teeth_mask"]
-    lips = R.rect_mask(frame["lips_rect"], h, w)
+    lips = regularizers.rect_mask(frame["lips_rect"], h, w)
     target = jnp.where(mouth[..., None], gt, bg)
     pred = jnp.where((lips ^ mouth)[..., None], bg, r["rgb"])
-    l1, ds = L.l1(pred, target), L.d_ssim(pred, target)
+    l1, ds = image_losses.l1(pred, target), image_losses.d_ssim(pred, target)
     loss = l1 + lam * ds
     if v.deform:
-        loss += b.reg_alpha * R.alpha_mask(r["alpha"], lips)
+        loss += b.reg_alpha * regularizers.alpha_mask(r["alpha"], lips)
     if reaches_late(b, v) and b.lpips_patch > 0:
         loss += _late(flags["late"], lambda: b.lpips_patch * _patch_lpips(
             cfg, "mouth", pred, target, rng, size_key))  # fmt: skip
-    return loss, {"l1": l1, "psnr": L.psnr(pred, target)}
+    return loss, {"l1": l1, "psnr": image_losses.psnr(pred, target)}
 
 
 def fuse_loss(cfg, fused: dict, frame: dict, late, rng, size_key=None) -> tuple[jax.Array, dict]:
@@ -173,12 +173,12 @@ def fuse_loss(cfg, fused: dict, frame: dict, late, rng, size_key=None) -> tuple[
     `face_loss`; the authors' fuse patches are the mouth's 32-42)."""
     gt = to_float(frame["image"])
     pred = fused["rgb"]
-    l1, ds = L.l1(pred, gt), L.d_ssim(pred, gt)
+    l1, ds = image_losses.l1(pred, gt), image_losses.d_ssim(pred, gt)
     loss = l1 + cfg.train.lambda_ssim * ds
     if cfg.train.gamma_lpips > 0:
         loss += _late(late, lambda: cfg.train.gamma_lpips * _patch_lpips(
             cfg, "mouth", pred, gt, rng, size_key))  # fmt: skip
-    return loss, {"l1": l1, "psnr": L.psnr(pred, gt)}
+    return loss, {"l1": l1, "psnr": image_losses.psnr(pred, gt)}
 
 
 def _finite(tree) -> jax.Array:
