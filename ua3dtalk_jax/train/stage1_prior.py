@@ -362,7 +362,7 @@ def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Ar
     n, chunks, kept = mel.shape[0], [], []
     for a, gen in _lipwav_chunks(models["lip_expert"], params["lip_expert"], refs, mel):
         m = min(GEN_CHUNK, n - a)  # rows past the clip's end repeat its last frame
-        x = np.concatenate([gen[:m], np.repeat(gen[m - 1 : m], GEN_CHUNK - m, axis=0)])
+        x = gen[np.minimum(np.arange(GEN_CHUNK), m - 1)]
         chunks.append(np.asarray(_encode(models["expr_prior"], params["expr_prior"],
                                          jnp.asarray(x))))  # fmt: skip
         if images:
