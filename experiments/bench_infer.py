@@ -8,9 +8,11 @@ Parts, each timed alone after a warm-up call that compiles it (median of --repea
 
   stage-1 features   the frozen stage 1 on the clip (lip expert → f_exp, StyleNet → f_tone,
                      emotion encoder → f_emo) plus the stage-2 audio windows
-  deformation        both branches' MotionNetwork (all T members, Eq. 10–12) for every frame
-  render             activation, rasterization of both branches and compositing for every frame,
-                     with the deformation's outputs given
+  deformation        both branches' MotionNetwork (all T members, Eq. 10–12) for every frame, as
+                     `render` runs it (`trained_model.inference_net`: the mean-only fusion)
+  deformation (config form)  the same with the config's Eq. 10–12 form (training, evaluation)
+  render             deformation, activation, rasterization of both branches and compositing
+  rasterization + compositing   render minus deformation
   end to end         what `eval.synthesize` runs per frame, features included, no video encoding
 
 --size renders at another square size (K scaled; the subject's torso frames resized), to report
@@ -32,9 +34,12 @@ _FRAMES = flags.DEFINE_integer("frames", 100, "Frames of the benchmark clip.")
 _SIZE = flags.DEFINE_integer("size", None, "Render at this square size (default: the subject's).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions of each part (median).")
 _CACHE = cli.define_compile_cache()
+_CONFIG_FORM = flags.DEFINE_bool("config_form", True, "Also time the config's (training) form of "
+                                 "the deformation, which inference does not run.")  # fmt: skip
 
 
 RENDER = "render (deformation + rasterization + compositing)"
+CONFIG_FORM = "deformation, config's Eq. 10-12 form (not in render)"
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -77,7 +82,8 @@ def _resized(model, conds: list, size: int):
     return out
 
 
-def _parts(model, wav, frames: int, repeats: int, size: int | None = None) -> dict:
+def _parts(model, wav, frames: int, repeats: int, size: int | None = None,
+           skip_config_form: bool = False) -> dict:  # fmt: skip
     import jax
 
     from ua3dtalk_jax.eval import trained_model as tm
@@ -93,16 +99,19 @@ def _parts(model, wav, frames: int, repeats: int, size: int | None = None) -> di
     def features():
         tm.audio_features(model, wav)
 
-    def deformation():
-        outs = [tm.deform(model, p, c) for c in conds for p in tm.PARTS]
+    def deformation(fast):
+        outs = [tm.deform(model, p, c, fast=fast) for c in conds for p in tm.PARTS]
         jax.block_until_ready(outs)
 
     def render():
         jax.block_until_ready([tm.render(model, c) for c in conds])
 
-    parts = (("stage-1 features", features), ("deformation", deformation),
-             (RENDER, render))  # fmt: skip
+    parts = (("stage-1 features", features), ("deformation", lambda: deformation(True)),
+             (RENDER, render), (CONFIG_FORM, lambda: deformation(False)))  # fmt: skip
+    if skip_config_form:
+        parts = parts[:-1]
     t = {name: _median_time(fn, repeats) for name, fn in parts}
+    t["rasterization + compositing"] = t[RENDER] - t["deformation"]
     t["end to end"] = t["stage-1 features"] + t[RENDER]
     return {"frames": n, "seconds": t, "size": np.shape(conds[0]["background"])[:2],
             "gaussians": {p: int(np.sum(np.asarray(model.heads[p][2].active))) for p in tm.PARTS}}
@@ -134,7 +143,7 @@ def main(argv):
         subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, "")
         model = load_trained(_WORKDIR.value, subject)
         res = _parts(model, _clip(model, _FRAMES.value), _FRAMES.value, _REPEATS.value,
-                     _SIZE.value)
+                     _SIZE.value, skip_config_form=not _CONFIG_FORM.value)
     except (OSError, ValueError) as e:
         cli.fail("bench_infer", e)
     print(report(res))

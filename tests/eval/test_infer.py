@@ -227,11 +227,11 @@ def test_emotion_spec():
         syn.emotion_spec(intensity=2)
 
 
-def test_render_runs_the_low_rank_fusion_equal_to_the_dense_form(model, speech):
-    """Inference renders with the low-rank Eq. 10–12 (`trained_model.inference_net`): the frame
+def test_render_runs_the_mean_only_fusion_equal_to_the_dense_form(model, speech):
+    """Inference renders with the mean-only Eq. 10–12 (`trained_model.inference_net`): the frame
     equals the one the config's dense form renders, to float32 rounding."""
     face = model.heads["face"][0]
-    assert face.spec.fusion == "dense" and tm.inference_net(face).spec.fusion == "lowrank"
+    assert face.spec.fusion == "dense" and tm.inference_net(face).spec.fusion == "mean"
     feats = tm.audio_features(model, speech)
     frame = tm.frame_conditioning(model, feats, 3,
                                   syn.pose_schedule(model.subject, "val")(model.subject, 3))

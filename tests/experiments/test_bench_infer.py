@@ -23,11 +23,13 @@ def test_parts_at_the_subject_size_and_at_another(model):
     wav = bench._clip(model, FRAMES)
     h, w = model.size
     for size, want in ((None, (h, w)), (2 * h, (2 * h, 2 * h))):
-        res = bench._parts(model, wav, FRAMES, 1, size)
+        res = bench._parts(model, wav, FRAMES, 1, size, skip_config_form=size is not None)
         assert tuple(res["size"]) == want and res["frames"] == FRAMES
-        assert set(res["seconds"]) == {"stage-1 features", "deformation", bench.RENDER,
-                                       "end to end"}  # fmt: skip
-        assert all(np.isfinite(s) and s > 0 for s in res["seconds"].values())
+        timed = {"stage-1 features", "deformation", bench.RENDER}
+        timed |= {bench.CONFIG_FORM} if size is None else set()
+        assert set(res["seconds"]) == timed | {"rasterization + compositing", "end to end"}
+        assert all(np.isfinite(s) for s in res["seconds"].values())
+        assert all(res["seconds"][k] > 0 for k in timed | {"end to end"})
         text = bench.report(res)
         assert text.startswith(f"{FRAMES} frames at {want[1]}x{want[0]}") and "frames/s" in text
 

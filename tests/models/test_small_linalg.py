@@ -64,3 +64,23 @@ def test_blocked_lower_inverse_is_the_inverse_cholesky_factor():
         x = np.asarray(S.lower_inverse_of_factor(jnp.asarray(a), leaf=4))
         np.testing.assert_allclose(x, np.linalg.inv(np.linalg.cholesky(a)), atol=TOL)
         assert np.all(np.triu(x, 1) == 0)
+
+
+def test_batch_last_factor_and_solves_match_numpy():
+    with jax.enable_x64(True):
+        a = _spd(4, (5,), 12)  # (N, D, D)
+        b = np.random.default_rng(5).normal(size=(5, 12, 3))
+        a_bl, b_bl = (jnp.asarray(np.moveaxis(x, 0, -1)) for x in (a, b))  # batch last
+        low = S.cholesky_batch_last(a_bl)
+        np.testing.assert_allclose(np.moveaxis(np.asarray(low), -1, 0), np.linalg.cholesky(a),
+                                   atol=TOL)  # fmt: skip
+        y = S.solve_lower_batch_last(low, b_bl)
+        x = np.moveaxis(np.asarray(S.solve_upper_t_batch_last(low, y)), -1, 0)
+        np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)
+
+
+def test_batch_last_factor_of_a_non_positive_matrix_stays_finite():
+    a = jnp.asarray(-np.eye(4, dtype=np.float32))[..., None]
+    low = S.cholesky_batch_last(a)
+    x = S.solve_upper_t_batch_last(low, S.solve_lower_batch_last(low, jnp.ones((4, 1, 1))))
+    assert np.all(np.isfinite(np.asarray(low))) and np.all(np.isfinite(np.asarray(x)))

@@ -10,6 +10,7 @@ import pytest
 from ua3dtalk_jax.models.uncertainty import (
     UncertaintyBlock,
     UncertaintyMember,
+    ensemble_fused_mean,
     ensemble_fusion_chunked,
     ensemble_fusion_lowrank,
     ensemble_moments,
@@ -265,3 +266,35 @@ def test_chunked_ensemble_fusion_equals_one_chunk():
     for a, b in zip(jax.tree.leaves(jax.grad(loss(3))(params)),
                     jax.tree.leaves(jax.grad(loss(0))(params))):  # fmt: skip
         np.testing.assert_allclose(a, b, rtol=F32_RTOL, atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("spread,log_var", CONDITIONS)
+def test_mean_only_fusion_equals_lowrank_fused_mean(spread, log_var):
+    with jax.enable_x64(True):
+        mu, logvar = _members(15, "float64", spread=spread, log_var=log_var)
+        ref = jax.jit(_dense_fusion)(mu, logvar)["fused_mu"]
+        np.testing.assert_allclose(jax.jit(ensemble_fused_mean)(mu, logvar), ref,
+                                   rtol=LOWRANK_F64_RTOL, atol=1e-12)  # fmt: skip
+        m32, l32 = mu.astype(jnp.float32), logvar.astype(jnp.float32)
+        scale = float(jnp.max(jnp.abs(ref)))
+        err_mean = float(jnp.max(jnp.abs(jax.jit(ensemble_fused_mean)(m32, l32) - ref))) / scale
+        dense = jax.jit(_dense_fusion)(m32, l32)["fused_mu"]
+        err_dense = float(jnp.max(jnp.abs(dense - ref))) / scale
+        assert err_mean <= max(LOWRANK_F32_FACTOR * err_dense, LOWRANK_F32_FLOOR), (err_mean,
+                                                                                  err_dense)
+
+
+def test_mean_only_fusion_refuses_other_shapes():
+    mu = jnp.zeros((V, T, N, 6))
+    with pytest.raises(ValueError, match="V, T, N, D"):
+        ensemble_fused_mean(mu[0], mu[0])
+
+
+def test_chunked_mean_only_fusion_equals_the_lowrank_mean():
+    block = UncertaintyBlock(hidden=8, latent=6, members=T)
+    xs = [jax.random.normal(jax.random.PRNGKey(40 + v), (N, 5 + v)) for v in range(V)]
+    params = [block.init(jax.random.PRNGKey(50 + v), x)["params"] for v, x in enumerate(xs)]
+    whole = ensemble_fusion_chunked(block, params, xs, chunk=0)["fused_mu"]
+    parts = ensemble_fusion_chunked(block, params, xs, chunk=3, mean_only=True)
+    assert set(parts) == {"fused_mu"} and parts["fused_mu"].shape == whole.shape
+    np.testing.assert_allclose(parts["fused_mu"], whole, rtol=F32_RTOL, atol=F32_ATOL)

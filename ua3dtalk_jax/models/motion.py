@@ -109,7 +109,9 @@ class MotionSpec:
     hidden: int = 64
     latent: int = 48
     members: int = 10
-    fusion: str = "dense"  # eval-mode Eq. 10–12: "dense" covariances or "lowrank" (Woodbury)
+    # eval-mode Eq. 10–12: "dense" covariances, "lowrank" (Woodbury), or "mean" (inference only:
+    # the fused μ alone, `ensemble_fused_mean`; the aux dict then holds no variances or weights)
+    fusion: str = "dense"
 
     @property
     def view_names(self) -> tuple[str, ...]:
@@ -209,7 +211,7 @@ class MotionNetwork(nn.Module):
     def _fuse(self, views, enc_x, mode, rng) -> tuple[jax.Array, dict]:
         """Uncertainty blocks per view and their Gaussian fusion (Eq. 7–12)."""
         sp = self.spec
-        if mode == "eval" and sp.fusion == "lowrank":
+        if mode == "eval" and sp.fusion in ("lowrank", "mean"):
             xs = [jnp.concatenate([f, enc_x], axis=-1) if x else f for f, x in views]
             if self.is_initializing():  # creates the blocks' parameters (same names as "dense")
                 outs = [UncertaintyBlock(sp.hidden, sp.latent, sp.members, name=f"unc_{v}")(x)
@@ -218,7 +220,7 @@ class MotionNetwork(nn.Module):
             else:
                 block = UncertaintyBlock(sp.hidden, sp.latent, sp.members, parent=None)
                 params = [self.variables["params"][f"unc_{v}"] for v in sp.view_names]
-                aux = ensemble_fusion_chunked(block, params, xs)
+                aux = ensemble_fusion_chunked(block, params, xs, mean_only=sp.fusion == "mean")
             aux["members"] = jnp.full((len(views),), -1, jnp.int32)
             return aux["fused_mu"], aux
         mus, second, alea, epi, members = [], [], [], [], []

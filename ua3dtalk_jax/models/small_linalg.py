@@ -20,6 +20,12 @@ unrolled step then touches a leaf-sized block instead of the whole (…, D, D) a
 8,192 matrices it ran in 1.0 s against 3.1 s (plain) and compiled in 16 s against 66 s (2 loaded
 cores; BUILD_NOTES, "The paper preset at paper sizes"). Same results to float32 rounding, not
 bitwise, so the cpu and tiny presets keep `spd_inverse`.
+
+The `*_batch_last` functions take the batch on the last axis, (D, D, N), for inference, where only a
+solve is needed (the fused mean, never the covariance): a right-looking factorisation whose every
+step updates only the trailing block, and two substitutions. With the batch on the lanes each step
+is one elementwise pass over a shrinking (D − j, D − j, N) array, and no inverse is formed: 2.3 ms
+against 3.2 ms for `cholesky` on 2,048 16 × 16 matrices (BUILD_NOTES, "Real-time inference").
 """
 
 from __future__ import annotations
@@ -131,3 +137,44 @@ def _blocked_fwd(a):
 
 
 spd_inverse_blocked.defvjp(_blocked_fwd, _spd_inverse_bwd)
+
+
+def cholesky_batch_last(a: jax.Array) -> jax.Array:
+    """Lower factor L with L Lᵀ = a for SPD `a` of shape (D, D, N) (batch last); L is (D, D, N).
+
+    Right-looking: pivot j is the first entry of the trailing block, column j is that block's first
+    column over the pivot's root, and the block then loses its rank-1 part c cᵀ (pivots floored at
+    PIVOT_FLOOR, as in `cholesky`).
+    """
+    d, n = a.shape[0], a.shape[-1]
+    cols = []
+    for j in range(d):
+        col = a[:, 0] / jnp.sqrt(jnp.maximum(a[0, 0], PIVOT_FLOOR))  # (D − j, N)
+        cols.append(jnp.concatenate([jnp.zeros((j, n), a.dtype), col], 0))
+        if j + 1 < d:
+            a = a[1:, 1:] - col[1:, None] * col[None, 1:]
+    return jnp.stack(cols, 1)
+
+
+def solve_lower_batch_last(low: jax.Array, b: jax.Array) -> jax.Array:
+    """Y with L Y = B, by forward substitution; `low` (D, D, N) lower, `b` (D, K, N) → (D, K, N)."""
+    d = low.shape[0]
+    rows = []
+    for j in range(d):
+        y = b[0] / low[j, j][None]
+        rows.append(y)
+        if j + 1 < d:
+            b = b[1:] - low[j + 1 :, j][:, None] * y[None]
+    return jnp.stack(rows, 0)
+
+
+def solve_upper_t_batch_last(low: jax.Array, y: jax.Array) -> jax.Array:
+    """X with Lᵀ X = Y, by back substitution; `low` (D, D, N) lower, `y` (D, K, N) → (D, K, N)."""
+    d = low.shape[0]
+    rows = [None] * d
+    for j in reversed(range(d)):
+        x = y[j] / low[j, j][None]
+        rows[j] = x
+        if j:
+            y = y[:j] - low[j, :j][:, None] * x[None]
+    return jnp.stack(rows, 0)
