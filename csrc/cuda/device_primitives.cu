@@ -22,15 +22,14 @@ cudaError_t SortPairs(const uint64_t* keys_in, uint64_t* keys_out, const int32_t
                       int32_t* values_out, int64_t n, int end_bit, DeviceScratch& scratch,
                       cudaStream_t stream) {
   size_t bytes = 0;
-  if (cudaError_t err = cub::DeviceRadixSort::SortPairs(nullptr, bytes, keys_in, keys_out,
-                                                        values_in, values_out, n, 0, end_bit,
-                                                        stream);
+  if (cudaError_t err = cub::DeviceRadixSort::SortPairs(
+          nullptr, bytes, keys_in, keys_out, values_in, values_out, n, 0, end_bit, stream);
       err != cudaSuccess)
     return err;
   void* tmp = scratch.Allocate(bytes);
   if (tmp == nullptr) return cudaErrorMemoryAllocation;
-  return cub::DeviceRadixSort::SortPairs(tmp, bytes, keys_in, keys_out, values_in, values_out, n,
-                                         0, end_bit, stream);
+  return cub::DeviceRadixSort::SortPairs(tmp, bytes, keys_in, keys_out, values_in, values_out, n, 0,
+                                         end_bit, stream);
 }
 
 }  // namespace ua3d::cuda

@@ -1,7 +1,8 @@
 // CUDA backward of rasterize_to_pixels: same grid as the forward; each pixel
 // walks its tile's list back to front from its last blended Gaussian, with
 // T_i = T_{i+1} / (1 - alpha_i) from T_final and S the colour behind:
-//   dL/dalpha_i = sum_c v_c (c_i T_i - S_c / (1 - alpha_i)) + T_L (v_alpha - bg . v) / (1 - alpha_i).
+//   dL/dalpha_i = sum_c v_c (c_i T_i - S_c / (1 - alpha_i)) + T_L (v_alpha - bg . v) / (1 -
+//   alpha_i).
 // Per-Gaussian gradients are summed over a warp with shuffles, then one atomicAdd
 // per warp (so results match the CPU kernel to rounding, not bit for bit).
 #include "cuda/rasterize_cuda.h"
@@ -52,7 +53,7 @@ __global__ void __launch_bounds__(kTilePixels)
 
   float t_cur = inside ? gin.transmittance[p] : 1.f;
   const int32_t last = inside ? gin.last[p] : -1;
-  const float* vr = gin.v_render + p * C;  // [C]
+  const float* vr = gin.v_render + p * C;                          // [C]
   float* s_behind = kC == 0 && inside ? behind + p * C : nullptr;  // [C]
   float v_reg[kC > 0 ? kC : 1], s_reg[kC > 0 ? kC : 1];
   float bg_dot = 0.f;

@@ -22,12 +22,12 @@ __global__ void __launch_bounds__(kTilePixels)
   const int x = tx * kTileSize + lx, y = ty * kTileSize + ly;
   const bool inside = x < in.width && y < in.height;
   const int64_t n = in.n;
-  const float* means2d = in.means2d + b * n * 2;    // [N, 2]
-  const float* conics = in.conics + b * n * 3;      // [N, 3]
-  const float* colors = in.colors + b * n * C;      // [N, C]
-  const float* opac = in.opacities + b * n;         // [N]
-  const int32_t* radii = in.radii + b * n * 2;      // [N, 2]
-  const float* bg = in.background + b * C;          // [C]
+  const float* means2d = in.means2d + b * n * 2;  // [N, 2]
+  const float* conics = in.conics + b * n * 3;    // [N, 3]
+  const float* colors = in.colors + b * n * C;    // [N, C]
+  const float* opac = in.opacities + b * n;       // [N]
+  const int32_t* radii = in.radii + b * n * 2;    // [N, 2]
+  const float* bg = in.background + b * C;        // [C]
   const int64_t list = b * bins.tiles_x * bins.tiles_y + int64_t(ty) * bins.tiles_x + tx;
   const int64_t start = bins.tile_offsets[list], end = bins.tile_offsets[list + 1];
   const int64_t p = b * in.width * in.height + int64_t(y) * in.width + x;
@@ -130,8 +130,7 @@ class KeptMemory final : public DeviceScratch {
 }  // namespace
 
 cudaError_t RasterizeToPixelsFwd(const RasterInputs<float>& in, const ForwardOutputs<float>& out,
-                                 DeviceScratch& scratch, cudaStream_t stream,
-                                 int32_t* bins_token) {
+                                 DeviceScratch& scratch, cudaStream_t stream, int32_t* bins_token) {
   if (in.batch == 0) return cudaSuccess;
   KeptMemory kept(stream);
   DeviceBins bins;
@@ -140,10 +139,18 @@ cudaError_t RasterizeToPixelsFwd(const RasterInputs<float>& in, const ForwardOut
   const dim3 grid(bins.tiles_x, bins.tiles_y, unsigned(in.batch));
   const dim3 block(kTileSize, kTileSize, 1);
   switch (in.channels) {
-    case 1: UA3D_LAUNCH(ForwardKernel<1>, grid, block, 0, stream)(in, bins, out); break;
-    case 3: UA3D_LAUNCH(ForwardKernel<3>, grid, block, 0, stream)(in, bins, out); break;
-    case 4: UA3D_LAUNCH(ForwardKernel<4>, grid, block, 0, stream)(in, bins, out); break;
-    default: UA3D_LAUNCH(ForwardKernel<0>, grid, block, 0, stream)(in, bins, out); break;
+    case 1:
+      UA3D_LAUNCH(ForwardKernel<1>, grid, block, 0, stream)(in, bins, out);
+      break;
+    case 3:
+      UA3D_LAUNCH(ForwardKernel<3>, grid, block, 0, stream)(in, bins, out);
+      break;
+    case 4:
+      UA3D_LAUNCH(ForwardKernel<4>, grid, block, 0, stream)(in, bins, out);
+      break;
+    default:
+      UA3D_LAUNCH(ForwardKernel<0>, grid, block, 0, stream)(in, bins, out);
+      break;
   }
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
   if (bins_token == nullptr) return cudaSuccess;

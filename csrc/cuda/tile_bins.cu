@@ -132,8 +132,8 @@ uint64_t KeepBins(const RasterInputs<float>& in, KeptBins kept) {
   const size_t bytes = size_t(kept.bins.n_isects) * 4 +
                        (size_t(in.batch) * kept.bins.tiles_x * kept.bins.tiles_y + 1) * 8;
   std::vector<Cache::Entry> dropped;
-  const uint64_t token = Caches().Get(device).Put(KeyOf(in, device), std::move(kept), bytes,
-                                                 &dropped);
+  const uint64_t token =
+      Caches().Get(device).Put(KeyOf(in, device), std::move(kept), bytes, &dropped);
   for (Cache::Entry& e : dropped) ReleaseBins(e.bins, e.bins.stream);
   return token;
 }
@@ -196,8 +196,8 @@ cudaError_t BinTiles(const RasterInputs<float>& in, DeviceScratch& scratch, Devi
   UA3D_LAUNCH(EmitKeys, blocks, kThreads, 0, stream)(in, bins->tiles_x, bins->tiles_y, ends,
                                                      keys_in, ids_in);
   const int end_bit = 32 + list_bits;
-  if (cudaError_t err = SortPairs(keys_in, keys_out, ids_in, ids_out, n_isects, end_bit, scratch,
-                                  stream);
+  if (cudaError_t err =
+          SortPairs(keys_in, keys_out, ids_in, ids_out, n_isects, end_bit, scratch, stream);
       err != cudaSuccess)
     return err;
   const int64_t isect_blocks = (n_isects + kThreads - 1) / kThreads;

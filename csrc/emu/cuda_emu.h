@@ -145,9 +145,18 @@ struct Site {
 };
 
 enum class Op : int {
-  kSync, kSyncCount, kSyncAnd, kSyncOr,                  // block barriers
-  kSyncWarp, kShflIdx, kShflUp, kShflDown, kShflXor,     // warp operations
-  kAny, kAll, kBallot,
+  kSync,
+  kSyncCount,
+  kSyncAnd,
+  kSyncOr,  // block barriers
+  kSyncWarp,
+  kShflIdx,
+  kShflUp,
+  kShflDown,
+  kShflXor,  // warp operations
+  kAny,
+  kAll,
+  kBallot,
 };  // fmt: skip
 
 // A kernel broke a rule of the execution model (see the file comment); the message names the
@@ -166,11 +175,11 @@ void SetSchedule(Order order, uint64_t seed);
 struct Stats {
   int64_t launches = 0;
   int64_t blocks = 0;
-  int64_t barriers = 0;         // block barriers released
-  int64_t warp_ops = 0;         // warp operations completed (one per warp)
-  int64_t switches = 0;         // fiber switches
-  int64_t stream_syncs = 0;     // cudaStreamSynchronize calls (host waits)
-  int64_t device_allocs = 0;    // cudaMallocAsync calls
+  int64_t barriers = 0;       // block barriers released
+  int64_t warp_ops = 0;       // warp operations completed (one per warp)
+  int64_t switches = 0;       // fiber switches
+  int64_t stream_syncs = 0;   // cudaStreamSynchronize calls (host waits)
+  int64_t device_allocs = 0;  // cudaMallocAsync calls
 };
 Stats GetStats();
 void ResetStats();
@@ -200,7 +209,11 @@ class Launch {
  public:
   Launch(const char* name, void (*kernel)(P...), int64_t grid_x, dim3 grid, dim3 block,
          size_t shared_bytes)
-      : name_(name), kernel_(kernel), grid_x_(grid_x), grid_(grid), block_(block),
+      : name_(name),
+        kernel_(kernel),
+        grid_x_(grid_x),
+        grid_(grid),
+        block_(block),
         shared_(shared_bytes) {}
 
   // Each thread calls the kernel with its own copies of the arguments, as on the device.
@@ -208,8 +221,7 @@ class Launch {
   void operator()(A&&... args) const {
     static_assert(sizeof...(A) == sizeof...(P), "wrong number of kernel arguments");
     const std::tuple<std::decay_t<P>...> copies(std::forward<A>(args)...);
-    RunGrid(name_, grid_x_, grid_, block_, shared_,
-            [&]() { std::apply(kernel_, copies); });
+    RunGrid(name_, grid_x_, grid_, block_, shared_, [&]() { std::apply(kernel_, copies); });
   }
 
  private:

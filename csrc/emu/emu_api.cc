@@ -84,9 +84,9 @@ UA3D_EMU_API void ua3d_emu_set_schedule(int order, uint64_t seed) {
 // launches, blocks, barriers, warp_ops, switches, stream_syncs, device_allocs, live bytes.
 UA3D_EMU_API void ua3d_emu_stats(int64_t* out) {
   const ua3d::emu::Stats s = ua3d::emu::GetStats();
-  const int64_t values[] = {s.launches,     s.blocks,        s.barriers,
-                            s.warp_ops,     s.switches,      s.stream_syncs,
-                            s.device_allocs, ua3d::emu::LiveDeviceBytes()};
+  const int64_t values[] = {
+      s.launches, s.blocks,       s.barriers,      s.warp_ops,
+      s.switches, s.stream_syncs, s.device_allocs, ua3d::emu::LiveDeviceBytes()};
   for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); ++i) out[i] = values[i];
 }
 
@@ -98,11 +98,10 @@ UA3D_EMU_API int64_t ua3d_emu_kept_bins() {
 
 // dims = (batch, n, channels, width, height).
 UA3D_EMU_API int ua3d_emu_forward(const int64_t* dims, const float* means2d, const float* conics,
-                                  const float* colors, const float* opacities,
-                                  const float* depths, const int32_t* radii,
-                                  const float* background, float* render, float* transmittance,
-                                  int32_t* last, int32_t* bins_token, char* err,
-                                  int64_t err_len) {
+                                  const float* colors, const float* opacities, const float* depths,
+                                  const int32_t* radii, const float* background, float* render,
+                                  float* transmittance, int32_t* last, int32_t* bins_token,
+                                  char* err, int64_t err_len) {
   const RasterInputs<float> in =
       Inputs(dims, means2d, conics, colors, opacities, depths, radii, background);
   const ua3d::ForwardOutputs<float> out{render, transmittance, last};
@@ -115,13 +114,13 @@ UA3D_EMU_API int ua3d_emu_forward(const int64_t* dims, const float* means2d, con
 }
 
 UA3D_EMU_API int ua3d_emu_backward(const int64_t* dims, const float* means2d, const float* conics,
-                                   const float* colors, const float* opacities,
-                                   const float* depths, const int32_t* radii,
-                                   const float* background, const float* transmittance,
-                                   const int32_t* last, const float* v_render,
-                                   const float* v_alpha, const int32_t* bins_token,
-                                   float* v_means2d, float* v_conics, float* v_colors,
-                                   float* v_opacities, char* err, int64_t err_len) {
+                                   const float* colors, const float* opacities, const float* depths,
+                                   const int32_t* radii, const float* background,
+                                   const float* transmittance, const int32_t* last,
+                                   const float* v_render, const float* v_alpha,
+                                   const int32_t* bins_token, float* v_means2d, float* v_conics,
+                                   float* v_colors, float* v_opacities, char* err,
+                                   int64_t err_len) {
   const RasterInputs<float> in =
       Inputs(dims, means2d, conics, colors, opacities, depths, radii, background);
   const ua3d::BackwardInputs<float> gin{transmittance, last, v_render, v_alpha};

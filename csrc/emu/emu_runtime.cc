@@ -66,18 +66,30 @@ std::string Where(const Site& s) {
 
 const char* OpName(Op op) {
   switch (op) {
-    case Op::kSync: return "__syncthreads";
-    case Op::kSyncCount: return "__syncthreads_count";
-    case Op::kSyncAnd: return "__syncthreads_and";
-    case Op::kSyncOr: return "__syncthreads_or";
-    case Op::kSyncWarp: return "__syncwarp";
-    case Op::kShflIdx: return "__shfl_sync";
-    case Op::kShflUp: return "__shfl_up_sync";
-    case Op::kShflDown: return "__shfl_down_sync";
-    case Op::kShflXor: return "__shfl_xor_sync";
-    case Op::kAny: return "__any_sync";
-    case Op::kAll: return "__all_sync";
-    case Op::kBallot: return "__ballot_sync";
+    case Op::kSync:
+      return "__syncthreads";
+    case Op::kSyncCount:
+      return "__syncthreads_count";
+    case Op::kSyncAnd:
+      return "__syncthreads_and";
+    case Op::kSyncOr:
+      return "__syncthreads_or";
+    case Op::kSyncWarp:
+      return "__syncwarp";
+    case Op::kShflIdx:
+      return "__shfl_sync";
+    case Op::kShflUp:
+      return "__shfl_up_sync";
+    case Op::kShflDown:
+      return "__shfl_down_sync";
+    case Op::kShflXor:
+      return "__shfl_xor_sync";
+    case Op::kAny:
+      return "__any_sync";
+    case Op::kAll:
+      return "__all_sync";
+    case Op::kBallot:
+      return "__ballot_sync";
   }
   return "?";
 }
@@ -95,9 +107,12 @@ const char* OpName(Op op) {
 std::string Census() {
   std::map<std::string, int> groups;
   for (const Thread& t : S().threads) {
-    if (t.state == State::kExited) ++groups["exited"];
-    else if (t.state == State::kRunnable) ++groups["runnable"];
-    else ++groups[std::string(OpName(t.op)) + " " + Where(t.site)];
+    if (t.state == State::kExited)
+      ++groups["exited"];
+    else if (t.state == State::kRunnable)
+      ++groups["runnable"];
+    else
+      ++groups[std::string(OpName(t.op)) + " " + Where(t.site)];
   }
   std::string out;
   for (const auto& [what, count] : groups)
@@ -117,11 +132,20 @@ uint32_t Combine(const std::vector<Thread>& th, int base, uint32_t mask, int lan
   const int w = t.width, seg = lane & ~(w - 1), off = lane & (w - 1);
   int src = lane;
   switch (t.op) {
-    case Op::kShflIdx: src = seg + (t.arg & (w - 1)); break;
-    case Op::kShflUp: src = off >= t.arg ? lane - t.arg : lane; break;
-    case Op::kShflDown: src = off + t.arg < w ? lane + t.arg : lane; break;
-    case Op::kShflXor: src = (lane ^ t.arg) < seg + w ? lane ^ t.arg : lane; break;
-    default: return vote;
+    case Op::kShflIdx:
+      src = seg + (t.arg & (w - 1));
+      break;
+    case Op::kShflUp:
+      src = off >= t.arg ? lane - t.arg : lane;
+      break;
+    case Op::kShflDown:
+      src = off + t.arg < w ? lane + t.arg : lane;
+      break;
+    case Op::kShflXor:
+      src = (lane ^ t.arg) < seg + w ? lane ^ t.arg : lane;
+      break;
+    default:
+      return vote;
   }
   if (!((mask >> src) & 1u))
     Fail(std::string(OpName(t.op)) + " at " + Where(t.site) + ": lane " + std::to_string(lane) +
@@ -134,10 +158,14 @@ uint32_t Vote(const std::vector<Thread>& th, int base, uint32_t mask, Op op) {
   for (int l = 0; l < 32; ++l)
     if ((mask >> l) & 1u) ballot |= (th[base + l].value ? 1u : 0u) << l;
   switch (op) {
-    case Op::kBallot: return ballot;
-    case Op::kAny: return ballot != 0;
-    case Op::kAll: return ballot == mask;
-    default: return 0;
+    case Op::kBallot:
+      return ballot;
+    case Op::kAny:
+      return ballot != 0;
+    case Op::kAll:
+      return ballot == mask;
+    default:
+      return 0;
   }
 }
 
@@ -160,22 +188,25 @@ bool ResolveWarps() {
           continue;
         }
         const Thread& o = th[base + l];
-        if (o.state == State::kExited) missing += " lane " + std::to_string(l) + " exited;";
+        if (o.state == State::kExited)
+          missing += " lane " + std::to_string(l) + " exited;";
         else if (o.state == State::kBarrier)
           missing += " lane " + std::to_string(l) + " waits at " + OpName(o.op) + " " +
                      Where(o.site) + ";";
         else if (o.site.file != lead.site.file || o.site.line != lead.site.line ||
                  o.op != lead.op || o.mask != mask)
-          missing += " lane " + std::to_string(l) + " is at " + OpName(o.op) + " " +
-                     Where(o.site) + ";";
+          missing +=
+              " lane " + std::to_string(l) + " is at " + OpName(o.op) + " " + Where(o.site) + ";";
       }
       if (!missing.empty())
         Fail(std::string(OpName(lead.op)) + " at " + Where(lead.site) + " (warp " +
-             std::to_string(base / 32) + ", mask 0x" + [&] {
+             std::to_string(base / 32) + ", mask 0x" +
+             [&] {
                std::ostringstream h;
                h << std::hex << mask;
                return h.str();
-             }() + ") misses lanes:" + missing);
+             }() +
+             ") misses lanes:" + missing);
       const uint32_t vote = Vote(th, base, mask, lead.op);
       uint32_t results[32] = {0};
       for (int l = 0; l < 32; ++l)
@@ -218,10 +249,17 @@ void ResolveBarrier() {
   for (const Thread& t : th) count += t.value ? 1 : 0;
   int result = 0;
   switch (first->op) {
-    case Op::kSyncCount: result = count; break;
-    case Op::kSyncAnd: result = count == waiting; break;
-    case Op::kSyncOr: result = count > 0; break;
-    default: break;
+    case Op::kSyncCount:
+      result = count;
+      break;
+    case Op::kSyncAnd:
+      result = count == waiting;
+      break;
+    case Op::kSyncOr:
+      result = count > 0;
+      break;
+    default:
+      break;
   }
   for (Thread& t : th) {
     t.result = static_cast<uint32_t>(result);
@@ -242,8 +280,8 @@ void RunBlock(int n) {
   Scheduler& s = S();
   s.threads.assign(n, Thread{});
   for (int t = 0; t < n; ++t) {
-    s.threads[t].idx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y,
-                             t / (blockDim.x * blockDim.y)};
+    s.threads[t].idx =
+        uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
     s.fibers[t]->Reset(&ThreadEntry);
   }
   std::vector<int> order(n);
@@ -329,9 +367,9 @@ void RunGrid(const char* kernel, int64_t grid_x, dim3 grid, dim3 block, size_t s
   ++s.stats.launches;
   const int64_t threads = int64_t(block.x) * block.y * block.z;
   // CUDA's limits (compute capability >= 7.0); such a launch fails without running.
-  const bool bad = grid_x < 1 || grid_x > INT32_MAX || grid.y < 1 || grid.y > 65535 ||
-                   grid.z < 1 || grid.z > 65535 || threads < 1 || threads > 1024 ||
-                   block.z > 64 || shared_bytes > (48u << 10);
+  const bool bad = grid_x < 1 || grid_x > INT32_MAX || grid.y < 1 || grid.y > 65535 || grid.z < 1 ||
+                   grid.z > 65535 || threads < 1 || threads > 1024 || block.z > 64 ||
+                   shared_bytes > (48u << 10);
   if (bad) {
     s.last_error = cudaErrorInvalidConfiguration;
     return;
@@ -401,11 +439,16 @@ cudaError_t cudaPeekAtLastError() { return S().last_error; }
 
 const char* cudaGetErrorString(cudaError_t err) {
   switch (err) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
   }
   return "unknown error";
 }

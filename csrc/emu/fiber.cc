@@ -59,9 +59,9 @@ void Fiber::Reset(Entry entry) {
   auto top = reinterpret_cast<uintptr_t>(stack_.get() + size_ - top_offset_) & ~uintptr_t(15);
   auto* slot = reinterpret_cast<uint64_t*>(top);
   // Entered by `ret`: the entry sees the stack of a function just called (rsp + 8 aligned).
-  *--slot = 0;                                         // the entry's own return address
-  *--slot = reinterpret_cast<uint64_t>(entry);         // popped by ret
-  for (int r = 0; r < 6; ++r) *--slot = 0;             // rbp rbx r12 r13 r14 r15
+  *--slot = 0;                                  // the entry's own return address
+  *--slot = reinterpret_cast<uint64_t>(entry);  // popped by ret
+  for (int r = 0; r < 6; ++r) *--slot = 0;      // rbp rbx r12 r13 r14 r15
   sp_ = slot;
 #else
   getcontext(&context_);

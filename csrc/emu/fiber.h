@@ -41,8 +41,8 @@ class Fiber {
   size_t top_offset_;
   void* fake_stack_ = nullptr;  // ASan's fake stack of the fiber while it is switched out
 #if defined(__x86_64__)
-  void* sp_ = nullptr;        // the fiber's saved stack pointer
-  void* caller_sp_ = nullptr; // the scheduler's saved stack pointer
+  void* sp_ = nullptr;         // the fiber's saved stack pointer
+  void* caller_sp_ = nullptr;  // the scheduler's saved stack pointer
 #else
   ucontext_t context_{};
   ucontext_t caller_{};

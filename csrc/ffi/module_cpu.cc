@@ -58,18 +58,23 @@ PYBIND11_MODULE(_raster_cpu, m) {
     d["ua3d_rasterize_to_pixels_bwd_f64"] = Capsule(Ua3dRasterizeToPixelsBwdF64);
     return d;
   });
-  m.def("tile_isa", []() { return std::string(ua3d::cpu::tile_kernels<float>().isa); },
-        "Instruction-set level of the tile kernels now (widest the CPU runs, capped by "
-        "UA3D_CPU_ISA).");
-  m.def("tile_isas", []() {
-    int count = 0;
-    const char* const* names = ua3d::cpu::tile_isas(&count);
-    py::list levels;
-    for (int i = 0; i < count; ++i) levels.append(names[i]);
-    return levels;
-  }, "Levels this build and CPU run, widest first.");
+  m.def(
+      "tile_isa", []() { return std::string(ua3d::cpu::tile_kernels<float>().isa); },
+      "Instruction-set level of the tile kernels now (widest the CPU runs, capped by "
+      "UA3D_CPU_ISA).");
+  m.def(
+      "tile_isas",
+      []() {
+        int count = 0;
+        const char* const* names = ua3d::cpu::tile_isas(&count);
+        py::list levels;
+        for (int i = 0; i < count; ++i) levels.append(names[i]);
+        return levels;
+      },
+      "Levels this build and CPU run, widest first.");
   m.def("exp_nonpos", &ExpNonpos, py::arg("x"), py::arg("isa"),
         "exp_nonpos(x) by the scalar code ('scalar') or a level's vector code (tests).");
-  m.def("kept_bins", []() { return ua3d::cpu::kept_bins_count(); },
-        "Forward tile lists kept for a backward and not yet taken (ua3d/bins_cache.h).");
+  m.def(
+      "kept_bins", []() { return ua3d::cpu::kept_bins_count(); },
+      "Forward tile lists kept for a backward and not yet taken (ua3d/bins_cache.h).");
 }

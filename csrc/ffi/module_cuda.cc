@@ -32,6 +32,7 @@ PYBIND11_MODULE(_raster_cuda, m) {
     d["ua3d_rasterize_to_pixels_bwd_f32"] = Capsule(Ua3dRasterizeToPixelsBwdCuda);
     return d;
   });
-  m.def("kept_bins", []() { return ua3d::cuda::KeptBinsCount(); },
-        "Forward tile lists kept for a backward and not yet taken, all devices.");
+  m.def(
+      "kept_bins", []() { return ua3d::cuda::KeptBinsCount(); },
+      "Forward tile lists kept for a backward and not yet taken, all devices.");
 }

@@ -65,16 +65,15 @@ ffi::Error FwdImpl(int64_t width, int64_t height, int64_t keep_bins, Buf<kT> mea
                    ffi::ResultBuffer<kT> transmittance, ffi::Result<IBuf> last,
                    ffi::Result<IBuf> bins_token) {
   RasterDims d;
-  UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors,
-                                                  opacities, depths, radii, background, &d));
-  UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, render->dimensions(),
-                                               transmittance->dimensions(), last->dimensions()));
+  UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors, opacities,
+                                                  depths, radii, background, &d));
+  UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, render->dimensions(), transmittance->dimensions(),
+                                               last->dimensions()));
   UA3D_RETURN_IF_ERROR(
       ffi_shapes::CheckBuffer("bins_token", bins_token->dimensions(), d.batch, {2}));
   UA3D_RETURN_IF_ERROR(CheckIsaEnv());
   using T = ffi::NativeType<kT>;
-  cpu::ForwardOutputs<T> out{render->typed_data(), transmittance->typed_data(),
-                             last->typed_data()};
+  cpu::ForwardOutputs<T> out{render->typed_data(), transmittance->typed_data(), last->typed_data()};
   uint64_t token = 0;
   try {
     cpu::rasterize_to_pixels_fwd(
@@ -95,10 +94,10 @@ ffi::Error BwdImpl(int64_t width, int64_t height, int64_t use_token, Buf<kT> mea
                    ffi::ResultBuffer<kT> v_conics, ffi::ResultBuffer<kT> v_colors,
                    ffi::ResultBuffer<kT> v_opacities) {
   RasterDims d;
-  UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors,
-                                                  opacities, depths, radii, background, &d));
-  UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, v_render.dimensions(),
-                                               transmittance.dimensions(), last.dimensions()));
+  UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors, opacities,
+                                                  depths, radii, background, &d));
+  UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, v_render.dimensions(), transmittance.dimensions(),
+                                               last.dimensions()));
   UA3D_RETURN_IF_ERROR(
       ffi_shapes::CheckBuffer("v_alpha", v_alpha.dimensions(), d.batch, {d.height, d.width}));
   UA3D_RETURN_IF_ERROR(
@@ -107,14 +106,14 @@ ffi::Error BwdImpl(int64_t width, int64_t height, int64_t use_token, Buf<kT> mea
   // Every view's pair holds the same token; none when there are no views.
   const uint64_t token = use_token != 0 && d.batch > 0 ? ReadToken(bins_token.typed_data()) : 0;
   using T = ffi::NativeType<kT>;
-  cpu::BackwardInputs<T> gin{transmittance.typed_data(), last.typed_data(),
-                             v_render.typed_data(), v_alpha.typed_data()};
+  cpu::BackwardInputs<T> gin{transmittance.typed_data(), last.typed_data(), v_render.typed_data(),
+                             v_alpha.typed_data()};
   cpu::BackwardOutputs<T> out{v_means2d->typed_data(), v_conics->typed_data(),
                               v_colors->typed_data(), v_opacities->typed_data()};
   try {
     cpu::rasterize_to_pixels_bwd(
-        MakeInputs<kT>(d, means2d, conics, colors, opacities, depths, radii, background), gin,
-        out, token);
+        MakeInputs<kT>(d, means2d, conics, colors, opacities, depths, radii, background), gin, out,
+        token);
   } catch (const std::bad_alloc&) {
     return ffi::Error::Internal("rasterize_to_pixels_bwd: out of host memory");
   }
@@ -125,24 +124,24 @@ ffi::Error BwdImpl(int64_t width, int64_t height, int64_t use_token, Buf<kT> mea
 }  // namespace ua3d
 
 // Binding order = argument order of the Impl functions above.
-#define UA3D_INPUT_BINDING(kT, flag)           \
-  ffi::Ffi::Bind()                             \
-      .Attr<int64_t>("width")                  \
-      .Attr<int64_t>("height")                 \
-      .Attr<int64_t>(flag)                     \
-      .Arg<ffi::Buffer<kT>>()     /* means2d */   \
-      .Arg<ffi::Buffer<kT>>()     /* conics */    \
-      .Arg<ffi::Buffer<kT>>()     /* colors */    \
-      .Arg<ffi::Buffer<kT>>()     /* opacities */ \
-      .Arg<ffi::Buffer<kT>>()     /* depths */    \
-      .Arg<ffi::Buffer<ffi::S32>>() /* radii */   \
-      .Arg<ffi::Buffer<kT>>()     /* background */
+#define UA3D_INPUT_BINDING(kT, flag)                \
+  ffi::Ffi::Bind()                                  \
+      .Attr<int64_t>("width")                       \
+      .Attr<int64_t>("height")                      \
+      .Attr<int64_t>(flag)                          \
+      .Arg<ffi::Buffer<kT>>()       /* means2d */   \
+      .Arg<ffi::Buffer<kT>>()       /* conics */    \
+      .Arg<ffi::Buffer<kT>>()       /* colors */    \
+      .Arg<ffi::Buffer<kT>>()       /* opacities */ \
+      .Arg<ffi::Buffer<kT>>()       /* depths */    \
+      .Arg<ffi::Buffer<ffi::S32>>() /* radii */     \
+      .Arg<ffi::Buffer<kT>>()       /* background */
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsFwdF32, ua3d::FwdImpl<ffi::F32>,
                               UA3D_INPUT_BINDING(ffi::F32, "keep_bins")
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // render
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // transmittance
-                                  .Ret<ffi::Buffer<ffi::S32>>()   // last
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // render
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // transmittance
+                                  .Ret<ffi::Buffer<ffi::S32>>()    // last
                                   .Ret<ffi::Buffer<ffi::S32>>());  // bins_token
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsFwdF64, ua3d::FwdImpl<ffi::F64>,
                               UA3D_INPUT_BINDING(ffi::F64, "keep_bins")
@@ -151,16 +150,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsFwdF64, ua3d::FwdImpl<ffi::F6
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
 
-#define UA3D_BWD_BINDING(kT)                                          \
-  UA3D_INPUT_BINDING(kT, "use_token")                                 \
-      .Arg<ffi::Buffer<kT>>()       /* transmittance */               \
-      .Arg<ffi::Buffer<ffi::S32>>() /* last */                        \
-      .Arg<ffi::Buffer<kT>>()       /* v_render */                    \
-      .Arg<ffi::Buffer<kT>>()       /* v_alpha */                     \
-      .Arg<ffi::Buffer<ffi::S32>>() /* bins_token */                  \
-      .Ret<ffi::Buffer<kT>>()       /* v_means2d */                   \
-      .Ret<ffi::Buffer<kT>>()       /* v_conics */                    \
-      .Ret<ffi::Buffer<kT>>()       /* v_colors */                    \
+#define UA3D_BWD_BINDING(kT)                            \
+  UA3D_INPUT_BINDING(kT, "use_token")                   \
+      .Arg<ffi::Buffer<kT>>()       /* transmittance */ \
+      .Arg<ffi::Buffer<ffi::S32>>() /* last */          \
+      .Arg<ffi::Buffer<kT>>()       /* v_render */      \
+      .Arg<ffi::Buffer<kT>>()       /* v_alpha */       \
+      .Arg<ffi::Buffer<ffi::S32>>() /* bins_token */    \
+      .Ret<ffi::Buffer<kT>>()       /* v_means2d */     \
+      .Ret<ffi::Buffer<kT>>()       /* v_conics */      \
+      .Ret<ffi::Buffer<kT>>()       /* v_colors */      \
       .Ret<ffi::Buffer<kT>>()       /* v_opacities */
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsBwdF32, ua3d::BwdImpl<ffi::F32>,

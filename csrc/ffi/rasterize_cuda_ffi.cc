@@ -79,24 +79,23 @@ ffi::Error FwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, int64_t w
                    ffi::ResultBuffer<ffi::F32> render, ffi::ResultBuffer<ffi::F32> transmittance,
                    ffi::Result<IBuf> last, ffi::Result<IBuf> bins_token) {
   RasterDims d;
-  UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors,
-                                                  opacities, depths, radii, background, &d));
-  UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, render->dimensions(),
-                                               transmittance->dimensions(), last->dimensions()));
+  UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors, opacities,
+                                                  depths, radii, background, &d));
+  UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, render->dimensions(), transmittance->dimensions(),
+                                               last->dimensions()));
   UA3D_RETURN_IF_ERROR(
       ffi_shapes::CheckBuffer("bins_token", bins_token->dimensions(), d.batch, {2}));
   UA3D_RETURN_IF_ERROR(CheckBatch(d));
   XlaScratch alloc(scratch);
-  ForwardOutputs<float> out{render->typed_data(), transmittance->typed_data(),
-                            last->typed_data()};
+  ForwardOutputs<float> out{render->typed_data(), transmittance->typed_data(), last->typed_data()};
   int32_t* token = bins_token->typed_data();
   keep_bins = keep_bins != 0 && KeepBinsEnabled();
   if (keep_bins == 0 && d.batch > 0)
     cudaMemsetAsync(token, 0, sizeof(int32_t) * 2 * d.batch, stream);
   return CudaStatus(
       cuda::RasterizeToPixelsFwd(
-          MakeInputs(d, means2d, conics, colors, opacities, depths, radii, background), out,
-          alloc, stream, keep_bins != 0 ? token : nullptr),
+          MakeInputs(d, means2d, conics, colors, opacities, depths, radii, background), out, alloc,
+          stream, keep_bins != 0 ? token : nullptr),
       "rasterize_to_pixels_fwd (CUDA)");
 }
 
@@ -105,13 +104,12 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, int64_t w
                    FBuf opacities, FBuf depths, IBuf radii, FBuf background, FBuf transmittance,
                    IBuf last, FBuf v_render, FBuf v_alpha, IBuf bins_token,
                    ffi::ResultBuffer<ffi::F32> v_means2d, ffi::ResultBuffer<ffi::F32> v_conics,
-                   ffi::ResultBuffer<ffi::F32> v_colors,
-                   ffi::ResultBuffer<ffi::F32> v_opacities) {
+                   ffi::ResultBuffer<ffi::F32> v_colors, ffi::ResultBuffer<ffi::F32> v_opacities) {
   RasterDims d;
-  UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors,
-                                                  opacities, depths, radii, background, &d));
-  UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, v_render.dimensions(),
-                                               transmittance.dimensions(), last.dimensions()));
+  UA3D_RETURN_IF_ERROR(ffi_shapes::ValidateInputs(width, height, means2d, conics, colors, opacities,
+                                                  depths, radii, background, &d));
+  UA3D_RETURN_IF_ERROR(ffi_shapes::CheckImages(d, v_render.dimensions(), transmittance.dimensions(),
+                                               last.dimensions()));
   UA3D_RETURN_IF_ERROR(
       ffi_shapes::CheckBuffer("v_alpha", v_alpha.dimensions(), d.batch, {d.height, d.width}));
   UA3D_RETURN_IF_ERROR(
@@ -124,8 +122,8 @@ ffi::Error BwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, int64_t w
                              v_colors->typed_data(), v_opacities->typed_data()};
   return CudaStatus(
       cuda::RasterizeToPixelsBwd(
-          MakeInputs(d, means2d, conics, colors, opacities, depths, radii, background), gin,
-          out, alloc, stream, use_token != 0 ? bins_token.typed_data() : nullptr),
+          MakeInputs(d, means2d, conics, colors, opacities, depths, radii, background), gin, out,
+          alloc, stream, use_token != 0 ? bins_token.typed_data() : nullptr),
       "rasterize_to_pixels_bwd (CUDA)");
 }
 
@@ -139,16 +137,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsFwdCuda, ua3d::FwdImpl,
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
                                   .Attr<int64_t>("keep_bins")
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // means2d
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // conics
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // colors
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // opacities
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // depths
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // radii
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // background
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // render
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // transmittance
-                                  .Ret<ffi::Buffer<ffi::S32>>()   // last
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // means2d
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // conics
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // colors
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // opacities
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // depths
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // radii
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // background
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // render
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // transmittance
+                                  .Ret<ffi::Buffer<ffi::S32>>()    // last
                                   .Ret<ffi::Buffer<ffi::S32>>());  // bins_token
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsBwdCuda, ua3d::BwdImpl,
@@ -158,19 +156,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Ua3dRasterizeToPixelsBwdCuda, ua3d::BwdImpl,
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
                                   .Attr<int64_t>("use_token")
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // means2d
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // conics
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // colors
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // opacities
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // depths
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // radii
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // background
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // transmittance
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // last
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // v_render
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // v_alpha
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // bins_token
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // v_means2d
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // v_conics
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // v_colors
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // means2d
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // conics
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // colors
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // opacities
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // depths
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // radii
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // background
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // transmittance
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // last
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // v_render
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // v_alpha
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // bins_token
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // v_means2d
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // v_conics
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // v_colors
                                   .Ret<ffi::Buffer<ffi::F32>>());  // v_opacities

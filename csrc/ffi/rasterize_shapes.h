@@ -48,14 +48,14 @@ inline ffi::Error CheckBuffer(const char* name, ffi::Span<const int64_t> dims, i
   std::string want = "[B...";
   for (int64_t t : tail) want += ", " + (t < 0 ? std::string("*") : std::to_string(t));
   return ffi::Error::InvalidArgument(std::string("rasterize_to_pixels: ") + name + " has shape " +
-                                     DimsString(dims) + ", expected " + want + "] with B = " +
-                                     std::to_string(batch));
+                                     DimsString(dims) + ", expected " + want +
+                                     "] with B = " + std::to_string(batch));
 }
 
-#define UA3D_RETURN_IF_ERROR(expr)           \
-  do {                                       \
-    ffi::Error _err = (expr);                \
-    if (_err.failure()) return _err;         \
+#define UA3D_RETURN_IF_ERROR(expr)   \
+  do {                               \
+    ffi::Error _err = (expr);        \
+    if (_err.failure()) return _err; \
   } while (0)
 
 template <typename Buf, typename IBuf>
@@ -63,7 +63,8 @@ ffi::Error ValidateInputs(int64_t width, int64_t height, const Buf& means2d, con
                           const Buf& colors, const Buf& opacities, const Buf& depths,
                           const IBuf& radii, const Buf& background, RasterDims* d) {
   if (width < 1 || height < 1 || width > (1 << 24) || height > (1 << 24))
-    return ffi::Error::InvalidArgument("rasterize_to_pixels: width and height must be in [1, 2^24]");
+    return ffi::Error::InvalidArgument(
+        "rasterize_to_pixels: width and height must be in [1, 2^24]");
   const auto md = means2d.dimensions();
   if (md.size() < 2 || md[md.size() - 1] != 2)
     return ffi::Error::InvalidArgument("rasterize_to_pixels: means2d must be [..., N, 2], got " +

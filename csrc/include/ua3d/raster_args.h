@@ -18,13 +18,13 @@ struct RasterInputs {
   int channels = 0;   // C
   int width = 0;
   int height = 0;
-  const T* means2d = nullptr;       // [B, N, 2]
-  const T* conics = nullptr;        // [B, N, 3]
-  const T* colors = nullptr;        // [B, N, C]
-  const T* opacities = nullptr;     // [B, N]
-  const T* depths = nullptr;        // [B, N]
-  const int32_t* radii = nullptr;   // [B, N, 2]
-  const T* background = nullptr;    // [B, C]
+  const T* means2d = nullptr;      // [B, N, 2]
+  const T* conics = nullptr;       // [B, N, 3]
+  const T* colors = nullptr;       // [B, N, C]
+  const T* opacities = nullptr;    // [B, N]
+  const T* depths = nullptr;       // [B, N]
+  const int32_t* radii = nullptr;  // [B, N, 2]
+  const T* background = nullptr;   // [B, C]
 };
 
 template <typename T>
