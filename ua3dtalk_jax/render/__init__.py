@@ -97,6 +97,32 @@ def _check(name: str, x, shape: tuple, dtypes) -> None:
         raise ValueError(f"{name} must be float32 (or float64 with x64), got dtype {x.dtype}")
 
 
+def _check_inputs(means, quats, scales, opacities, colors, viewmat, K, background,
+                  means2d_offset, width, height) -> int:  # fmt: skip
+    """`rasterize`'s argument checks (each error names the argument); returns C."""
+    if not (isinstance(width, (int, np.integer)) and isinstance(height, (int, np.integer))):
+        raise ValueError(f"width and height must be ints, got {width!r}, {height!r}")
+    if width < 1 or height < 1:
+        raise ValueError(f"width and height must be >= 1, got width={width}, height={height}")
+    float_types = {jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)}
+    _check("means", means, (None, 3), float_types)
+    n = means.shape[0]
+    _check("quats", quats, (n, 4), float_types)
+    _check("scales", scales, (n, 3), float_types)
+    _check("opacities", opacities, (n,), float_types)
+    if not hasattr(colors, "shape") or len(colors.shape) != 2 or colors.shape[0] != n:
+        raise ValueError(f"colors must have shape (N={n}, C), got {getattr(colors, 'shape', None)}")
+    num_channels = colors.shape[1]
+    _check("colors", colors, (n, num_channels), float_types)
+    _check("viewmat", viewmat, (4, 4), float_types)
+    _check("K", K, (3, 3), float_types)
+    if background is not None:
+        _check("background", background, (num_channels,), float_types)
+    if means2d_offset is not None:
+        _check("means2d_offset", means2d_offset, (n, 2), float_types)
+    return num_channels
+
+
 def rasterize(
     means,
     quats,
@@ -139,29 +165,11 @@ def rasterize(
     Raises:
       ValueError: an argument has the wrong shape or dtype, or width/height < 1.
     """
-    if not (isinstance(width, (int, np.integer)) and isinstance(height, (int, np.integer))):
-        raise ValueError(f"width and height must be ints, got {width!r}, {height!r}")
-    if width < 1 or height < 1:
-        raise ValueError(f"width and height must be >= 1, got width={width}, height={height}")
-    float_types = {jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)}
-    _check("means", means, (None, 3), float_types)
-    n = means.shape[0]
-    _check("quats", quats, (n, 4), float_types)
-    _check("scales", scales, (n, 3), float_types)
-    _check("opacities", opacities, (n,), float_types)
-    if not hasattr(colors, "shape") or len(colors.shape) != 2 or colors.shape[0] != n:
-        raise ValueError(f"colors must have shape (N={n}, C), got {getattr(colors, 'shape', None)}")
-    _check("colors", colors, (n, colors.shape[1]), float_types)
-    _check("viewmat", viewmat, (4, 4), float_types)
-    _check("K", K, (3, 3), float_types)
-    num_channels = colors.shape[1]
-    dtype = means.dtype
+    num_channels = _check_inputs(means, quats, scales, opacities, colors, viewmat, K, background,
+                                 means2d_offset, width, height)  # fmt: skip
     if background is None:
-        background = jnp.zeros((num_channels,), dtype)
-    _check("background", background, (num_channels,), float_types)
-    if means2d_offset is not None:
-        _check("means2d_offset", means2d_offset, (n, 2), float_types)
-    backend = resolve_backend(backend, dtype)
+        background = jnp.zeros((num_channels,), means.dtype)
+    backend = resolve_backend(backend, means.dtype)
 
     proj: Projected = project(
         means, quats, scales, opacities, viewmat, K,

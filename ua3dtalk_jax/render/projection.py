@@ -90,6 +90,45 @@ def covariance_3d(quats: jax.Array, scales: jax.Array) -> jax.Array:
     return m @ jnp.swapaxes(m, -1, -2)
 
 
+def _finite_inputs(means, quats, scales, opacities):
+    """(N,) mask of Gaussians with all-finite parameters, and the parameters with the others
+    replaced by harmless values before any arithmetic, so that no NaN leaks into outputs or
+    gradients (`project` culls them)."""
+    finite = (
+        jnp.all(jnp.isfinite(means), -1)
+        & jnp.all(jnp.isfinite(quats), -1)
+        & jnp.all(jnp.isfinite(scales), -1)
+        & jnp.isfinite(opacities)
+    )
+    unit_quat = jnp.array([1.0, 0.0, 0.0, 0.0], means.dtype)
+    return finite, (
+        jnp.where(finite[:, None], means, 0.0),
+        jnp.where(finite[:, None], quats, unit_quat),
+        jnp.where(finite[:, None], scales, 1.0),
+        jnp.where(finite, opacities, 0.0),
+    )
+
+
+def _ewa_jacobian(x, y, z_safe, K, width: int, height: int) -> jax.Array:
+    """(N, 2, 3) Jacobian of the pinhole projection at camera points (x, y, z_safe), with x / z and
+    y / z clamped at FOV_CLAMP of the half field of view past the image edge (3DGS)."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    lim_x_pos = (width - cx) / fx + FOV_CLAMP * width / (2.0 * fx)
+    lim_x_neg = cx / fx + FOV_CLAMP * width / (2.0 * fx)
+    lim_y_pos = (height - cy) / fy + FOV_CLAMP * height / (2.0 * fy)
+    lim_y_neg = cy / fy + FOV_CLAMP * height / (2.0 * fy)
+    tx = z_safe * clamp(x / z_safe, -lim_x_neg, lim_x_pos)
+    ty = z_safe * clamp(y / z_safe, -lim_y_neg, lim_y_pos)
+    zero = jnp.zeros_like(z_safe)
+    return jnp.stack(
+        [
+            jnp.stack([fx / z_safe, zero, -fx * tx / (z_safe * z_safe)], -1),
+            jnp.stack([zero, fy / z_safe, -fy * ty / (z_safe * z_safe)], -1),
+        ],
+        axis=-2,
+    )
+
+
 def project(
     means: jax.Array,
     quats: jax.Array,
@@ -120,18 +159,7 @@ def project(
       A `Projected` with culled Gaussians at opacity 0 and radii 0.
     """
     dtype = means.dtype
-    finite = (
-        jnp.all(jnp.isfinite(means), -1)
-        & jnp.all(jnp.isfinite(quats), -1)
-        & jnp.all(jnp.isfinite(scales), -1)
-        & jnp.isfinite(opacities)
-    )
-    # Non-finite inputs are replaced before any arithmetic so no NaN can leak
-    # into outputs or gradients; such Gaussians are culled below.
-    means = jnp.where(finite[:, None], means, 0.0)
-    quats = jnp.where(finite[:, None], quats, jnp.array([1.0, 0.0, 0.0, 0.0], dtype))
-    scales = jnp.where(finite[:, None], scales, 1.0)
-    opacities = jnp.where(finite, opacities, 0.0)
+    finite, (means, quats, scales, opacities) = _finite_inputs(means, quats, scales, opacities)
 
     R = viewmat[:3, :3]
     t = viewmat[:3, 3]
@@ -143,21 +171,7 @@ def project(
 
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     means2d = jnp.stack([fx * x / z_safe + cx, fy * y / z_safe + cy], axis=-1)
-
-    lim_x_pos = (width - cx) / fx + FOV_CLAMP * width / (2.0 * fx)
-    lim_x_neg = cx / fx + FOV_CLAMP * width / (2.0 * fx)
-    lim_y_pos = (height - cy) / fy + FOV_CLAMP * height / (2.0 * fy)
-    lim_y_neg = cy / fy + FOV_CLAMP * height / (2.0 * fy)
-    tx = z_safe * clamp(x / z_safe, -lim_x_neg, lim_x_pos)
-    ty = z_safe * clamp(y / z_safe, -lim_y_neg, lim_y_pos)
-    zero = jnp.zeros_like(z_safe)
-    J = jnp.stack(
-        [
-            jnp.stack([fx / z_safe, zero, -fx * tx / (z_safe * z_safe)], -1),
-            jnp.stack([zero, fy / z_safe, -fy * ty / (z_safe * z_safe)], -1),
-        ],
-        axis=-2,
-    )  # (N, 2, 3)
+    J = _ewa_jacobian(x, y, z_safe, K, width, height)
 
     cov_cam = R @ covariance_3d(quats, scales) @ R.T
     cov2d = J @ cov_cam @ jnp.swapaxes(J, -1, -2)
