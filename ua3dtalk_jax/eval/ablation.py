@@ -68,10 +68,9 @@ def check_overrides(overrides) -> None:
 
 
 def _stage1_config(workdir: str) -> dict:
-    from ua3dtalk_jax.train.config_io import with_legacy_defaults
+    from ua3dtalk_jax.configs.io import saved_config
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        return with_legacy_defaults(json.load(f))["stage1"]
+    return saved_config(workdir)["stage1"]
 
 
 def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,

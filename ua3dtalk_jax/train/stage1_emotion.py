@@ -46,7 +46,7 @@ PREDICT_CHUNK = 64  # windows per jitted inference call
 
 def build_encoder(e, n_classes: int, exp_dim: int) -> SpeechEmotionEncoder:
     """The encoder for the `emotion` sub-config (its wav2vec 2.0 sizes from the folder's config)."""
-    path = str(e.get("wav2vec_weights", ""))
+    path = str(e.wav2vec_weights)
     w2v = read_config(path) if path else None
     samples = emotion_inputs.window_samples(e)
     n_frames = w2v.n_frames(samples) if w2v is not None else wav_frames(samples)
@@ -72,7 +72,7 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
       FileNotFoundError, ValueError: the wav2vec 2.0 folder is incomplete or its weights do not fit
         its config.json (file and tensor named).
     """
-    path = str(e.get("wav2vec_weights", ""))
+    path = str(e.wav2vec_weights)
     wav = load_wav2vec2(path)[1]["params"] if path else None  # read and checked before the init
     wt, sw = emotion_inputs.window_frames(e), emotion_inputs.window_samples(e)
     h, w = e.image_hw
