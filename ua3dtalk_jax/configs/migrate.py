@@ -32,7 +32,8 @@ def migrate(d: dict, version: int | None = None) -> dict:
     out = copy.deepcopy(d)
     saved = int(out.pop(VERSION_KEY, 0 if version is None else version))
     if saved > VERSION:
-        raise ValueError(f"config version {saved} is newer than this ua3dtalk_jax reads ({VERSION})")
+        raise ValueError(
+            f"config version {saved} is newer than this ua3dtalk_jax reads ({VERSION})")
     for step in _STEPS[saved:]:
         step(out)
     return out
@@ -41,11 +42,15 @@ def migrate(d: dict, version: int | None = None) -> dict:
 # Version 0 → 1 (the config before it carried a version).
 # Copies and never-read fields that are gone: the densification schedule copied from
 # train.<part> into model.gaussians.<part>; data.fps, .seed, .shuffle, .keys (the subject's fps
-# and the run seed are what runs used).
+# and the run seed are what runs used); stage1.seed and stage1.emotion.corpus_seed, which equal
+# the run seed in every preset (stage 1 now draws from `seed`); model.preset, a copy of `preset`.
 _REMOVED_1 = [
     *(("model", "gaussians", part, key) for part in ("face", "mouth")
       for key in ("densify_from", "densify_every", "densify_until", "size_prune_from", "sh_every")),
     *(("data", key) for key in ("fps", "seed", "shuffle", "keys")),
+    ("stage1", "seed"),
+    ("stage1", "emotion", "corpus_seed"),
+    ("model", "preset"),
 ]  # fmt: skip
 # Fields added later, with the value that behaves as their absence did.
 _ADDED_1 = {

@@ -76,7 +76,6 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
     s = _SIZES[preset]
     cfg = ml_collections.ConfigDict()
-    cfg.preset = preset
     cfg.hexplane = {
         "bound": 0.15,
         "base_res": s["res"],

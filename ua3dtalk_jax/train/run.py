@@ -125,7 +125,7 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
         log("stage 1: Prior Extraction and Emotion Distillation ...")
         # the data is dropped once stage 1 is trained: the features below read the checkpoint
         _, metrics = train_stage1(Stage1Data.from_subject(subject, cfg.stage1), cfg.stage1,
-                                  workdir, log=log)  # fmt: skip
+                                  workdir, seed=cfg.seed, log=log)  # fmt: skip
     stage1_arrays(subject, workdir)
     return {"seconds": time.time() - t, "metrics": metrics}
 

@@ -197,9 +197,10 @@ def prior_stats(f_exp, f_tone, n_train: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None,
-                  progress: Progress | None = None):  # fmt: skip
-    """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names;
-    `progress` as in `train_prior`.
+                  progress: Progress | None = None, seed: int = 0):  # fmt: skip
+    """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names
+    (`seed`: the run seed, which picks the synthetic corpus's sentences); `progress` as in
+    `train_prior`.
 
     Returns:
       (encoder module, params, class_means (C, 128), metrics).
@@ -207,7 +208,7 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     e = cfg.emotion
     n_classes = len(EMOTIONS)
     if corpus is None:
-        corpus, corpus_classes = emo.pretraining_corpus(e, data, log)
+        corpus, corpus_classes = emo.pretraining_corpus(e, data, log, seed)
     pre_classes = corpus_classes or n_classes
     pre_model = emo.build_encoder(e, pre_classes, data.exp_dim)
     params, imagenet = emo.init_encoder(pre_model, e, jax.random.fold_in(key, 0))
@@ -245,8 +246,8 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     return model, st.params, means, m
 
 
-def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_classes=None,
-                 log=None) -> tuple[Stage1Model, dict]:  # fmt: skip
+def train_stage1(data: Stage1Data, cfg, workdir: str, *, seed: int = 0, corpus=None,
+                 corpus_classes=None, log=None) -> tuple[Stage1Model, dict]:  # fmt: skip
     """Trains every stage-1 module on `data` and saves the checkpoint under workdir/stage1,
     resuming from workdir/stage1_progress (module docstring) when a run was stopped.
 
@@ -254,6 +255,8 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
       data: the subject's `Stage1Data`.
       cfg: `configs.stage1.stage1_config(...)`.
       workdir: run directory.
+      seed: the run seed (`config.seed`): every module's initialisation and batches, and the
+        synthetic pre-training corpus's sentences.
       corpus, corpus_classes: optional pre-training corpus (`stage1_emotion` docstring) and its
         number of classes (default: the corpus `cfg.emotion.corpus` names).
       log: optional callable taking progress lines.
@@ -263,16 +266,16 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
       ValueError: `cfg.checkpoint_every` is not a positive integer, or workdir/stage1_progress
         holds another config's or subject's modules.
     """
-    key = jax.random.PRNGKey(cfg.seed)
+    key = jax.random.PRNGKey(seed)
     cfg, syncnet = prior.pretrained_syncnet(cfg)  # before anything: the checkpoint stores this cfg
     face = _face_prior(cfg, data)
-    progress = _progress(cfg, data, workdir)
+    progress = _progress(cfg, data, workdir, seed)
     # Emotion Distillation does not depend on Prior Extraction: it runs in a second thread beside
     # it (XLA releases the GIL; the small stage-1 programs leave part of a 2-core CPU idle). Each
     # keeps its own keys, so the results are the same as one after the other.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stage1-emotion") as pool:
         emotion = pool.submit(train_emotion, data, cfg, jax.random.fold_in(key, 20), corpus,
-                              corpus_classes, log, progress)  # fmt: skip
+                              corpus_classes, log, progress, seed)  # fmt: skip
         models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet,
                                         face, progress)  # fmt: skip
         enc, ep, means, m["emotion"] = emotion.result()
@@ -299,11 +302,14 @@ def _face_prior(cfg, data: Stage1Data) -> stage1_face.FacePrior | None:
     return stage1_face.FacePrior(*net, data.face_refs["frames"], data.face_refs["affine"])
 
 
-def _progress(cfg, data: Stage1Data, workdir: str) -> Progress:
+def _progress(cfg, data: Stage1Data, workdir: str, seed: int) -> Progress:
     """The module checkpoints of this stage-1 run, keyed by everything that shapes the modules
-    (the config but its checkpoint interval; the subject's sizes and f_gt-exp)."""
+    (the config but its checkpoint interval, the seed; the subject's sizes and f_gt-exp)."""
     c = cfg.to_dict()
     every = c.pop("checkpoint_every")
+    # the seed sits where the stage-1 config held it until version 1: a stage 1 stopped under
+    # version 0 keeps its key and resumes
+    c["seed"] = c["emotion"]["corpus_seed"] = seed
     subject = hashlib.sha256(np.ascontiguousarray(np.asarray(data.exp, np.float32))).hexdigest()
     shape = [int(data.n), int(data.n_train), int(data.exp_dim), subject]
     return Progress(os.path.join(workdir, PROGRESS_DIR), every, [c, shape])

@@ -98,8 +98,9 @@ def emotion_optimizer(e, model: SpeechEmotionEncoder) -> optax.GradientTransform
     return optax.multi_transform({"adam": adam, "frozen": optax.set_to_zero()}, labels)
 
 
-def pretraining_corpus(e, data, log=None) -> tuple[dict, int]:
-    """The pre-training corpus named by `e.corpus` (module docstring) and its number of classes."""
+def pretraining_corpus(e, data, log=None, seed: int = 0) -> tuple[dict, int]:
+    """The pre-training corpus named by `e.corpus` (module docstring) and its number of classes
+    (`seed`, the run seed, picks the synthetic corpus's sentences)."""
     # local: the synthetic package pulls in the subject generator (renderer, MediaPipe)
     from ua3dtalk_jax.data.synthetic.speech_corpus import emotional_speech
 
@@ -111,7 +112,7 @@ def pretraining_corpus(e, data, log=None) -> tuple[dict, int]:
             raise ValueError("stage1.emotion.corpus=subject: the subject has no emotion labels "
                              "(emotion.csv); use stage1.emotion.corpus=synthetic or iemocap:<root>")
     elif spec == "synthetic":
-        wavs, labels = emotional_speech(e.corpus_clips, seed=e.corpus_seed)
+        wavs, labels = emotional_speech(e.corpus_clips, seed=seed)
         corpus, classes = emotion_inputs.clips_corpus(wavs, labels, e), len(EMOTIONS)
     elif spec.startswith("iemocap:"):
         utts = iemocap.list_utterances(spec[len("iemocap:"):], e.iemocap_labels)
