@@ -12,7 +12,7 @@ from ua3dtalk_jax.configs.migrate import VERSION_KEY
 
 
 def tiny_resolved(overrides=()):
-    """The tiny preset as training saves it: its audio kind resolved (the synthetic subject: mel)."""
+    """The tiny preset as training saves it: its audio kind resolved (synthetic subject: mel)."""
     from ua3dtalk_jax.configs import apply_overrides
 
     return apply_overrides(get_config("tiny"), ["data.audio_feature=mel", *overrides])

@@ -35,7 +35,8 @@ def test_version_0_reads_as_this_version_whatever_it_lacks_or_kept(tmp_path):
     assert cfg.data.audio_feature == "mel" and "fps" not in cfg.data  # "auto" always meant mel
     assert "densify_every" not in cfg.model.gaussians.face
     assert cfg.model.uncertainty.fusion == "dense" and cfg.model.decoder.face.xyz_gain == 1.0
-    assert not cfg.model.decoder.mouth.channel_attention and cfg.model.decoder.face.channel_attention
+    decoder = cfg.model.decoder
+    assert decoder.face.channel_attention and not decoder.mouth.channel_attention
     assert not cfg.stage1.features.standardise and cfg.stage1.features.source == "stage1"
     assert cfg.stage1.syncnet.mel_offset == 0 and cfg.stage1.lip_expert.audio_norm == "group"
     assert tuple(cfg.stage1.stylenet.frame_mlp) == () and cfg.stage1.fuse.exp_dropout == 0.0
