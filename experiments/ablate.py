@@ -36,7 +36,7 @@ _CACHE = cli.define_compile_cache()
 def main(argv):
     del argv
     cli.quiet_orbax()
-    from ua3dtalk_jax.configs import get_config
+    from ua3dtalk_jax.configs import apply_overrides, get_config
     from ua3dtalk_jax.eval import ablation
     from ua3dtalk_jax.train import run
 
@@ -44,7 +44,7 @@ def main(argv):
     try:
         ablation.check_overrides(_SET.value)
         names = ablation.parse_configurations(_CONFIGS.value)
-        cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
+        cfg = apply_overrides(get_config(_CONFIG.value), _SET.value)
         subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
         name = os.path.basename(os.path.normpath(subject))
         root = _ROOT.value or os.path.join("workdirs", f"ablation-{name}-{_CONFIG.value}")

@@ -97,7 +97,7 @@ def measure(subject_path: str, workdir: str) -> dict:
     import jax
 
     from experiments import cli
-    from ua3dtalk_jax.configs import get_config
+    from ua3dtalk_jax.configs import apply_overrides, get_config
     from ua3dtalk_jax.train import run, stage1_data, stage2
 
     cli.quiet_orbax()
@@ -153,7 +153,7 @@ def measure(subject_path: str, workdir: str) -> dict:
     stage2.evaluate_heldout = probe("eval", eval_some)
 
     sets = (SHORT if _SHORT.value else []) + list(_SET.value)
-    cfg = run.apply_overrides(get_config(_CONFIG.value), sets)
+    cfg = apply_overrides(get_config(_CONFIG.value), sets)
     log = lambda line: print(line, flush=True)
     subject = probe("open", run.prepare)(cfg, subject_path, workdir, "all", log=log)
     sizes["subject"] = nbytes(_array_attrs(subject))

@@ -1,7 +1,7 @@
 """Rasterizer benchmark: the tiled FFI kernel's figures, side by side with a baseline build.
 
 Times `rasterize_to_pixels` (binning, sorting, blending; the op the kernels replace) on
-pre-projected head-like scenes (`render/demo.py`, RGB + depth = 4 channels). "Evaluations" are
+pre-projected head-like scenes (`experiments/head_scene.py`, RGB + depth = 4 channels). "Evaluations" are
 the (Gaussian, pixel) pairs inside the footprint boxes; M evals/s = pairs / forward time.
 
   python -m experiments.bench_rasterizer [--rounds=5] [--calls=30]
@@ -42,8 +42,8 @@ import numpy as np
 from absl import flags
 
 from experiments import cli
+from experiments.head_scene import footprint_pixels, head_camera, head_scene
 from ua3dtalk_jax.render import available_backends, reference
-from ua3dtalk_jax.render.demo import footprint_pixels, head_camera, head_scene
 from ua3dtalk_jax.render.projection import project
 
 _RUNS = flags.DEFINE_integer("runs", 7, "--grid, --binning_ab: timed runs a measurement (median).")

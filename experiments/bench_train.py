@@ -156,15 +156,11 @@ def bench_subject(size: int, data_root: str) -> str:
 
 def build_config(preset: str, overrides, subject):
     """The preset with `overrides`, model.audio following the subject's windows."""
-    from ua3dtalk_jax.configs import (
-        get_config,
-        pretrained,
-    )
-    from ua3dtalk_jax.train import run
+    from ua3dtalk_jax.configs import apply_overrides, get_config, pretrained
 
     cfg = get_config(preset)
     cfg.model.audio.steps, cfg.model.audio.in_dim = subject.audio_window, subject.audio_dim
-    cfg = run.apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
     # the networks' sizes are what is measured: a part the user did not give runs as its substitute
     applied = pretrained.substitute_required(cfg.stage1)
     pretrained.resolve(cfg.stage1)
@@ -387,10 +383,9 @@ def main(argv):
         rows = []
         for p in _PHASE.value:
             rows += _child(p, os.path.join("/tmp", f"bench_train_{os.getpid()}_{p}.json"))
-        from ua3dtalk_jax.configs import get_config
-        from ua3dtalk_jax.train import run
+        from ua3dtalk_jax.configs import apply_overrides, get_config
 
-        cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
+        cfg = apply_overrides(get_config(_CONFIG.value), _SET.value)
         print(report.table(rows))
         print(report.extrapolate(rows, cfg))
     if _JSON.value:

@@ -42,10 +42,10 @@ _CACHE = cli.define_compile_cache()
 
 def main(argv):
     del argv
+    from ua3dtalk_jax.configs.io import load_config
     from ua3dtalk_jax.eval import synthesize as syn
     from ua3dtalk_jax.eval import trained_model as tm
     from ua3dtalk_jax.eval.poses import MODES, read_viewmats
-    from ua3dtalk_jax.train.config_io import load_config
     from ua3dtalk_jax.train.run import enable_compile_cache
 
     cli.quiet_orbax()

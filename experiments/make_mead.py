@@ -3,7 +3,7 @@
     python -m experiments.make_mead --root=/data/MEAD --speaker=M003 --out=data/M003 \
         [--emotions=angry,happy,neutral] [--levels=1,3] [--max_per_group=10] [--fps=30] [--size=512]
 
-MEAD is downloaded by the user (research licence); see `ua3dtalk_jax/data/mead.py` for the layout.
+MEAD is downloaded by the user (research licence); see `ua3dtalk_jax/preprocess/mead.py` for the layout.
 Re-running resumes where it stopped.
 """
 
@@ -12,8 +12,7 @@ import os
 from absl import flags
 
 from experiments import cli
-from ua3dtalk_jax.data import mead
-from ua3dtalk_jax.preprocess import video
+from ua3dtalk_jax.preprocess import mead, video
 
 _ROOT = flags.DEFINE_string("root", None, "MEAD root (speaker folders) or one speaker folder.")
 _SPEAKER = flags.DEFINE_string("speaker", None, "Speaker ID, e.g. M003 or M030.")

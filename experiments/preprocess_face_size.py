@@ -48,11 +48,11 @@ def _encode(path: str, frames: np.ndarray, fps: float, wav: np.ndarray, bitrate)
 
     import soundfile
 
-    from ua3dtalk_jax.preprocess.video import ffmpeg_exe
+    from ua3dtalk_jax import ffmpeg
 
     _, h, w, _ = frames.shape
     soundfile.write(path + ".wav", wav, 16000)
-    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
+    cmd = [ffmpeg.exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
            f"{w}x{h}", "-r", f"{fps}", "-i", "-", "-i", path + ".wav", "-c:a", "aac", "-c:v",
            "libx264", "-pix_fmt", "yuv420p"]  # fmt: skip
     cmd += (

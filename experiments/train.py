@@ -32,7 +32,7 @@ _CACHE = cli.define_compile_cache()
 def main(argv):
     del argv
     from ua3dtalk_jax.audio.precomputed import check_choice
-    from ua3dtalk_jax.configs import get_config
+    from ua3dtalk_jax.configs import apply_overrides, get_config
     from ua3dtalk_jax.eval.heldout_video import HeldoutVideo
     from ua3dtalk_jax.train import parallel, run
     from ua3dtalk_jax.train.features import feature_source
@@ -41,7 +41,7 @@ def main(argv):
     parallel.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
     run.enable_compile_cache(_CACHE.value)
     try:
-        cfg = run.apply_overrides(get_config(_CONFIG.value), _SET.value)
+        cfg = apply_overrides(get_config(_CONFIG.value), _SET.value)
         feature_source(cfg)
         check_choice(cfg.data.audio_feature)
         subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)

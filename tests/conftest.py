@@ -111,9 +111,9 @@ def tiny_trained(tmp_path_factory):
     others wait for it and read its summary. Compilations go to a persistent cache next to it.
     Treat the workdir as read-only; copy it first to change it."""
     from ua3dtalk_jax.configs import get_config
+    from ua3dtalk_jax.configs.io import load_config
     from ua3dtalk_jax.data.synthetic.generate import generate_preset
     from ua3dtalk_jax.train import run
-    from ua3dtalk_jax.train.config_io import load_config
 
     root = _shared_tmp(tmp_path_factory) / "tiny_trained"
     root.mkdir(exist_ok=True)

@@ -1,16 +1,16 @@
 """Stage 2's audio input recorded by a run (`data.stage2_audio`): the kind and window shape go into
 the config, a resumed run, evaluation and inference refuse another kind and name the trained one."""
 
-import json
 
 import pytest
 
+from tests.configs.legacy import write_version0
 from tests.data import tg_layout
 from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.configs.io import load_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.stage2_audio import match_subject, open_for_model, resolve_audio
 from ua3dtalk_jax.train import run
-from ua3dtalk_jax.train.config_io import load_config
 
 N = 12
 
@@ -72,7 +72,5 @@ def test_resume_with_another_kind_names_the_trained_one(folder, tmp_path):
 
 def test_workdirs_from_before_the_resolution_read_as_mel(tmp_path):
     """Their config.json says "auto", and their audio network was always built for mel windows."""
-    run.check_workdir(get_config("tiny"), str(tmp_path))
-    saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["data"]["audio_feature"] == "auto"
+    write_version0(str(tmp_path), lambda d: d["data"].update(audio_feature="auto"))
     assert load_config(str(tmp_path)).data.audio_feature == "mel"

@@ -68,7 +68,7 @@ def test_ablation_tiny_and_cli_resume(tiny_trained, tmp_path):
     already compiled its executables (iteration counts are not part of them); every other row's
     network would cold-compile for about two minutes here and is covered by the mapping test.
     The CLI then resumes the study (reads the row back); other overrides are refused."""
-    from ua3dtalk_jax.train.run import apply_overrides
+    from ua3dtalk_jax.configs import apply_overrides
 
     subject = str(tmp_path / "subject")  # the study rewrites the subject's stage-1 feature cache
     shutil.copytree(tiny_trained["subject"], subject)

@@ -47,13 +47,11 @@ def test_lpips_zero_for_identical_and_monotone_in_noise(frames):
     assert np.all(np.diff(out["LPIPS"]) > 0) and np.all(np.diff(out["PSNR"][1:]) < 0)
 
 
-def test_uint8_input_and_aggregate(frames):
+def test_uint8_input(frames):
     gt, _ = frames
     u8 = (gt * 255).round().astype(np.uint8)
     out = M.image_metrics(u8[None], u8[None], lpips=False)
     assert out["SSIM"][0] == pytest.approx(1.0, abs=1e-6)
-    agg = M.aggregate({"a": np.array([1.0, np.nan, 3.0]), "b": np.array([np.nan])})
-    assert agg == {"a": 2.0, "b": M.NOT_AVAILABLE}
 
 
 def _fd_sqrtm(mu1, s1, mu2, s2):

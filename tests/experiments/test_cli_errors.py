@@ -18,7 +18,7 @@ import pytest
 import soundfile
 
 from tests.data import tg_layout
-from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.configs import apply_overrides, get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.stage2_audio import resolve_audio
 from ua3dtalk_jax.train import run
@@ -119,7 +119,7 @@ def world(tmp_path_factory):
     w["WNEW"] = w["ROOT"] / "wnew"
     w["NOPE"] = root / "nope"
     tg_layout.write_tg_subject(str(w["TG"]), 12)
-    other = run.apply_overrides(get_config("tiny"), ["seed=5"])
+    other = apply_overrides(get_config("tiny"), ["seed=5"])
     resolve_audio(other.data, other.model.audio, Subject.open(str(w["TG"])))
     run.check_workdir(other, str(w["WOTHER"]))
     cfg = get_config("tiny")

@@ -4,10 +4,12 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from ua3dtalk_jax.audio.features import F_AUDIO_DIM
+from ua3dtalk_jax.configs.migrate import migrate
 from ua3dtalk_jax.configs.model import model_config
 from ua3dtalk_jax.models.heads import DeformHeads
 from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
@@ -212,8 +214,12 @@ def test_decoder_section_sets_gain_zero_init_and_channel_attention():
     # the cpu preset scales the face's Δμ (short schedule); the paper preset is the authors'
     assert motion_spec(model_config("cpu"), "face").xyz_scale == (0.3, 0.3, 0.3)
     assert motion_spec(model_config("paper"), "face").xyz_scale == (1e-2,) * 3
-    del cfg.decoder  # configs saved before the section existed read as the authors' decoder
-    assert motion_spec(cfg, "face") == motion_spec(model_config("tiny"), "face")
+    # configs saved before the section existed read as the authors' decoder (configs.migrate)
+    saved = {"model": model_config("tiny").to_dict()}
+    del saved["model"]["decoder"]
+    old = ml_collections.ConfigDict(migrate(saved)["model"])
+    assert motion_spec(old, "face") == motion_spec(model_config("tiny"), "face")
+    assert motion_spec(old, "mouth") == motion_spec(model_config("tiny"), "mouth")
 
 
 def test_xyz_gain_multiplies_the_position_offsets(face):

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import soundfile
 
-from ua3dtalk_jax.preprocess.video import ffmpeg_exe
+from ua3dtalk_jax import ffmpeg
 
 AUDIO_RATE = 16000
 
@@ -44,7 +44,7 @@ def write_video(
     """
     frames = np.asarray(frames, np.uint8)
     _, h, w, _ = frames.shape
-    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    cmd = [ffmpeg.exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24"]
     cmd += ["-s", f"{w}x{h}", "-r", f"{fps}", "-i", "-"]
     with tempfile.TemporaryDirectory() as tmp:
         if wav is not None:
@@ -68,7 +68,7 @@ def remux_rotated(src: str, dst: str) -> str:
     """Copies src (frames stored turned a quarter clockwise: np.rot90(frames, -1, axes=(1, 2)))
     into dst with a 90° display rotation, as phones save portrait video: displayed upright."""
     cmd = [
-        ffmpeg_exe(),
+        ffmpeg.exe(),
         "-v",
         "error",
         "-y",
@@ -85,7 +85,7 @@ def remux_rotated(src: str, dst: str) -> str:
 
 def reencode_sar(src: str, dst: str, sar: str = "12/11") -> str:
     """Re-encodes src with non-square pixels (the SAR of 176×144 phone and camcorder clips)."""
-    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-i", src, "-vf", f"setsar={sar}", "-crf", "12"]
+    cmd = [ffmpeg.exe(), "-v", "error", "-y", "-i", src, "-vf", f"setsar={sar}", "-crf", "12"]
     subprocess.run(cmd + [dst], check=True, capture_output=True)
     return dst
 

@@ -11,6 +11,7 @@ import soundfile
 from skimage import data
 
 from tests.preprocess import media
+from ua3dtalk_jax import ffmpeg
 from ua3dtalk_jax.preprocess import pipeline, video
 
 FPS = 25
@@ -32,7 +33,7 @@ def test_unreadable_missing_and_audio_only(tmp_path):
     wav = str(tmp_path / "a.wav")
     soundfile.write(wav, media.tone(2.0), 16000)
     audio_only = str(tmp_path / "audio.m4a")
-    subprocess.run([video.ffmpeg_exe(), "-v", "error", "-i", wav, audio_only], check=True)
+    subprocess.run([ffmpeg.exe(), "-v", "error", "-i", wav, audio_only], check=True)
     _refused(audio_only, str(tmp_path / "o3"), "no video stream")
 
 

@@ -8,6 +8,7 @@ import pytest
 import soundfile
 
 from tests.preprocess import media
+from ua3dtalk_jax import ffmpeg
 from ua3dtalk_jax.preprocess import video
 
 
@@ -46,7 +47,7 @@ def test_variable_frame_rate_input(tmp_path):
 
         cv2.imwrite(str(tmp_path / f"f{k}.png"), frame)
     vfr = str(tmp_path / "vfr.mp4")
-    cmd = [video.ffmpeg_exe(), "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing)]
+    cmd = [ffmpeg.exe(), "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing)]
     subprocess.run(cmd + ["-fps_mode", "vfr", "-c:v", "libx264", vfr], check=True)
     frames = list(video.read_frames(vfr, fps=25, size=32))
     starts = np.concatenate([[0], np.cumsum(durations)[:-1]])

@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.head_scene import head_camera, head_scene
 from tests.render import scenes
 from ua3dtalk_jax.render import available_backends, rasterize
-from ua3dtalk_jax.render.demo import head_camera, head_scene
 
 BACKENDS = ["reference"] + (["ffi"] if available_backends()["cpu"] else [])
 needs_cpu_kernel = pytest.mark.skipif(

@@ -20,9 +20,10 @@ import numpy as np
 import optax
 import pytest
 
+from tests.configs.legacy import tiny_resolved, write_version0
 from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.configs.io import save_config
 from ua3dtalk_jax.train.checkpoint import Checkpointer
-from ua3dtalk_jax.train.config_io import save_config
 from ua3dtalk_jax.train.stage1 import has_stage1, load_stage1
 from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads, init_state, run_steps
 from ua3dtalk_jax.train.stage2 import load_stage2
@@ -245,13 +246,9 @@ def test_stage1_killed_twice_resumes_to_the_uninterrupted_run(tiny_trained, left
 def test_workdirs_saved_before_checkpoint_every_resume(tmp_path):
     """stage1.checkpoint_every came later: a config.json without it resumes and loads (the
     interval changes no result)."""
+    from ua3dtalk_jax.configs.io import load_config
     from ua3dtalk_jax.train import run
-    from ua3dtalk_jax.train.config_io import load_config
 
-    run.check_workdir(get_config("tiny"), str(tmp_path))
-    path = tmp_path / "config.json"
-    saved = json.loads(path.read_text())
-    del saved["stage1"]["checkpoint_every"]
-    path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+    write_version0(str(tmp_path), lambda d: d["stage1"].pop("checkpoint_every"))
+    run.check_workdir(tiny_resolved(), str(tmp_path))  # resumes
     assert load_config(str(tmp_path)).stage1.checkpoint_every == 500

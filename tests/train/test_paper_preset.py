@@ -23,10 +23,11 @@ import os
 import numpy as np
 import pytest
 
-from ua3dtalk_jax.configs import get_config
+from tests.configs.legacy import tiny_resolved, write_version0
+from ua3dtalk_jax.configs import apply_overrides, get_config
+from ua3dtalk_jax.configs.io import load_config
 from ua3dtalk_jax.models.motion import motion_spec
 from ua3dtalk_jax.train import run
-from ua3dtalk_jax.train.config_io import load_config
 
 CAPACITY = 4096  # Gaussians per branch: the paper's 65,536 × 1/16 (the cost is linear in it)
 BRANCH = {"iterations": 4, "warmup": 1, "ensemble_from": 2, "lpips_from": 3, "densify_from": 1,
@@ -63,12 +64,8 @@ def test_paper_preset_has_the_paper_sizes():
 
 
 def test_workdirs_saved_before_the_fusion_field_read_as_dense(tmp_path):
-    run.check_workdir(get_config("tiny"), str(tmp_path))
-    path = tmp_path / "config.json"
-    saved = json.loads(path.read_text())
-    del saved["model"]["uncertainty"]["fusion"]
-    path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+    write_version0(str(tmp_path), lambda d: d["model"]["uncertainty"].pop("fusion"))
+    run.check_workdir(tiny_resolved(), str(tmp_path))  # resumes
     assert load_config(str(tmp_path)).model.uncertainty.fusion == "dense"
 
 
@@ -76,7 +73,7 @@ def test_workdirs_saved_before_the_fusion_field_read_as_dense(tmp_path):
 @pytest.mark.slow
 @pytest.mark.paper
 def test_paper_preset_trains_end_to_end(tiny_trained, tmp_path):
-    cfg = run.apply_overrides(get_config("paper"), OVERRIDES)
+    cfg = apply_overrides(get_config("paper"), OVERRIDES)
     lines = []
     workdir = str(tmp_path / "work")
     out = run.train(cfg, tiny_trained["subject"], workdir, "all", log=lines.append)
@@ -121,14 +118,15 @@ def test_workdirs_with_the_schedule_copy_under_model_gaussians_resume(tmp_path):
     """Before the schedule had one home, config.json also held it under model.gaussians.<part>
     (a copy of train.<part>), and data had four keys nothing read: such a workdir resumes, and
     those fields are dropped."""
-    run.check_workdir(get_config("tiny"), str(tmp_path))
-    path = tmp_path / "config.json"
-    saved = json.loads(path.read_text())
-    for part in ("face", "mouth"):
-        for key in ("densify_from", "densify_every", "densify_until", "size_prune_from", "sh_every"):
-            saved["model"]["gaussians"][part][key] = saved["train"][part][key]
-    saved["data"].update(fps=None, seed=0, shuffle=True, keys=None)  # never read, gone too
-    path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+
+    def old(saved):
+        for part in ("face", "mouth"):
+            for key in ("densify_from", "densify_every", "densify_until", "size_prune_from",
+                        "sh_every"):  # fmt: skip
+                saved["model"]["gaussians"][part][key] = saved["train"][part][key]
+        saved["data"].update(fps=None, seed=0, shuffle=True, keys=None)  # never read, gone too
+
+    write_version0(str(tmp_path), old)
+    run.check_workdir(tiny_resolved(), str(tmp_path))  # resumes
     cfg = load_config(str(tmp_path))
     assert "densify_every" not in cfg.model.gaussians.face and "shuffle" not in cfg.data

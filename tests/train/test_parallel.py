@@ -44,14 +44,6 @@ def test_two_devices_match_one_device():
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
 
-def test_batch_must_divide_over_devices():
-    mesh = parallel.global_mesh()
-    assert parallel.check_batch(mesh.devices.size * 3, mesh) == 3
-    if mesh.devices.size > 1:
-        with pytest.raises(ValueError, match="not divisible"):
-            parallel.check_batch(mesh.devices.size + 1, mesh)
-
-
 def test_distributed_arguments_are_checked():
     parallel.initialize_distributed(None, 1, 0)  # single process: no-op
     with pytest.raises(ValueError, match="coordinator_address"):

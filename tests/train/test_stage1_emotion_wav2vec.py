@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from ua3dtalk_jax.audio import emotion_inputs
+from ua3dtalk_jax.configs.io import stage1_from_dict
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2
 from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train.stage1 import _config, train_emotion
+from ua3dtalk_jax.train.stage1 import train_emotion
 from ua3dtalk_jax.train.stage1_data import Stage1Data
 from ua3dtalk_jax.types import EMOTIONS
 
@@ -66,7 +67,7 @@ def test_emotion_distillation_with_a_pretrained_wav2vec_end_to_end(tiny_subject_
     out = emo.emotion_features(model, params, data.stream, centres, cfg.emotion)
     assert out["f_emo"].shape == (5, 128) and np.all(np.isfinite(out["f_emo"]))
     # load_stage1 rebuilds the encoder from the checkpoint's JSON config: the same tree
-    saved = _config(json.loads(json.dumps(cfg.to_dict())))
+    saved = stage1_from_dict(json.loads(json.dumps(cfg.to_dict())))
     again = emo.build_encoder(saved.emotion, len(EMOTIONS), data.exp_dim)
     assert again == model
     x = emotion_inputs.window_inputs(data.stream, data.centres[:1], saved.emotion)

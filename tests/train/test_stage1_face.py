@@ -2,7 +2,6 @@
 crops into the aligned reference frames, the R² of f_exp, and the whole path on the tiny synthetic
 subject with a small random-weight checkpoint (written as a torch file by the test writer)."""
 
-import json
 import os
 import shutil
 
@@ -10,15 +9,15 @@ import jax
 import numpy as np
 import pytest
 
+from tests.configs.legacy import tiny_resolved, write_version0
 from tests.data.torch_writer import write_torch_file
 from tests.fixtures.face_recon.make_fixtures import SMALL, seeded_state_dict
-from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.configs.migrate import migrate
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.models.prior import face_align
 from ua3dtalk_jax.models.prior.face_recon import EXP
 from ua3dtalk_jax.train import run
 from ua3dtalk_jax.train import stage1_face as sf
-from ua3dtalk_jax.train.config_io import with_legacy_defaults
 from ua3dtalk_jax.train.stage1_data import face_boxes, face_crops
 
 DOT_TOL_PX = 0.6  # a dot's centroid after crop → paste vs straight alignment (two resamplings)
@@ -107,15 +106,11 @@ def test_configs_without_the_prior_section_read_as_the_regressor_path(tmp_path):
     cfg = stage1_config("cpu")
     assert sf.weights_path(cfg) == "" and sf.load_network(cfg) is None
     old = {"stage1": {k: v for k, v in cfg.to_dict().items() if k != "prior"}}
-    assert with_legacy_defaults(old)["stage1"]["prior"] == {"face_recon_weights": ""}
+    assert migrate(old)["stage1"]["prior"] == {"face_recon_weights": ""}
     # a workdir saved before the field resumes; --set names it
-    run.check_workdir(get_config("tiny"), str(tmp_path))
-    path = tmp_path / "config.json"
-    saved = json.loads(path.read_text())
-    del saved["stage1"]["prior"]
-    path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))
-    other = run.apply_overrides(get_config("tiny"), ["stage1.prior.face_recon_weights=/w.pth"])
+    write_version0(str(tmp_path), lambda d: d["stage1"].pop("prior"))
+    run.check_workdir(tiny_resolved(), str(tmp_path))
+    other = tiny_resolved(["stage1.prior.face_recon_weights=/w.pth"])
     assert other.stage1.prior.face_recon_weights == "/w.pth"
     with pytest.raises(ValueError, match=r"stage1\.prior\.face_recon_weights"):
         run.check_workdir(other, str(tmp_path))

@@ -12,10 +12,10 @@ import pytest
 
 from tests.data.torch_writer import write_torch_file
 from tests.models.prior.test_weights import _checkpoint, _state_dict
+from ua3dtalk_jax.configs.io import stage1_from_dict
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1 import _config
 from ua3dtalk_jax.train.stage1_loop import init_state
 
 EXP_DIM = 8
@@ -55,8 +55,8 @@ def test_pretrained_syncnet_config_builds_the_loaded_module(syncnet_file):
     assert cfg2.syncnet.mel_offset == WAV2LIP_MEL_OFFSET == 1
     assert cfg2.syncnet.steps == 0 and cfg2.syncnet.nce_weight == 0.0
     ref, ref_params = wav2lip_syncnet(syncnet_file)
-    # the checkpoint stores cfg2 as JSON; load_stage1 rebuilds the modules from it (`_config`)
-    saved = _config(json.loads(json.dumps(cfg2.to_dict())))
+    # the checkpoint stores cfg2 as JSON; load_stage1 rebuilds the modules from it (`stage1_from_dict`)
+    saved = stage1_from_dict(json.loads(json.dumps(cfg2.to_dict())))
     for c in (cfg2, saved):
         models = prior.build_models(c, EXP_DIM)
         net = models["syncnet"]

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from ua3dtalk_jax.configs.io import saved_stage1
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
@@ -185,9 +186,12 @@ def test_prior_features_standardised_with_train_statistics():
 
 
 def test_stage1_configs_without_the_style_fields_build():
-    """Stage-1 checkpoints saved before fuse.exp_dropout / stylenet.frame_* rebuild unchanged."""
-    cfg = stage1_config("tiny").copy_and_resolve_references()
-    del cfg.stylenet["frame_mlp"], cfg.stylenet["frame_dropout"], cfg.fuse["exp_dropout"]
+    """Stage-1 checkpoints saved before fuse.exp_dropout / stylenet.frame_* (config version 0)
+    rebuild unchanged: the migration supplies what their absence meant."""
+    d = stage1_config("tiny").to_dict()
+    del d["stylenet"]["frame_mlp"], d["stylenet"]["frame_dropout"], d["fuse"]["exp_dropout"]
+    cfg = saved_stage1(d, 0)
+    assert cfg.fuse.exp_dropout == 0.0
     style = prior.build_models(cfg, 9)["stylenet"]
     assert style.frame_mlp == () and style.frame_dropout == 0.0
 

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from ua3dtalk_jax.configs import get_config
+from tests.configs.legacy import tiny_resolved, write_version0
+from ua3dtalk_jax.configs import apply_overrides, get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.synthetic.generate import generate_preset
 from ua3dtalk_jax.gaussians import densify_config
@@ -107,24 +108,24 @@ def test_stage2_without_stage1_names_the_fix(tmp_path):
 
 
 def test_overrides_parse_values_and_reject_unknown_keys():
-    cfg = run.apply_overrides(get_config("tiny"), ["train.face.iterations=40", "seed=3",
+    cfg = apply_overrides(get_config("tiny"), ["train.face.iterations=40", "seed=3",
                                                    "model.ablation.uncertainty=False",
                                                    "train.lambda_ssim=1"])  # fmt: skip
     assert cfg.train.face.iterations == 40 and cfg.seed == 3
     assert cfg.model.ablation.uncertainty is False and cfg.train.lambda_ssim == 1.0
     with pytest.raises(ValueError, match="train.face.nope"):
-        run.apply_overrides(get_config("tiny"), ["train.face.nope=1"])
-    cfg = run.apply_overrides(get_config("tiny"), ["train.face.densify_every=7"])
+        apply_overrides(get_config("tiny"), ["train.face.nope=1"])
+    cfg = apply_overrides(get_config("tiny"), ["train.face.densify_every=7"])
     assert densify_config(cfg.model.gaussians.face, cfg.train.face).densify_every == 7
     # the schedule has one home: the old copy under model.gaussians is not a key any more
     with pytest.raises(ValueError, match="unknown config key 'model.gaussians.face.densify_every'"):
-        run.apply_overrides(get_config("tiny"), ["model.gaussians.face.densify_every=5"])
+        apply_overrides(get_config("tiny"), ["model.gaussians.face.densify_every=5"])
 
 
 def test_workdir_with_another_config_is_refused(tmp_path):
     run.check_workdir(get_config("tiny"), str(tmp_path))
     run.check_workdir(get_config("tiny"), str(tmp_path))  # same config: resumes
-    other = run.apply_overrides(get_config("tiny"), ["seed=5"])
+    other = apply_overrides(get_config("tiny"), ["seed=5"])
     with pytest.raises(ValueError, match="seed"):
         run.check_workdir(other, str(tmp_path))
 
@@ -132,16 +133,12 @@ def test_workdir_with_another_config_is_refused(tmp_path):
 def test_workdirs_saved_before_a_field_existed_resume_with_its_legacy_value(tmp_path):
     """stage1.features.source came later: a config.json without it reads as "stage1" (what such
     a workdir did) when resuming and loading, and differs from an explicit "subject"."""
-    from ua3dtalk_jax.train.config_io import load_config
+    from ua3dtalk_jax.configs.io import load_config
 
-    run.check_workdir(get_config("tiny"), str(tmp_path))
-    path = tmp_path / "config.json"
-    saved = json.loads(path.read_text())
-    del saved["stage1"]["features"]["source"]
-    path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+    write_version0(str(tmp_path), lambda d: d["stage1"]["features"].pop("source"))
+    run.check_workdir(tiny_resolved(), str(tmp_path))  # resumes
     assert load_config(str(tmp_path)).stage1.features.source == "stage1"
-    other = run.apply_overrides(get_config("tiny"), ["stage1.features.source=subject"])
+    other = tiny_resolved(["stage1.features.source=subject"])
     with pytest.raises(ValueError, match=r"differs in stage1\.features\.source"):
         run.check_workdir(other, str(tmp_path))
 
@@ -150,7 +147,7 @@ _DP_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from jax.sharding import Mesh
-from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.configs import apply_overrides, get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.stage2_data import FrameSampler
@@ -184,7 +181,7 @@ import jax, numpy as np
 jax.config.update("jax_cpu_collectives_implementation", "gloo")  # one CPU device per process
 from ua3dtalk_jax.train import parallel
 parallel.initialize_distributed(f"127.0.0.1:{sys.argv[4]}", 2, int(sys.argv[3]))
-from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.configs import apply_overrides, get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.stage2_data import FrameSampler

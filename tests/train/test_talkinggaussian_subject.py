@@ -29,12 +29,12 @@ import pytest
 import soundfile
 
 from tests.data import tg_layout
-from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.configs import apply_overrides, get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.stage2_audio import resolve_audio
 from ua3dtalk_jax.eval import trained_model as tm
 from ua3dtalk_jax.eval import video as V
-from ua3dtalk_jax.train import parallel, run
+from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.checkpoint import Checkpointer
 from ua3dtalk_jax.train.features import subject_features
 from ua3dtalk_jax.train.stage1 import load_stage1
@@ -194,7 +194,7 @@ def test_e_hubert_and_esperanto_folders_train_a_deformed_step(tmp_path, kind, sh
     tg_layout.write_tg_subject(str(subject_dir), N, aud_ds=False, aud_hu=kind == "hubert",
                                aud_eo=kind == "esperanto")  # fmt: skip
     tg_layout.write_ua_extras(str(subject_dir), N)
-    cfg = run.apply_overrides(get_config("tiny"), ["stage1.features.source=subject",
+    cfg = apply_overrides(get_config("tiny"), ["stage1.features.source=subject",
                                                    "train.face.iterations=1",
                                                    "train.face.warmup=0"])  # fmt: skip
     subject = Subject.open(str(subject_dir), audio_feature=cfg.data.audio_feature)

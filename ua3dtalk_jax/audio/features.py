@@ -31,7 +31,7 @@ import scipy.fft
 import scipy.signal
 import soundfile
 
-from ua3dtalk_jax import native_log
+from ua3dtalk_jax import ffmpeg, native_log
 
 SAMPLE_RATE = 16000
 
@@ -92,9 +92,7 @@ def load_audio(path_or_array, sample_rate: int | None = None) -> np.ndarray:
 
 
 def _ffmpeg_decode(path: str) -> np.ndarray:
-    import imageio_ffmpeg
-
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", path]
+    cmd = [ffmpeg.exe(), "-v", "error", "-i", path]
     cmd += ["-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:

@@ -1,7 +1,8 @@
 """The one config system: `get_config(preset)` → a ConfigDict for the presets paper, cpu and tiny.
 
     config.preset     "paper" | "cpu" | "tiny"
-    config.seed       run seed (Gaussian init, member draws, frame order)
+    config.seed       the run's one seed (stage 1's modules, batches and synthetic corpus;
+                      stage 2's Gaussian init, member draws, frame order)
     config.backend    rasterizer backend ("auto", "ffi", "reference")
     config.synthetic  size preset of the embedded synthetic subject built on first use
     config.data       `data.data_config`   (loader knobs; library code gets only this)
@@ -9,10 +10,10 @@
     config.train      `train.train_config` (stage-2 schedule of face, mouth and fuse)
     config.stage1     `stage1.stage1_config` (Prior Extraction and Emotion Distillation)
 
-`get_config` also copies the stage-2 densification schedule (which scales with the preset's
-iteration counts) from `train.<part>` into `model.gaussians.<part>`, so the densification code reads
-one place. Only `experiments/*.py` fold absl flags into this; the resolved config is saved in the
-workdir as `config.json`.
+Each value lives in one place: the densification schedule in `train.<part>`, its thresholds in
+`model.gaussians.<part>`. Only `experiments/*.py` fold absl flags into this (`apply_overrides`);
+the resolved config is saved in the workdir as `config.json` (`configs.io`, read back through
+`configs.migrate`).
 """
 
 from __future__ import annotations

@@ -76,7 +76,6 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
     s = _SIZES[preset]
     cfg = ml_collections.ConfigDict()
-    cfg.preset = preset
     cfg.hexplane = {
         "bound": 0.15,
         "base_res": s["res"],
@@ -107,10 +106,8 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
         cfg.decoder[part] = {"xyz_gain": 1.0, "zero_init": (), "channel_attention": part == "face"}
     if preset == "cpu":
         # 1,000 iterations instead of 50,000: a network whose Δμ is scaled by 1e-2 and trained at
-        # 5e-4 cannot grow a 17-px jaw drop in that time. Measured on the face branch alone with the
-        # ground-truth expression coefficients as f_exp (oracle), slope of the chin Gaussians'
-        # projected shift per unit jaw_open: ×1 → 2.6 px, ×10 → 5.7 px, ×30 → 9.6 px (zero-init
-        # last layer, so the larger gain adds no initial jitter; the truth is ~17 px).
+        # 5e-4 cannot grow the jaw drop in that time; the zero last layer keeps the larger gain
+        # from adding initial jitter (BUILD_NOTES, "The decoder gain of the cpu preset").
         cfg.decoder.face.xyz_gain = 30.0
         cfg.decoder.face.zero_init = ("xyz",)
     cfg.gaussians = ml_collections.ConfigDict()

@@ -1,8 +1,9 @@
 """Command-line overrides of a preset (`--set=dotted.key=value`) and the checks every run config gets.
 
 `apply_overrides(cfg, ["train.face.iterations=3000", ...])` parses each value as a Python literal
-(else keeps the text), refuses an unknown key or a value of another type than the preset's field
-(naming both), then `check_config` refuses numbers no run can use. Both raise ValueError with one
+(else keeps the text), refuses an unknown key, a value of another type than the preset's field
+(naming both) and a key that training sets from the subject (`RESOLVED`), then `check_config`
+refuses numbers no run can use. Both raise ValueError with one
 line naming the key, so the CLIs print it instead of a traceback.
 
 `check_config` rules (every preset satisfies them; `tests/configs` checks that):
@@ -20,6 +21,9 @@ import ml_collections
 
 POSITIVE_SUFFIXES = ("iterations", "steps", "_every")
 POSITIVE_NAMES = frozenset({"batch", "batch_size", "capacity", "members", "keep_checkpoints"})
+# Keys training overwrites with what the subject holds (`data.stage2_audio.resolve_audio`), so a
+# value given for them would be lost: the kind of audio features is chosen instead.
+RESOLVED = {"model.audio.steps": "data.audio_feature", "model.audio.in_dim": "data.audio_feature"}
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
@@ -33,7 +37,11 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected dotted.key=value")
         key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
+        key = key.strip()
+        if key in RESOLVED:
+            raise ValueError(f"--set {item!r}: {key} is set from the subject's audio features; "
+                             f"choose them with {RESOLVED[key]}")  # fmt: skip
+        parts = key.split(".")
         parent = cfg
         for p in parts[:-1]:
             if not isinstance(parent, ml_collections.ConfigDict) or p not in parent:

@@ -98,7 +98,6 @@ def stage1_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     z = _SIZES[preset]
     cfg = ml_collections.ConfigDict()
     cfg.preset = preset
-    cfg.seed = 0
     # Each module checkpoints every this many steps (and at its end) under
     # workdir/stage1_progress, so a killed stage 1 resumes where it stopped (train/stage1.py); a
     # paper module (20,000 steps) then loses at most 2.5 % of itself.
@@ -288,6 +287,5 @@ def _emotion(preset: str, z: dict) -> ml_collections.ConfigDict:
     # one (`configs.pretrained`).
     e.corpus = REQUIRED if paper else "synthetic"
     e.corpus_clips = z["corpus_clips"]
-    e.corpus_seed = 0
     e.iemocap_labels = "four"
     return e

@@ -20,15 +20,14 @@ _LENGTHS = {"paper": (50_000, 10_000), "cpu": (1_000, 200), "tiny": (30, 10)}
 
 
 def _short(b: ml_collections.ConfigDict, total: int) -> None:
-    """Departures of the short presets (cpu, tiny) from the scaled paper schedule, all measured on
-    the default synthetic subject (face branch, 800 iterations, held-out frames):
+    """Departures of the short presets (cpu, tiny) from the scaled paper schedule (measured in
+    BUILD_NOTES, "Stage 2 on the short presets: what mattered"):
 
       * warm-up = a fifth of the run: the points lifted from the images (model.gaussians.*.init)
-        need ~200 static iterations to settle; 3,000 of 50,000 scales to 30 here, and the
-        deformation then absorbs the unsettled static part (the static render fell to 10 dB).
-      * no size prune: at 256² its 20-px screen and 0.1·extent world bounds removed the hair and
-        cheek Gaussians faster than the short run re-grew them (face PSNR fell from 25 to 17 dB
-        within 800 iterations; without it it stays at 25).
+        need ~200 static iterations to settle, and 3,000 of 50,000 scales to 30 here: the
+        deformation would absorb the unsettled static part.
+      * no size prune: at 256² its 20-px screen and 0.1·extent world bounds remove the hair and
+        cheek Gaussians faster than a short run re-grows them.
       * no hair iterations: the authors blank the hair on 6 of 7 iterations until 46,000; in a
         short run the hair then never converges and its Gaussians drift green.
     """

@@ -44,7 +44,6 @@ DTYPES = {"DoubleStorage": "<f8", "FloatStorage": "<f4", "HalfStorage": "<f2",
           "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
           "UntypedStorage": "u1"}  # fmt: skip
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LINE_MAX = 1 << 16  # a text opcode's line (GLOBAL's module and name, INT, ...)
 
 
 class Refused(ValueError):

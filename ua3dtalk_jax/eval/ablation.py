@@ -68,10 +68,11 @@ def check_overrides(overrides) -> None:
 
 
 def _stage1_config(workdir: str) -> dict:
-    from ua3dtalk_jax.train.config_io import with_legacy_defaults
+    """What a stage 1 was trained with: the stage-1 section and the run seed."""
+    from ua3dtalk_jax.configs.io import saved_config
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        return with_legacy_defaults(json.load(f))["stage1"]
+    saved = saved_config(workdir)
+    return {**saved["stage1"], "seed": saved["seed"]}
 
 
 def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
@@ -92,7 +93,7 @@ def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
     if not stage1_from:
         log(f"ablation: stage 1 (shared by all configurations) in {src}")
         run.train(ablation_config(base, "+P+E+U"), subject_path, src, "1", log=log)
-    want = json.loads(json.dumps(base.stage1.to_dict()))
+    want = {**json.loads(json.dumps(base.stage1.to_dict())), "seed": base.seed}
     if _stage1_config(src) != want:
         raise ValueError(f"{src}: its stage 1 was trained with another stage1 config than this run")
     return src

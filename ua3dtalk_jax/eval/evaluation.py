@@ -52,7 +52,7 @@ def check_version(workdir: str) -> None:
       ValueError: keys missing or unknown (written by another version of ua3dtalk_jax).
     """
     from ua3dtalk_jax.configs import get_config
-    from ua3dtalk_jax.train.config_io import load_config
+    from ua3dtalk_jax.configs.io import load_config
 
     saved = load_config(workdir).to_dict()
     preset = saved.get("preset")
@@ -83,7 +83,7 @@ def workdir_subject(subject: str | None, data_root: str, workdir: str) -> str:
     data_root/synthetic_<the config's synthetic preset>; anything else is a path or a folder
     under data_root.
     """
-    from ua3dtalk_jax.train.config_io import load_config
+    from ua3dtalk_jax.configs.io import load_config
     from ua3dtalk_jax.train.run import recorded_subject
 
     if subject is None:

@@ -125,23 +125,6 @@ def image_metrics(
     return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
 
 
-def aggregate(per_frame: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Mean over frames of each per-frame metric (NaN entries, e.g. no face found, are skipped).
-
-    Args:
-      per_frame: name → (N,) values.
-
-    Returns:
-      name → mean, or NOT_AVAILABLE when no finite value exists.
-    """
-    out = {}
-    for k, v in per_frame.items():
-        v = np.asarray(v, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        out[k] = float(v.mean()) if v.size else NOT_AVAILABLE
-    return out
-
-
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (as pytorch-fid's `np.cov(rowvar=False)`).
 

@@ -249,7 +249,7 @@ def check_audio_features(cfg, workdir: str, features):
     """`features` read and checked against a trained config (see `audio_features`).
 
     Args:
-      cfg: the workdir's config (`TrainedModel.cfg`, or `config_io.load_config` before loading).
+      cfg: the workdir's config (`TrainedModel.cfg`, or `configs.io.load_config` before loading).
       workdir: for messages.
       features: None, a .npy path or an array.
     Returns:

@@ -1,7 +1,5 @@
-"""Streaming video output and probing through the ffmpeg binary of the pip package imageio-ffmpeg.
-
-Only `imageio_ffmpeg.get_ffmpeg_exe()` is run, never an ffmpeg on PATH; that package has no ffprobe,
-so `probe` parses `ffmpeg -i FILE` stderr and counts frames and audio samples by decoding.
+"""Streaming video output and probing of result videos, through `ua3dtalk_jax.ffmpeg` (the bundled
+binary of imageio-ffmpeg, whose readers count and decode frames).
 
 - `VideoWriter` pipes [H, W, 3] RGB frames to one ffmpeg process as rawvideo: each frame is encoded
   as it is written, so memory does not grow with the clip. Codec "auto": libx264, yuv420p, CRF 18
@@ -33,6 +31,8 @@ from typing import Self
 import imageio_ffmpeg
 import numpy as np
 
+from ua3dtalk_jax import ffmpeg
+
 _STDERR_TAIL_CHARS = 2000
 _PROBE_RATE = 16000  # the audio is decoded at this rate to count its samples
 
@@ -40,7 +40,7 @@ _PROBE_RATE = 16000  # the audio is decoded at this rate to count its samples
 @functools.lru_cache(maxsize=1)
 def _encoders() -> frozenset[str]:
     """Encoder names of the imageio-ffmpeg build (asked once per process)."""
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-encoders"]
+    cmd = [ffmpeg.exe(), "-hide_banner", "-encoders"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return frozenset(re.findall(r"^ [VAS.][\w.]{5} (\S+)", out, re.MULTILINE))
 
@@ -134,7 +134,7 @@ class VideoWriter:
                 ain, aout = ["-i", os.fspath(audio)], ["-map", "1:a:0", "-c:a", "aac"]
             # A file, not a pipe, so ffmpeg never blocks on a full stderr; closed in _cleanup.
             self._log = tempfile.TemporaryFile()  # noqa: SIM115
-            cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostats", "-y"]
+            cmd = [ffmpeg.exe(), "-hide_banner", "-nostats", "-y"]
             cmd += ["-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
             cmd += ["-s", f"{self.width}x{self.height}", "-framerate", str(fps), "-i", "-"]
             cmd += [*ain, "-map", "0:v:0", *aout, *vargs, self._tmp]
@@ -240,10 +240,7 @@ def probe(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such video: {path!r}")
-    exe = imageio_ffmpeg.get_ffmpeg_exe()
-    # Exits 1 ("at least one output file must be specified"); the stream lines are printed anyway.
-    info = subprocess.run([exe, "-hide_banner", "-i", path], capture_output=True, check=False)
-    info = info.stderr.decode(errors="replace")
+    info = ffmpeg.stream_info(path)
     video = re.search(r"Stream #\S+: Video: (\w+).*?, (\d+)x(\d+)[^\n]*", info)
     if video is None:
         raise RuntimeError(f"no video stream in {path!r}:\n{info[-_STDERR_TAIL_CHARS:]}")
@@ -255,14 +252,9 @@ def probe(path) -> dict:
     out.update(audio_seconds=None, audio_codec=None, audio_sample_rate=None)
     audio = re.search(r"Stream #\S+: Audio: (\w+)[^\n]*?(\d+) Hz", info)
     if audio is not None:
-        cmd = [exe, "-v", "error", "-i", path, "-map", "0:a:0", "-vn", "-f", "s16le", "-ac", "1"]
-        cmd += ["-ar", str(_PROBE_RATE), "-"]
-        with tempfile.TemporaryFile() as log:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
-            n_bytes = sum(len(chunk) for chunk in iter(lambda: proc.stdout.read(1 << 20), b""))
-            if proc.wait() != 0:
-                log.seek(0)
-                raise RuntimeError(f"decoding the audio of {path!r} failed:\n{log.read().decode()}")
+        n_bytes, rc, err = ffmpeg.audio_bytes(path, _PROBE_RATE)
+        if rc != 0:
+            raise RuntimeError(f"decoding the audio of {path!r} failed:\n{err}")
         out.update(audio_seconds=n_bytes / 2 / _PROBE_RATE, audio_codec=audio.group(1))
         out.update(audio_sample_rate=int(audio.group(2)))
     return out

@@ -273,21 +273,20 @@ def motion_spec(cfg, part: str) -> MotionSpec:
     Returns:
       the spec; the mouth never has the emotion view, whatever the E switch says. The decoder
       section (`decoder.<part>`: xyz_gain multiplies the Δμ scale, zero_init names the heads that
-      start at zero, channel_attention gates the face's audio code) is optional: older configs
-      without it get the authors' decoder.
+      start at zero, channel_attention gates the face's audio code).
     """
     if part not in ("face", "mouth"):
         raise ValueError(f"part must be 'face' or 'mouth', got {part!r}")
-    fusion = cfg.uncertainty.get("fusion", "dense")
+    fusion = cfg.uncertainty.fusion
     if fusion not in FUSIONS:
         raise ValueError(f"model.uncertainty.fusion = {fusion!r}; choose one of {FUSIONS}")
     base = FACE if part == "face" else MOUTH
-    dec = cfg.get("decoder", {}).get(part, {})
-    gain = float(dec.get("xyz_gain", 1.0))
+    dec = cfg.decoder[part]
+    gain = float(dec.xyz_gain)
     return base.replace(
         xyz_scale=tuple(gain * s for s in base.xyz_scale),
-        zero_init=tuple(dec.get("zero_init", ())),
-        channel_attention=bool(dec.get("channel_attention", base.channel_attention)),
+        zero_init=tuple(dec.zero_init),
+        channel_attention=bool(dec.channel_attention),
         prior=bool(cfg.ablation.prior),
         emotion=bool(cfg.ablation.emotion) and part == "face",
         uncertainty=bool(cfg.ablation.uncertainty),

@@ -1,4 +1,5 @@
-"""Video input through imageio-ffmpeg's bundled ffmpeg binary: probe, decode, crop, audio.
+"""Video input through `ua3dtalk_jax.ffmpeg` (imageio-ffmpeg's bundled binary): probe, decode, crop,
+audio.
 
 Decoding runs `ffmpeg -vf fps=F,crop=…,scale=S:S` and reads raw RGB from a pipe, so the frame-rate
 conversion (constant or variable input rate) is ffmpeg's `fps` filter: output frame k shows the
@@ -22,7 +23,7 @@ import subprocess
 
 import numpy as np
 
-from ua3dtalk_jax import native_log
+from ua3dtalk_jax import ffmpeg, native_log
 
 AUDIO_RATE = 16000  # aud.wav
 # Face box → crop: the window's side is CROP_SCALE × the larger side of the union of face boxes,
@@ -34,13 +35,6 @@ CROP_SHIFT_DOWN = 0.12
 
 class VideoError(ValueError):
     """A video that cannot be preprocessed (the message says why and which file)."""
-
-
-def ffmpeg_exe() -> str:
-    """Path of the bundled ffmpeg (there is no system ffmpeg)."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def _failure(path: str, what: str, output: str) -> VideoError:
@@ -68,10 +62,7 @@ def probe(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise VideoError(f"{path}: no such file")
-    proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-i", path], capture_output=True, check=False
-    )
-    text = proc.stderr.decode(errors="replace")
+    text = ffmpeg.stream_info(path)
     if "Invalid data found" in text or "Input #0" not in text:
         native_log.append(f"ffmpeg -i {path}", text)
         raise VideoError(f"{path}: unreadable ({native_log.last_line(text, 'empty file')})")
@@ -149,7 +140,7 @@ def read_frames(
         x, y, cw, ch = (int(v) for v in crop)
         filters.append(f"crop={cw}:{ch}:{x}:{y}")
     filters.append(f"scale={w}:{h}:flags=area")
-    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-threads", "1", "-i", path, "-an"]
+    cmd = [ffmpeg.exe(), "-v", "error", "-nostdin", "-threads", "1", "-i", path, "-an"]
     cmd += ["-vf", ",".join(filters), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     nbytes = h * w * 3
@@ -186,18 +177,7 @@ def audio_seconds(path: str) -> float:
     """
     if not os.path.isfile(path):
         raise VideoError(f"{path}: no such file")
-    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", path, "-vn", "-ac", "1"]
-    cmd += ["-ar", str(AUDIO_RATE), "-f", "s16le", "-"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    nbytes = 0
-    try:
-        while chunk := proc.stdout.read(1 << 20):
-            nbytes += len(chunk)
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        rc = proc.wait()
+    nbytes, rc, err = ffmpeg.audio_bytes(path, AUDIO_RATE)
     if rc != 0 and _no_audio(err) or rc == 0 and nbytes == 0:
         raise VideoError(f"{path}: no audio track")
     if rc != 0:
@@ -214,7 +194,7 @@ def extract_audio(path: str, out_wav: str, *, n_frames: int, fps: float) -> None
       VideoError: no audio stream or ffmpeg failure.
     """
     seconds = n_frames / fps
-    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", path, "-vn", "-ac", "1"]
+    cmd = [ffmpeg.exe(), "-v", "error", "-nostdin", "-y", "-i", path, "-vn", "-ac", "1"]
     cmd += ["-ar", str(AUDIO_RATE), "-af", f"apad,atrim=0:{seconds:.6f}", "-c:a", "pcm_s16le"]
     proc = subprocess.run(cmd + [out_wav], capture_output=True, check=False)
     if proc.returncode != 0 or not os.path.isfile(out_wav):

@@ -113,9 +113,8 @@ def stage1_features(source, stage1, *, fps: float | None = None, n_frames: int |
 
 
 def feature_source(cfg) -> str:
-    """`stage1.features.source` of a full config ("stage1" when absent: older workdirs)."""
-    fc = cfg.stage1.get("features", None) if cfg is not None else None
-    source = fc.get("source", "stage1") if fc is not None else "stage1"
+    """`stage1.features.source` of a full config ("stage1" for None: no config given)."""
+    source = cfg.stage1.features.source if cfg is not None else "stage1"
     if source not in SOURCES:
         raise ValueError(f"stage1.features.source={source!r}: use one of {', '.join(SOURCES)}")
     return source

@@ -47,14 +47,6 @@ def global_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (AXIS,))
 
 
-def check_batch(global_batch: int, mesh: Mesh) -> int:
-    """Frames per device; the global batch must divide evenly over the mesh."""
-    n = mesh.devices.size
-    if global_batch % n:
-        raise ValueError(f"global batch {global_batch} is not divisible by {n} devices")
-    return global_batch // n
-
-
 def process_slice(global_batch: int) -> slice:
     """The rows of a global batch that this process loads and feeds."""
     per = global_batch // jax.process_count()

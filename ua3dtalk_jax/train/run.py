@@ -1,8 +1,7 @@
 """One training run: subject resolution, config overrides, stage 1 then stage 2 (what the CLI does).
 
-`experiments/train.py` folds flags into `configs.get_config(preset)` with
-`configs.apply_overrides` (re-exported here for older callers) and
-calls `train(cfg, subject_path, workdir, stage)`. The resolved config is saved as
+`experiments/train.py` folds flags into `configs.get_config(preset)` with `configs.apply_overrides`
+and calls `train(cfg, subject_path, workdir, stage)`. The resolved config is saved as
 workdir/config.json; restarting the same command in the same workdir resumes, and a workdir trained
 with a different config is refused (naming the fields that differ) rather than mixed.
 """
@@ -17,14 +16,14 @@ import ml_collections
 
 from ua3dtalk_jax.audio.precomputed import check_choice
 from ua3dtalk_jax.configs import pretrained
-from ua3dtalk_jax.configs.overrides import apply_overrides, check_config
+from ua3dtalk_jax.configs.io import CONFIG_NAME, as_saved, save_config, saved_config
+from ua3dtalk_jax.configs.overrides import check_config
 from ua3dtalk_jax.data.stage2_audio import resolve_audio, trained_on
 from ua3dtalk_jax.train.checkpoint import write_json_atomic
-from ua3dtalk_jax.train.config_io import CONFIG_NAME, save_config, with_legacy_defaults
 from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
 from ua3dtalk_jax.train.stage1 import has_stage1
 
-__all__ = ["apply_overrides", "prepare", "train"]
+__all__ = ["prepare", "train"]
 STAGES = ("1", "2", "all")
 SUBJECT_RECORD = "subject.json"  # {"subject": absolute path} of the first training call
 
@@ -63,11 +62,8 @@ def resolve_subject(subject: str, data_root: str, synthetic_preset: str, log=pri
 
 def check_workdir(cfg, workdir: str, *, save: bool = True) -> None:
     """Saves the config (with `save`), or checks that the workdir was trained with the same one."""
-    path = os.path.join(workdir, CONFIG_NAME)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = with_legacy_defaults(json.load(f))
-        new = with_legacy_defaults(json.loads(json.dumps(cfg.to_dict())))  # both sides alike
+    if os.path.exists(os.path.join(workdir, CONFIG_NAME)):
+        old, new = saved_config(workdir), as_saved(cfg)
         diff = sorted(_diff(old, new))
         if any(d == "data.audio_feature" or d.startswith("model.audio.") for d in diff):
             was = ml_collections.ConfigDict(old)
@@ -129,7 +125,7 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
         log("stage 1: Prior Extraction and Emotion Distillation ...")
         # the data is dropped once stage 1 is trained: the features below read the checkpoint
         _, metrics = train_stage1(Stage1Data.from_subject(subject, cfg.stage1), cfg.stage1,
-                                  workdir, log=log)  # fmt: skip
+                                  workdir, seed=cfg.seed, log=log)  # fmt: skip
     stage1_arrays(subject, workdir)
     return {"seconds": time.time() - t, "metrics": metrics}
 

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ua3dtalk_jax.configs.io import saved_stage1
+from ua3dtalk_jax.configs.migrate import VERSION, VERSION_KEY
 from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.train import stage1_emotion as emo
@@ -47,7 +49,6 @@ from ua3dtalk_jax.types import EMOTIONS
 
 CKPT_DIR = "stage1"
 PROGRESS_DIR = "stage1_progress"  # per-module checkpoints of an unfinished stage 1
-DEFAULT_CHECKPOINT_EVERY = 500  # configs saved before stage1.checkpoint_every
 
 
 def has_stage1(workdir: str) -> bool:
@@ -83,7 +84,7 @@ class Stage1Model:
         if self.prior_mean is None:
             return f_exp, f_tone
         return standardise_prior(f_exp, f_tone, self.prior_mean, self.prior_std,
-                                 self.cfg.get("features", None))  # fmt: skip
+                                 self.cfg.features)  # fmt: skip
 
 
 def standardise_prior(f_exp, f_tone, mean, std, features) -> tuple:
@@ -99,19 +100,6 @@ def standardise_prior(f_exp, f_tone, mean, std, features) -> tuple:
     z = [(f - mean[a:b]) / std[a:b] * features.scale
          for f, (a, b) in ((f_exp, (0, d)), (f_tone, (d, None)))]  # fmt: skip
     return z[0], z[1]
-
-
-def _tuples(x):
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _config(d: dict) -> ml_collections.ConfigDict:
-    cfg = ml_collections.ConfigDict(d)
-    for sub, key in (("syncnet", "face_specs"), ("syncnet", "audio_specs"),
-                     ("lip_expert", "audio_specs"), ("lip_expert", "channels"),
-                     ("expr_prior", "channels"), ("stylenet", "mlp"), ("emotion", "image_hw")):
-        cfg[sub][key] = _tuples(cfg[sub][key])  # fmt: skip
-    return cfg
 
 
 def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
@@ -140,7 +128,7 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
         if hi - lo > t + AUC_SHIFT:
             m["syncnet"][f"auc_{split}"] = prior.sync_auc(
                 models["syncnet"], params["syncnet"], arrays, lo, hi, t, AUC_SHIFT,
-                cfg.syncnet.get("mel_offset", 0))  # fmt: skip
+                cfg.syncnet.mel_offset)  # fmt: skip
 
     step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
     st, h = run_steps(step, init_state(params["lip_expert"], tx),
@@ -209,9 +197,10 @@ def prior_stats(f_exp, f_tone, n_train: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None,
-                  progress: Progress | None = None):  # fmt: skip
-    """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names;
-    `progress` as in `train_prior`.
+                  progress: Progress | None = None, seed: int = 0):  # fmt: skip
+    """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names
+    (`seed`: the run seed, which picks the synthetic corpus's sentences); `progress` as in
+    `train_prior`.
 
     Returns:
       (encoder module, params, class_means (C, 128), metrics).
@@ -219,11 +208,11 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     e = cfg.emotion
     n_classes = len(EMOTIONS)
     if corpus is None:
-        corpus, corpus_classes = emo.pretraining_corpus(e, data, log)
+        corpus, corpus_classes = emo.pretraining_corpus(e, data, log, seed)
     pre_classes = corpus_classes or n_classes
     pre_model = emo.build_encoder(e, pre_classes, data.exp_dim)
     params, imagenet = emo.init_encoder(pre_model, e, jax.random.fold_in(key, 0))
-    m = {"alexnet_imagenet": imagenet, "wav2vec_pretrained": bool(e.get("wav2vec_weights", ""))}
+    m = {"alexnet_imagenet": imagenet, "wav2vec_pretrained": bool(e.wav2vec_weights)}
     step, tx = emo.make_emotion_step(e, pre_model, finetune=False)
     st, h = run_steps(step, init_state(params, tx), corpus, jax.random.fold_in(key, 1),
                       e.pretrain_steps, log, "emotion_pretrain", progress)  # fmt: skip
@@ -257,8 +246,8 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     return model, st.params, means, m
 
 
-def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_classes=None,
-                 log=None) -> tuple[Stage1Model, dict]:  # fmt: skip
+def train_stage1(data: Stage1Data, cfg, workdir: str, *, seed: int = 0, corpus=None,
+                 corpus_classes=None, log=None) -> tuple[Stage1Model, dict]:  # fmt: skip
     """Trains every stage-1 module on `data` and saves the checkpoint under workdir/stage1,
     resuming from workdir/stage1_progress (module docstring) when a run was stopped.
 
@@ -266,6 +255,8 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
       data: the subject's `Stage1Data`.
       cfg: `configs.stage1.stage1_config(...)`.
       workdir: run directory.
+      seed: the run seed (`config.seed`): every module's initialisation and batches, and the
+        synthetic pre-training corpus's sentences.
       corpus, corpus_classes: optional pre-training corpus (`stage1_emotion` docstring) and its
         number of classes (default: the corpus `cfg.emotion.corpus` names).
       log: optional callable taking progress lines.
@@ -275,16 +266,16 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
       ValueError: `cfg.checkpoint_every` is not a positive integer, or workdir/stage1_progress
         holds another config's or subject's modules.
     """
-    key = jax.random.PRNGKey(cfg.seed)
+    key = jax.random.PRNGKey(seed)
     cfg, syncnet = prior.pretrained_syncnet(cfg)  # before anything: the checkpoint stores this cfg
     face = _face_prior(cfg, data)
-    progress = _progress(cfg, data, workdir)
+    progress = _progress(cfg, data, workdir, seed)
     # Emotion Distillation does not depend on Prior Extraction: it runs in a second thread beside
     # it (XLA releases the GIL; the small stage-1 programs leave part of a 2-core CPU idle). Each
     # keeps its own keys, so the results are the same as one after the other.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stage1-emotion") as pool:
         emotion = pool.submit(train_emotion, data, cfg, jax.random.fold_in(key, 20), corpus,
-                              corpus_classes, log, progress)  # fmt: skip
+                              corpus_classes, log, progress, seed)  # fmt: skip
         models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet,
                                         face, progress)  # fmt: skip
         enc, ep, means, m["emotion"] = emotion.result()
@@ -311,11 +302,14 @@ def _face_prior(cfg, data: Stage1Data) -> stage1_face.FacePrior | None:
     return stage1_face.FacePrior(*net, data.face_refs["frames"], data.face_refs["affine"])
 
 
-def _progress(cfg, data: Stage1Data, workdir: str) -> Progress:
+def _progress(cfg, data: Stage1Data, workdir: str, seed: int) -> Progress:
     """The module checkpoints of this stage-1 run, keyed by everything that shapes the modules
-    (the config but its checkpoint interval; the subject's sizes and f_gt-exp)."""
+    (the config but its checkpoint interval, the seed; the subject's sizes and f_gt-exp)."""
     c = cfg.to_dict()
-    every = c.pop("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+    every = c.pop("checkpoint_every")
+    # the seed sits where the stage-1 config held it until version 1: a stage 1 stopped under
+    # version 0 keeps its key and resumes
+    c["seed"] = c["emotion"]["corpus_seed"] = seed
     subject = hashlib.sha256(np.ascontiguousarray(np.asarray(data.exp, np.float32))).hexdigest()
     shape = [int(data.n), int(data.n_train), int(data.exp_dim), subject]
     return Progress(os.path.join(workdir, PROGRESS_DIR), every, [c, shape])
@@ -330,8 +324,9 @@ def save_stage1(model: Stage1Model, workdir: str, metrics: dict | None = None) -
         tree |= {"prior_mean": model.prior_mean, "prior_std": model.prior_std}
     if model.face is not None:
         tree |= {"face_frames": model.face.frames, "face_affine": model.face.affine}
-    meta = {"config": model.cfg.to_dict(), "exp_dim": int(model.exp_mean.shape[0]),
-            "n_refs": len(model.refs), "metrics": jax.tree.map(float, metrics or {}),
+    meta = {"config": model.cfg.to_dict(), VERSION_KEY: VERSION,
+            "exp_dim": int(model.exp_mean.shape[0]), "n_refs": len(model.refs),
+            "metrics": jax.tree.map(float, metrics or {}),
             "prior_stats": model.prior_mean is not None,
             "face_refs": 0 if model.face is None else len(model.face.frames)}  # fmt: skip
     ck = Checkpointer(path, max_to_keep=1)
@@ -351,7 +346,7 @@ def load_stage1(workdir: str) -> Stage1Model:
             "--stage=1` (or --stage=all) with this --workdir")  # fmt: skip
     ck = Checkpointer(path, max_to_keep=1)
     meta = ck._manager.restore(ck.latest_step(), args=_meta_args())["meta"]
-    cfg = _config(meta["config"])
+    cfg = saved_stage1(meta["config"], meta.get(VERSION_KEY, 0))  # none: written before versions
     e_dim = int(meta["exp_dim"])
     models = prior.build_models(cfg, e_dim)
     models["emotion"] = emo.build_encoder(cfg.emotion, len(EMOTIONS), e_dim)

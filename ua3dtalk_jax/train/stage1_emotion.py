@@ -46,7 +46,7 @@ PREDICT_CHUNK = 64  # windows per jitted inference call
 
 def build_encoder(e, n_classes: int, exp_dim: int) -> SpeechEmotionEncoder:
     """The encoder for the `emotion` sub-config (its wav2vec 2.0 sizes from the folder's config)."""
-    path = str(e.get("wav2vec_weights", ""))
+    path = str(e.wav2vec_weights)
     w2v = read_config(path) if path else None
     samples = emotion_inputs.window_samples(e)
     n_frames = w2v.n_frames(samples) if w2v is not None else wav_frames(samples)
@@ -72,7 +72,7 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
       FileNotFoundError, ValueError: the wav2vec 2.0 folder is incomplete or its weights do not fit
         its config.json (file and tensor named).
     """
-    path = str(e.get("wav2vec_weights", ""))
+    path = str(e.wav2vec_weights)
     wav = load_wav2vec2(path)[1]["params"] if path else None  # read and checked before the init
     wt, sw = emotion_inputs.window_frames(e), emotion_inputs.window_samples(e)
     h, w = e.image_hw
@@ -98,8 +98,9 @@ def emotion_optimizer(e, model: SpeechEmotionEncoder) -> optax.GradientTransform
     return optax.multi_transform({"adam": adam, "frozen": optax.set_to_zero()}, labels)
 
 
-def pretraining_corpus(e, data, log=None) -> tuple[dict, int]:
-    """The pre-training corpus named by `e.corpus` (module docstring) and its number of classes."""
+def pretraining_corpus(e, data, log=None, seed: int = 0) -> tuple[dict, int]:
+    """The pre-training corpus named by `e.corpus` (module docstring) and its number of classes
+    (`seed`, the run seed, picks the synthetic corpus's sentences)."""
     # local: the synthetic package pulls in the subject generator (renderer, MediaPipe)
     from ua3dtalk_jax.data.synthetic.speech_corpus import emotional_speech
 
@@ -111,7 +112,7 @@ def pretraining_corpus(e, data, log=None) -> tuple[dict, int]:
             raise ValueError("stage1.emotion.corpus=subject: the subject has no emotion labels "
                              "(emotion.csv); use stage1.emotion.corpus=synthetic or iemocap:<root>")
     elif spec == "synthetic":
-        wavs, labels = emotional_speech(e.corpus_clips, seed=e.corpus_seed)
+        wavs, labels = emotional_speech(e.corpus_clips, seed=seed)
         corpus, classes = emotion_inputs.clips_corpus(wavs, labels, e), len(EMOTIONS)
     elif spec.startswith("iemocap:"):
         utts = iemocap.list_utterances(spec[len("iemocap:"):], e.iemocap_labels)

@@ -50,9 +50,8 @@ class FacePrior:
 
 
 def weights_path(cfg) -> str:
-    """`stage1.prior.face_recon_weights` of a stage-1 config ("" when absent: older configs)."""
-    p = cfg.get("prior", None)
-    return str(p.get("face_recon_weights", "")) if p is not None else ""
+    """`stage1.prior.face_recon_weights` of a stage-1 config."""
+    return str(cfg.prior.face_recon_weights)
 
 
 def load_network(cfg) -> tuple[FaceReconNet, dict] | None:

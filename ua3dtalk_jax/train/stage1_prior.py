@@ -67,7 +67,7 @@ def pretrained_syncnet(cfg):
     Raises:
       ValueError: the file is not a Wav2Lip SyncNet, or the crops are not Wav2Lip's (named).
     """
-    path = str(cfg.syncnet.get("pretrained", ""))
+    path = str(cfg.syncnet.pretrained)
     if not path:
         return cfg, None
     s, t = cfg.data.face_size, cfg.data.sync_frames
@@ -112,19 +112,18 @@ def build_models(cfg, exp_dim: int) -> dict:
     return {
         "syncnet": SyncNet(tuple(cfg.syncnet.face_specs), tuple(cfg.syncnet.audio_specs),
                            cfg.syncnet.norm, cfg.syncnet.calibrated,
-                           cfg.syncnet.get("centre", False)),
+                           cfg.syncnet.centre),
         "lip_expert": LipExpert(tuple(cfg.lip_expert.channels), tuple(cfg.lip_expert.audio_specs),
-                                cfg.lip_expert.norm, cfg.lip_expert.get("audio_norm", "group"),
-                                cfg.lip_expert.get("audio_all_stages", False),
-                                cfg.lip_expert.get("audio_proj", False)),
+                                cfg.lip_expert.norm, cfg.lip_expert.audio_norm,
+                                cfg.lip_expert.audio_all_stages,
+                                cfg.lip_expert.audio_proj),
         "expr_prior": ExpressionPrior(tuple(cfg.expr_prior.channels), exp_dim,
                                       cfg.expr_prior.feature_dim, cfg.expr_prior.norm),
         "stylenet": StyleNet(cfg.stylenet.lstm_hidden, cfg.stylenet.lstm_layers,
                              tuple(cfg.stylenet.mlp), cfg.stylenet.out_dim, cfg.stylenet.dropout,
-                             # .get: stage-1 checkpoints saved before these fields load unchanged
-                             tuple(cfg.stylenet.get("frame_mlp", ())),
-                             cfg.stylenet.get("frame_dropout", 0.0),
-                             cfg.stylenet.get("out_scale", 0.0)),
+                             tuple(cfg.stylenet.frame_mlp),
+                             cfg.stylenet.frame_dropout,
+                             cfg.stylenet.out_scale),
         "fuse": FuseNet(cfg.fuse.hidden, exp_dim),
     }  # fmt: skip
 
@@ -167,13 +166,13 @@ def sync_pairs(key, crops, mel, lo, hi, batch, frames, min_shift, max_shift, off
 def make_syncnet_step(cfg, model: SyncNet, n_train: int):
     tx = optax.adam(cfg.syncnet.lr)
     c = cfg.syncnet
-    nce_w = float(c.get("nce_weight", 0.0))
+    nce_w = float(c.nce_weight)
 
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):
         mel, faces, label, mel_sync = sync_pairs(key, data["crops"], data["mel"], 0, n_train,
                                                  c.batch, cfg.data.sync_frames, c.min_shift,
-                                                 c.max_shift, c.get("mel_offset", 0))  # fmt: skip
+                                                 c.max_shift, c.mel_offset)  # fmt: skip
 
         def loss_fn(p):
             v = {"params": p}
@@ -184,7 +183,7 @@ def make_syncnet_step(cfg, model: SyncNet, n_train: int):
             bce = sync_bce(sim, label)
             if not nce_w:
                 return bce, (sim, {"bce": bce})
-            nce = info_nce(a[len(f) :], f, c.get("nce_scale", 10.0))
+            nce = info_nce(a[len(f) :], f, c.nce_scale)
             return bce + nce_w * nce, (sim, {"bce": bce, "nce": nce})
 
         (loss, (sim, parts)), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -220,8 +219,8 @@ def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):
     """Lip-expert step; `data["syncnet"]` carries the frozen SyncNet params."""
     tx = optax.adam(cfg.lip_expert.lr)
     b, t, w = cfg.lip_expert.batch, cfg.data.sync_frames, cfg.lip_expert.sync_weight
-    l1_map = mouth_weight_map(cfg.data.face_size, cfg.lip_expert.get("mouth_weight", 1.0))
-    offset = cfg.syncnet.get("mel_offset", 0)
+    l1_map = mouth_weight_map(cfg.data.face_size, cfg.lip_expert.mouth_weight)
+    offset = cfg.syncnet.mel_offset
 
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):
@@ -276,7 +275,7 @@ def make_style_step(cfg, style: StyleNet, fuse: FuseNet, n_train: int):
     def step(state: TrainState, data: dict, key: jax.Array):
         k1, k2, k3 = jax.random.split(key, 3)
         idx = jax.random.randint(k1, (b,), 0, n_train - n + 1)[:, None] + jnp.arange(n)
-        keep = jax.random.bernoulli(k3, 1.0 - cfg.fuse.get("exp_dropout", 0.0), (b, 1, 1))
+        keep = jax.random.bernoulli(k3, 1.0 - cfg.fuse.exp_dropout, (b, 1, 1))
         f_exp = jnp.where(keep, data["f_exp"][idx], 0.0)  # whole sequences dropped
 
         def loss_fn(p):

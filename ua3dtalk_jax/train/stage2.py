@@ -200,7 +200,7 @@ def load_stage2(workdir: str, cfg=None):
       FileNotFoundError: stage 2 has not finished in this workdir.
       ValueError: the model was written by another version of this project.
     """
-    from ua3dtalk_jax.train.config_io import load_config
+    from ua3dtalk_jax.configs.io import load_config
 
     path = os.path.join(os.path.abspath(workdir), MODEL_DIR)
     if not finished_steps(path):  # a save killed before orbax finished it leaves a tmp folder

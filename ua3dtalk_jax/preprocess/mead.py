@@ -12,9 +12,6 @@ window (MEAD's camera moves between sessions): `build_subject` runs `preprocess.
 chosen clips with one automatic crop over all of them, labels every frame with its clip's emotion
 and level, and splits train/test by clip: in every (emotion, level) group the last clips by name
 (`test_fraction`, at least one when the group has two or more) are test clips.
-
-This module imports `preprocess` only inside `build_subject`, so training code that imports
-`data` never loads MediaPipe.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ import math
 import os
 import re
 
+from ua3dtalk_jax.preprocess.pipeline import Clip, preprocess
 from ua3dtalk_jax.types import EMOTIONS
 
 VIEWS = ("front", "down", "top", "left_30", "left_60", "right_30", "right_60")
@@ -183,8 +181,6 @@ def build_subject(
       out_dir, a subject with per-frame emotion and intensity labels; its validation split is the
       test clips.
     """
-    from ua3dtalk_jax.preprocess.pipeline import Clip, preprocess
-
     clips = find_clips(root, speaker, emotions=emotions, levels=levels)
     train, test = split_clips(clips, test_fraction, max_per_group)
     jobs = [

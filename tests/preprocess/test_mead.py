@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.preprocess import media
-from ua3dtalk_jax.data import Subject, mead
+from ua3dtalk_jax.data import Subject
+from ua3dtalk_jax.preprocess import mead
 from ua3dtalk_jax.types import EMOTIONS
 
 

@@ -1,4 +1,4 @@
-"""A head-like Gaussian scene and its camera, for the rasterizer demo and benchmark.
+"""A head-like Gaussian scene and its camera, for the rasterizer demo, benchmark and tests.
 
 `head_scene` places N flat Gaussians on (and just inside) an ellipsoid the size of a head
 (semi-axes 9 x 12 x 10 cm) with skin-toned, shaded colours; their scales follow the
@@ -76,45 +76,3 @@ def footprint_pixels(means2d: np.ndarray, radii: np.ndarray, width: int, height:
     hi = np.clip(np.floor(means2d + radii - 0.5), -1, [width - 1, height - 1])
     extent = np.maximum(hi - lo + 1, 0)
     return int(np.sum(extent[:, 0] * extent[:, 1] * live))
-
-
-def render_with_backends(
-    num_gaussians: int, size: int, *, runs: int = 3, seed: int = 0
-) -> dict[str, tuple[np.ndarray, float]]:
-    """Renders the head scene with every available backend of the current platform.
-
-    Args:
-      num_gaussians: N.
-      size: image height and width.
-      runs: timed runs after a warm-up (median reported).
-      seed: scene seed.
-
-    Returns:
-      {backend name: (rgb (size, size, 3) uint8, median milliseconds per frame)}.
-    """
-    import functools
-    import time
-
-    import jax
-
-    from ua3dtalk_jax.render import available_backends, rasterize
-
-    scene = head_scene(num_gaussians, seed)
-    viewmat, K = head_camera(size, size)
-    background = jnp.array([1.0, 1.0, 1.0], jnp.float32)
-    built = available_backends()
-    names = ["reference"] + (["ffi"] if built["cpu"] or built["cuda"] else [])
-    results = {}
-    for name in names:
-        fn = jax.jit(functools.partial(rasterize, width=size, height=size, backend=name))
-        args = (scene["means"], scene["quats"], scene["scales"], scene["opacities"],
-                scene["colors"], viewmat, K)  # fmt: skip
-        rgb = jax.block_until_ready(fn(*args, background=background).rgb)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args, background=background))
-            times.append((time.perf_counter() - t0) * 1e3)
-        image = np.asarray(jnp.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        results[name] = (image, float(np.median(times)))
-    return results
