@@ -296,6 +296,8 @@ def bench_stage1(cfg, subject, steps: int) -> list[dict]:
     """One training step of every stage-1 module (stage1_prior / stage1_emotion)."""
     import jax
 
+    from ua3dtalk_jax.head import emotion as head_emotion
+    from ua3dtalk_jax.head import prior as head_prior
     from ua3dtalk_jax.train import stage1_emotion as emo
     from ua3dtalk_jax.train import stage1_prior as prior
     from ua3dtalk_jax.train.stage1_data import Stage1Data
@@ -304,8 +306,8 @@ def bench_stage1(cfg, subject, steps: int) -> list[dict]:
 
     s1 = cfg.stage1
     data = Stage1Data.from_subject(subject, s1)
-    models = prior.build_models(s1, data.exp_dim)
-    params = prior.init_params(models, s1, jax.random.PRNGKey(0), data.exp_dim)
+    models = head_prior.build_models(s1, data.exp_dim)
+    params = head_prior.init_params(models, s1, jax.random.PRNGKey(0), data.exp_dim)
     arrays = {"crops": data.crops, "mel": data.mel, "exp": data.exp}
     key = jax.random.PRNGKey(1)
     step_of = lambda out, a, i: (out[0], a[1], jax.random.fold_in(key, i))
@@ -322,7 +324,7 @@ def bench_stage1(cfg, subject, steps: int) -> list[dict]:
          {"stylenet": params["stylenet"], "fuse": params["fuse"]},
          dict(arrays, f_exp=jax.numpy.zeros((data.n, 64)))),
     ]  # fmt: skip
-    enc = emo.build_encoder(s1.emotion, len(EMOTIONS), data.exp_dim)
+    enc = head_emotion.build_encoder(s1.emotion, len(EMOTIONS), data.exp_dim)
     enc_params, _ = emo.init_encoder(enc, s1.emotion, jax.random.PRNGKey(2))
     train = np.arange(data.n_train)
     for name, finetune in (("emotion_pretrain", False), ("emotion_finetune", True)):

@@ -11,6 +11,7 @@ from ua3dtalk_jax.audio import emotion_inputs
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.data.synthetic import speech
 from ua3dtalk_jax.data.synthetic.speech_corpus import emotional_speech
+from ua3dtalk_jax.head import emotion as head_emotion
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
 from ua3dtalk_jax.types import EMOTIONS
@@ -87,11 +88,11 @@ def test_pretraining_on_synthetic_speech_recognises_unseen_sentences():
     corpus, _ = emo.pretraining_corpus(e, data=None)
     clips = emotional_speech(2, seed=1, sentences=speech.TEST_SENTENCES)
     test = emotion_inputs.clips_corpus(*clips, e)
-    model = emo.build_encoder(e, len(EMOTIONS), 16)
+    model = head_emotion.build_encoder(e, len(EMOTIONS), 16)
     params, _ = emo.init_encoder(model, e, jax.random.PRNGKey(0))
     step, tx = emo.make_emotion_step(e, model, finetune=False)
     st, h = run_steps(step, init_state(params, tx), corpus, jax.random.PRNGKey(1), e.pretrain_steps)
-    out = emo.emotion_features(model, st.params, test["stream"], test["centres"], e)
+    out = head_emotion.emotion_features(model, st.params, test["stream"], test["centres"], e)
     acc = emo.accuracy(out["logits"], test["labels"])
     print(f"synthetic-speech pre-training {e.pretrain_steps} steps {h['seconds']:.1f}s "
           f"accuracy on unseen sentences {acc:.3f}")

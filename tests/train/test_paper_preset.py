@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 
 from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.eval.heldout import evaluate_heldout
+from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.models.motion import motion_spec
 from ua3dtalk_jax.train import run
 from ua3dtalk_jax.train.config_io import load_config
@@ -63,12 +65,12 @@ def test_paper_preset_has_the_paper_sizes():
 
 
 def test_workdirs_saved_before_the_fusion_field_read_as_dense(tmp_path):
-    run.check_workdir(get_config("tiny"), str(tmp_path))
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))
     path = tmp_path / "config.json"
     saved = json.loads(path.read_text())
     del saved["model"]["uncertainty"]["fusion"]
     path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))  # resumes
     assert load_config(str(tmp_path)).model.uncertainty.fusion == "dense"
 
 
@@ -79,7 +81,8 @@ def test_paper_preset_trains_end_to_end(tiny_trained, tmp_path):
     cfg = run.apply_overrides(get_config("paper"), OVERRIDES)
     lines = []
     workdir = str(tmp_path / "work")
-    out = run.train(cfg, tiny_trained["subject"], workdir, "all", log=lines.append)
+    out = run.train(cfg, tiny_trained["subject"], workdir, "all", log=lines.append,
+                    evaluate=evaluate_heldout)
     summary = out["stage2"]
     held = summary["heldout"]
     assert held["frames"] > 0
@@ -106,7 +109,8 @@ def test_network_init_does_not_depend_on_the_buffer_size():
     full-ensemble forward): the parameters are bitwise those of an init on every slot."""
     import jax
 
-    from ua3dtalk_jax.train.stage2_state import build_network, dummy_inputs, init_branch
+    from ua3dtalk_jax.head.stage2_model import build_network, dummy_inputs
+    from ua3dtalk_jax.train.stage2_state import init_branch
 
     cfg = get_config("tiny")
     state = init_branch(cfg, "face", jax.random.PRNGKey(3), 1.0)[0]
@@ -121,7 +125,7 @@ def test_workdirs_with_the_schedule_copy_under_model_gaussians_resume(tmp_path):
     """Before the schedule had one home, config.json also held it under model.gaussians.<part>
     (a copy of train.<part>), and data had four keys nothing read: such a workdir resumes, and
     those fields are dropped."""
-    run.check_workdir(get_config("tiny"), str(tmp_path))
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))
     path = tmp_path / "config.json"
     saved = json.loads(path.read_text())
     for part in ("face", "mouth"):
@@ -129,6 +133,6 @@ def test_workdirs_with_the_schedule_copy_under_model_gaussians_resume(tmp_path):
             saved["model"]["gaussians"][part][key] = saved["train"][part][key]
     saved["data"].update(fps=None, seed=0, shuffle=True, keys=None)  # never read, gone too
     path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))  # resumes
     cfg = load_config(str(tmp_path))
     assert "densify_every" not in cfg.model.gaussians.face and "shuffle" not in cfg.data

@@ -14,8 +14,10 @@ import pytest
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.synthetic.generate import ensure_synthetic
+from ua3dtalk_jax.head import prior as head_prior
+from ua3dtalk_jax.head.crops import face_crops
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1_data import FrameImages, Stage1Data, face_crops
+from ua3dtalk_jax.train.stage1_data import FrameImages, Stage1Data
 
 EXP = 8
 
@@ -23,8 +25,8 @@ EXP = 8
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     cfg = get_config("tiny").stage1
-    models = prior.build_models(cfg, EXP)
-    params = prior.init_params(models, cfg, jax.random.PRNGKey(0), EXP)
+    models = head_prior.build_models(cfg, EXP)
+    params = head_prior.init_params(models, cfg, jax.random.PRNGKey(0), EXP)
     return cfg, models, params
 
 
@@ -53,18 +55,18 @@ def test_expression_features_streamed_equal_the_whole_array(tiny):
     cfg, models, params = tiny
     s = cfg.data.face_size
     refs = jax.random.uniform(jax.random.PRNGKey(1), (3, s, s, 3))
-    mel = jax.random.normal(jax.random.PRNGKey(2), (prior.GEN_CHUNK + 9, 80, 16))
-    got = prior.expression_features(models, params, refs, mel, images=True)
-    lw = np.asarray(prior.lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel))
+    mel = jax.random.normal(jax.random.PRNGKey(2), (head_prior.GEN_CHUNK + 9, 80, 16))
+    got = head_prior.expression_features(models, params, refs, mel, images=True)
+    lw = np.asarray(head_prior.lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel))
     np.testing.assert_array_equal(np.asarray(got["lipwav"]), lw)
     n = len(lw)
     idx = [
-        np.minimum(np.arange(a, a + prior.GEN_CHUNK), n - 1) for a in range(0, n, prior.GEN_CHUNK)
+        np.minimum(np.arange(a, a + head_prior.GEN_CHUNK), n - 1) for a in range(0, n, head_prior.GEN_CHUNK)
     ]
-    want = np.concatenate([prior._encode(models["expr_prior"], params["expr_prior"], jnp.asarray(lw[i]))
+    want = np.concatenate([head_prior._encode(models["expr_prior"], params["expr_prior"], jnp.asarray(lw[i]))
                            for i in idx])[:n]  # fmt: skip
     np.testing.assert_array_equal(np.asarray(got["f_exp"]), want)
-    plain = prior.expression_features(models, params, refs, mel)
+    plain = head_prior.expression_features(models, params, refs, mel)
     assert "lipwav" not in plain
     np.testing.assert_array_equal(np.asarray(plain["f_exp"]), want)
 
@@ -79,14 +81,14 @@ def test_chunked_tone_and_auc_equal_one_batch(tiny, monkeypatch):
     t = cfg.data.sync_frames
 
     def run():
-        tone = prior.tone_features(models, params, mel, f_exp, cfg.stylenet.seq_len)["f_tone"]
+        tone = head_prior.tone_features(models, params, mel, f_exp, cfg.stylenet.seq_len)["f_tone"]
         auc = prior.sync_auc(
             models["syncnet"], params["syncnet"], {"crops": crops, "mel": mel}, 0, n, t, 5
         )
         return np.asarray(tone), float(auc)
 
     whole = run()
-    monkeypatch.setattr(prior, "WINDOW_CHUNK", 3)
+    monkeypatch.setattr(head_prior, "WINDOW_CHUNK", 3)
     monkeypatch.setattr(prior, "AUC_CHUNK", 7)
     chunked = run()
     np.testing.assert_array_equal(chunked[0], whole[0])

@@ -12,9 +12,11 @@ import pytest
 
 from ua3dtalk_jax.audio import emotion_inputs
 from ua3dtalk_jax.configs.stage1 import stage1_config
+from ua3dtalk_jax.head import emotion as head_emotion
+from ua3dtalk_jax.head.stage1_model import _config
 from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2
 from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train.stage1 import _config, train_emotion
+from ua3dtalk_jax.train.stage1 import train_emotion
 from ua3dtalk_jax.train.stage1_data import Stage1Data
 from ua3dtalk_jax.types import EMOTIONS
 
@@ -63,11 +65,11 @@ def test_emotion_distillation_with_a_pretrained_wav2vec_end_to_end(tiny_subject_
     assert params["classifier"]["kernel"].shape == (128, len(EMOTIONS))
     assert np.isfinite(m["finetune"]["loss_last"]) and means.shape == (len(EMOTIONS), 128)
     centres = np.asarray(data.centres)[:5]
-    out = emo.emotion_features(model, params, data.stream, centres, cfg.emotion)
+    out = head_emotion.emotion_features(model, params, data.stream, centres, cfg.emotion)
     assert out["f_emo"].shape == (5, 128) and np.all(np.isfinite(out["f_emo"]))
     # load_stage1 rebuilds the encoder from the checkpoint's JSON config: the same tree
     saved = _config(json.loads(json.dumps(cfg.to_dict())))
-    again = emo.build_encoder(saved.emotion, len(EMOTIONS), data.exp_dim)
+    again = head_emotion.build_encoder(saved.emotion, len(EMOTIONS), data.exp_dim)
     assert again == model
     x = emotion_inputs.window_inputs(data.stream, data.centres[:1], saved.emotion)
     shapes = jax.eval_shape(again.init, jax.random.PRNGKey(0), x["spec"], x["mfcc"], x["wav"])
@@ -76,7 +78,7 @@ def test_emotion_distillation_with_a_pretrained_wav2vec_end_to_end(tiny_subject_
 
 def test_the_optimiser_leaves_the_pretrained_wav2vec_untouched():
     cfg = wav2vec_cfg()
-    model = emo.build_encoder(cfg.emotion, 4, EXP_DIM)
+    model = head_emotion.build_encoder(cfg.emotion, 4, EXP_DIM)
     params = {name: {"w": np.ones(3, np.float32)} for name in ("wav2vec2", "classifier")}
     tx = emo.emotion_optimizer(cfg.emotion, model)
     grads = jax.tree.map(np.ones_like, params)
@@ -84,17 +86,17 @@ def test_the_optimiser_leaves_the_pretrained_wav2vec_untouched():
     np.testing.assert_array_equal(updates["wav2vec2"]["w"], 0.0)
     assert float(np.abs(updates["classifier"]["w"]).min()) > 0
     plain = stage1_config("tiny").emotion
-    assert emo.build_encoder(plain, 4, EXP_DIM).wav2vec is None
+    assert head_emotion.build_encoder(plain, 4, EXP_DIM).wav2vec is None
 
 
 def test_a_broken_wav2vec_folder_is_named(tmp_path):
     (tmp_path / "config.json").write_text((W2V / "config.json").read_text())
     cfg = wav2vec_cfg(str(tmp_path))
-    model = emo.build_encoder(cfg.emotion, 4, EXP_DIM)  # the config alone builds
+    model = head_emotion.build_encoder(cfg.emotion, 4, EXP_DIM)  # the config alone builds
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         emo.init_encoder(model, cfg.emotion, jax.random.PRNGKey(0))
     with pytest.raises(FileNotFoundError, match="/nowhere: no such wav2vec 2.0 folder"):
-        emo.build_encoder(wav2vec_cfg("/nowhere").emotion, 4, EXP_DIM)
+        head_emotion.build_encoder(wav2vec_cfg("/nowhere").emotion, 4, EXP_DIM)
 
 
 def _scratch_inputs(e):
@@ -107,7 +109,7 @@ def _scratch_inputs(e):
 
 def test_without_weights_the_encoder_computes_what_it_did_before():
     e = stage1_config("tiny").emotion
-    model = emo.build_encoder(e, 8, 5)
+    model = head_emotion.build_encoder(e, 8, 5)
     params, _ = emo.init_encoder(model, e, jax.random.PRNGKey(3))
     assert "wav_encoder" in params and "wav2vec2" not in params and "fusion_1" not in params
     spec, mfcc, wav, key = _scratch_inputs(e)

@@ -14,12 +14,15 @@ from tests.data.torch_writer import write_torch_file
 from tests.fixtures.face_recon.make_fixtures import SMALL, seeded_state_dict
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.configs.stage1 import stage1_config
+from ua3dtalk_jax.head import face_prior
+from ua3dtalk_jax.head import prior as head_prior
+from ua3dtalk_jax.head.crops import face_boxes, face_crops
+from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.models.prior import face_align
 from ua3dtalk_jax.models.prior.face_recon import EXP
 from ua3dtalk_jax.train import run
 from ua3dtalk_jax.train import stage1_face as sf
 from ua3dtalk_jax.train.config_io import with_legacy_defaults
-from ua3dtalk_jax.train.stage1_data import face_boxes, face_crops
 
 DOT_TOL_PX = 0.6  # a dot's centroid after crop → paste vs straight alignment (two resamplings)
 OUTSIDE_TOL = 1e-6  # outside the pasted lower half the aligned reference is unchanged
@@ -56,7 +59,7 @@ def test_pasted_crop_lands_where_the_alignment_puts_the_frame():
     boxes = face_boxes(lms, cfg.crop_scale, 1, (h, w))
     plain = _dot_frame(h, w, [])  # the reference: no dot
     refs = sf.paste_refs(plain[None], five[None], boxes, cfg.face_size)
-    out = sf.paste(crop[None].astype(np.float32) / 255.0, refs, np.array([0]))[0]
+    out = face_prior.paste(crop[None].astype(np.float32) / 255.0, refs, np.array([0]))[0]
     aligned, affine = face_align.align_face(img, five)
     q = face_align.apply_affine(affine, np.array(dot))
     got, want = _centroid((out * 255).round(), q), _centroid(aligned, q)
@@ -67,7 +70,7 @@ def test_pasted_crop_lands_where_the_alignment_puts_the_frame():
 
 
 def test_paste_mask_covers_the_generated_half():
-    m = sf.paste_mask(96)
+    m = face_prior.paste_mask(96)
     assert m.shape == (96, 96) and (m[48:] == 1).all() and (m[: 48 - 6] == 0).all()
     assert np.all(np.diff(m[:, 0]) >= 0)
 
@@ -105,23 +108,23 @@ def test_frame_points_prefer_the_mesh_and_fill_missing_frames():
 
 def test_configs_without_the_prior_section_read_as_the_regressor_path(tmp_path):
     cfg = stage1_config("cpu")
-    assert sf.weights_path(cfg) == "" and sf.load_network(cfg) is None
+    assert face_prior.weights_path(cfg) == "" and face_prior.load_network(cfg) is None
     old = {"stage1": {k: v for k, v in cfg.to_dict().items() if k != "prior"}}
     assert with_legacy_defaults(old)["stage1"]["prior"] == {"face_recon_weights": ""}
     # a workdir saved before the field resumes; --set names it
-    run.check_workdir(get_config("tiny"), str(tmp_path))
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))
     path = tmp_path / "config.json"
     saved = json.loads(path.read_text())
     del saved["stage1"]["prior"]
     path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))
     other = run.apply_overrides(get_config("tiny"), ["stage1.prior.face_recon_weights=/w.pth"])
     assert other.stage1.prior.face_recon_weights == "/w.pth"
     with pytest.raises(ValueError, match=r"stage1\.prior\.face_recon_weights"):
-        run.check_workdir(other, str(tmp_path))
+        Workdir(str(tmp_path)).check_config(other)
     cfg.prior.face_recon_weights = "/nonexistent/epoch_20.pth"
     with pytest.raises(FileNotFoundError, match="stage1.prior.face_recon_weights"):
-        sf.load_network(cfg)
+        face_prior.load_network(cfg)
 
 
 @pytest.mark.slow
@@ -131,10 +134,9 @@ def test_stage1_with_face_recon_weights_end_to_end(tmp_path_factory):
     the checkpoint reloads the network and gives the same features for the audio."""
     from ua3dtalk_jax.data import Subject
     from ua3dtalk_jax.data.synthetic.generate import generate_preset
+    from ua3dtalk_jax.head.features import compute_features
     from ua3dtalk_jax.train import stage1_emotion as emo
-    from ua3dtalk_jax.train import stage1_prior as prior
-    from ua3dtalk_jax.train.features import compute_features
-    from ua3dtalk_jax.train.stage1 import load_stage1, train_stage1
+    from ua3dtalk_jax.train.stage1 import train_stage1
     from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices
 
     root = tmp_path_factory.mktemp("face_recon")
@@ -149,13 +151,13 @@ def test_stage1_with_face_recon_weights_end_to_end(tmp_path_factory):
         cfg[part].steps = 0
     cfg.emotion.pretrain_steps = cfg.emotion.finetune_steps = 0
     data = Stage1Data.from_subject(subject, cfg)
-    net = sf.load_network(cfg)
+    net = face_prior.load_network(cfg)
 
     # f_gt-exp: the network's exp coefficients of frame i aligned by its mesh points
     i = 7
     fr = subject.frame(i, keys=("image", "dense_landmarks"))
     aligned, _ = face_align.align_face(fr["image"], face_align.five_points(fr["dense_landmarks"]))
-    exp_i = sf.coefficients(net, aligned[None])[0, EXP]
+    exp_i = face_prior.coefficients(net, aligned[None])[0, EXP]
     mean, std = data.exp_stats
     np.testing.assert_allclose(np.asarray(data.exp[i]) * std + mean, exp_i, rtol=1e-4, atol=1e-5)
     assert data.exp.shape == (len(subject), 64) and data.tracked_exp.shape == (len(subject), 16)
@@ -173,15 +175,15 @@ def test_stage1_with_face_recon_weights_end_to_end(tmp_path_factory):
 
     # f_exp of frame j: its lip-wav crop pasted into reference j mod K, through the network
     refs = np.asarray(model.refs, np.float32) / 255.0
-    feats = prior.expression_features(model.models, model.params, refs, data.mel, model.face,
+    feats = head_prior.expression_features(model.models, model.params, refs, data.mel, model.face,
                                      images=True)
     j = 11
-    pasted = sf.paste(np.asarray(feats["lipwav"][j : j + 1]), data.face_refs, np.array([j % k]))
-    np.testing.assert_allclose(feats["f_exp"][j], sf.coefficients(net, pasted)[0, EXP],
+    pasted = face_prior.paste(np.asarray(feats["lipwav"][j : j + 1]), data.face_refs, np.array([j % k]))
+    np.testing.assert_allclose(feats["f_exp"][j], face_prior.coefficients(net, pasted)[0, EXP],
                                rtol=1e-4, atol=1e-5)  # fmt: skip
 
     # the checkpoint: aligned references stored, the network reloaded from the config's path
-    restored = load_stage1(str(root / "work"))
+    restored = Workdir(str(root / "work")).load_stage1()
     np.testing.assert_array_equal(restored.face.frames, data.face_refs["frames"])
     a = compute_features(model, subject.wav(), subject.fps, 40)
     b = compute_features(restored, subject.wav(), subject.fps, 40)
@@ -189,4 +191,4 @@ def test_stage1_with_face_recon_weights_end_to_end(tmp_path_factory):
     shutil.copytree(root / "work", root / "moved")
     os.remove(weights)
     with pytest.raises(FileNotFoundError, match="face_recon_weights"):
-        load_stage1(str(root / "moved"))
+        Workdir(str(root / "moved")).load_stage1()

@@ -8,6 +8,8 @@ import pytest
 
 from ua3dtalk_jax.audio import emotion_inputs
 from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.head import emotion as head_emotion
+from ua3dtalk_jax.head import prior as head_prior
 from ua3dtalk_jax.models.prior.stylenet import sequence_apply
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
@@ -20,8 +22,8 @@ PAD_TOL = 1e-5
 @pytest.fixture(scope="module")
 def tiny():
     cfg = get_config("tiny").stage1
-    models = prior.build_models(cfg, EXP)
-    params = prior.init_params(models, cfg, jax.random.PRNGKey(0), EXP)
+    models = head_prior.build_models(cfg, EXP)
+    params = head_prior.init_params(models, cfg, jax.random.PRNGKey(0), EXP)
     return cfg, models, params
 
 
@@ -30,7 +32,7 @@ def test_windowed_tone_equals_sequence_apply(tiny, n):
     cfg, models, params = tiny
     mel = jax.random.normal(jax.random.PRNGKey(n), (n, 80, 16))
     f_exp = jnp.zeros((n, 64))
-    got = prior.tone_features(models, params, mel, f_exp, cfg.stylenet.seq_len)["f_tone"]
+    got = head_prior.tone_features(models, params, mel, f_exp, cfg.stylenet.seq_len)["f_tone"]
     style = lambda x: models["stylenet"].apply({"params": params["stylenet"]}, x)[0]
     want = jax.jit(lambda m: sequence_apply(style, m, cfg.stylenet.seq_len))(mel)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=PAD_TOL)
@@ -41,24 +43,24 @@ def test_lipwav_images_ignore_the_mel_padding(tiny):
     s = cfg.data.face_size
     refs = jax.random.uniform(jax.random.PRNGKey(1), (3, s, s, 3))
     mel = jax.random.normal(jax.random.PRNGKey(2), (70, 80, 16))
-    got = prior.lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
+    got = head_prior.lipwav_images(models["lip_expert"], params["lip_expert"], refs, mel)
     idx = np.arange(70)
     want = models["lip_expert"].apply(
         {"params": params["lip_expert"]},
         jnp.concatenate([prior.mask_lower_half(refs[idx % 3]), refs[idx % 3]], -1),
-        prior.generator_mel(mel, idx))[0]  # fmt: skip
+        head_prior.generator_mel(mel, idx))[0]  # fmt: skip
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=PAD_TOL)
 
 
 @pytest.mark.slow
 def test_emotion_features_ignore_the_stream_padding():
     e = get_config("tiny").stage1.emotion
-    model = emo.build_encoder(e, 8, EXP)
+    model = head_emotion.build_encoder(e, 8, EXP)
     params, _ = emo.init_encoder(model, e, jax.random.PRNGKey(3))
     wav = np.random.default_rng(0).normal(0, 0.1, 16000 * 3).astype(np.float32)
     stream = emotion_inputs.emotion_stream(wav, e)
     centres = emotion_inputs.frame_centres(40, 25.0)
-    got = emo.emotion_features(model, params, stream, centres, e)
+    got = head_emotion.emotion_features(model, params, stream, centres, e)
     x = emotion_inputs.window_inputs({k: jnp.asarray(v) for k, v in stream.items()},
                                      jnp.asarray(centres), e)  # fmt: skip
     _, _, inter = model.apply({"params": params}, x["spec"], x["mfcc"], x["wav"])

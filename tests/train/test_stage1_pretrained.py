@@ -13,9 +13,10 @@ import pytest
 from tests.data.torch_writer import write_torch_file
 from tests.models.prior.test_weights import _checkpoint, _state_dict
 from ua3dtalk_jax.configs.stage1 import stage1_config
+from ua3dtalk_jax.head import prior as head_prior
+from ua3dtalk_jax.head.stage1_model import _config
 from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1 import _config
 from ua3dtalk_jax.train.stage1_loop import init_state
 
 EXP_DIM = 8
@@ -58,11 +59,11 @@ def test_pretrained_syncnet_config_builds_the_loaded_module(syncnet_file):
     # the checkpoint stores cfg2 as JSON; load_stage1 rebuilds the modules from it (`_config`)
     saved = _config(json.loads(json.dumps(cfg2.to_dict())))
     for c in (cfg2, saved):
-        models = prior.build_models(c, EXP_DIM)
+        models = head_prior.build_models(c, EXP_DIM)
         net = models["syncnet"]
         assert (net.face_specs, net.audio_specs, net.norm, net.calibrated, net.centre) == (
             ref.face_specs, ref.audio_specs, "none", False, False)  # fmt: skip
-        like = jax.eval_shape(lambda k: prior.init_params(models, c, k, EXP_DIM),  # noqa: B023
+        like = jax.eval_shape(lambda k: head_prior.init_params(models, c, k, EXP_DIM),  # noqa: B023
                               jax.random.PRNGKey(0))  # fmt: skip
         assert jax.tree.map(np.shape, like["syncnet"]) == jax.tree.map(np.shape, params)
     k1, k2 = jax.random.split(jax.random.PRNGKey(1))
@@ -74,7 +75,7 @@ def test_pretrained_syncnet_config_builds_the_loaded_module(syncnet_file):
 
 def test_lip_step_with_the_pretrained_syncnet_runs(syncnet_file):
     cfg, sync_params = prior.pretrained_syncnet(tiny_cfg(pretrained=syncnet_file))
-    models = prior.build_models(cfg, EXP_DIM)
+    models = head_prior.build_models(cfg, EXP_DIM)
     s = cfg.data.face_size
     rng = np.random.default_rng(2)
     data = {"crops": jnp.asarray(rng.integers(0, 256, (N_FRAMES, s, s, 3), np.uint8)),
@@ -118,7 +119,7 @@ def test_lip_step_sync_loss_reads_the_offset_chunk(offset):
     data = {"crops": jnp.zeros((len(markers), s, s, 3), jnp.uint8),
             "mel": jnp.asarray(markers[:, None, None] * np.ones((1, 80, 16), np.float32)),
             "syncnet": {}}  # fmt: skip
-    lip = prior.build_models(cfg, EXP_DIM)["lip_expert"]
+    lip = head_prior.build_models(cfg, EXP_DIM)["lip_expert"]
     lp = lip.init(jax.random.PRNGKey(0), jnp.zeros((1, s, s, 6)), data["mel"][:1])
     step, tx = prior.make_lip_step(cfg, lip, MarkerSync(), t)
     _, m = step(init_state(lp["params"], tx), data, jax.random.PRNGKey(1))

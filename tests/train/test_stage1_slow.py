@@ -17,10 +17,13 @@ from tests.train.test_stage1_train import make_data, procedural_subject
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.synthetic.generate import generate_subject
+from ua3dtalk_jax.head import emotion as head_emotion
+from ua3dtalk_jax.head import prior as head_prior
+from ua3dtalk_jax.head.features import checkpoint_digest, stage1_features
+from ua3dtalk_jax.head.stage1_model import load_stage1, save_stage1
+from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.features import checkpoint_digest, stage1_features
-from ua3dtalk_jax.train.stage1 import load_stage1, save_stage1
 from ua3dtalk_jax.train.stage1_data import Stage1Data
 from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
 
@@ -64,7 +67,7 @@ def test_syncnet_separates_shifted_windows(tmp_path_factory):
     cfg = stage1_config("tiny").copy_and_resolve_references()
     cfg.data.update(SYNC_DATA)
     data = Stage1Data.from_subject(Subject.open(path), cfg)
-    syncnet = prior.build_models(cfg, data.exp_dim)["syncnet"]
+    syncnet = head_prior.build_models(cfg, data.exp_dim)["syncnet"]
     # init_params' SyncNet alone (its key, its dummy shapes): the other four modules take ~9 s
     s, frames = cfg.data.face_size, cfg.data.sync_frames
     key = jax.random.split(jax.random.PRNGKey(0), 5)[0]
@@ -85,13 +88,13 @@ def test_syncnet_separates_shifted_windows(tmp_path_factory):
 def test_emotion_pretraining_beats_chance(data_cfg):
     cfg, data = data_cfg
     e = cfg.emotion
-    model = emo.build_encoder(e, 8, data.exp_dim)
+    model = head_emotion.build_encoder(e, 8, data.exp_dim)
     params, _ = emo.init_encoder(model, e, jax.random.PRNGKey(0))
     corpus = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=False)
     step, tx = emo.make_emotion_step(e, model, finetune=False)
     st, h = run_steps(step, init_state(params, tx), corpus, jax.random.PRNGKey(1), EMO_STEPS)
     val = np.arange(data.n_train, data.n)
-    out = emo.emotion_features(model, st.params, data.stream, np.asarray(data.centres)[val], e)
+    out = head_emotion.emotion_features(model, st.params, data.stream, np.asarray(data.centres)[val], e)
     acc = emo.accuracy(out["logits"], np.asarray(data.emotion)[val])
     print(f"emotion pretrain {EMO_STEPS} steps {h['seconds']:.1f}s held-out acc {acc:.3f}")
     assert acc >= 2 * CHANCE
@@ -105,7 +108,7 @@ def test_stage1_end_to_end_checkpoint_and_features(tiny_trained, tmp_path):
     assert metrics["emotion"]["alexnet_imagenet"]
     for part in ("syncnet", "lip_expert", "expr_prior", "stylenet_fuse"):
         assert np.isfinite(metrics[part]["loss_last"]), part
-    model = load_stage1(tiny_trained["workdir"])
+    model = Workdir(tiny_trained["workdir"]).load_stage1()
     save_stage1(model, str(tmp_path / "run"))
     restored = load_stage1(str(tmp_path / "run"))
     jax.tree.map(np.testing.assert_array_equal, restored.params, model.params)

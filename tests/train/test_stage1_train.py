@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 from ua3dtalk_jax.configs.stage1 import stage1_config
+from ua3dtalk_jax.head import emotion as head_emotion
+from ua3dtalk_jax.head import prior as head_prior
+from ua3dtalk_jax.head.crops import face_crops
+from ua3dtalk_jax.head.stage1_model import Stage1Model, prior_stats
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1 import Stage1Model, prior_stats
-from ua3dtalk_jax.train.stage1_data import Stage1Data, face_crops
+from ua3dtalk_jax.train.stage1_data import Stage1Data
 from ua3dtalk_jax.train.stage1_loop import init_state
 
 OVERFIT_STEPS = 25
@@ -73,8 +76,8 @@ def make_data(cfg, **kw) -> Stage1Data:
 def setup():
     cfg = stage1_config("tiny")
     data = make_data(cfg)
-    models = prior.build_models(cfg, data.exp_dim)
-    params = prior.init_params(models, cfg, jax.random.PRNGKey(0), data.exp_dim)
+    models = head_prior.build_models(cfg, data.exp_dim)
+    params = head_prior.init_params(models, cfg, jax.random.PRNGKey(0), data.exp_dim)
     arrays = {"crops": data.crops, "mel": data.mel, "exp": data.exp}
     return cfg, data, models, params, arrays
 
@@ -116,7 +119,7 @@ def test_lip_expert_step_with_the_cpu_options_overfits(setup):
     cfg, data, _, params, arrays = setup
     cfg = cfg.copy_and_resolve_references()
     cfg.lip_expert.update(audio_norm="none", audio_all_stages=True, mouth_weight=10.0)
-    models = prior.build_models(cfg, data.exp_dim)
+    models = head_prior.build_models(cfg, data.exp_dim)
     s = cfg.data.face_size
     lp = models["lip_expert"].init(jax.random.PRNGKey(1), np.zeros((1, s, s, 6)), np.zeros((1, 80, 16)))
     step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
@@ -130,7 +133,7 @@ def test_mouth_weight_map_and_generator_mel():
     assert w[19, 20] == w[0, 0] and w[20, 10] > w[0, 0] and w[32, 20] == w[0, 0]
     np.testing.assert_array_equal(prior.mouth_weight_map(8, 1.0), np.ones((8, 8, 1)))
     mel = np.arange(10)[:, None, None] * np.ones((10, 80, 16))
-    got = np.asarray(prior.generator_mel(mel, np.array([0, 1, 2, 5, 9])))[:, 0, 0]
+    got = np.asarray(head_prior.generator_mel(mel, np.array([0, 1, 2, 5, 9])))[:, 0, 0]
     np.testing.assert_array_equal(got, [0, 0, 0, 3, 7])  # frame i reads the chunk of i − 2, clamped
 
 
@@ -188,14 +191,14 @@ def test_stage1_configs_without_the_style_fields_build():
     """Stage-1 checkpoints saved before fuse.exp_dropout / stylenet.frame_* rebuild unchanged."""
     cfg = stage1_config("tiny").copy_and_resolve_references()
     del cfg.stylenet["frame_mlp"], cfg.stylenet["frame_dropout"], cfg.fuse["exp_dropout"]
-    style = prior.build_models(cfg, 9)["stylenet"]
+    style = head_prior.build_models(cfg, 9)["stylenet"]
     assert style.frame_mlp == () and style.frame_dropout == 0.0
 
 
 @pytest.mark.parametrize("finetune", [False, True])
 def test_emotion_steps_overfit(setup, finetune):
     cfg, data, *_ = setup
-    model = emo.build_encoder(cfg.emotion, 8, data.exp_dim)
+    model = head_emotion.build_encoder(cfg.emotion, 8, data.exp_dim)
     params, imagenet = emo.init_encoder(model, cfg.emotion, jax.random.PRNGKey(2))
     assert imagenet
     corpus = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=finetune)

@@ -21,13 +21,12 @@ import pytest
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.gaussians import init_gaussians, init_grad_stats
 from ua3dtalk_jax.gaussians.params import trainable
+from ua3dtalk_jax.head.stage2_model import build_network, dummy_inputs
 from ua3dtalk_jax.train.optim import motion_factor
 from ua3dtalk_jax.train.stage2_loop import flags
 from ua3dtalk_jax.train.stage2_state import (
     AUDIO_ATT_WEIGHT_DECAY,
     BranchState,
-    build_network,
-    dummy_inputs,
     gaussian_optimizer,
     network_group,
     network_optimizer,

@@ -18,9 +18,10 @@ from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.synthetic.generate import generate_preset
 from ua3dtalk_jax.gaussians import densify_config
+from ua3dtalk_jax.head.checkpoint import Checkpointer
+from ua3dtalk_jax.head.workdir import Stage1Missing, Workdir
 from ua3dtalk_jax.train import parallel, run
-from ua3dtalk_jax.train.checkpoint import Checkpointer
-from ua3dtalk_jax.train.stage2 import Stage1Missing, load_stage2, run_stage2, stage1_arrays
+from ua3dtalk_jax.train.stage2 import run_stage2
 from ua3dtalk_jax.train.stage2_loop import train_branch
 from ua3dtalk_jax.train.stage2_state import init_branch, scene_extent
 
@@ -58,7 +59,8 @@ def test_tiny_run_trains_checkpoints_and_summarises(trained):
     assert held["frames"] == len(Subject.open(trained["subject"]).split("val"))
     assert np.isfinite(held["psnr"]) and 0 < held["ssim"] <= 1 and held["lpips"] >= 0
     assert set(summary["seconds"]) >= {"face", "mouth", "fuse", "eval", "stage1"}
-    cfg2, heads = load_stage2(workdir)
+    model = Workdir(workdir).load_trained(trained["subject"], drivable=False)
+    cfg2, heads = model.cfg, model.heads
     as_json = lambda c: json.loads(json.dumps(c.to_dict()))
     assert as_json(cfg2) == as_json(cfg)
     assert heads["face"][2].capacity == cfg.model.gaussians.face.capacity
@@ -74,7 +76,7 @@ def test_resumed_branch_ends_where_an_uninterrupted_one_does(trained, tmp_path):
     src = os.path.join(workdir, "stage2", "face")
     os.makedirs(os.path.join(resumed, "stage2", "face"))
     shutil.copytree(os.path.join(src, "20"), os.path.join(resumed, "stage2", "face", "20"))
-    features = stage1_arrays(subject, workdir)
+    features = Workdir(workdir).stage1_features(subject)
     extent = scene_extent(np.stack([subject.viewmat(int(i)) for i in subject.split("train")]))
     traces = []
 
@@ -122,11 +124,11 @@ def test_overrides_parse_values_and_reject_unknown_keys():
 
 
 def test_workdir_with_another_config_is_refused(tmp_path):
-    run.check_workdir(get_config("tiny"), str(tmp_path))
-    run.check_workdir(get_config("tiny"), str(tmp_path))  # same config: resumes
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))  # same config: resumes
     other = run.apply_overrides(get_config("tiny"), ["seed=5"])
     with pytest.raises(ValueError, match="seed"):
-        run.check_workdir(other, str(tmp_path))
+        Workdir(str(tmp_path)).check_config(other)
 
 
 def test_workdirs_saved_before_a_field_existed_resume_with_its_legacy_value(tmp_path):
@@ -134,16 +136,16 @@ def test_workdirs_saved_before_a_field_existed_resume_with_its_legacy_value(tmp_
     a workdir did) when resuming and loading, and differs from an explicit "subject"."""
     from ua3dtalk_jax.train.config_io import load_config
 
-    run.check_workdir(get_config("tiny"), str(tmp_path))
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))
     path = tmp_path / "config.json"
     saved = json.loads(path.read_text())
     del saved["stage1"]["features"]["source"]
     path.write_text(json.dumps(saved))
-    run.check_workdir(get_config("tiny"), str(tmp_path))  # resumes
+    Workdir(str(tmp_path)).check_config(get_config("tiny"))  # resumes
     assert load_config(str(tmp_path)).stage1.features.source == "stage1"
     other = run.apply_overrides(get_config("tiny"), ["stage1.features.source=subject"])
     with pytest.raises(ValueError, match=r"differs in stage1\.features\.source"):
-        run.check_workdir(other, str(tmp_path))
+        Workdir(str(tmp_path)).check_config(other)
 
 
 _DP_SCRIPT = r"""

@@ -9,113 +9,57 @@
                                                                         its held-out R²
   4. StyleNet + FuseNet (Eq. 4, L_recon on f_gen-exp)                  → f_tone
   5. emotion encoder: pre-training (CE on a corpus), fine-tuning (Eq. 5) → f_emo-attn, class means
-and writes one orbax checkpoint (train/checkpoint.py) under `workdir/stage1`: every parameter tree,
+and writes one orbax checkpoint (head/checkpoint.py) under `workdir/stage1`: every parameter tree,
 the lip-wav reference crops (so novel audio needs no video), the f_gt-exp standardisation, the
 train-frame statistics of f_exp and f_tone (`stage1.features`: the standardisation stage 2 sees)
-and the per-class mean f_emo-attn (for the emotion override). `load_stage1(workdir)` rebuilds it
-all.
+and the per-class mean f_emo-attn (for the emotion override). `Workdir.load_stage1` rebuilds it
+all (`head.stage1_model`).
 
 Crash safety: every module checkpoints every `checkpoint_every` steps and at its end under
 `workdir/stage1_progress/<module>` (`stage1_loop.Progress`); a rerun restores finished modules and
 resumes a half-trained one where it stopped, with the parameters of a run without a stop. The
 folder is deleted once the final checkpoint is written. Both are orbax checkpoints: a save killed
-half-way leaves a temporary folder that counts as nothing (`has_stage1`).
+half-way leaves a temporary folder that counts as nothing (`Workdir.has_stage1`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import hashlib
-import os
 import shutil
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from ua3dtalk_jax.data.images import to_float
+from ua3dtalk_jax.head import emotion as head_emotion
+from ua3dtalk_jax.head import face_prior
+from ua3dtalk_jax.head import prior as head_prior
+from ua3dtalk_jax.head.stage1_model import (  # noqa: F401  _config: read by train.config_io
+    Stage1Model,
+    _config,
+    prior_stats,
+    save_stage1,
+)
+from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.train import stage1_emotion as emo
 from ua3dtalk_jax.train import stage1_face
 from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.checkpoint import Checkpointer, finished_steps
 from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices
 from ua3dtalk_jax.train.stage1_loop import Progress, init_state, run_steps
 from ua3dtalk_jax.types import EMOTIONS
 
-CKPT_DIR = "stage1"
-PROGRESS_DIR = "stage1_progress"  # per-module checkpoints of an unfinished stage 1
 DEFAULT_CHECKPOINT_EVERY = 500  # configs saved before stage1.checkpoint_every
-
-
-def has_stage1(workdir: str) -> bool:
-    """Whether `workdir` holds a finished stage-1 checkpoint (a save killed before orbax
-    finished it leaves only a temporary folder, which does not count)."""
-    return bool(finished_steps(os.path.join(workdir, CKPT_DIR)))
 
 
 AUC_SHIFT = 5  # frames; the issue's separation test
 VAL_CHUNK = 512  # held-out crops per call of the regressor's validation (memory bounded in N)
 
 
-@dataclasses.dataclass
-class Stage1Model:
-    """A trained stage 1: config, modules, parameters and the stored side arrays."""
-
-    cfg: ml_collections.ConfigDict
-    models: dict  # Prior Extraction modules + "emotion"
-    params: dict  # same keys
-    refs: np.ndarray  # (K, S, S, 3) uint8 reference crops
-    exp_mean: np.ndarray  # (E,)
-    exp_std: np.ndarray  # (E,)
-    class_means: np.ndarray  # (C, 128)
-    # train-frame mean and s.d. of [f_exp, f_tone] (128,); checkpoints without them: 0 and 1
-    prior_mean: np.ndarray | None = None
-    prior_std: np.ndarray | None = None
-    # Deep3DFaceRecon path: the network (reloaded from `prior.face_recon_weights`, not stored)
-    # and the aligned references (stored)
-    face: stage1_face.FacePrior | None = None
-
-    def prior_out(self, f_exp, f_tone) -> tuple:
-        """f_exp, f_tone as stage 2 receives them (`cfg.features`: standardised × scale, or as is)."""
-        if self.prior_mean is None:
-            return f_exp, f_tone
-        return standardise_prior(f_exp, f_tone, self.prior_mean, self.prior_std,
-                                 self.cfg.get("features", None))  # fmt: skip
-
-
-def standardise_prior(f_exp, f_tone, mean, std, features) -> tuple:
-    """(f − mean)/s.d. × `features.scale` for f_exp and f_tone when `features.standardise` (the
-    stage-1 config's `features` block; None or off: both as they are).
-
-    Args:
-      f_exp: (..., D); f_tone: (..., D'); mean, std: (D + D',) from `prior_stats`.
-    """
-    if features is None or not features.standardise:
-        return f_exp, f_tone
-    d = f_exp.shape[-1]
-    z = [(f - mean[a:b]) / std[a:b] * features.scale
-         for f, (a, b) in ((f_exp, (0, d)), (f_tone, (d, None)))]  # fmt: skip
-    return z[0], z[1]
-
-
-def _tuples(x):
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _config(d: dict) -> ml_collections.ConfigDict:
-    cfg = ml_collections.ConfigDict(d)
-    for sub, key in (("syncnet", "face_specs"), ("syncnet", "audio_specs"),
-                     ("lip_expert", "audio_specs"), ("lip_expert", "channels"),
-                     ("expr_prior", "channels"), ("stylenet", "mlp"), ("emotion", "image_hw")):
-        cfg[sub][key] = _tuples(cfg[sub][key])  # fmt: skip
-    return cfg
-
-
 def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
-                face: stage1_face.FacePrior | None = None,
+                face: face_prior.FacePrior | None = None,
                 progress: Progress | None = None) -> tuple[dict, dict, dict]:  # fmt: skip
     """Steps 1–4; `syncnet`: frozen SyncNet params (`prior.pretrained_syncnet`), not trained then;
     `face`: Deep3DFaceRecon gives f_exp (`stage1_face`), the regressor is not trained then;
@@ -123,8 +67,8 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
 
     Returns (models, params, metrics).
     """
-    models = prior.build_models(cfg, data.exp_dim)
-    params = prior.init_params(models, cfg, jax.random.fold_in(key, 0), data.exp_dim)
+    models = head_prior.build_models(cfg, data.exp_dim)
+    params = head_prior.init_params(models, cfg, jax.random.fold_in(key, 0), data.exp_dim)
     arrays = {"crops": data.crops, "mel": data.mel, "exp": data.exp}
     m = {}
     t = cfg.data.sync_frames
@@ -154,7 +98,7 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
     else:
         m["expr_prior"] = {"face_recon": 1.0}
     refs = to_float(data.crops[reference_indices(data.n_train, cfg.data.n_refs)])
-    feats = prior.expression_features(models, params, refs, data.mel, face)
+    feats = head_prior.expression_features(models, params, refs, data.mel, face)
     m["f_exp"] = _f_exp_r2(data, feats["f_exp"], face is not None, log)
     step, tx = prior.make_style_step(cfg, models["stylenet"], models["fuse"], data.n_train)
     sp = {"stylenet": params["stylenet"], "fuse": params["fuse"]}
@@ -163,7 +107,7 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
                       progress)  # fmt: skip
     params.update(st.params)
     m["stylenet_fuse"] = _summary(h)
-    tone = prior.tone_features(models, params, data.mel, feats["f_exp"], cfg.stylenet.seq_len)
+    tone = head_prior.tone_features(models, params, data.mel, feats["f_exp"], cfg.stylenet.seq_len)
     if data.n > data.n_train:
         m["stylenet_fuse"]["val_loss"] = float(
             _recon(tone["f_gen_exp"][data.n_train:], data.exp[data.n_train:]))  # fmt: skip
@@ -202,12 +146,6 @@ def _f_exp_r2(data: Stage1Data, f_exp, face_recon: bool, log) -> dict:
     return {"r2_val": r2}
 
 
-def prior_stats(f_exp, f_tone, n_train: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-component mean and s.d. (floored at 1e-6) of [f_exp, f_tone] over the train frames."""
-    f = np.concatenate([np.asarray(f_exp), np.asarray(f_tone)], axis=1)[:n_train]
-    return f.mean(0).astype(np.float32), np.maximum(f.std(0), 1e-6).astype(np.float32)
-
-
 def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None,
                   progress: Progress | None = None):  # fmt: skip
     """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names;
@@ -221,14 +159,14 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     if corpus is None:
         corpus, corpus_classes = emo.pretraining_corpus(e, data, log)
     pre_classes = corpus_classes or n_classes
-    pre_model = emo.build_encoder(e, pre_classes, data.exp_dim)
+    pre_model = head_emotion.build_encoder(e, pre_classes, data.exp_dim)
     params, imagenet = emo.init_encoder(pre_model, e, jax.random.fold_in(key, 0))
     m = {"alexnet_imagenet": imagenet, "wav2vec_pretrained": bool(e.get("wav2vec_weights", ""))}
     step, tx = emo.make_emotion_step(e, pre_model, finetune=False)
     st, h = run_steps(step, init_state(params, tx), corpus, jax.random.fold_in(key, 1),
                       e.pretrain_steps, log, "emotion_pretrain", progress)  # fmt: skip
     m["pretrain"] = _summary(h)
-    model = emo.build_encoder(e, n_classes, data.exp_dim)
+    model = head_emotion.build_encoder(e, n_classes, data.exp_dim)
     val = np.arange(data.n_train, data.n)
     labels = np.asarray(data.emotion)
     val_labelled = bool((labels[val] >= 0).any())  # accuracies only where there are labels
@@ -238,7 +176,7 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
             "and one class mean for every emotion (an emotion override changes nothing)"
         )
     if pre_classes == n_classes and val_labelled:
-        out = emo.emotion_features(model, st.params, data.stream, np.asarray(data.centres)[val], e)
+        out = head_emotion.emotion_features(model, st.params, data.stream, np.asarray(data.centres)[val], e)
         m["pretrain"]["val_acc"] = emo.accuracy(out["logits"], labels[val])
     fresh, _ = emo.init_encoder(model, e, jax.random.fold_in(key, 2))
     params = emo.adapt_heads(st.params, fresh)
@@ -247,7 +185,7 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     st, h = run_steps(step, init_state(params, tx), ft, jax.random.fold_in(key, 3),
                       e.finetune_steps, log, "emotion_finetune", progress)  # fmt: skip
     m["finetune"] = _summary(h)
-    out = emo.emotion_features(model, st.params, data.stream, np.asarray(data.centres), e)
+    out = head_emotion.emotion_features(model, st.params, data.stream, np.asarray(data.centres), e)
     if val_labelled:
         m["finetune"]["val_acc"] = emo.accuracy(out["logits"][val], labels[val])
     if len(val):
@@ -293,22 +231,22 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
     refs = np.asarray(data.crops)[reference_indices(data.n_train, cfg.data.n_refs)]
     model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means, *stats,
                         face)  # fmt: skip
-    save_stage1(model, workdir, m)
+    save_stage1(model, Workdir(workdir).stage1_dir, m)
     shutil.rmtree(progress.root, ignore_errors=True)  # the final checkpoint supersedes it
     return model, m
 
 
-def _face_prior(cfg, data: Stage1Data) -> stage1_face.FacePrior | None:
+def _face_prior(cfg, data: Stage1Data) -> face_prior.FacePrior | None:
     """The Deep3DFaceRecon network `cfg.prior.face_recon_weights` names, with the data's aligned
     references; None without weights."""
-    net = stage1_face.load_network(cfg)
+    net = face_prior.load_network(cfg)
     if net is None:
         return None
     if data.face_refs is None:
         raise ValueError(
-            f"stage1.prior.face_recon_weights={stage1_face.weights_path(cfg)}: the stage-1 data "
+            f"stage1.prior.face_recon_weights={face_prior.weights_path(cfg)}: the stage-1 data "
             "has no aligned frames (build it with Stage1Data.from_subject and this config)")
-    return stage1_face.FacePrior(*net, data.face_refs["frames"], data.face_refs["affine"])
+    return face_prior.FacePrior(*net, data.face_refs["frames"], data.face_refs["affine"])
 
 
 def _progress(cfg, data: Stage1Data, workdir: str) -> Progress:
@@ -318,86 +256,7 @@ def _progress(cfg, data: Stage1Data, workdir: str) -> Progress:
     every = c.pop("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
     subject = hashlib.sha256(np.ascontiguousarray(np.asarray(data.exp, np.float32))).hexdigest()
     shape = [int(data.n), int(data.n_train), int(data.exp_dim), subject]
-    return Progress(os.path.join(workdir, PROGRESS_DIR), every, [c, shape])
-
-
-def save_stage1(model: Stage1Model, workdir: str, metrics: dict | None = None) -> str:
-    """Writes the checkpoint; returns its directory."""
-    path = os.path.join(os.path.abspath(workdir), CKPT_DIR)
-    tree = {"params": model.params, "refs": model.refs, "exp_mean": model.exp_mean,
-            "exp_std": model.exp_std, "class_means": model.class_means}  # fmt: skip
-    if model.prior_mean is not None:
-        tree |= {"prior_mean": model.prior_mean, "prior_std": model.prior_std}
-    if model.face is not None:
-        tree |= {"face_frames": model.face.frames, "face_affine": model.face.affine}
-    meta = {"config": model.cfg.to_dict(), "exp_dim": int(model.exp_mean.shape[0]),
-            "n_refs": len(model.refs), "metrics": jax.tree.map(float, metrics or {}),
-            "prior_stats": model.prior_mean is not None,
-            "face_refs": 0 if model.face is None else len(model.face.frames)}  # fmt: skip
-    ck = Checkpointer(path, max_to_keep=1)
-    ck.save(0, tree, meta)
-    ck.close()
-    return path
-
-
-def load_stage1(workdir: str) -> Stage1Model:
-    """Restores a `train_stage1` checkpoint from workdir (or its stage1/ folder)."""
-    path = os.path.abspath(workdir)
-    if os.path.isdir(os.path.join(path, CKPT_DIR)):
-        path = os.path.join(path, CKPT_DIR)
-    if not finished_steps(path):
-        raise FileNotFoundError(
-            f"{path}: no finished stage-1 checkpoint; run `python -m experiments.train "
-            "--stage=1` (or --stage=all) with this --workdir")  # fmt: skip
-    ck = Checkpointer(path, max_to_keep=1)
-    meta = ck._manager.restore(ck.latest_step(), args=_meta_args())["meta"]
-    cfg = _config(meta["config"])
-    e_dim = int(meta["exp_dim"])
-    models = prior.build_models(cfg, e_dim)
-    models["emotion"] = emo.build_encoder(cfg.emotion, len(EMOTIONS), e_dim)
-    shapes = jax.eval_shape(lambda k: _init_all(models, cfg, k, e_dim), jax.random.PRNGKey(0))
-    s = cfg.data.face_size
-    like = {"params": jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes),
-            "refs": np.zeros((int(meta["n_refs"]), s, s, 3), np.uint8),
-            "exp_mean": np.zeros(e_dim, np.float32), "exp_std": np.zeros(e_dim, np.float32),
-            "class_means": np.zeros((len(EMOTIONS), cfg.emotion.feature_dim), np.float32)}  # fmt: skip
-    if meta.get("prior_stats", False):  # older checkpoints have none (features passed on as is)
-        width = cfg.expr_prior.feature_dim + cfg.stylenet.out_dim
-        like |= {k: np.zeros(width, np.float32) for k in ("prior_mean", "prior_std")}
-    k_face = int(meta.get("face_refs", 0))
-    if k_face:
-        like |= {"face_frames": np.zeros((k_face, *stage1_face.ALIGNED_SHAPE), np.uint8),
-                 "face_affine": np.zeros((k_face, 2, 3), np.float32)}  # fmt: skip
-    tree, _ = ck.restore(like)
-    ck.close()
-    params = jax.tree.map(jnp.asarray, tree["params"])
-    stats = [np.asarray(tree[k]) if k in tree else None for k in ("prior_mean", "prior_std")]
-    face = None
-    if k_face:  # the network is reloaded from the user's file (not copied into every workdir)
-        net = stage1_face.load_network(cfg)
-        if net is None:
-            raise ValueError(f"{path}: a Deep3DFaceRecon stage 1 whose config names no weights")
-        face = stage1_face.FacePrior(*net, np.asarray(tree["face_frames"]),
-                                     np.asarray(tree["face_affine"]))  # fmt: skip
-    return Stage1Model(cfg, models, params, np.asarray(tree["refs"]), np.asarray(tree["exp_mean"]),
-                       np.asarray(tree["exp_std"]), np.asarray(tree["class_means"]), *stats,
-                       face)  # fmt: skip
-
-
-def _meta_args():
-    import orbax.checkpoint as ocp
-
-    return ocp.args.Composite(meta=ocp.args.JsonRestore())
-
-
-def _init_all(models, cfg, key, e_dim):
-    p = prior.init_params({k: v for k, v in models.items() if k != "emotion"}, cfg, key, e_dim)
-    e = cfg.emotion
-    wt, sw = emo.emotion_inputs.window_frames(e), emo.emotion_inputs.window_samples(e)
-    h, w = e.image_hw
-    p["emotion"] = models["emotion"].init(key, jnp.zeros((1, h, w, 3)), jnp.zeros(
-        (1, -(-wt // e.mfcc_stride), e.n_mfcc)), jnp.zeros((1, sw)))["params"]  # fmt: skip
-    return p
+    return Progress(Workdir(workdir).stage1_progress_dir, every, [c, shape])
 
 
 def _recon(pred, target) -> jax.Array:

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
 import jax.numpy as jnp
 import numpy as np
 
 from ua3dtalk_jax.audio import emotion_inputs, features
+from ua3dtalk_jax.head import face_prior
+from ua3dtalk_jax.head.crops import face_boxes, face_crops
 from ua3dtalk_jax.train import stage1_face
 
 STD_FLOOR = 1e-6  # standardisation of a constant coefficient
@@ -101,7 +102,7 @@ class Stage1Data:
         mel = features.mel_chunks(wav, subject.fps, n)
         data = cls.from_arrays(crops, wav, subject.fps, np.stack(exp), np.stack(emo), len(train),
                                cfg.emotion, mel=mel)  # fmt: skip
-        net = stage1_face.load_network(cfg)
+        net = face_prior.load_network(cfg)
         if net is None:
             return data
         dense = subject.dense_landmarks  # (rows by image id) the 478-point mesh, if any
@@ -114,7 +115,7 @@ class Stage1Data:
         """This data with f_gt-exp from Deep3DFaceRecon (`train.stage1_face`).
 
         Args:
-          net: (model, variables) from `stage1_face.load_network`.
+          net: (model, variables) from `head.face_prior.load_network`.
           images: (N, H, W, 3) uint8 frames; points: (N, 5, 2) their alignment points.
           landmarks: (N, 68, 2) (the face boxes of the crops, as `face_crops` draws them).
           cfg: the stage-1 config.
@@ -164,43 +165,6 @@ def standardise(exp, n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean = exp[:n_train].mean(0)
     std = np.maximum(exp[:n_train].std(0), STD_FLOOR)
     return (exp - mean) / std, mean, std
-
-
-def face_boxes(landmarks: np.ndarray, scale: float, smooth: int, size: tuple) -> np.ndarray:
-    """Square boxes (N, 3) = (centre x, centre y, side) around each frame's 68 landmarks.
-
-    Frames without landmarks (all zeros) get the whole image's central square.
-    """
-    lm = np.asarray(landmarks, np.float64)
-    h, w = size
-    lo, hi = lm.min(1), lm.max(1)  # (N, 2)
-    centre = (lo + hi) / 2.0
-    side = scale * np.max(hi - lo, axis=1)
-    missing = ~np.any(lm != 0, axis=(1, 2))
-    centre[missing] = (w / 2.0, h / 2.0)
-    side[missing] = min(h, w)
-    boxes = np.concatenate([centre, side[:, None]], axis=1)
-    if smooth > 1 and len(boxes) > 1:
-        k = np.ones(smooth) / smooth
-        pad = np.pad(boxes, ((smooth // 2, smooth - 1 - smooth // 2), (0, 0)), mode="edge")
-        boxes = np.stack([np.convolve(pad[:, j], k, mode="valid") for j in range(3)], axis=1)
-    return boxes
-
-
-def face_crops(images: np.ndarray, landmarks: np.ndarray, data_cfg) -> np.ndarray:
-    """(N, H, W, 3) uint8 frames + (N, 68, 2) landmarks → (N, S, S, 3) uint8 face crops.
-
-    `images` may be any sequence with `shape` and iteration (`FrameImages`: one frame at a time).
-    """
-    s = data_cfg.face_size
-    boxes = face_boxes(landmarks, data_cfg.crop_scale, data_cfg.smooth_frames, images.shape[1:3])
-    out = np.empty((len(images), s, s, 3), np.uint8)
-    for i, (img, (cx, cy, side)) in enumerate(zip(images, boxes)):
-        a = s / side  # affine: crop pixel centre (u + 0.5) ↔ image point
-        m = np.array([[a, 0.0, s / 2.0 - a * cx], [0.0, a, s / 2.0 - a * cy]], np.float64)
-        interp = cv2.INTER_AREA if a < 1 else cv2.INTER_LINEAR
-        out[i] = cv2.warpAffine(img, m, (s, s), flags=interp, borderMode=cv2.BORDER_REPLICATE)
-    return out
 
 
 def reference_indices(n_train: int, k: int) -> np.ndarray:

@@ -16,54 +16,21 @@ reference's aligned frame and the crop → aligned affine are computed once per 
 (`paste_refs`) and stored in the stage-1 checkpoint, so novel audio needs no video.
 
 `exp_r2` scores any f_exp (this path or the regressor's) against the tracked expression: a ridge
-readout fitted on the train frames, R² on the held-out ones.
+readout fitted on the train frames, R² on the held-out ones. The network, the paste and f_exp at
+inference are `head.face_prior`; this module prepares them from the subject's frames.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import cv2
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from ua3dtalk_jax.head.face_prior import CHUNK, coefficients
 from ua3dtalk_jax.models.prior import face_align
-from ua3dtalk_jax.models.prior.face_recon import EXP, FaceReconNet, load_face_recon
+from ua3dtalk_jax.models.prior.face_recon import EXP
 
-ALIGNED_SHAPE = (face_align.TARGET, face_align.TARGET, 3)
-CHUNK = 16  # frames per jitted network call (fixed: one compile)
-PASTE_FEATHER = 1 / 16  # of the crop side: rows over which the pasted lower half fades in
 VARYING = 1e-6  # train-frame s.d. of a target component below which it is left out of the R²
 RIDGE = 1e-2  # × train frames: the R² readout's ridge on standardised f_exp (64 features over a
 # few hundred to a few thousand frames; also keeps a rank-deficient f_exp solvable)
-
-
-@dataclasses.dataclass
-class FacePrior:
-    """The loaded network and the aligned reference frames that lip-wav crops are pasted into."""
-
-    model: FaceReconNet
-    variables: dict
-    frames: np.ndarray  # (K, 224, 224, 3) uint8 aligned reference frames
-    affine: np.ndarray  # (K, 2, 3) float32: reference crop pixels → aligned pixels
-
-
-def weights_path(cfg) -> str:
-    """`stage1.prior.face_recon_weights` of a stage-1 config ("" when absent: older configs)."""
-    p = cfg.get("prior", None)
-    return str(p.get("face_recon_weights", "")) if p is not None else ""
-
-
-def load_network(cfg) -> tuple[FaceReconNet, dict] | None:
-    """The frozen network the config names, or None (the regressor path)."""
-    path = weights_path(cfg)
-    if not path:
-        return None
-    try:
-        return load_face_recon(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"stage1.prior.face_recon_weights={path}: file not found") from None
 
 
 def frame_points(landmarks: np.ndarray, dense: np.ndarray | None, hw: tuple) -> np.ndarray:
@@ -74,25 +41,6 @@ def frame_points(landmarks: np.ndarray, dense: np.ndarray | None, hw: tuple) -> 
     missing = ~np.any(src != 0, axis=(1, 2))
     out[missing] = face_align.missing_points(hw)
     return out
-
-
-def coefficients(net: tuple[FaceReconNet, dict], batches) -> np.ndarray:
-    """(N, 257) coefficients of aligned faces.
-
-    Args:
-      net: (model, variables).
-      batches: (N, 224, 224, 3) aligned faces (uint8, or float in [0, 1]), or an iterable of such
-        arrays (made on the fly, so N × 224² need never be held at once).
-    """
-    model, variables = net
-    fn = jax.jit(model.apply)  # one jitted function for every chunk: one compile
-    out = []
-    for x in [batches] if isinstance(batches, np.ndarray) else batches:
-        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-        for a in range(0, len(x), CHUNK):
-            idx = np.minimum(np.arange(a, a + CHUNK), len(x) - 1)  # padded to a fixed shape
-            out.append(np.asarray(fn(variables, jnp.asarray(x[idx])))[: len(x) - a])
-    return np.concatenate(out) if out else np.zeros((0, 257), np.float32)
 
 
 def real_exp(net, images: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -128,46 +76,6 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The (2, 3) affine outer ∘ inner."""
     return np.concatenate([outer[:, :2] @ inner[:, :2], outer[:, :2] @ inner[:, 2:] + outer[:, 2:]],
                           axis=1)  # fmt: skip
-
-
-def paste_mask(face_size: int) -> np.ndarray:
-    """(S, S) float32 weight of the generated crop: 1 on its lower half (the rows the lip
-    expert's input masks), 0 above, with a linear ramp of `PASTE_FEATHER`·S rows before it."""
-    s = face_size
-    f = max(1.0, PASTE_FEATHER * s)
-    rows = np.clip((np.arange(s) - (s // 2 - f)) / f, 0.0, 1.0)
-    return np.repeat(rows[:, None], s, axis=1).astype(np.float32)
-
-
-def paste(lipwav: np.ndarray, refs: dict, ref_idx: np.ndarray) -> np.ndarray:
-    """Aligned 224² faces: reference frame ref_idx[i] with lipwav[i]'s lower half pasted.
-
-    Args:
-      lipwav: (N, S, S, 3) float in [0, 1] lip-expert outputs.
-      refs: `paste_refs` output; ref_idx: (N,) which reference each crop was generated from.
-    Returns:
-      (N, 224, 224, 3) float32 in [0, 1].
-    """
-    s, t = lipwav.shape[1], face_align.TARGET
-    mask = paste_mask(s)
-    out = np.empty((len(lipwav), t, t, 3), np.float32)
-    for i, (crop, k) in enumerate(zip(np.asarray(lipwav, np.float32), ref_idx)):
-        a = refs["affine"][k].astype(np.float64)
-        gen = cv2.warpAffine(crop, a, (t, t), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-        w = cv2.warpAffine(mask, a, (t, t), flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
-        out[i] = w * gen + (1.0 - w) * (refs["frames"][k].astype(np.float32) / 255.0)
-    return out
-
-
-def lipwav_exp(face: FacePrior, lipwav: np.ndarray) -> np.ndarray:
-    """f_exp (N, 64) of lip-wav crops generated from references i mod K (`lipwav_images`)."""
-    lw = np.asarray(lipwav)
-    refs = {"frames": face.frames, "affine": face.affine}
-    k = len(face.frames)
-    chunks = (paste(lw[a : a + CHUNK], refs, np.arange(a, min(a + CHUNK, len(lw))) % k)
-              for a in range(0, len(lw), CHUNK))  # fmt: skip
-    return coefficients((face.model, face.variables), chunks)[:, EXP].astype(np.float32)
 
 
 def exp_r2(f_exp, target, n_train: int) -> float:

@@ -5,7 +5,7 @@ its own batch from the device-resident `data` dict with `key`; `run_steps` threa
 `fold_in(key, step)` and keeps the metrics of every step on the host (a few scalars).
 
 Resume: given a `Progress`, `run_steps` saves the state and the metrics so far every
-`checkpoint_every` steps and at the module's last step (orbax, atomic: train/checkpoint.py) under
+`checkpoint_every` steps and at the module's last step (orbax, atomic: head/checkpoint.py) under
 <root>/<module name>, and starts from the newest such checkpoint. Since the key of step i is
 `fold_in(key, i)` whatever came before, a module resumed at step k ends with the parameters of one
 run without a stop; a finished module is restored, not retrained.
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import optax
 
-from ua3dtalk_jax.train.checkpoint import Checkpointer
+from ua3dtalk_jax.head.checkpoint import Checkpointer
 
 
 @flax.struct.dataclass

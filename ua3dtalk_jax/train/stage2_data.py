@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ua3dtalk_jax.head.features import KEYS
+
 BRANCH_IDS = {"face": 1, "mouth": 2, "fuse": 3}
 MAX_REDRAWS = 100
-KEYS = ("image", "viewmat", "K", "aud", "au_exp", "head_mask", "mouth_mask", "teeth_mask",
-        "hair_mask", "lips_rect", "background")  # fmt: skip
 
 
 class FrameSampler:

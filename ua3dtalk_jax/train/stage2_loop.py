@@ -41,8 +41,9 @@ from ua3dtalk_jax.gaussians import (
 )
 from ua3dtalk_jax.gaussians.densify import background_cleanup, should_clean
 from ua3dtalk_jax.gaussians.params import camera_center, trainable
+from ua3dtalk_jax.head.checkpoint import Checkpointer
+from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.train import parallel
-from ua3dtalk_jax.train.checkpoint import Checkpointer
 from ua3dtalk_jax.train.stage2_data import FrameSampler, Prefetcher
 from ua3dtalk_jax.train.stage2_state import gaussian_optimizer, init_branch, zero_moments
 from ua3dtalk_jax.train.stage2_step import Variant, make_branch_step, make_fuse_step
@@ -56,7 +57,7 @@ class Phase:
 
     def __init__(self, name, total, cfg, workdir, writer=None, log=print):
         self.name, self.total, self.cfg, self.log, self.writer = name, total, cfg, log, writer
-        self.ckpt = Checkpointer(os.path.join(workdir, "stage2", name),
+        self.ckpt = Checkpointer(Workdir(workdir).phase_dir(name),
                                  max_to_keep=cfg.train.keep_checkpoints)  # fmt: skip
         self.bad = 0
         self.t0 = time.time()
@@ -65,7 +66,7 @@ class Phase:
         self.rollbacks = 0
         self.window = []
         self.cleaned = 0  # Gaussians hit by the green-background clean-up (since this start)
-        self.history = os.path.join(workdir, "stage2", f"{name}_metrics.jsonl")
+        self.history = Workdir(workdir).phase_history(name)
 
     def restore(self, state):
         """(state, iteration) from the newest checkpoint, or (state, 0); the metrics history keeps

@@ -32,7 +32,7 @@ import optax
 
 from ua3dtalk_jax.gaussians import GaussianState, GradStats, init_gaussians, init_grad_stats
 from ua3dtalk_jax.gaussians.params import trainable
-from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
+from ua3dtalk_jax.head.stage2_model import NET_INIT_POINTS, build_network, dummy_inputs
 from ua3dtalk_jax.train.optim import (
     adamw_network,
     exponential_lr,
@@ -44,7 +44,6 @@ from ua3dtalk_jax.train.stage2_init import INIT_MODES, image_points
 
 EXTENT_FLOOR = 0.2  # × mean camera distance (a static camera has no spread)
 AUDIO_ATT_WEIGHT_DECAY = 1e-4
-INIT_POINTS = 8  # points the network is initialised on (its parameters do not depend on N)
 
 
 @flax.struct.dataclass
@@ -65,22 +64,6 @@ def scene_extent(viewmats: np.ndarray) -> float:
     spread = np.linalg.norm(centres - centres.mean(0), axis=-1).max()
     floor = EXTENT_FLOOR * float(np.linalg.norm(centres, axis=-1).mean())
     return float(max(1.1 * spread, floor))
-
-
-def dummy_inputs(model_cfg) -> FrameInputs:
-    """Zero `FrameInputs` of the configured widths (for init and shape inference)."""
-    a, p = model_cfg.audio, model_cfg.prior
-    return FrameInputs(
-        aud=jnp.zeros((a.window, a.steps, a.in_dim)),
-        au_exp=jnp.zeros((6,)),
-        f_exp=jnp.zeros((p.exp_dim,)),
-        f_tone=jnp.zeros((p.tone_dim,)),
-        f_emo=jnp.zeros((model_cfg.emotion.in_dim,)),
-    )
-
-
-def build_network(model_cfg, part: str) -> MotionNetwork:
-    return MotionNetwork(motion_spec(model_cfg, part))
 
 
 def field_lr(rates: dict) -> optax.GradientTransformation:
@@ -189,7 +172,7 @@ def init_branch(cfg, part: str, key: jax.Array, extent: float, subject=None):
     # The parameters do not depend on the number of points: initialise on a few (the whole
     # buffer ran a full-ensemble forward over every slot, op by op: at the paper's 65,536 slots
     # that held > 6 GB and took minutes). Same keys, so the same values as before.
-    xyz = gaussians.means[:INIT_POINTS]
+    xyz = gaussians.means[:NET_INIT_POINTS]
     params = net.init(k_n, xyz, dummy_inputs(cfg.model), mode="eval")["params"]
     g_tx = gaussian_optimizer(bcfg, extent, gaussians.sh.shape[1], part=part)
     n_tx = network_optimizer(bcfg, params)

@@ -37,11 +37,11 @@ from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.gaussians import accumulate_grad_stats
 from ua3dtalk_jax.gaussians.compose import GREEN
 from ua3dtalk_jax.gaussians.params import trainable
+from ua3dtalk_jax.head.render import render_branch, render_fused
 from ua3dtalk_jax.losses import image as image_losses
 from ua3dtalk_jax.losses import regularizers
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.optim import advance_schedules
-from ua3dtalk_jax.train.stage2_render import render_branch, render_fused
 
 BLACK = (0.0, 0.0, 0.0)  # the mouth's final-phase background
 # Gaussian fields the mouth's final phase freezes (the authors set requires_grad = False on xyz,

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ua3dtalk_jax.train.checkpoint import Checkpointer
+from ua3dtalk_jax.head.checkpoint import Checkpointer
 
 
 def _state(v):
@@ -51,7 +51,7 @@ def test_format_version_mismatch(tmp_path):
 def test_sigkill_during_saves_leaves_only_complete_checkpoints(tmp_path):
     code = textwrap.dedent(f"""
         import jax.numpy as jnp, os, sys
-        from ua3dtalk_jax.train.checkpoint import Checkpointer
+        from ua3dtalk_jax.head.checkpoint import Checkpointer
         ck = Checkpointer({str(tmp_path)!r}, max_to_keep=100)
         big = jnp.ones((512, 1024), jnp.float32)
         for s in range(1, 10000):

@@ -21,9 +21,10 @@ from absl.testing import flagsaver
 
 from tests.tools import import_tool
 from ua3dtalk_jax.audio.features import SAMPLE_RATE, load_audio
-from ua3dtalk_jax.eval import synthesize as syn
-from ua3dtalk_jax.eval import trained_model as tm
 from ua3dtalk_jax.eval import video as V
+from ua3dtalk_jax.head.workdir import Workdir
+from ua3dtalk_jax.infer import synthesize as syn
+from ua3dtalk_jax.infer import trained_model as tm
 
 # Output audio is AAC: the encoder pads to whole 1024-sample frames (and an AAC input adds its own
 # priming), so the decoded track may exceed the input by up to two frames at 44.1 kHz.
@@ -39,7 +40,7 @@ CLIP_S = 1.2  # short clips keep the suite fast; 30 frames at 25 fps
 
 @pytest.fixture(scope="module")
 def model(tiny_trained):
-    return tm.load_trained(tiny_trained["workdir"], tiny_trained["subject"])
+    return Workdir(tiny_trained["workdir"]).load_trained(tiny_trained["subject"])
 
 
 @pytest.fixture(scope="module")
@@ -180,12 +181,12 @@ def test_missing_stage2_and_other_version(tiny_trained, tmp_path):
     with open(metas[0], "w") as f:
         json.dump(meta, f)
     with pytest.raises(ValueError, match="written as 'ua3dtalk_jax/stage2/v0'"):
-        tm.load_trained(work, subject)
+        Workdir(work).load_trained(subject)
     shutil.rmtree(os.path.join(work, "stage2", "model"))
     with pytest.raises(FileNotFoundError, match="stage2/model: no trained stage-2 model"):
-        tm.load_trained(work, subject)
+        Workdir(work).load_trained(subject)
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        tm.load_trained(str(tmp_path / "nowhere"), subject)
+        Workdir(str(tmp_path / "nowhere")).load_trained(subject)
 
 
 def test_cli_errors_name_the_flag(tiny_trained, tmp_path):

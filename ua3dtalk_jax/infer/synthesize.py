@@ -4,7 +4,7 @@
       → per-frame features (`audio_features`: f_audio + frozen stage 1, N = round(duration·fps);
         a model trained on DeepSpeech/HuBERT/esperanto windows takes the clip's .npy beside the
         audio, N = its window count)
-      → per frame t: pose (`eval.poses`) + features → `frame_conditioning` → `render` (one jit)
+      → per frame t: pose (`infer.poses`) + features → `frame_conditioning` → `render` (one jit)
       → `eval.video.VideoWriter` (H.264, else MPEG-4; AAC audio; streamed and atomic)
 
 Frames are encoded as they are rendered (one frame in flight while the next is dispatched), so
@@ -30,9 +30,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ua3dtalk_jax.audio.features import SAMPLE_RATE
-from ua3dtalk_jax.eval import trained_model as tm
-from ua3dtalk_jax.eval.poses import pose_schedule
 from ua3dtalk_jax.eval.video import VideoWriter
+from ua3dtalk_jax.head.trained import TrainedModel
+from ua3dtalk_jax.infer import trained_model as tm
+from ua3dtalk_jax.infer.poses import pose_schedule
 from ua3dtalk_jax.types import EMOTIONS
 
 INTENSITIES = (1, 2, 3)  # MEAD levels
@@ -143,17 +144,17 @@ def check_output(out: str) -> str:
     return out
 
 
-def synthesize(model: tm.TrainedModel, audio, out: str, *, emotion: str | None = None,
+def synthesize(model: TrainedModel, audio, out: str, *, emotion: str | None = None,
                poses: str = "val", features=None, progress: bool = True) -> dict:  # fmt: skip
     """Renders a talking-head video of `audio` to `out` (nothing is left at `out` on failure).
 
     Args:
-      model: a `trained_model.TrainedModel`.
+      model: a `head.trained.TrainedModel` (`Workdir.load_trained`).
       audio: an audio file path (muxed as it is) or a 16 kHz mono float array.
       out: the video file (.mp4).
       emotion: a `models.emotion.control` spec (`emotion_spec` builds one from the CLI flags);
         None is audio-driven.
-      poses: "val", "static" or a pose file (`eval.poses`).
+      poses: "val", "static" or a pose file (`infer.poses`).
       features: the clip's precomputed audio windows (.npy path or array) for a model trained on
         DeepSpeech / HuBERT / esperanto windows (`trained_model.audio_features`); the video then
         has their frame count.
@@ -197,9 +198,3 @@ def synthesize(model: tm.TrainedModel, audio, out: str, *, emotion: str | None =
         "first_frame_seconds": t_first, "seconds": seconds,
     }  # fmt: skip
 
-
-def resolve_subject(subject: str, data_root: str, workdir: str) -> str:
-    """The subject directory of a workdir for the CLI: `eval.evaluation.workdir_subject`."""
-    from ua3dtalk_jax.eval.evaluation import workdir_subject
-
-    return workdir_subject(subject, data_root, workdir)

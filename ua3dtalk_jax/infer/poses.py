@@ -43,7 +43,7 @@ def pingpong(t: int, m: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class PoseSchedule:
-    """Frame t → pose dict (`eval.trained_model.frame_conditioning`'s `pose`).
+    """Frame t → pose dict (`infer.trained_model.frame_conditioning`'s `pose`).
 
     Attributes:
       positions: (M,) subject frame positions lending au_exp and background (and the camera

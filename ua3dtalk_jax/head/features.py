@@ -1,8 +1,8 @@
 """Per-frame stage-1 features for stage 2 and inference: f_exp (64), f_tone (64), f_emo-attn (128).
 
 `stage1_features(source, stage1)` takes a subject (its aud.wav and frame count) or a bare waveform
-(novel audio) plus a trained stage 1 (`train.stage1.load_stage1` result or its workdir). Every
-feature comes from the audio and the checkpoint alone — f_exp from lip-wav images that the lip
+(novel audio) plus a trained stage 1 (a `head.stage1_model.Stage1Model` or its checkpoint folder).
+Every feature comes from the audio and the checkpoint alone — f_exp from lip-wav images that the lip
 expert generates from the audio and the checkpoint's stored reference crops (read by the
 expression-prior regressor, or by Deep3DFaceRecon after pasting them into the stored aligned
 reference frames, `Stage1Model.face`), f_tone from StyleNet,
@@ -30,20 +30,22 @@ import numpy as np
 from ua3dtalk_jax.audio import emotion_inputs, features
 from ua3dtalk_jax.audio.cache import cached_array
 from ua3dtalk_jax.data import layout
-from ua3dtalk_jax.models.emotion import control
-from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1 import (
-    CKPT_DIR,
+from ua3dtalk_jax.head import emotion as emo
+from ua3dtalk_jax.head import prior
+from ua3dtalk_jax.head.stage1_model import (
     Stage1Model,
     load_stage1,
     prior_stats,
-    standardise_prior,  # fmt: skip
+    standardise_prior,
 )
+from ua3dtalk_jax.models.emotion import control
 
 CACHE_NAME = "stage1_features"
 SOURCES = ("stage1", "subject")  # `stage1.features.source`
 WIDTHS = (("f_exp", 64), ("f_tone", 64), ("f_emo", 128))
+# the subject frame keys of a stage-2 frame dict (training batches, held-out renders)
+KEYS = ("image", "viewmat", "K", "aud", "au_exp", "head_mask", "mouth_mask", "teeth_mask",
+        "hair_mask", "lips_rect", "background")  # fmt: skip
 
 
 def compute_features(model: Stage1Model, wav: np.ndarray, fps: float, n_frames: int) -> dict:
@@ -77,7 +79,7 @@ def stage1_features(source, stage1, *, fps: float | None = None, n_frames: int |
 
     Args:
       source: a `data.Subject`, or a waveform ((S,) 16 kHz array or audio file path).
-      stage1: a `Stage1Model` or the workdir it was trained in.
+      stage1: a `Stage1Model` or its checkpoint folder (`Workdir.stage1_dir`; cached then).
       fps: frame rate (a subject's own by default; 25 for bare audio).
       n_frames: N (a subject's length; round(S·fps/16000) for bare audio).
       emotion: None/"audio" keeps the audio's f_emo-attn; else a `control` spec ("happy:0.8").
@@ -151,8 +153,8 @@ def subject_features(subject, features) -> dict:
 
 def checkpoint_digest(ckpt: str) -> str:
     """SHA-256 over the relative paths and bytes of every file of a stage-1 checkpoint folder
-    (`<workdir>/stage1` or the workdir itself), in sorted order: equal for byte-identical copies."""
-    root = os.path.join(ckpt, CKPT_DIR) if os.path.isdir(os.path.join(ckpt, CKPT_DIR)) else ckpt
+    (`Workdir.stage1_dir`), in sorted order: equal for byte-identical copies."""
+    root = ckpt
     h = hashlib.sha256()
     for d, _, files in sorted(os.walk(root)):
         for name in sorted(files):
@@ -162,3 +164,12 @@ def checkpoint_digest(ckpt: str) -> str:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
     return h.hexdigest()
+
+
+def frame_with_features(subject, features, i: int) -> dict:
+    """Subject frame i (the `KEYS` a stage-2 frame holds) with its row of each per-frame feature."""
+    f = subject.frame(i, keys=KEYS + ("mouth_mask",))
+    for k, v in features.items():
+        f[k] = np.asarray(v[i], np.float32)
+    return f
+

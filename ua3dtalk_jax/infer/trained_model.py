@@ -1,9 +1,9 @@
 """A trained workdir as pure functions: load it, featurise audio, condition, deform, render.
 
-This is the one code path of inference (`eval.synthesize`), the notebook API (`ua3dtalk_jax.api`)
+This is the one code path of inference (`infer.synthesize`), the notebook API (`ua3dtalk_jax.api`)
 and anything else that drives a trained model frame by frame:
 
-    model = load_trained(workdir, subject)              # TrainedModel(cfg, heads, subject, stage1)
+    model = Workdir(workdir).load_trained(subject)      # head: TrainedModel(cfg, heads, ...)
     feats = audio_features(model, "speech.m4a")         # per-frame features of the whole clip
     frame = frame_conditioning(model, feats, t, pose)   # one frame's inputs (a dict of arrays)
     out   = deform(model, "face", frame)                # Deformed(gaussians, delta, aux)
@@ -18,12 +18,12 @@ Per-frame features (N video frames at the subject's fps, N = round(S · fps / 16
                         (DeepSpeech, HuBERT, esperanto), the new clip's windows from that tool,
                         given as `features` (TalkingGaussian's `--aud`), N = their count
     f_exp  (N, 64)      expression prior, f_tone (N, 64), f_emo (N, 128) f_emo-attn: the frozen
-                        stage 1 (`train.features.stage1_features`), with an optional emotion spec
+                        stage 1 (`head.features.stage1_features`), with an optional emotion spec
                         (`models.emotion.control`) replacing or blending f_emo (`with_emotion`;
                         the audio's own one stays in f_emo_audio)
 
 A frame dict holds viewmat (4, 4), K (3, 3), au_exp (6,), background (H, W, 3) uint8 (from a pose,
-see `eval.poses`), aud (8, Wa, F) (the AudioAttNet context of frames t−4 … t+3, zeros past either
+see `infer.poses`), aud (8, Wa, F) (the AudioAttNet context of frames t−4 … t+3, zeros past either
 end, as `Subject.frame`), f_exp, f_tone, f_emo. `deform` and `render` are jitted once per model
 shape: every frame of a clip reuses one executable.
 """
@@ -36,120 +36,25 @@ import os
 
 import flax.struct
 import jax
-import ml_collections
 import numpy as np
 
 from ua3dtalk_jax.audio import features as audio_lib
 from ua3dtalk_jax.audio import precomputed
-from ua3dtalk_jax.data import Subject
-from ua3dtalk_jax.data.stage2_audio import open_for_model, trained_on
+from ua3dtalk_jax.data.stage2_audio import trained_on
 from ua3dtalk_jax.data.subject import AUD_CONTEXT
 from ua3dtalk_jax.gaussians import GaussianState
+from ua3dtalk_jax.head.features import stage1_features
+from ua3dtalk_jax.head.render import deform as deform_branch
+from ua3dtalk_jax.head.render import render_fused
+from ua3dtalk_jax.head.trained import TrainedModel
 from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.models.motion import DeformOut
-from ua3dtalk_jax.train.features import feature_source, stage1_features
-from ua3dtalk_jax.train.run import recorded_subject
-from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
-from ua3dtalk_jax.train.stage1 import Stage1Model, has_stage1, load_stage1
-from ua3dtalk_jax.train.stage2 import load_stage2
-from ua3dtalk_jax.train.stage2_render import deform as deform_branch
-from ua3dtalk_jax.train.stage2_render import render_fused
 
 PARTS = ("face", "mouth")
 # Peak below −60 dBFS: digital silence or dither, nothing a lip-sync model can follow.
 SILENCE_PEAK = 1e-3
 POSE_KEYS = ("viewmat", "K", "au_exp", "background")
 _NET_KEYS = ("aud", "au_exp", "f_exp", "f_tone", "f_emo")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class TrainedModel:
-    """A trained workdir (read-only).
-
-    Attributes:
-      cfg: the run's resolved config (workdir/config.json).
-      heads: {"face" | "mouth": (MotionNetwork, params, GaussianState)} pytrees.
-      subject: the `data.Subject` it was trained on (fps, size, cameras, torso frames).
-      stage1: the frozen `train.stage1.Stage1Model` (features of novel audio).
-      workdir: the workdir's path.
-    """
-
-    cfg: ml_collections.ConfigDict
-    heads: dict
-    subject: Subject
-    stage1: Stage1Model
-    workdir: str
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(H, W) of every rendered frame."""
-        return self.subject.size
-
-    @property
-    def fps(self) -> float:
-        return self.subject.fps
-
-    @property
-    def audio_kind(self) -> str:
-        """The kind of stage-2 audio windows it was trained on (`audio.precomputed.KINDS`)."""
-        return self.cfg.data.audio_feature
-
-    @property
-    def needs_audio_features(self) -> bool:
-        """Whether new audio needs its precomputed windows beside it (not our mel windows)."""
-        return self.audio_kind in precomputed.FILES
-
-    def view_names(self, part: str) -> tuple[str, ...]:
-        """The fused views of a branch, in the order of the V axis of `Deformed.aux`."""
-        return self.heads[part][0].spec.view_names
-
-
-def load_trained(workdir: str, subject: str | None = None) -> TrainedModel:
-    """Opens a workdir whose stage 2 has finished.
-
-    Args:
-      workdir: the training workdir (config.json, stage1/, stage2/model).
-      subject: path of the subject directory it was trained on (None: the one training recorded
-        in the workdir's subject.json).
-    Returns:
-      the `TrainedModel`.
-    Raises:
-      FileNotFoundError: no workdir / no stage-1 checkpoint / stage 2 not finished (named).
-      ValueError: the model was written by another version of this project, or the subject's
-        audio features or its stage-2 prior features (stage1.features.source=subject) cannot
-        be computed for new audio.
-    """
-    workdir = os.fspath(workdir)
-    if not os.path.isdir(workdir):
-        raise FileNotFoundError(f"--workdir={workdir}: no such directory")
-    try:
-        cfg, heads = load_stage2(workdir)
-    except (KeyError, AttributeError, TypeError) as e:  # a config.json of another layout
-        raise ValueError(
-            f"{workdir}: its stage-2 model cannot be read by this version ({type(e).__name__}: {e})"
-        ) from None
-    check_drivable(cfg, workdir)
-    if not has_stage1(workdir):
-        s1 = os.path.join(workdir, STAGE1_DIR)
-        raise FileNotFoundError(f"{s1}: no stage-1 checkpoint (needed for new audio's features)")
-    if subject is None:
-        subject = recorded_subject(workdir)
-        if subject is None:
-            raise FileNotFoundError(f"{workdir}: no subject.json (a workdir of an older version); "
-                                    "pass subject= the subject directory it was trained on")  # fmt: skip
-    subj = open_for_model(os.fspath(subject), cfg.data, cfg.model.audio)
-    return TrainedModel(cfg, heads, subj, load_stage1(workdir), os.path.abspath(workdir))
-
-
-def check_drivable(cfg, workdir: str) -> None:
-    """Refuses a model whose stage 2 read the subject's UA-3DTalk extras: new audio has none."""
-    if feature_source(cfg) == "subject":
-        raise ValueError(
-            f"{workdir}: its stage 2 was trained on the subject's precomputed UA-3DTalk features "
-            "(stage1.features.source=subject), which new audio does not have; train this "
-            "project's stage 1 for a model that new audio can drive (stage1.features.source="
-            "stage1); `python -m experiments.evaluate` still renders and scores its held-out "
-            "frames")  # fmt: skip
 
 
 def load_waveform(audio, sample_rate: int | None = None, *, name: str = "audio") -> np.ndarray:
@@ -249,7 +154,7 @@ def check_audio_features(cfg, workdir: str, features):
     """`features` read and checked against a trained config (see `audio_features`).
 
     Args:
-      cfg: the workdir's config (`TrainedModel.cfg`, or `config_io.load_config` before loading).
+      cfg: the workdir's config (`TrainedModel.cfg`, or `Workdir.load_config` before loading).
       workdir: for messages.
       features: None, a .npy path or an array.
     Returns:
@@ -283,7 +188,7 @@ def check_audio_features(cfg, workdir: str, features):
 def with_emotion(model: TrainedModel, feats: dict, emotion: str | None) -> dict:
     """`feats` with f_emo set from an emotion spec (cheap: no audio is reprocessed).
 
-    The same `control.apply_spec` that `train.features.stage1_features(emotion=...)` applies,
+    The same `control.apply_spec` that `head.features.stage1_features(emotion=...)` applies,
     on the audio's own f_emo-attn ("f_emo_audio"), with the stage-1 class means.
     """
     f_emo = control.apply_spec(feats["f_emo_audio"], model.stage1.class_means, emotion)
