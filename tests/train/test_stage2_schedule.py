@@ -22,6 +22,7 @@ from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.gaussians import init_gaussians, init_grad_stats
 from ua3dtalk_jax.gaussians.params import trainable
 from ua3dtalk_jax.head.stage2_model import build_network, dummy_inputs
+from ua3dtalk_jax.losses.branches import Variant, mouth_loss
 from ua3dtalk_jax.train.optim import motion_factor
 from ua3dtalk_jax.train.stage2_loop import flags
 from ua3dtalk_jax.train.stage2_state import (
@@ -31,7 +32,7 @@ from ua3dtalk_jax.train.stage2_state import (
     network_group,
     network_optimizer,
 )
-from ua3dtalk_jax.train.stage2_step import FINAL_FROZEN, Variant, mouth_loss, updated_state
+from ua3dtalk_jax.train.stage2_step import FINAL_FROZEN, updated_state
 
 S = 64  # image side (the tiny subject's)
 WARMUP = 4  # static steps before the first deformed one

@@ -158,7 +158,8 @@ from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.stage2_data import FrameSampler
 from ua3dtalk_jax.train.stage2_loop import flags
 from ua3dtalk_jax.train.stage2_state import init_branch
-from ua3dtalk_jax.train.stage2_step import Variant, make_branch_step
+from ua3dtalk_jax.losses.branches import Variant
+from ua3dtalk_jax.train.stage2_step import make_branch_step
 
 cfg = get_config("tiny")
 subject = Subject.open(sys.argv[1])
@@ -192,7 +193,8 @@ from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.stage2_data import FrameSampler
 from ua3dtalk_jax.train.stage2_loop import flags
 from ua3dtalk_jax.train.stage2_state import init_branch
-from ua3dtalk_jax.train.stage2_step import Variant, make_branch_step
+from ua3dtalk_jax.losses.branches import Variant
+from ua3dtalk_jax.train.stage2_step import make_branch_step
 
 cfg = get_config("tiny")
 subject = Subject.open(sys.argv[1])

@@ -43,10 +43,11 @@ from ua3dtalk_jax.gaussians.densify import background_cleanup, should_clean
 from ua3dtalk_jax.gaussians.params import camera_center, trainable
 from ua3dtalk_jax.head.checkpoint import Checkpointer
 from ua3dtalk_jax.head.workdir import Workdir
+from ua3dtalk_jax.losses.branches import Variant
 from ua3dtalk_jax.train import parallel
 from ua3dtalk_jax.train.stage2_data import FrameSampler, Prefetcher
 from ua3dtalk_jax.train.stage2_state import gaussian_optimizer, init_branch, zero_moments
-from ua3dtalk_jax.train.stage2_step import Variant, make_branch_step, make_fuse_step
+from ua3dtalk_jax.train.stage2_step import make_branch_step, make_fuse_step
 
 PHASES = ("face", "mouth", "fuse")
 MAX_ROLLBACKS = 3  # then the run stops with FloatingPointError instead of looping

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ua3dtalk_jax.configs import get_config
+from ua3dtalk_jax.losses.branches import Variant, face_loss
 from ua3dtalk_jax.models.motion import DeformOut
-from ua3dtalk_jax.train.stage2_step import Variant, face_loss
 
 H = W = 16
 N = 6
