@@ -100,7 +100,9 @@ def measure(subject_path: str, workdir: str) -> dict:
     from ua3dtalk_jax.configs import get_config
     from ua3dtalk_jax.eval.heldout import evaluate_heldout
     from ua3dtalk_jax.head.workdir import Workdir
-    from ua3dtalk_jax.train import run, stage1_data, stage2
+    from ua3dtalk_jax.train import run
+    from ua3dtalk_jax.train.stage1 import data as stage1_data
+    from ua3dtalk_jax.train.stage2 import driver as stage2
 
     cli.quiet_orbax()
     run.enable_compile_cache(_CACHE.value)

@@ -25,8 +25,8 @@ from ua3dtalk_jax.head.checkpoint import Checkpointer
 from ua3dtalk_jax.head.stage2_model import load_stage2
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.train.config_io import save_config
-from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads, init_state, run_steps
-from ua3dtalk_jax.train.stage2_loop import Phase
+from ua3dtalk_jax.train.stage1.loop import TrainState, apply_grads, init_state, run_steps
+from ua3dtalk_jax.train.stage2.loop import Phase
 
 ROOT = Path(__file__).resolve().parents[2]
 RESUME_TOL = 1e-5  # float32 round-off; the CPU programs and every step's key are deterministic
@@ -105,7 +105,7 @@ class Killed(Exception):
 
 @pytest.mark.optimized  # the resumed parameters as users compile the steps
 def test_a_module_killed_mid_way_resumes_to_the_uninterrupted_parameters(tmp_path):
-    from ua3dtalk_jax.train.stage1_loop import Progress
+    from ua3dtalk_jax.train.stage1.loop import Progress
 
     step, state0, data = _toy_step()
     key, n = jax.random.PRNGKey(3), 10
@@ -208,8 +208,8 @@ def test_stage1_killed_twice_resumes_to_the_uninterrupted_run(tiny_trained, left
     restores the finished modules, resumes the two, and ends with the shared run's parameters."""
     from ua3dtalk_jax.data import Subject
     from ua3dtalk_jax.head.checkpoint import finished_steps
-    from ua3dtalk_jax.train.stage1 import train_stage1
-    from ua3dtalk_jax.train.stage1_data import Stage1Data
+    from ua3dtalk_jax.train.stage1.data import Stage1Data
+    from ua3dtalk_jax.train.stage1.driver import train_stage1
 
     cfg = tiny_trained["cfg"].stage1.copy_and_resolve_references()
     cfg.checkpoint_every = 10

@@ -110,7 +110,7 @@ def test_network_init_does_not_depend_on_the_buffer_size():
     import jax
 
     from ua3dtalk_jax.head.stage2_model import build_network, dummy_inputs
-    from ua3dtalk_jax.train.stage2_state import init_branch
+    from ua3dtalk_jax.train.stage2.state import init_branch
 
     cfg = get_config("tiny")
     state = init_branch(cfg, "face", jax.random.PRNGKey(3), 1.0)[0]

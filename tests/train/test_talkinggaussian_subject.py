@@ -38,7 +38,7 @@ from ua3dtalk_jax.head.features import subject_features
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.infer import trained_model as tm
 from ua3dtalk_jax.train import parallel, run
-from ua3dtalk_jax.train.stage2_loop import train_branch
+from ua3dtalk_jax.train.stage2.loop import train_branch
 
 N = 12  # frames: 10 train, 2 held out
 STAGE1 = [f"stage1.{m}.steps=1" for m in ("syncnet", "lip_expert", "expr_prior", "stylenet")]

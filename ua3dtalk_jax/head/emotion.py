@@ -2,7 +2,7 @@
 
 `build_encoder` builds the encoder of a stage-1 `emotion` config; `emotion_features` runs it on
 windows of a clip's emotion stream (`audio.emotion_inputs`) centred on each video frame. Training it
-is `train/stage1_emotion.py`.
+is `train/stage1/emotion.py`.
 """
 
 from __future__ import annotations

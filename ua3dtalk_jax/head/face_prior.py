@@ -6,7 +6,7 @@
 back (a `PASTE_FEATHER`-row ramp hides the seam), as Wav2Lip pastes its output into the video. The
 aligned references and their crop → aligned affines are stored in the stage-1 checkpoint
 (`FacePrior`), so novel audio needs no video; building them and scoring f_exp is
-`train/stage1_face.py`.
+`train/stage1/face.py`.
 """
 
 from __future__ import annotations

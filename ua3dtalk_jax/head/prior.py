@@ -6,7 +6,7 @@
     StyleNet+Fuse   mel windows → f_tone; FuseNet(f_exp, f_tone) → f_gen-exp (Eq. 4)
 
 The modules are built from a stage-1 config (`build_models`, `init_params`); training them is
-`train/stage1_prior.py`. Inference arrays are padded to buckets (`bucket`) so that clips of
+`train/stage1/prior.py`. Inference arrays are padded to buckets (`bucket`) so that clips of
 nearby lengths share one compiled program.
 """
 
@@ -38,7 +38,7 @@ def generator_mel(mel: jax.Array, idx) -> jax.Array:
     """The lip expert's mel chunk of each frame index: the 0.2 s centred on the frame.
 
     Wav2Lip's generator reads `crop_audio_window(spec, i - 2)` for frame i (its SyncNet reads the
-    chunk starting at a window's first frame, as `train.stage1_prior.sync_pairs` does); chunks before the clip's start
+    chunk starting at a window's first frame, as `train.stage1.prior.sync_pairs` does); chunks before the clip's start
     are clamped to the first one.
     """
     return mel[jnp.maximum(jnp.asarray(idx) - GEN_MEL_OFFSET, 0)]

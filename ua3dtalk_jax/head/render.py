@@ -3,7 +3,7 @@
     render_branch   static Gaussians H (+ the MotionNetwork's δ = {Δμ, Δr, Δs}) → rasterizer
     render_fused    face over mouth over the torso/background frame (`gaussians.composite`)
 
-Batch layout (`frame_batch` below, from `train.stage2_data`): every key has a leading frame axis B;
+Batch layout (`frame_batch` below, from `train.stage2.sampler`): every key has a leading frame axis B;
 these functions work on one frame and are vmapped by the caller. Images arrive as uint8 and are
 converted here, on the device. The attention maps of the authors' regularisers are rendered by the
 same rasterizer with the colours [‖aud_att‖, ‖eye_att‖, 0] and detached geometry.

@@ -4,7 +4,7 @@
 audio needs no video), the f_gt-exp standardisation, the train-frame statistics of f_exp and f_tone
 (the standardisation stage 2 sees, `Stage1Model.prior_out`), the per-class mean f_emo-attn (the
 emotion override) and, on the Deep3DFaceRecon path, the aligned reference frames.
-`save_stage1` / `load_stage1` write and rebuild it; `train/stage1.py` trains it.
+`save_stage1` / `load_stage1` write and rebuild it; `train/stage1/driver.py` trains it.
 """
 
 from __future__ import annotations

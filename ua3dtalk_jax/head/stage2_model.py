@@ -89,7 +89,7 @@ def branch_arrays(cfg, part: str, key: jax.Array) -> dict:
     """{"gaussians": GaussianState, "net": params} of a fresh branch with random box points.
 
     The tree a saved model restores into: `load_stage2` reads only its shapes (training starts
-    from `train.stage2_state.init_branch`, which may lift the points from the subject).
+    from `train.stage2.state.init_branch`, which may lift the points from the subject).
     """
     g = cfg.model.gaussians[part]
     k_g, k_n = jax.random.split(key)

@@ -17,7 +17,7 @@ Targets as the authors build them (reference §4):
 Patch LPIPS draws one even patch size per step (`losses.image.patch_lpips`) from `size_key`.
 Each loss takes one frame's render dict (`head.render.render_branch` / `render_fused`), the
 frame, the step's traced flags and its static `Variant`; the jitted steps are
-`train/stage2_step.py`.
+`train/stage2/step.py`.
 """
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ def training_subject(subject: str, data_root: str, synthetic_preset: str, log=pr
 
 def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     """Trains stage 1 unless its checkpoint exists; computes (and caches) the per-frame features."""
-    from ua3dtalk_jax.train.stage1 import train_stage1
-    from ua3dtalk_jax.train.stage1_data import Stage1Data
+    from ua3dtalk_jax.train.stage1.data import Stage1Data
+    from ua3dtalk_jax.train.stage1.driver import train_stage1
 
     t = time.time()
     wd = Workdir(workdir)
@@ -124,7 +124,7 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
     """
     from tensorboardX import SummaryWriter
 
-    from ua3dtalk_jax.train.stage2 import run_stage2
+    from ua3dtalk_jax.train.stage2.driver import run_stage2
 
     if subject is None:
         subject = prepare(cfg, subject_path, workdir, stage, log=log)

@@ -34,7 +34,7 @@ from ua3dtalk_jax.models.emotion.encoder import (
     finetune_loss,
 )
 from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2
-from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
+from ua3dtalk_jax.train.stage1.loop import TrainState, apply_grads
 from ua3dtalk_jax.types import EMOTIONS
 
 

@@ -16,10 +16,10 @@ from ua3dtalk_jax.head import emotion as head_emotion
 from ua3dtalk_jax.head import prior as head_prior
 from ua3dtalk_jax.head.crops import face_crops
 from ua3dtalk_jax.head.stage1_model import Stage1Model, prior_stats
-from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1_data import Stage1Data
-from ua3dtalk_jax.train.stage1_loop import init_state
+from ua3dtalk_jax.train.stage1 import emotion as emo
+from ua3dtalk_jax.train.stage1 import prior
+from ua3dtalk_jax.train.stage1.data import Stage1Data
+from ua3dtalk_jax.train.stage1.loop import init_state
 
 OVERFIT_STEPS = 25
 OVERFIT_FACTOR = 0.8  # final loss on the repeated batch ≤ this × the first

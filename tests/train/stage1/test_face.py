@@ -1,4 +1,4 @@
-"""Prior Extraction with Deep3DFaceRecon weights (train/stage1_face.py): the paste of lip-expert
+"""Prior Extraction with Deep3DFaceRecon weights (train/stage1/face.py): the paste of lip-expert
 crops into the aligned reference frames, the R² of f_exp, and the whole path on the tiny synthetic
 subject with a small random-weight checkpoint (written as a torch file by the test writer)."""
 
@@ -21,8 +21,8 @@ from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.models.prior import face_align
 from ua3dtalk_jax.models.prior.face_recon import EXP
 from ua3dtalk_jax.train import run
-from ua3dtalk_jax.train import stage1_face as sf
 from ua3dtalk_jax.train.config_io import with_legacy_defaults
+from ua3dtalk_jax.train.stage1 import face as sf
 
 DOT_TOL_PX = 0.6  # a dot's centroid after crop → paste vs straight alignment (two resamplings)
 OUTSIDE_TOL = 1e-6  # outside the pasted lower half the aligned reference is unchanged
@@ -135,9 +135,9 @@ def test_stage1_with_face_recon_weights_end_to_end(tmp_path_factory):
     from ua3dtalk_jax.data import Subject
     from ua3dtalk_jax.data.synthetic.generate import generate_preset
     from ua3dtalk_jax.head.features import compute_features
-    from ua3dtalk_jax.train import stage1_emotion as emo
-    from ua3dtalk_jax.train.stage1 import train_stage1
-    from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices
+    from ua3dtalk_jax.train.stage1 import emotion as emo
+    from ua3dtalk_jax.train.stage1.data import Stage1Data, reference_indices
+    from ua3dtalk_jax.train.stage1.driver import train_stage1
 
     root = tmp_path_factory.mktemp("face_recon")
     subject = Subject.open(generate_preset(str(root / "subject"), "tiny", seed=0))

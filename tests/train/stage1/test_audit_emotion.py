@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from ua3dtalk_jax.configs.stage1 import stage1_config
-from ua3dtalk_jax.train import stage1_emotion as emo
+from ua3dtalk_jax.train.stage1 import emotion as emo
 
 
 def _tree(n_classes, exp_dim, fill):

@@ -1,7 +1,7 @@
 """User-provided weights in stage-1 training: a Wav2Lip SyncNet (`syncnet.pretrained`, frozen, its
 mel offset used wherever it scores faces). The files are small random ones in the original's
 layout, written without torch (tests/data/torch_writer.py). wav2vec 2.0 (`emotion.wav2vec_weights`):
-tests/train/test_stage1_emotion_wav2vec.py."""
+tests/train/stage1/test_emotion_wav2vec.py."""
 
 import json
 
@@ -16,8 +16,8 @@ from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.head import prior as head_prior
 from ua3dtalk_jax.head.stage1_model import _config
 from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
-from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1_loop import init_state
+from ua3dtalk_jax.train.stage1 import prior
+from ua3dtalk_jax.train.stage1.loop import init_state
 
 EXP_DIM = 8
 N_FRAMES = 12

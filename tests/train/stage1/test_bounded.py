@@ -16,8 +16,8 @@ from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.synthetic.generate import ensure_synthetic
 from ua3dtalk_jax.head import prior as head_prior
 from ua3dtalk_jax.head.crops import face_crops
-from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1_data import FrameImages, Stage1Data
+from ua3dtalk_jax.train.stage1 import prior
+from ua3dtalk_jax.train.stage1.data import FrameImages, Stage1Data
 
 EXP = 8
 

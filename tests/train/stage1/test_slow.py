@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.train.test_stage1_train import make_data, procedural_subject
+from tests.train.stage1.test_train import make_data, procedural_subject
 from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.synthetic.generate import generate_subject
@@ -22,10 +22,10 @@ from ua3dtalk_jax.head import prior as head_prior
 from ua3dtalk_jax.head.features import checkpoint_digest, stage1_features
 from ua3dtalk_jax.head.stage1_model import load_stage1, save_stage1
 from ua3dtalk_jax.head.workdir import Workdir
-from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1_data import Stage1Data
-from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
+from ua3dtalk_jax.train.stage1 import emotion as emo
+from ua3dtalk_jax.train.stage1 import prior
+from ua3dtalk_jax.train.stage1.data import Stage1Data
+from ua3dtalk_jax.train.stage1.loop import init_state, run_steps
 
 # The bar for in-sync vs 5-frame-shifted windows, and where it holds for every init seed
 # measured, not only the one used here: held-out AUC after SYNC_STEPS optimised steps with init

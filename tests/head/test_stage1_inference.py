@@ -1,4 +1,4 @@
-"""The frozen stage 1 on new audio (`stage1_prior` / `stage1_emotion` inference halves): cached
+"""The frozen stage 1 on new audio (`head.prior` / `head.emotion`): cached
 programs over padded buckets give what the direct computation gives, for clips of any length."""
 
 import jax
@@ -10,9 +10,9 @@ from ua3dtalk_jax.audio import emotion_inputs
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.head import emotion as head_emotion
 from ua3dtalk_jax.head import prior as head_prior
+from ua3dtalk_jax.models.prior.lip_expert import mask_lower_half
 from ua3dtalk_jax.models.prior.stylenet import sequence_apply
-from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train import stage1_prior as prior
+from ua3dtalk_jax.train.stage1 import emotion as emo
 
 EXP = 8
 # Padding changes nothing but the shapes XLA compiles for: equal up to float reassociation.
@@ -47,7 +47,7 @@ def test_lipwav_images_ignore_the_mel_padding(tiny):
     idx = np.arange(70)
     want = models["lip_expert"].apply(
         {"params": params["lip_expert"]},
-        jnp.concatenate([prior.mask_lower_half(refs[idx % 3]), refs[idx % 3]], -1),
+        jnp.concatenate([mask_lower_half(refs[idx % 3]), refs[idx % 3]], -1),
         head_prior.generator_mel(mel, idx))[0]  # fmt: skip
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=PAD_TOL)
 

@@ -21,9 +21,9 @@ from ua3dtalk_jax.gaussians import densify_config
 from ua3dtalk_jax.head.checkpoint import Checkpointer
 from ua3dtalk_jax.head.workdir import Stage1Missing, Workdir
 from ua3dtalk_jax.train import parallel, run
-from ua3dtalk_jax.train.stage2 import run_stage2
-from ua3dtalk_jax.train.stage2_loop import train_branch
-from ua3dtalk_jax.train.stage2_state import init_branch, scene_extent
+from ua3dtalk_jax.train.stage2.driver import run_stage2
+from ua3dtalk_jax.train.stage2.loop import train_branch
+from ua3dtalk_jax.train.stage2.state import init_branch, scene_extent
 
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"  # jax.monitoring: one per jit trace
 RESUME_TOL = 1e-5  # float32 round-off; the CPU kernel and the frame order are deterministic
@@ -155,11 +155,11 @@ from jax.sharding import Mesh
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.train import parallel
-from ua3dtalk_jax.train.stage2_data import FrameSampler
-from ua3dtalk_jax.train.stage2_loop import flags
-from ua3dtalk_jax.train.stage2_state import init_branch
+from ua3dtalk_jax.train.stage2.sampler import FrameSampler
+from ua3dtalk_jax.train.stage2.loop import flags
+from ua3dtalk_jax.train.stage2.state import init_branch
 from ua3dtalk_jax.losses.branches import Variant
-from ua3dtalk_jax.train.stage2_step import make_branch_step
+from ua3dtalk_jax.train.stage2.step import make_branch_step
 
 cfg = get_config("tiny")
 subject = Subject.open(sys.argv[1])
@@ -190,11 +190,11 @@ parallel.initialize_distributed(f"127.0.0.1:{sys.argv[4]}", 2, int(sys.argv[3]))
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.train import parallel
-from ua3dtalk_jax.train.stage2_data import FrameSampler
-from ua3dtalk_jax.train.stage2_loop import flags
-from ua3dtalk_jax.train.stage2_state import init_branch
+from ua3dtalk_jax.train.stage2.sampler import FrameSampler
+from ua3dtalk_jax.train.stage2.loop import flags
+from ua3dtalk_jax.train.stage2.state import init_branch
 from ua3dtalk_jax.losses.branches import Variant
-from ua3dtalk_jax.train.stage2_step import make_branch_step
+from ua3dtalk_jax.train.stage2.step import make_branch_step
 
 cfg = get_config("tiny")
 subject = Subject.open(sys.argv[1])

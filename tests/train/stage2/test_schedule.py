@@ -1,4 +1,4 @@
-"""The authors' schedule in the branch step's optimiser update (`stage2_step.updated_state`, the
+"""The authors' schedule in the branch step's optimiser update (`train.stage2.step.updated_state`, the
 mouth branch of the tiny preset, fixed random gradients) and in its loss:
 
   * the network's learning-rate schedule counts the static warm-up iterations, while the warm-up
@@ -7,7 +7,7 @@ mouth branch of the tiny preset, fixed random gradients) and in its loss:
     geometry frozen, the colours still train.
 The update is tested without rendering (only the optimisers compile: seconds); the jitted branch
 step calls `updated_state` with its variant's `deform` and the step's "final" flag, and the tiny
-end-to-end run (tests/train/test_stage2_train.py) goes through both phases.
+end-to-end run (tests/train/stage2/test_train.py) goes through both phases.
 """
 
 import functools
@@ -24,15 +24,15 @@ from ua3dtalk_jax.gaussians.params import trainable
 from ua3dtalk_jax.head.stage2_model import build_network, dummy_inputs
 from ua3dtalk_jax.losses.branches import Variant, mouth_loss
 from ua3dtalk_jax.train.optim import motion_factor
-from ua3dtalk_jax.train.stage2_loop import flags
-from ua3dtalk_jax.train.stage2_state import (
+from ua3dtalk_jax.train.stage2.loop import flags
+from ua3dtalk_jax.train.stage2.state import (
     AUDIO_ATT_WEIGHT_DECAY,
     BranchState,
     gaussian_optimizer,
     network_group,
     network_optimizer,
 )
-from ua3dtalk_jax.train.stage2_step import FINAL_FROZEN, updated_state
+from ua3dtalk_jax.train.stage2.step import FINAL_FROZEN, updated_state
 
 S = 64  # image side (the tiny subject's)
 WARMUP = 4  # static steps before the first deformed one

@@ -56,7 +56,7 @@ def paste_refs(images: np.ndarray, points: np.ndarray, boxes: np.ndarray, face_s
 
     Args:
       images: (K, H, W, 3) uint8 reference frames; points: (K, 5, 2) their alignment points.
-      boxes: (K, 3) their face boxes (centre x, centre y, side) as `stage1_data.face_boxes`.
+      boxes: (K, 3) their face boxes (centre x, centre y, side) as `head.crops.face_boxes`.
       face_size: S, the side of the lip expert's crops.
     Returns:
       {"frames": (K, 224, 224, 3) uint8, "affine": (K, 2, 3) float32}.
@@ -64,7 +64,7 @@ def paste_refs(images: np.ndarray, points: np.ndarray, boxes: np.ndarray, face_s
     frames, affines = [], []
     for im, p, (cx, cy, side) in zip(images, points, boxes):
         aligned, img_to_al = face_align.align_face(im, p)
-        a = face_size / side  # `stage1_data.face_crops`: crop = a·(image − centre) + S/2
+        a = face_size / side  # `head.crops.face_crops`: crop = a·(image − centre) + S/2
         crop_to_img = np.array([[1 / a, 0.0, cx - face_size / (2 * a)],
                                 [0.0, 1 / a, cy - face_size / (2 * a)]])  # fmt: skip
         affines.append(_compose(img_to_al, crop_to_img))

@@ -12,8 +12,8 @@ from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.data.synthetic import speech
 from ua3dtalk_jax.data.synthetic.speech_corpus import emotional_speech
 from ua3dtalk_jax.head import emotion as head_emotion
-from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train.stage1_loop import init_state, run_steps
+from ua3dtalk_jax.train.stage1 import emotion as emo
+from ua3dtalk_jax.train.stage1.loop import init_state, run_steps
 from ua3dtalk_jax.types import EMOTIONS
 
 CHANCE = 1.0 / len(EMOTIONS)

@@ -5,7 +5,7 @@
      loaded instead)                                                   → AUC at a 5-frame shift
   2. lip expert (L1 + frozen-SyncNet sync loss)                        → lip-wav images
   3. 3D expression prior (regress f_gt-exp on real crops; or a user's Deep3DFaceRecon,
-     `prior.face_recon_weights`, frozen: train/stage1_face.py)       → f_exp on lip-wav images,
+     `prior.face_recon_weights`, frozen: train/stage1/face.py)       → f_exp on lip-wav images,
                                                                         its held-out R²
   4. StyleNet + FuseNet (Eq. 4, L_recon on f_gen-exp)                  → f_tone
   5. emotion encoder: pre-training (CE on a corpus), fine-tuning (Eq. 5) → f_emo-attn, class means
@@ -16,7 +16,7 @@ and the per-class mean f_emo-attn (for the emotion override). `Workdir.load_stag
 all (`head.stage1_model`).
 
 Crash safety: every module checkpoints every `checkpoint_every` steps and at its end under
-`workdir/stage1_progress/<module>` (`stage1_loop.Progress`); a rerun restores finished modules and
+`workdir/stage1_progress/<module>` (`loop.Progress`); a rerun restores finished modules and
 resumes a half-trained one where it stopped, with the parameters of a run without a stop. The
 folder is deleted once the final checkpoint is written. Both are orbax checkpoints: a save killed
 half-way leaves a temporary folder that counts as nothing (`Workdir.has_stage1`).
@@ -36,19 +36,14 @@ from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.head import emotion as head_emotion
 from ua3dtalk_jax.head import face_prior
 from ua3dtalk_jax.head import prior as head_prior
-from ua3dtalk_jax.head.stage1_model import (  # noqa: F401  _config: read by train.config_io
-    Stage1Model,
-    _config,
-    prior_stats,
-    save_stage1,
-)
+from ua3dtalk_jax.head.stage1_model import Stage1Model, prior_stats, save_stage1
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.models.emotion import control
-from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train import stage1_face
-from ua3dtalk_jax.train import stage1_prior as prior
-from ua3dtalk_jax.train.stage1_data import Stage1Data, reference_indices
-from ua3dtalk_jax.train.stage1_loop import Progress, init_state, run_steps
+from ua3dtalk_jax.train.stage1 import emotion as emo
+from ua3dtalk_jax.train.stage1 import face as stage1_face
+from ua3dtalk_jax.train.stage1 import prior
+from ua3dtalk_jax.train.stage1.data import Stage1Data, reference_indices
+from ua3dtalk_jax.train.stage1.loop import Progress, init_state, run_steps
 from ua3dtalk_jax.types import EMOTIONS
 
 DEFAULT_CHECKPOINT_EVERY = 500  # configs saved before stage1.checkpoint_every
@@ -63,7 +58,7 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
                 progress: Progress | None = None) -> tuple[dict, dict, dict]:  # fmt: skip
     """Steps 1–4; `syncnet`: frozen SyncNet params (`prior.pretrained_syncnet`), not trained then;
     `face`: Deep3DFaceRecon gives f_exp (`stage1_face`), the regressor is not trained then;
-    `progress`: where the modules checkpoint and resume (`stage1_loop.Progress`).
+    `progress`: where the modules checkpoint and resume (`loop.Progress`).
 
     Returns (models, params, metrics).
     """
@@ -204,7 +199,7 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, corpus=None, corpus_cla
       data: the subject's `Stage1Data`.
       cfg: `configs.stage1.stage1_config(...)`.
       workdir: run directory.
-      corpus, corpus_classes: optional pre-training corpus (`stage1_emotion` docstring) and its
+      corpus, corpus_classes: optional pre-training corpus (`emotion` docstring) and its
         number of classes (default: the corpus `cfg.emotion.corpus` names).
       log: optional callable taking progress lines.
     Returns:

@@ -5,7 +5,7 @@
   lip expert   (1 − w)·L1(gen, target) + w·BCE(cos(SyncNet(mel, gen lower faces)), 1), SyncNet frozen
   expr prior   ‖ê − f_gt-exp‖² on real face crops (standardised coefficients); with a user's
                Deep3DFaceRecon weights (`stage1.prior.face_recon_weights`) that network instead,
-               frozen, on aligned frames (train/stage1_face.py)
+               frozen, on aligned frames (train/stage1/face.py)
   StyleNet+Fuse  Eq. 4, L_recon = ‖FuseNet(f_exp, f_tone) − f_gt-exp‖², where f_exp comes from the
                frozen expression prior applied to lip-wav images (frozen lip expert, fixed references)
 
@@ -41,7 +41,7 @@ from ua3dtalk_jax.models.prior.syncnet import (
     sync_bce,
 )
 from ua3dtalk_jax.models.prior.weights import WAV2LIP_MEL_OFFSET, wav2lip_syncnet
-from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads
+from ua3dtalk_jax.train.stage1.loop import TrainState, apply_grads
 
 WAV2LIP_FACE, WAV2LIP_FRAMES = 96, 5  # a Wav2Lip SyncNet's input: 96² crops (48×96 halves) × 5
 

@@ -40,7 +40,7 @@ from ua3dtalk_jax.train.optim import (
     motion_factor,
     scaled,
 )
-from ua3dtalk_jax.train.stage2_init import INIT_MODES, image_points
+from ua3dtalk_jax.train.stage2.init import INIT_MODES, image_points
 
 EXTENT_FLOOR = 0.2  # × mean camera distance (a static camera has no spread)
 AUDIO_ATT_WEIGHT_DECAY = 1e-4
@@ -143,7 +143,7 @@ def _paths(params) -> list[str]:
 
 
 def init_branch(cfg, part: str, key: jax.Array, extent: float, subject=None):
-    """A fresh branch: Gaussians at their initial points (`train.stage2_init`), a new network.
+    """A fresh branch: Gaussians at their initial points (`train.stage2.init`), a new network.
 
     Args:
       cfg: the whole run config (`configs.get_config`).

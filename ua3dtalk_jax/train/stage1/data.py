@@ -28,7 +28,7 @@ import numpy as np
 from ua3dtalk_jax.audio import emotion_inputs, features
 from ua3dtalk_jax.head import face_prior
 from ua3dtalk_jax.head.crops import face_boxes, face_crops
-from ua3dtalk_jax.train import stage1_face
+from ua3dtalk_jax.train.stage1 import face as stage1_face
 
 STD_FLOOR = 1e-6  # standardisation of a constant coefficient
 
@@ -112,7 +112,7 @@ class Stage1Data:
         return data.with_face_recon(net, images, points, lms, cfg)
 
     def with_face_recon(self, net, images, points, landmarks, cfg) -> Stage1Data:
-        """This data with f_gt-exp from Deep3DFaceRecon (`train.stage1_face`).
+        """This data with f_gt-exp from Deep3DFaceRecon (`train.stage1.face`).
 
         Args:
           net: (model, variables) from `head.face_prior.load_network`.

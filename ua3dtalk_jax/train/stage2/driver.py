@@ -21,8 +21,8 @@ from ua3dtalk_jax.head.stage2_model import save_stage2
 from ua3dtalk_jax.head.validation import make_validator
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.train import parallel
-from ua3dtalk_jax.train.stage2_loop import train_branch, train_fuse
-from ua3dtalk_jax.train.stage2_state import scene_extent
+from ua3dtalk_jax.train.stage2.loop import train_branch, train_fuse
+from ua3dtalk_jax.train.stage2.state import scene_extent
 
 
 def run_stage2(cfg, subject, workdir: str, *, log=print, writer=None, on_frame=None,

@@ -15,12 +15,12 @@ from ua3dtalk_jax.configs.stage1 import stage1_config
 from ua3dtalk_jax.head import emotion as head_emotion
 from ua3dtalk_jax.head.stage1_model import _config
 from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2
-from ua3dtalk_jax.train import stage1_emotion as emo
-from ua3dtalk_jax.train.stage1 import train_emotion
-from ua3dtalk_jax.train.stage1_data import Stage1Data
+from ua3dtalk_jax.train.stage1 import emotion as emo
+from ua3dtalk_jax.train.stage1.data import Stage1Data
+from ua3dtalk_jax.train.stage1.driver import train_emotion
 from ua3dtalk_jax.types import EMOTIONS
 
-W2V = Path(__file__).resolve().parents[1] / "fixtures" / "wav2vec2" / "small_group"
+W2V = Path(__file__).resolve().parents[2] / "fixtures" / "wav2vec2" / "small_group"
 EXP_DIM = 8
 STEPS = 3  # pre-training and fine-tuning steps each: the switch is tested, not the training
 # The scratch encoder (tiny preset, init key 3, the inputs of `_scratch_inputs`, dropout on), as

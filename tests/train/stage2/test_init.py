@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ua3dtalk_jax.train.stage2_init import image_points, lift, region
+from ua3dtalk_jax.train.stage2.init import image_points, lift, region
 
 H = W = 32
 

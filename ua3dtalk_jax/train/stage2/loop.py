@@ -16,7 +16,7 @@ Checkpoints (orbax, atomic, keep-last-k) go to workdir/stage2/<phase>, the logge
 workdir/stage2/<phase>_metrics.jsonl (one JSON object per `log_every` iterations: the means
 over those iterations; a resumed or rolled-back phase first drops the lines past the iteration it
 restarts from, so each iteration is logged once); the frames of an iteration
-are a function of the iteration (stage2_data), so a killed run restarted with the same command ends
+are a function of the iteration (`sampler`), so a killed run restarted with the same command ends
 with the same parameters. A non-finite loss or gradient skips the update (the step leaves the
 state unchanged); `max_bad_steps` in a row roll back to the newest checkpoint.
 """
@@ -45,9 +45,9 @@ from ua3dtalk_jax.head.checkpoint import Checkpointer
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.losses.branches import Variant
 from ua3dtalk_jax.train import parallel
-from ua3dtalk_jax.train.stage2_data import FrameSampler, Prefetcher
-from ua3dtalk_jax.train.stage2_state import gaussian_optimizer, init_branch, zero_moments
-from ua3dtalk_jax.train.stage2_step import make_branch_step, make_fuse_step
+from ua3dtalk_jax.train.stage2.sampler import FrameSampler, Prefetcher
+from ua3dtalk_jax.train.stage2.state import gaussian_optimizer, init_branch, zero_moments
+from ua3dtalk_jax.train.stage2.step import make_branch_step, make_fuse_step
 
 PHASES = ("face", "mouth", "fuse")
 MAX_ROLLBACKS = 3  # then the run stops with FloatingPointError instead of looping
