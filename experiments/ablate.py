@@ -13,6 +13,7 @@ not touch model.ablation, which the study sets).
 
 from __future__ import annotations
 
+import functools
 import os
 
 from absl import flags
@@ -38,6 +39,7 @@ def main(argv):
     cli.quiet_orbax()
     from ua3dtalk_jax.configs import apply_overrides, get_config
     from ua3dtalk_jax.eval import ablation
+    from ua3dtalk_jax.eval.heldout import evaluate_heldout
     from ua3dtalk_jax.train import run
 
     run.enable_compile_cache(_CACHE.value)
@@ -45,10 +47,11 @@ def main(argv):
         ablation.check_overrides(_SET.value)
         names = ablation.parse_configurations(_CONFIGS.value)
         cfg = apply_overrides(get_config(_CONFIG.value), _SET.value)
-        subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
+        subject = run.training_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
         name = os.path.basename(os.path.normpath(subject))
         root = _ROOT.value or os.path.join("workdirs", f"ablation-{name}-{_CONFIG.value}")
         res = ablation.run_ablation(
+            functools.partial(run.train, evaluate=evaluate_heldout),
             cfg,
             subject,
             root,

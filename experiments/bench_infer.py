@@ -2,7 +2,7 @@
 
   python -m experiments.bench_infer --workdir=DIR [--frames=100] [--size=H] [--repeats=3]
 
-The model is the one `experiments.infer` renders (`eval.trained_model.load_trained`); the audio is
+The model is the one `experiments.infer` renders (`head.workdir.Workdir.load_trained`); the audio is
 the subject's own held-out speech (a new clip of --frames frames), poses the held-out ping-pong.
 Parts, each timed alone after a warm-up call that compiles it (median of --repeats):
 
@@ -13,7 +13,7 @@ Parts, each timed alone after a warm-up call that compiles it (median of --repea
   deformation (config form)  the same with the config's Eq. 10–12 form (training, evaluation)
   render             deformation, activation, rasterization of both branches and compositing
   rasterization + compositing   render minus deformation
-  end to end         what `eval.synthesize` runs per frame, features included, no video encoding
+  end to end         what `infer.synthesize` runs per frame, features included, no video encoding
 
 --size renders at another square size (K scaled; the subject's torso frames resized), to report
 512² as well. Prints frames per second of each part and of the whole.
@@ -86,8 +86,8 @@ def _parts(model, wav, frames: int, repeats: int, size: int | None = None,
            skip_config_form: bool = False) -> dict:  # fmt: skip
     import jax
 
-    from ua3dtalk_jax.eval import trained_model as tm
-    from ua3dtalk_jax.eval.poses import pose_schedule
+    from ua3dtalk_jax.infer import trained_model as tm
+    from ua3dtalk_jax.infer.poses import pose_schedule
 
     schedule = pose_schedule(model.subject, "val")
     feats = tm.audio_features(model, wav)
@@ -130,7 +130,7 @@ def report(res: dict) -> str:
 def main(argv):
     del argv
     cli.quiet_orbax()
-    from ua3dtalk_jax.eval.trained_model import load_trained
+    from ua3dtalk_jax.head.workdir import Workdir
     from ua3dtalk_jax.train.run import enable_compile_cache
 
     try:
@@ -141,7 +141,7 @@ def main(argv):
             raise ValueError(f"--size={_SIZE.value}: must be in [16, 4096]")
         enable_compile_cache(_CACHE.value)
         subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, "")
-        model = load_trained(_WORKDIR.value, subject)
+        model = Workdir(_WORKDIR.value).load_trained(subject)
         res = _parts(model, _clip(model, _FRAMES.value), _FRAMES.value, _REPEATS.value,
                      _SIZE.value, skip_config_form=not _CONFIG_FORM.value)
     except (OSError, ValueError) as e:

@@ -98,7 +98,11 @@ def measure(subject_path: str, workdir: str) -> dict:
 
     from experiments import cli
     from ua3dtalk_jax.configs import apply_overrides, get_config
-    from ua3dtalk_jax.train import run, stage1_data, stage2
+    from ua3dtalk_jax.eval.heldout import evaluate_heldout
+    from ua3dtalk_jax.head.workdir import Workdir
+    from ua3dtalk_jax.train import run
+    from ua3dtalk_jax.train.stage1 import data as stage1_data
+    from ua3dtalk_jax.train.stage2 import driver as stage2
 
     cli.quiet_orbax()
     run.enable_compile_cache(_CACHE.value)
@@ -131,7 +135,7 @@ def measure(subject_path: str, workdir: str) -> dict:
         return out
 
     from_subject = stage1_data.Stage1Data.from_subject.__func__
-    stage1_arrays = stage2.stage1_arrays
+    stage1_features = Workdir.stage1_features
 
     def stage1_data_bytes(cls, subject, cfg):
         data = from_subject(cls, subject, cfg)
@@ -142,22 +146,21 @@ def measure(subject_path: str, workdir: str) -> dict:
     def eval_some(cfg, subject, features, heads, **k):
         if _EVAL.value and k.get("frames") is None:
             k["frames"] = subject.split("val")[: _EVAL.value]
-        return evaluate(cfg, subject, features, heads, **k)
+        return evaluate_heldout(cfg, subject, features, heads, **k)
 
-    evaluate = stage2.evaluate_heldout
     stage1_data.Stage1Data.from_subject = classmethod(stage1_data_bytes)
-    stage2.stage1_arrays = lambda *a, **k: feature_bytes(stage1_arrays(*a, **k))
+    Workdir.stage1_features = lambda *a, **k: feature_bytes(stage1_features(*a, **k))
     run.run_stage1 = probe("stage 1", run.run_stage1)
     stage2.train_branch = probe(lambda a, k: a[1], stage2.train_branch, state_bytes)
     stage2.train_fuse = probe("fuse", stage2.train_fuse, state_bytes)
-    stage2.evaluate_heldout = probe("eval", eval_some)
 
     sets = (SHORT if _SHORT.value else []) + list(_SET.value)
     cfg = apply_overrides(get_config(_CONFIG.value), sets)
     log = lambda line: print(line, flush=True)
     subject = probe("open", run.prepare)(cfg, subject_path, workdir, "all", log=log)
     sizes["subject"] = nbytes(_array_attrs(subject))
-    out = run.train(cfg, subject_path, workdir, "all", log=log, subject=subject)
+    out = run.train(cfg, subject_path, workdir, "all", log=log, subject=subject,
+                    evaluate=probe("eval", eval_some))
     row.update(frames=len(subject), size=subject.size[0], heldout=out["stage2"]["heldout"])
     return row
 

@@ -9,7 +9,7 @@ step of the program), the peak RSS while compiling and while stepping (VmHWM, re
 two; the step figure includes what the process holds already), XLA's buffer sizes and cost
 analysis (FLOPs and bytes of the compiled program; the rasterizer's FFI custom calls count 0, a
 loop body counts once: see --fusion_chunk) and the parameter counts. The steps are the project's
-own: `train.stage2_step.make_branch_step` (face, mouth: static warm-up, one random ensemble member
+own: `train.stage2.step.make_branch_step` (face, mouth: static warm-up, one random ensemble member
 per view "train", the full ensemble "eval" from `ensemble_from`, and "eval" with the late LPIPS
 terms), a densification round, `make_fuse_step`, and each stage-1 trainer's `make_*_step`
 (SyncNet, lip expert, expression prior, StyleNet+FuseNet, emotion pre-training and fine-tuning).
@@ -205,11 +205,12 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
 
     from ua3dtalk_jax.gaussians import densify_and_prune, densify_config
     from ua3dtalk_jax.gaussians.params import trainable
-    from ua3dtalk_jax.train import parallel, stage2_state
-    from ua3dtalk_jax.train.stage2_data import FrameSampler
-    from ua3dtalk_jax.train.stage2_loop import flags as step_flags
-    from ua3dtalk_jax.train.stage2_loop import global_batch, variant
-    from ua3dtalk_jax.train.stage2_step import make_branch_step
+    from ua3dtalk_jax.train import parallel
+    from ua3dtalk_jax.train.stage2 import state as stage2_state
+    from ua3dtalk_jax.train.stage2.loop import flags as step_flags
+    from ua3dtalk_jax.train.stage2.loop import global_batch, variant
+    from ua3dtalk_jax.train.stage2.sampler import FrameSampler
+    from ua3dtalk_jax.train.stage2.step import make_branch_step
 
     b, (h, w) = cfg.train[part], subject.size
     mesh = parallel.global_mesh()
@@ -259,10 +260,11 @@ def bench_fuse(cfg, subject, steps: int) -> list[dict]:
     import jax
 
     from ua3dtalk_jax.gaussians.params import trainable
-    from ua3dtalk_jax.train import parallel, stage2_state
-    from ua3dtalk_jax.train.stage2_data import FrameSampler
-    from ua3dtalk_jax.train.stage2_loop import global_batch
-    from ua3dtalk_jax.train.stage2_step import make_fuse_step
+    from ua3dtalk_jax.train import parallel
+    from ua3dtalk_jax.train.stage2 import state as stage2_state
+    from ua3dtalk_jax.train.stage2.loop import global_batch
+    from ua3dtalk_jax.train.stage2.sampler import FrameSampler
+    from ua3dtalk_jax.train.stage2.step import make_fuse_step
 
     (h, w), mesh = subject.size, parallel.global_mesh()
     extent = stage2_state.scene_extent(np.stack([subject.viewmat(int(i))
@@ -289,19 +291,21 @@ def bench_fuse(cfg, subject, steps: int) -> list[dict]:
 
 
 def bench_stage1(cfg, subject, steps: int) -> list[dict]:
-    """One training step of every stage-1 module (stage1_prior / stage1_emotion)."""
+    """One training step of every stage-1 module (train.stage1.prior / train.stage1.emotion)."""
     import jax
 
-    from ua3dtalk_jax.train import stage1_emotion as emo
-    from ua3dtalk_jax.train import stage1_prior as prior
-    from ua3dtalk_jax.train.stage1_data import Stage1Data
-    from ua3dtalk_jax.train.stage1_loop import init_state
+    from ua3dtalk_jax.head import emotion as head_emotion
+    from ua3dtalk_jax.head import prior as head_prior
+    from ua3dtalk_jax.train.stage1 import emotion as emo
+    from ua3dtalk_jax.train.stage1 import prior
+    from ua3dtalk_jax.train.stage1.data import Stage1Data
+    from ua3dtalk_jax.train.stage1.loop import init_state
     from ua3dtalk_jax.types import EMOTIONS
 
     s1 = cfg.stage1
     data = Stage1Data.from_subject(subject, s1)
-    models = prior.build_models(s1, data.exp_dim)
-    params = prior.init_params(models, s1, jax.random.PRNGKey(0), data.exp_dim)
+    models = head_prior.build_models(s1, data.exp_dim)
+    params = head_prior.init_params(models, s1, jax.random.PRNGKey(0), data.exp_dim)
     arrays = {"crops": data.crops, "mel": data.mel, "exp": data.exp}
     key = jax.random.PRNGKey(1)
     step_of = lambda out, a, i: (out[0], a[1], jax.random.fold_in(key, i))
@@ -318,7 +322,7 @@ def bench_stage1(cfg, subject, steps: int) -> list[dict]:
          {"stylenet": params["stylenet"], "fuse": params["fuse"]},
          dict(arrays, f_exp=jax.numpy.zeros((data.n, 64)))),
     ]  # fmt: skip
-    enc = emo.build_encoder(s1.emotion, len(EMOTIONS), data.exp_dim)
+    enc = head_emotion.build_encoder(s1.emotion, len(EMOTIONS), data.exp_dim)
     enc_params, _ = emo.init_encoder(enc, s1.emotion, jax.random.PRNGKey(2))
     train = np.arange(data.n_train)
     for name, finetune in (("emotion_pretrain", False), ("emotion_finetune", True)):

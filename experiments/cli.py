@@ -24,7 +24,7 @@ def define_compile_cache() -> flags.FlagHolder:
 
 def define_subject(default: str | None = None) -> tuple[flags.FlagHolder, flags.FlagHolder]:
     """--subject and --data_root. default None (the tools that read a trained workdir): the
-    subject the workdir records, see `eval.evaluation.workdir_subject`; the training tools pass
+    subject the workdir records, see `head.workdir.Workdir.subject_dir`; the training tools pass
     "synthetic" (the embedded subject, built on first use)."""
     text = "Subject name under --data_root or path."
     if default is None:
@@ -44,12 +44,13 @@ def quiet_orbax() -> None:
 def open_trained(workdir: str, subject: str, data_root: str, compile_cache: str) -> str:
     """Set-up of the tools that read a finished workdir: compile cache on, the workdir's format
     version checked, and the subject directory it was trained on (errors name the fix)."""
-    from ua3dtalk_jax.eval import evaluation
+    from ua3dtalk_jax.head.workdir import Workdir
     from ua3dtalk_jax.train import run
 
     run.enable_compile_cache(compile_cache)
-    evaluation.check_version(workdir)
-    return evaluation.workdir_subject(subject, data_root, workdir)
+    wd = Workdir(workdir)
+    wd.check_version()
+    return wd.subject_dir(subject, data_root)
 
 
 def tool_name(argv0: str) -> str:

@@ -309,12 +309,12 @@ def train(devices: str, subject_dir: str) -> None:
     from ua3dtalk_jax.configs import get_config
     from ua3dtalk_jax.data import Subject
     from ua3dtalk_jax.data.synthetic.generate import generate_subject
+    from ua3dtalk_jax.head.features import WIDTHS
     from ua3dtalk_jax.train import parallel
-    from ua3dtalk_jax.train import stage2_loop as loop
-    from ua3dtalk_jax.train.features import WIDTHS
-    from ua3dtalk_jax.train.stage2_data import FrameSampler
-    from ua3dtalk_jax.train.stage2_state import init_branch, scene_extent
-    from ua3dtalk_jax.train.stage2_step import make_branch_step
+    from ua3dtalk_jax.train.stage2 import loop
+    from ua3dtalk_jax.train.stage2.sampler import FrameSampler
+    from ua3dtalk_jax.train.stage2.state import init_branch, scene_extent
+    from ua3dtalk_jax.train.stage2.step import make_branch_step
 
     if not os.path.isdir(subject_dir):
         generate_subject(subject_dir, size=TRAIN_SIZE, seconds_train=2.0, seconds_test=1.0,

@@ -13,9 +13,9 @@ has the .npy's frame count (one frame of rounding against the wav is tolerated).
 Audio: wav, flac, mp3, ogg, m4a … at any rate (resampled to 16 kHz mono). The video has the
 subject's fps and size and round(duration · fps) frames. By default the face is driven by the audio
 alone (the paper's setting); --emotion / --emotion_mix replace f_emo-attn by stage 1's class-mean
-emotion features (see ua3dtalk_jax/eval/synthesize.py). --poses: the held-out frames' head motion
+emotion features (see ua3dtalk_jax/infer/synthesize.py). --poses: the held-out frames' head motion
 played ping-pong (val), the first held-out frame (static), or a .npy (P, 4, 4) of world→camera
-OpenCV matrices / a transforms .json (see ua3dtalk_jax/eval/poses.py). --subject must be the
+OpenCV matrices / a transforms .json (see ua3dtalk_jax/infer/poses.py). --subject must be the
 subject the workdir was trained on (default: the one its subject.json records, else the synthetic
 subject of the workdir's preset).
 """
@@ -42,10 +42,10 @@ _CACHE = cli.define_compile_cache()
 
 def main(argv):
     del argv
-    from ua3dtalk_jax.configs.io import load_config
-    from ua3dtalk_jax.eval import synthesize as syn
-    from ua3dtalk_jax.eval import trained_model as tm
-    from ua3dtalk_jax.eval.poses import MODES, read_viewmats
+    from ua3dtalk_jax.head.workdir import Workdir, check_drivable
+    from ua3dtalk_jax.infer import synthesize as syn
+    from ua3dtalk_jax.infer import trained_model as tm
+    from ua3dtalk_jax.infer.poses import MODES, read_viewmats
     from ua3dtalk_jax.train.run import enable_compile_cache
 
     cli.quiet_orbax()
@@ -55,16 +55,16 @@ def main(argv):
         syn.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value)  # flag errors first
         if _POSES.value not in MODES:
             read_viewmats(_POSES.value)
-        cfg = load_config(_WORKDIR.value)  # the audio is checked before the model is loaded
-        tm.check_drivable(cfg, _WORKDIR.value)
+        wd = Workdir(_WORKDIR.value)
+        cfg = wd.load_config()  # the audio is checked before the model is loaded
+        check_drivable(cfg, _WORKDIR.value)
         if not _AUDIO.value:
             raise ValueError("--audio is missing: the clip's speech drives stage 1 and is the "
                              f"soundtrack: {tm.infer_command(cfg, _WORKDIR.value)}")  # fmt: skip
         tm.check_audio_features(cfg, _WORKDIR.value, _FEATURES.value)
         tm.load_waveform(_AUDIO.value)
         enable_compile_cache(_CACHE.value)
-        subject = syn.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, _WORKDIR.value)
-        model = tm.load_trained(_WORKDIR.value, subject)
+        model = wd.load_trained(wd.subject_dir(_SUBJECT.value, _DATA_ROOT.value))
         spec = syn.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value,
                                 syn.class_levels(model.subject))  # fmt: skip
         res = syn.synthesize(model, _AUDIO.value, _OUT.value, emotion=spec, poses=_POSES.value,

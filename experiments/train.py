@@ -33,9 +33,10 @@ def main(argv):
     del argv
     from ua3dtalk_jax.audio.precomputed import check_choice
     from ua3dtalk_jax.configs import apply_overrides, get_config
+    from ua3dtalk_jax.eval.heldout import evaluate_heldout
     from ua3dtalk_jax.eval.heldout_video import HeldoutVideo
+    from ua3dtalk_jax.head.features import feature_source
     from ua3dtalk_jax.train import parallel, run
-    from ua3dtalk_jax.train.features import feature_source
 
     cli.quiet_orbax()
     parallel.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
@@ -44,7 +45,7 @@ def main(argv):
         cfg = apply_overrides(get_config(_CONFIG.value), _SET.value)
         feature_source(cfg)
         check_choice(cfg.data.audio_feature)
-        subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
+        subject = run.training_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
         name = os.path.basename(os.path.normpath(subject))
         workdir = _WORKDIR.value or os.path.join("workdirs", f"{name}-{_CONFIG.value}")
         opened = run.prepare(cfg, subject, workdir, _STAGE.value)
@@ -52,7 +53,8 @@ def main(argv):
         cli.fail("train", e)
     video = HeldoutVideo(opened, os.path.join(workdir, "heldout.mp4")) if _VIDEO.value else None
     try:
-        out = run.train(cfg, subject, workdir, _STAGE.value, on_frame=video, subject=opened)
+        out = run.train(cfg, subject, workdir, _STAGE.value, on_frame=video, subject=opened,
+                        evaluate=evaluate_heldout)
     except BaseException:
         if video is not None:
             video.abort()

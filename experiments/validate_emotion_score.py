@@ -43,7 +43,7 @@ def main(argv):
     shown = EMOTIONS if names == "all" else [s.strip() for s in names.split(",") if s.strip()]
     try:
         strengths = [float(v) for v in _STRENGTHS.value]
-        subject = run.resolve_subject(_SUBJECT.value, _DATA_ROOT.value, "default")
+        subject = run.training_subject(_SUBJECT.value, _DATA_ROOT.value, "default")
         res = emotion_validation.validate(subject, workdir=_WORKDIR.value, shown=shown,
                                           strengths=strengths, max_frames=_MAX.value)  # fmt: skip
     except (OSError, ValueError) as e:

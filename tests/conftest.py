@@ -113,6 +113,7 @@ def tiny_trained(tmp_path_factory):
     from ua3dtalk_jax.configs import get_config
     from ua3dtalk_jax.configs.io import load_config
     from ua3dtalk_jax.data.synthetic.generate import generate_preset
+    from ua3dtalk_jax.eval.heldout import evaluate_heldout
     from ua3dtalk_jax.train import run
 
     root = _shared_tmp(tmp_path_factory) / "tiny_trained"
@@ -126,7 +127,7 @@ def tiny_trained(tmp_path_factory):
             for name in ("subject", "work"):
                 shutil.rmtree(root / name, ignore_errors=True)
             subject = generate_preset(str(root / "subject"), "tiny", seed=0)
-            out = run.train(cfg, subject, str(root / "work"), "all")
+            out = run.train(cfg, subject, str(root / "work"), "all", evaluate=evaluate_heldout)
             tmp = done.with_suffix(".tmp")
             tmp.write_text(json.dumps({"subject": subject, "out": out}))
             os.replace(tmp, done)

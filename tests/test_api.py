@@ -14,8 +14,8 @@ import pytest
 
 from ua3dtalk_jax import api
 from ua3dtalk_jax.data.cameras import c2w_gl_from_viewmat
-from ua3dtalk_jax.train.stage2 import stage1_arrays
-from ua3dtalk_jax.train.stage2_data import KEYS
+from ua3dtalk_jax.head.features import KEYS
+from ua3dtalk_jax.head.workdir import Workdir
 
 # Same float32 programs on the same inputs; only XLA fusion differences remain.
 FEATURE_ATOL = 1e-5
@@ -33,9 +33,9 @@ def model(tiny_trained):
 @pytest.fixture(scope="module")
 def own(model):
     """`audio_features` of the subject's own aud.wav, and the subject's training-time features."""
-    return api.audio_features(model, f"{model.subject.path}/aud.wav"), stage1_arrays(
-        model.subject, model.workdir
-    )
+    return api.audio_features(model, f"{model.subject.path}/aud.wav"), Workdir(
+        model.workdir
+    ).stage1_features(model.subject)
 
 
 def test_audio_features_equal_training_inputs(model, own):

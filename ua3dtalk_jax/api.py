@@ -1,7 +1,8 @@
 """The notebook API: a trained UA-3DTalk workdir as pure functions over pytrees.
 
-Everything here is re-exported from `eval.trained_model`, `eval.poses` and `eval.synthesize`, the
-code that `python -m experiments.infer` runs, so a notebook and the CLI share one path.
+Everything here is re-exported from `infer.trained_model`, `infer.poses` and `infer.synthesize`, the
+code that `python -m experiments.infer` runs (`load` is `head.workdir.Workdir.load_trained`), so a
+notebook and the CLI share one path.
 
     from ua3dtalk_jax import api
 
@@ -53,11 +54,12 @@ every later frame of the same model reuses the executable. The model is read-onl
 frames are plain dicts of numpy arrays, the outputs jax arrays.
 """
 
-from ua3dtalk_jax.eval.poses import PoseSchedule, pingpong, pose_schedule, read_viewmats
-from ua3dtalk_jax.eval.synthesize import class_levels, emotion_spec, synthesize
-from ua3dtalk_jax.eval.trained_model import (
+from ua3dtalk_jax.head.trained import TrainedModel
+from ua3dtalk_jax.head.workdir import Workdir
+from ua3dtalk_jax.infer.poses import PoseSchedule, pingpong, pose_schedule, read_viewmats
+from ua3dtalk_jax.infer.synthesize import class_levels, emotion_spec, synthesize
+from ua3dtalk_jax.infer.trained_model import (
     Deformed,
-    TrainedModel,
     audio_features,
     deform,
     frame_conditioning,
@@ -67,7 +69,6 @@ from ua3dtalk_jax.eval.trained_model import (
     subject_pose,
     with_emotion,
 )
-from ua3dtalk_jax.eval.trained_model import load_trained as load
 
 __all__ = [
     "Deformed",
@@ -89,3 +90,8 @@ __all__ = [
     "synthesize",
     "with_emotion",
 ]
+
+
+def load(workdir: str, subject: str | None = None) -> TrainedModel:
+    """A finished workdir for new audio (`Workdir.load_trained`); subject None: the recorded one."""
+    return Workdir(workdir).load_trained(subject)

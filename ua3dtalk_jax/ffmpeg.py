@@ -4,7 +4,7 @@ Only `imageio_ffmpeg.get_ffmpeg_exe()` is run, never an ffmpeg on PATH (there ma
 that package has no ffprobe: stream facts come from the `ffmpeg -i FILE` banner (`stream_info`),
 exact audio lengths from decoding (`audio_bytes`). Everything that reads or writes media goes
 through here: `audio.features` (decoding audio files), `preprocess.video` (probing, decoding and
-cropping raw video) and `eval.video` (writing result videos, probing them). They shape ffmpeg's
+cropping raw video) and `data.video` (writing result videos, probing them). They shape ffmpeg's
 failures into their own errors; ffmpeg's full output goes to the debug log (`native_log`).
 
 A leaf module (it imports only `native_log`), so every package may use it.

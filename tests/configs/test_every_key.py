@@ -12,8 +12,8 @@ from ua3dtalk_jax.configs import PRESETS, apply_overrides, get_config, pretraine
 from ua3dtalk_jax.configs.io import as_saved, load_config, save_config
 from ua3dtalk_jax.configs.overrides import RESOLVED, _leaves
 from ua3dtalk_jax.gaussians.densify import densify_config
+from ua3dtalk_jax.head.features import feature_source
 from ua3dtalk_jax.models.motion import motion_spec
-from ua3dtalk_jax.train.features import feature_source
 
 # Strings that name a choice: another valid choice (per preset value where it depends).
 CHOICES = {

@@ -10,7 +10,7 @@ from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.configs.io import load_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.stage2_audio import match_subject, open_for_model, resolve_audio
-from ua3dtalk_jax.train import run
+from ua3dtalk_jax.head.workdir import Workdir
 
 N = 12
 
@@ -58,16 +58,16 @@ def test_a_model_reopens_its_own_kind_and_refuses_another(folder, tmp_path):
 def test_resume_with_another_kind_names_the_trained_one(folder, tmp_path):
     cfg = get_config("tiny")
     resolve_audio(cfg.data, cfg.model.audio, Subject.open(str(folder)))
-    run.check_workdir(cfg, str(tmp_path))
+    Workdir(str(tmp_path)).check_config(cfg)
     again = get_config("tiny")  # the same flags: auto resolves the same way, so it resumes
     resolve_audio(again.data, again.model.audio, Subject.open(str(folder)))
-    run.check_workdir(again, str(tmp_path))
+    Workdir(str(tmp_path)).check_config(again)
     mel = get_config("tiny")
     resolve_audio(mel.data, mel.model.audio, Subject.open(str(folder), audio_feature="mel"))
     want = (r"trained on deepspeech \(aud_ds.npy, windows \[16, 29\]\) audio features; this run "
             r"reads mel .*--set=data.audio_feature=deepspeech")
     with pytest.raises(ValueError, match=want):
-        run.check_workdir(mel, str(tmp_path))
+        Workdir(str(tmp_path)).check_config(mel)
 
 
 def test_workdirs_from_before_the_resolution_read_as_mel(tmp_path):

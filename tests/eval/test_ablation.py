@@ -69,6 +69,7 @@ def test_ablation_tiny_and_cli_resume(tiny_trained, tmp_path):
     network would cold-compile for about two minutes here and is covered by the mapping test.
     The CLI then resumes the study (reads the row back); other overrides are refused."""
     from ua3dtalk_jax.configs import apply_overrides
+    from ua3dtalk_jax.train.run import train
 
     subject = str(tmp_path / "subject")  # the study rewrites the subject's stage-1 feature cache
     shutil.copytree(tiny_trained["subject"], subject)
@@ -76,7 +77,7 @@ def test_ablation_tiny_and_cli_resume(tiny_trained, tmp_path):
     sets = ["train.face.iterations=2", "train.mouth.iterations=2", "train.fuse.iterations=1"]
     base = apply_overrides(get_config("tiny"), sets)
     logs = []
-    res = ablation.run_ablation(base, subject, root, ["+P+E+U"], max_frames=8,
+    res = ablation.run_ablation(train, base, subject, root, ["+P+E+U"], max_frames=8,
                                 stage1_from=tiny_trained["workdir"], log=logs.append)  # fmt: skip
     assert any("checkpoint found" in str(x) for x in logs)  # stage 1 copied, not retrained
     with open(os.path.join(root, "ablation.json")) as f:
@@ -106,4 +107,5 @@ def test_ablation_tiny_and_cli_resume(tiny_trained, tmp_path):
     assert "not rerun" in r.stdout and "| +P+E+U" in r.stdout
     other = apply_overrides(get_config("tiny"), [*sets[:2], "train.fuse.iterations=2"])
     with pytest.raises(ValueError, match="another config"):
-        ablation.run_ablation(other, subject, root, ["+P+E+U"], stage1_from=tiny_trained["workdir"])
+        ablation.run_ablation(train, other, subject, root, ["+P+E+U"],
+                              stage1_from=tiny_trained["workdir"])

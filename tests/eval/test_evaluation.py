@@ -12,7 +12,7 @@ from ua3dtalk_jax.eval import evaluation, metrics
 from ua3dtalk_jax.eval import landmarks as L
 from ua3dtalk_jax.eval.expression_coeffs import expression_sets
 from ua3dtalk_jax.eval.metrics import EFD_OWN, NOT_AVAILABLE
-from ua3dtalk_jax.eval.trained_model import load_trained
+from ua3dtalk_jax.head.workdir import Workdir
 
 FRAMES = 8  # held-out frames evaluated (dlib and MediaPipe dominate the cost)
 # evaluate_heldout measures the float render; the collected frames are truncated to uint8
@@ -164,17 +164,17 @@ def test_expression_fd_of_frames_self_zero_grows_with_warp(tiny_trained):
 def test_bad_workdirs_are_refused(tiny_trained, tmp_path):
     wd, subj = tiny_trained["workdir"], tiny_trained["subject"]
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        evaluation.load_trained(str(tmp_path / "nowhere"))
+        Workdir(str(tmp_path / "nowhere")).load_trained(drivable=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
-        evaluation.load_trained(str(empty))
+        Workdir(str(empty)).load_trained(drivable=False)
     # stage 1 only: config.json, no stage-2 model
     s1 = tmp_path / "stage1_only"
     s1.mkdir()
     shutil.copy(os.path.join(wd, "config.json"), s1)
     with pytest.raises(FileNotFoundError, match="stage-2"):
-        evaluation.load_trained(str(s1))
+        Workdir(str(s1)).load_trained(drivable=False)
     # another version: a config with a key this version does not have, and one it lacks
     with open(os.path.join(wd, "config.json")) as f:
         cfg = json.load(f)
@@ -185,20 +185,20 @@ def test_bad_workdirs_are_refused(tiny_trained, tmp_path):
     with open(other / "config.json", "w") as f:
         json.dump(cfg, f)
     with pytest.raises(ValueError, match="another version.*train.deform.*model.old_switch"):
-        evaluation.load_trained(str(other))
+        Workdir(str(other)).load_trained(drivable=False)
     # another model format in the stage-2 checkpoint's metadata
     fmt = tmp_path / "other_format"
     shutil.copytree(wd, fmt, ignore=shutil.ignore_patterns("tb", "val", "face", "mouth", "fuse"))
     meta = next(p for p in fmt.glob("stage2/model/*/meta/metadata"))
     meta.write_text(meta.read_text().replace("ua3dtalk_jax/stage2/v1", "ua3dtalk_jax/stage2/v0"))
     with pytest.raises(ValueError, match="stage2/v0"):
-        evaluation.load_trained(str(fmt))
+        Workdir(str(fmt)).load_trained(drivable=False)
     with pytest.raises(FileNotFoundError, match="--syncnet_weights"):
         evaluation.evaluate(wd, subj, syncnet_weights=str(tmp_path / "syncnet_v2.model"))
     with pytest.raises(ValueError, match="--split"):
         evaluation.evaluate(wd, subj, split="test")
     with pytest.raises(FileNotFoundError, match="--subject"):
-        evaluation.workdir_subject("synthetic", str(tmp_path), wd)
+        Workdir(wd).subject_dir("synthetic", str(tmp_path))
 
 
 def test_workdir_records_its_subject(tiny_trained, tmp_path):
@@ -206,14 +206,14 @@ def test_workdir_records_its_subject(tiny_trained, tmp_path):
     workdir without it (or whose subject moved) falls back to the preset's synthetic subject."""
     wd = tiny_trained["workdir"]
     want = os.path.abspath(tiny_trained["subject"])
-    assert evaluation.workdir_subject(None, str(tmp_path), wd) == want
-    assert evaluation.workdir_subject(want, str(tmp_path), wd) == want  # explicit still wins
-    assert os.path.abspath(load_trained(wd).subject.path) == want  # the notebook API likewise
+    assert Workdir(wd).subject_dir(None, str(tmp_path)) == want
+    assert Workdir(wd).subject_dir(want, str(tmp_path)) == want  # explicit still wins
+    assert os.path.abspath(Workdir(wd).load_trained().subject.path) == want  # the notebook API
     old = tmp_path / "old"
     old.mkdir()
     shutil.copy(os.path.join(wd, "config.json"), old / "config.json")
     with pytest.raises(FileNotFoundError, match="--subject=synthetic"):
-        evaluation.workdir_subject(None, str(tmp_path), str(old))
+        Workdir(str(old)).subject_dir(None, str(tmp_path))
     (old / "subject.json").write_text(json.dumps({"subject": str(tmp_path / "moved")}))
     with pytest.raises(FileNotFoundError, match="--subject=synthetic"):
-        evaluation.workdir_subject(None, str(tmp_path), str(old))
+        Workdir(str(old)).subject_dir(None, str(tmp_path))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ua3dtalk_jax.eval import uncertainty_maps as um
+from ua3dtalk_jax.head.workdir import Workdir
 
 # float32 compositing of a few Gaussians: sums of weights that should be 1 agree to ~1e-6; the
 # rasterizer's per-pixel sums of ~50 Gaussians stay well inside 1e-4.
@@ -85,15 +86,16 @@ def test_uncertainty_maps_of_tiny_workdir(tiny_trained, tmp_path):
     """Real heads: the splatted fusion weights of the face branch sum to 1 over the views (the
     per-Gaussian weights do, and splatting is linear); PNGs and an mp4 with audio are written."""
     from ua3dtalk_jax.data import Subject
-    from ua3dtalk_jax.eval.evaluation import load_trained
-    from ua3dtalk_jax.eval.video import probe
-    from ua3dtalk_jax.train.stage2 import _frame, stage1_arrays
+    from ua3dtalk_jax.data.video import probe
+    from ua3dtalk_jax.head.features import frame_with_features
 
     wd, subj = tiny_trained["workdir"], tiny_trained["subject"]
-    cfg, heads = load_trained(wd)
+    model = Workdir(wd).load_trained(subj, drivable=False)
+    cfg, heads = model.cfg, model.heads
     s = Subject.open(subj)
     i = int(s.split("val")[0])
-    frame = {k: jnp.asarray(v) for k, v in _frame(s, stage1_arrays(s, wd), i).items()}
+    features = Workdir(wd).stage1_features(s)
+    frame = {k: jnp.asarray(v) for k, v in frame_with_features(s, features, i).items()}
     fn, views = um.make_frame_fn(cfg, heads, width=s.size[1], height=s.size[0], branch="face")
     assert views == list(heads["face"][0].spec.view_names)
     _, maps = fn(frame)

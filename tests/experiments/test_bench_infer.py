@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from tests.tools import import_tool
-from ua3dtalk_jax.eval import trained_model as tm
+from ua3dtalk_jax.head.workdir import Workdir
+from ua3dtalk_jax.infer import trained_model as tm
 
 
 @pytest.fixture(scope="module")
 def model(tiny_trained):
-    return tm.load_trained(tiny_trained["workdir"], tiny_trained["subject"])
+    return Workdir(tiny_trained["workdir"]).load_trained(tiny_trained["subject"])
 
 
 FRAMES = 25  # the tiny subject's held-out second: its first frames are silent, and silence is refused
@@ -37,7 +38,7 @@ def test_parts_at_the_subject_size_and_at_another(model):
 def test_resized_conditioning_scales_intrinsics_and_background(model):
     bench = import_tool("bench_infer")
     feats = tm.audio_features(model, bench._clip(model, FRAMES))
-    from ua3dtalk_jax.eval.poses import pose_schedule
+    from ua3dtalk_jax.infer.poses import pose_schedule
 
     c = tm.frame_conditioning(model, feats, 0, pose_schedule(model.subject, "val")(model.subject, 0))
     h = model.size[0]

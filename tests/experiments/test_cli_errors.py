@@ -21,7 +21,7 @@ from tests.data import tg_layout
 from ua3dtalk_jax.configs import apply_overrides, get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.stage2_audio import resolve_audio
-from ua3dtalk_jax.train import run
+from ua3dtalk_jax.head.workdir import Workdir
 
 # (arguments, regex the one stderr line must match, folders that must not change); names in
 # capitals are replaced by the paths of the `world` fixture.
@@ -121,10 +121,10 @@ def world(tmp_path_factory):
     tg_layout.write_tg_subject(str(w["TG"]), 12)
     other = apply_overrides(get_config("tiny"), ["seed=5"])
     resolve_audio(other.data, other.model.audio, Subject.open(str(w["TG"])))
-    run.check_workdir(other, str(w["WOTHER"]))
+    Workdir(str(w["WOTHER"])).check_config(other)
     cfg = get_config("tiny")
     cfg.data.audio_feature = "mel"
-    run.check_workdir(cfg, str(w["WCFG"]))
+    Workdir(str(w["WCFG"])).check_config(cfg)
     rng = np.random.default_rng(0)
     w["SPEECH"] = root / "speech.wav"
     soundfile.write(w["SPEECH"], tg_layout.speech_like(16000, rng), 16000)

@@ -20,7 +20,7 @@ import soundfile
 
 from tests.preprocess import media
 from ua3dtalk_jax.data import Subject
-from ua3dtalk_jax.eval import video as V
+from ua3dtalk_jax.data import video as V
 
 REPO = Path(__file__).resolve().parents[2]
 FPS, SIZE = 25, 64

@@ -23,11 +23,11 @@ import pytest
 from tests.configs.legacy import tiny_resolved, write_version0
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.configs.io import save_config
-from ua3dtalk_jax.train.checkpoint import Checkpointer
-from ua3dtalk_jax.train.stage1 import has_stage1, load_stage1
-from ua3dtalk_jax.train.stage1_loop import TrainState, apply_grads, init_state, run_steps
-from ua3dtalk_jax.train.stage2 import load_stage2
-from ua3dtalk_jax.train.stage2_loop import Phase
+from ua3dtalk_jax.head.checkpoint import Checkpointer
+from ua3dtalk_jax.head.stage2_model import load_stage2
+from ua3dtalk_jax.head.workdir import Workdir
+from ua3dtalk_jax.train.stage1.loop import TrainState, apply_grads, init_state, run_steps
+from ua3dtalk_jax.train.stage2.loop import Phase
 
 ROOT = Path(__file__).resolve().parents[2]
 RESUME_TOL = 1e-5  # float32 round-off; the CPU programs and every step's key are deterministic
@@ -40,7 +40,7 @@ def killed_save(directory: Path) -> None:
         import os, signal
         import numpy as np
         from orbax.checkpoint._src.path import atomicity
-        from ua3dtalk_jax.train.checkpoint import Checkpointer
+        from ua3dtalk_jax.head.checkpoint import Checkpointer
 
         async def die(*args, **kwargs):  # the step is written; the rename would finish it
             os.kill(os.getpid(), signal.SIGKILL)
@@ -67,12 +67,12 @@ def test_a_killed_stage1_save_is_no_stage1(leftover, tmp_path):
     """Before: has_stage1 saw a non-empty folder ("not retrained") and load_stage1 failed with
     orbax's "No steps found" on every rerun."""
     shutil.copytree(leftover, tmp_path / "stage1")
-    assert not has_stage1(str(tmp_path))
+    assert not Workdir(str(tmp_path)).has_stage1()
     with pytest.raises(FileNotFoundError, match="no finished stage-1 checkpoint.*--stage=1"):
-        load_stage1(str(tmp_path))
+        Workdir(str(tmp_path)).load_stage1()
     # the next save there (the rerun's) finishes, and the leftover is gone
     Checkpointer(str(tmp_path / "stage1"), max_to_keep=1).save(0, {"w": np.zeros(3)})
-    assert has_stage1(str(tmp_path))
+    assert Workdir(str(tmp_path)).has_stage1()
     assert sorted(os.listdir(tmp_path / "stage1")) == ["0"]
 
 
@@ -81,7 +81,7 @@ def test_a_killed_stage2_model_save_is_no_model(leftover, tmp_path):
     save_config(get_config("tiny"), str(tmp_path))
     shutil.copytree(leftover, tmp_path / "stage2" / "model")
     with pytest.raises(FileNotFoundError, match="no trained stage-2 model.*--stage=2"):
-        load_stage2(str(tmp_path))
+        load_stage2(Workdir(str(tmp_path)).model_dir, get_config("tiny"))
 
 
 def _toy_step():
@@ -106,7 +106,7 @@ class Killed(Exception):
 
 @pytest.mark.optimized  # the resumed parameters as users compile the steps
 def test_a_module_killed_mid_way_resumes_to_the_uninterrupted_parameters(tmp_path):
-    from ua3dtalk_jax.train.stage1_loop import Progress
+    from ua3dtalk_jax.train.stage1.loop import Progress
 
     step, state0, data = _toy_step()
     key, n = jax.random.PRNGKey(3), 10
@@ -178,7 +178,7 @@ def test_a_resumed_phase_logs_each_iteration_once(tmp_path):
 def test_summary_json_is_replaced_whole(tmp_path):
     """A write that fails half-way (here a value JSON cannot encode) leaves the previous summary
     and no temporary file."""
-    from ua3dtalk_jax.train.checkpoint import write_json_atomic
+    from ua3dtalk_jax.head.checkpoint import write_json_atomic
 
     path = tmp_path / "summary.json"
     write_json_atomic(str(path), {"heldout": {"psnr": 20.0}})
@@ -208,9 +208,9 @@ def test_stage1_killed_twice_resumes_to_the_uninterrupted_run(tiny_trained, left
     module (the lip expert after 25 of 40 steps, emotion fine-tuning after 13 of 20); the rerun
     restores the finished modules, resumes the two, and ends with the shared run's parameters."""
     from ua3dtalk_jax.data import Subject
-    from ua3dtalk_jax.train.checkpoint import finished_steps
-    from ua3dtalk_jax.train.stage1 import PROGRESS_DIR, train_stage1
-    from ua3dtalk_jax.train.stage1_data import Stage1Data
+    from ua3dtalk_jax.head.checkpoint import finished_steps
+    from ua3dtalk_jax.train.stage1.data import Stage1Data
+    from ua3dtalk_jax.train.stage1.driver import train_stage1
 
     cfg = tiny_trained["cfg"].stage1.copy_and_resolve_references()
     cfg.checkpoint_every = 10
@@ -218,11 +218,11 @@ def test_stage1_killed_twice_resumes_to_the_uninterrupted_run(tiny_trained, left
     data = Stage1Data.from_subject(Subject.open(tiny_trained["subject"]), cfg)
     wd = tmp_path / "work"
     shutil.copytree(leftover, wd / "stage1")
-    assert not has_stage1(str(wd))
+    assert not Workdir(str(wd)).has_stage1()
     crash = Crash("lip_expert step 25/40", "emotion_finetune step 13/20")
     with pytest.raises(Killed):
         train_stage1(data, cfg, str(wd), log=crash)
-    progress = wd / PROGRESS_DIR
+    progress = wd / Workdir.STAGE1_PROGRESS
     steps = {m: finished_steps(str(progress / m)) for m in os.listdir(progress)}
     assert steps == {"syncnet": [40], "lip_expert": [20], "emotion_pretrain": [40],
                      "emotion_finetune": [10]}, steps  # fmt: skip
@@ -233,13 +233,13 @@ def test_stage1_killed_twice_resumes_to_the_uninterrupted_run(tiny_trained, left
                  "emotion_finetune: resumed at step 10/20"):  # fmt: skip
         assert line in logs, logs
     assert not any(x.startswith("syncnet step") for x in logs)
-    ref = load_stage1(tiny_trained["workdir"])
+    ref = Workdir(tiny_trained["workdir"]).load_stage1()
     for name in ref.params:
         for a, b in zip(jax.tree.leaves(model.params[name]), jax.tree.leaves(ref.params[name])):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=RESUME_TOL,
                                        atol=RESUME_TOL, err_msg=name)  # fmt: skip
     np.testing.assert_allclose(model.class_means, ref.class_means, rtol=RESUME_TOL, atol=RESUME_TOL)
-    assert not progress.exists() and has_stage1(str(wd))
+    assert not progress.exists() and Workdir(str(wd)).has_stage1()
     assert sorted(os.listdir(wd / "stage1")) == ["0"]
 
 
@@ -247,8 +247,7 @@ def test_workdirs_saved_before_checkpoint_every_resume(tmp_path):
     """stage1.checkpoint_every came later: a config.json without it resumes and loads (the
     interval changes no result)."""
     from ua3dtalk_jax.configs.io import load_config
-    from ua3dtalk_jax.train import run
 
     write_version0(str(tmp_path), lambda d: d["stage1"].pop("checkpoint_every"))
-    run.check_workdir(tiny_resolved(), str(tmp_path))  # resumes
+    Workdir(str(tmp_path)).check_config(tiny_resolved())  # resumes
     assert load_config(str(tmp_path)).stage1.checkpoint_every == 500

@@ -26,6 +26,8 @@ import pytest
 from tests.configs.legacy import tiny_resolved, write_version0
 from ua3dtalk_jax.configs import apply_overrides, get_config
 from ua3dtalk_jax.configs.io import load_config
+from ua3dtalk_jax.eval.heldout import evaluate_heldout
+from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.models.motion import motion_spec
 from ua3dtalk_jax.train import run
 
@@ -65,7 +67,7 @@ def test_paper_preset_has_the_paper_sizes():
 
 def test_workdirs_saved_before_the_fusion_field_read_as_dense(tmp_path):
     write_version0(str(tmp_path), lambda d: d["model"]["uncertainty"].pop("fusion"))
-    run.check_workdir(tiny_resolved(), str(tmp_path))  # resumes
+    Workdir(str(tmp_path)).check_config(tiny_resolved())  # resumes
     assert load_config(str(tmp_path)).model.uncertainty.fusion == "dense"
 
 
@@ -76,7 +78,8 @@ def test_paper_preset_trains_end_to_end(tiny_trained, tmp_path):
     cfg = apply_overrides(get_config("paper"), OVERRIDES)
     lines = []
     workdir = str(tmp_path / "work")
-    out = run.train(cfg, tiny_trained["subject"], workdir, "all", log=lines.append)
+    out = run.train(cfg, tiny_trained["subject"], workdir, "all", log=lines.append,
+                    evaluate=evaluate_heldout)
     summary = out["stage2"]
     held = summary["heldout"]
     assert held["frames"] > 0
@@ -103,7 +106,8 @@ def test_network_init_does_not_depend_on_the_buffer_size():
     full-ensemble forward): the parameters are bitwise those of an init on every slot."""
     import jax
 
-    from ua3dtalk_jax.train.stage2_state import build_network, dummy_inputs, init_branch
+    from ua3dtalk_jax.head.stage2_model import build_network, dummy_inputs
+    from ua3dtalk_jax.train.stage2.state import init_branch
 
     cfg = get_config("tiny")
     state = init_branch(cfg, "face", jax.random.PRNGKey(3), 1.0)[0]
@@ -127,6 +131,6 @@ def test_workdirs_with_the_schedule_copy_under_model_gaussians_resume(tmp_path):
         saved["data"].update(fps=None, seed=0, shuffle=True, keys=None)  # never read, gone too
 
     write_version0(str(tmp_path), old)
-    run.check_workdir(tiny_resolved(), str(tmp_path))  # resumes
+    Workdir(str(tmp_path)).check_config(tiny_resolved())  # resumes
     cfg = load_config(str(tmp_path))
     assert "densify_every" not in cfg.model.gaussians.face and "shuffle" not in cfg.data

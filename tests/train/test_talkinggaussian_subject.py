@@ -31,14 +31,14 @@ import soundfile
 from tests.data import tg_layout
 from ua3dtalk_jax.configs import apply_overrides, get_config
 from ua3dtalk_jax.data import Subject
+from ua3dtalk_jax.data import video as V
 from ua3dtalk_jax.data.stage2_audio import resolve_audio
-from ua3dtalk_jax.eval import trained_model as tm
-from ua3dtalk_jax.eval import video as V
+from ua3dtalk_jax.head.checkpoint import Checkpointer
+from ua3dtalk_jax.head.features import subject_features
+from ua3dtalk_jax.head.workdir import Workdir
+from ua3dtalk_jax.infer import trained_model as tm
 from ua3dtalk_jax.train import parallel
-from ua3dtalk_jax.train.checkpoint import Checkpointer
-from ua3dtalk_jax.train.features import subject_features
-from ua3dtalk_jax.train.stage1 import load_stage1
-from ua3dtalk_jax.train.stage2_loop import train_branch
+from ua3dtalk_jax.train.stage2.loop import train_branch
 
 N = 12  # frames: 10 train, 2 held out
 STAGE1 = [f"stage1.{m}.steps=1" for m in ("syncnet", "lip_expert", "expr_prior", "stylenet")]
@@ -102,7 +102,7 @@ def test_a_stage1_then_stage2_on_deepspeech_windows(may):
     line = "stage 2 audio: deepspeech (aud_ds.npy, windows [16, 29]) for 12 frames"
     assert line in r1.stdout and line in r2.stdout
     assert "no emotion labels" in r1.stdout and "RuntimeWarning" not in r1.stderr
-    s1 = load_stage1(str(workdir))  # f_gt-exp was track_params.pt's exp, standardised on train
+    s1 = Workdir(str(workdir)).load_stage1()  # f_gt-exp was track_params.pt's exp, standardised on train
     train = may["truth"]["exp"][: int(N * 10 / 11)]
     np.testing.assert_allclose(s1.exp_mean, train.mean(0), atol=EXP_STATS_TOL)
     np.testing.assert_allclose(s1.exp_std, train.std(0), rtol=EXP_STATS_TOL)
@@ -145,7 +145,7 @@ def test_c_infer_takes_the_new_clips_windows_beside_its_wav(may, tmp_path):
     assert no_wav.returncode != 0 and "--audio is missing" in no_wav.stderr
     assert sorted(os.listdir(tmp_path)) == ["new.wav", "new_ds.npy", "out.mp4"]
 
-    model = tm.load_trained(str(may["workdir"]))  # the notebook API takes the same pair
+    model = Workdir(str(may["workdir"])).load_trained()  # the notebook API takes the same pair
     assert model.needs_audio_features and model.audio_kind == "deepspeech"
     feats = tm.audio_features(model, str(wav), features=np.load(npy))
     assert feats["aud"].shape == (NEW_FRAMES, 16, 29) and feats["f_exp"].shape == (NEW_FRAMES, 64)
@@ -184,7 +184,7 @@ def test_b_stage2_on_ua3dtalk_extras_without_a_stage_1(may):
     held = _heldout(workdir)
     assert held["frames"] == N - int(N * 10 / 11) and np.isfinite(held["psnr"])
     with pytest.raises(ValueError, match="precomputed UA-3DTalk features"):
-        tm.load_trained(str(workdir))
+        Workdir(str(workdir)).load_trained()
 
 
 @pytest.mark.slow

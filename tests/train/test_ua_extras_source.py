@@ -9,8 +9,8 @@ from tests.data import tg_layout
 from ua3dtalk_jax.configs import get_config
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.eval.evaluation import HeldoutFrames, sync_own
-from ua3dtalk_jax.train.features import feature_source
-from ua3dtalk_jax.train.stage2 import Stage1Missing, stage1_arrays
+from ua3dtalk_jax.head.features import feature_source
+from ua3dtalk_jax.head.workdir import Stage1Missing, Workdir
 
 N = 12  # 10 train, 2 val
 SCALE = 0.3
@@ -34,7 +34,7 @@ def test_features_are_the_extras_standardised_on_the_train_rows(ua_subject, tmp_
     subject = Subject.open(str(root))
     cfg = _cfg()
     assert cfg.stage1.features.standardise and cfg.stage1.features.scale == SCALE
-    got = stage1_arrays(subject, str(tmp_path / "no_stage1"), cfg=cfg)  # no checkpoint needed
+    got = Workdir(str(tmp_path / "no_stage1")).stage1_features(subject, cfg)  # no checkpoint needed
     train = int(N * 10 / 11)
     for k in ("f_exp", "f_tone"):
         mu, sd = want[k][:train].mean(0), want[k][:train].std(0)
@@ -42,7 +42,7 @@ def test_features_are_the_extras_standardised_on_the_train_rows(ua_subject, tmp_
         np.testing.assert_allclose(got[k][:train].mean(0), 0.0, atol=1e-5)
         np.testing.assert_allclose(got[k][:train].std(0), SCALE, rtol=1e-4)
     np.testing.assert_array_equal(got["f_emo"], want["f_emo"])  # passed on as it is
-    raw = stage1_arrays(subject, str(tmp_path), cfg=_cfg("paper"))  # the paper preset: as is
+    raw = Workdir(str(tmp_path)).stage1_features(subject, _cfg("paper"))  # the paper preset: as is
     for k in want:
         assert raw[k].dtype == np.float32 and raw[k].shape == want[k].shape
         np.testing.assert_array_equal(raw[k], want[k])
@@ -53,7 +53,7 @@ def test_the_default_source_still_needs_stage_1(ua_subject, tmp_path):
     subject = Subject.open(str(root))
     assert feature_source(get_config("cpu")) == feature_source(None) == "stage1"
     with pytest.raises(Stage1Missing, match="--stage=1"):
-        stage1_arrays(subject, str(tmp_path), cfg=get_config("tiny"))
+        Workdir(str(tmp_path)).stage1_features(subject, get_config("tiny"))
 
 
 def test_bad_source_missing_extras_and_emotion_override_are_refused(ua_subject, tmp_path):
@@ -62,18 +62,18 @@ def test_bad_source_missing_extras_and_emotion_override_are_refused(ua_subject, 
         feature_source(_cfg(source="ua"))
     subject = Subject.open(str(root))
     with pytest.raises(ValueError, match="emotion override needs stage 1"):
-        stage1_arrays(subject, str(tmp_path), emotion="happy", cfg=_cfg())
+        Workdir(str(tmp_path)).stage1_features(subject, _cfg(), emotion="happy")
     bare = tmp_path / "bare"
     tg_layout.write_tg_subject(str(bare), N, aud_ds=False)
     with pytest.raises(FileNotFoundError, match=r"bare: .*missing train_auds_exp\.pth, "
                                                 r"val_auds_exp\.pth, .*mser_emotion_val\.pth"):
-        stage1_arrays(Subject.open(str(bare)), str(tmp_path), cfg=_cfg())
+        Workdir(str(tmp_path)).stage1_features(Subject.open(str(bare)), _cfg())
     tg_layout.write_ua_extras(str(bare), N)
     for f in ("mser_emotion_train.pth", "mser_emotion_val.pth"):
         (bare / f).unlink()
     with pytest.raises(FileNotFoundError, match=r"missing mser_emotion_train\.pth, "
                                                 r"mser_emotion_val\.pth \(or train stage 1"):
-        stage1_arrays(Subject.open(str(bare)), str(tmp_path), cfg=_cfg())
+        Workdir(str(tmp_path)).stage1_features(Subject.open(str(bare)), _cfg())
 
 
 def test_own_sync_score_is_not_available_without_a_stage_1(ua_subject, tmp_path):
@@ -89,9 +89,10 @@ def test_own_sync_score_is_not_available_without_a_stage_1(ua_subject, tmp_path)
 
 def test_the_ablation_study_trains_no_shared_stage_1(ua_subject, tmp_path):
     from ua3dtalk_jax.eval.ablation import shared_stage1
+    from ua3dtalk_jax.train import run
 
     root, _ = ua_subject
     logs = []
-    assert shared_stage1(_cfg(), str(root), str(tmp_path), None, logs.append) is None
+    assert shared_stage1(run.train, _cfg(), str(root), str(tmp_path), None, logs.append) is None
     assert logs == ["ablation: no stage 1 (stage1.features.source=subject)"]
     assert not list(tmp_path.iterdir())

@@ -40,7 +40,7 @@ _SIZES = {
 
 def _gaussians(init_num: int, capacity: int, grad_threshold: float, *, face: bool):
     g = ml_collections.ConfigDict()
-    g.init = "box"  # "box" (authors) or "image" (lifted from the frames; train.stage2_init)
+    g.init = "box"  # "box" (authors) or "image" (lifted from the frames; train.stage2.init)
     g.init_num = init_num  # initial points (authors: face 2000, mouth 10,000 in the box)
     g.init_frames = 8  # "image": training frames the points are drawn from
     g.capacity = capacity  # fixed buffer size; exceeding it is an error

@@ -178,7 +178,7 @@ def _prior(preset: str) -> ml_collections.ConfigDict:
     # The paper's 3D expression prior: a user's Deep3DFaceRecon / SadTalker `epoch_20.pth` (read
     # without torch; nothing downloaded). Given, f_exp (lip-expert frames) and f_gt-exp (real
     # frames) are its 64 expression coefficients after the 5-point alignment
-    # (train/stage1_face.py) and `expr_prior` is not trained; "" or "none": that regressor.
+    # (train/stage1/face.py) and `expr_prior` is not trained; "" or "none": that regressor.
     p = ml_collections.ConfigDict()
     p.face_recon_weights = REQUIRED if preset == "paper" else ""
     return p

@@ -8,7 +8,7 @@ and each EmoEvaluation file has one summary line per utterance:
 Labels: neu hap exc sad ang fru fea sur dis oth xxx (xxx = no majority). `label_set="four"` is
 CA-MSER's 4-class protocol (neutral, happy + excited, sad, angry; everything else dropped);
 `label_set="full"` keeps every label but xxx. `iemocap_corpus` turns the utterances into the
-pre-training corpus dict of `train/stage1_emotion.py` (one stream, windows inside utterances).
+pre-training corpus dict of `train/stage1/emotion.py` (one stream, windows inside utterances).
 """
 
 from __future__ import annotations

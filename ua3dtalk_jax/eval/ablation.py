@@ -9,7 +9,8 @@ paper notes, uncertainty fusion needs several views.
 
 Stage 1 does not read `model.ablation`, so it is trained once (in root/stage1_shared, or taken from
 `stage1_from`) and its checkpoint copied into every configuration's workdir root/<slug>, where
-`train.run.train` then finds it and trains only stage 2. A configuration is resumable: its stage 2
+the training function then finds it and trains only stage 2. That function (`train.run.train`) is
+passed in by the caller, experiments/ablate.py: eval/ comes after train/ and does not import it. A configuration is resumable: its stage 2
 resumes from its own checkpoints, and a finished, evaluated one (eval_val.json newer than its
 model, with every column of this table) is read back instead of rerun; one evaluated by an older
 version (a column missing, e.g. "Emo-acc (subject)") is evaluated again, not retrained. Each is
@@ -23,8 +24,11 @@ import json
 import os
 import shutil
 
+from ua3dtalk_jax.configs.io import saved_config
 from ua3dtalk_jax.eval import metrics
 from ua3dtalk_jax.eval.metrics import EFD_OWN, EMO_SUBJECT
+from ua3dtalk_jax.head.features import feature_source
+from ua3dtalk_jax.head.workdir import Workdir
 
 CONFIGURATIONS = {  # Table 2 row → (prior, emotion, uncertainty)
     "Baseline": (False, False, False),
@@ -69,30 +73,25 @@ def check_overrides(overrides) -> None:
 
 def _stage1_config(workdir: str) -> dict:
     """What a stage 1 was trained with: the stage-1 section and the run seed."""
-    from ua3dtalk_jax.configs.io import saved_config
-
     saved = saved_config(workdir)
     return {**saved["stage1"], "seed": saved["seed"]}
 
 
-def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
+def shared_stage1(train, base, subject_path: str, root: str, stage1_from: str | None,
                   log=print) -> str | None:  # fmt: skip
-    """The workdir whose stage-1 checkpoint every configuration copies (trained here if needed);
-    None when stage 2 reads the subject's precomputed features (`stage1.features.source`)."""
-    from ua3dtalk_jax.train import run
-    from ua3dtalk_jax.train.features import feature_source
-    from ua3dtalk_jax.train.stage1 import CKPT_DIR, has_stage1
-
+    """The workdir whose stage-1 checkpoint every configuration copies (trained here with
+    `train`, `train.run.train`'s signature, if needed); None when stage 2 reads the subject's
+    precomputed features (`stage1.features.source`)."""
     if feature_source(base) == "subject":
         log("ablation: no stage 1 (stage1.features.source=subject)")
         return None
     src = stage1_from or os.path.join(root, SHARED_STAGE1)
-    ckpt = os.path.join(src, CKPT_DIR)
-    if stage1_from and not has_stage1(src):
-        raise FileNotFoundError(f"--stage1_from={stage1_from}: no stage-1 checkpoint in {ckpt}")
+    if stage1_from and not Workdir(src).has_stage1():
+        raise FileNotFoundError(
+            f"--stage1_from={stage1_from}: no stage-1 checkpoint in {Workdir(src).stage1_dir}")
     if not stage1_from:
         log(f"ablation: stage 1 (shared by all configurations) in {src}")
-        run.train(ablation_config(base, "+P+E+U"), subject_path, src, "1", log=log)
+        train(ablation_config(base, "+P+E+U"), subject_path, src, "1", log=log)
     want = {**json.loads(json.dumps(base.stage1.to_dict())), "seed": base.seed}
     if _stage1_config(src) != want:
         raise ValueError(f"{src}: its stage 1 was trained with another stage1 config than this run")
@@ -102,9 +101,8 @@ def shared_stage1(base, subject_path: str, root: str, stage1_from: str | None,
 def _finished(workdir: str, split: str) -> dict | None:
     """The evaluated rendered row of a configuration, when its evaluation is newer than its model
     and has every column of this table (an older evaluation is redone; the model is kept)."""
-    from ua3dtalk_jax.train.stage2 import MODEL_DIR
-
-    res, model = os.path.join(workdir, f"eval_{split}.json"), os.path.join(workdir, MODEL_DIR)
+    wd = Workdir(workdir)
+    res, model = wd.eval_file(split), wd.model_dir
     if not (os.path.isfile(res) and os.path.isdir(model)):
         return None
     if os.path.getmtime(res) < os.path.getmtime(model):
@@ -114,24 +112,23 @@ def _finished(workdir: str, split: str) -> dict | None:
     return row if all(c in row for c in COLUMNS[4:]) else None
 
 
-def run_configuration(cfg, name: str, subject_path: str, root: str, stage1_src: str | None, *,
-                      split: str = "val", syncnet_weights=None, max_frames=None,
-                      log=print) -> dict:  # fmt: skip
-    """Trains (or resumes) and evaluates one configuration; returns its table row."""
+def run_configuration(train, cfg, name: str, subject_path: str, root: str,
+                      stage1_src: str | None, *, split: str = "val", syncnet_weights=None,
+                      max_frames=None, log=print) -> dict:  # fmt: skip
+    """Trains (or resumes, with `train`: `train.run.train`'s signature) and evaluates one
+    configuration; returns its table row."""
     from ua3dtalk_jax.eval.evaluation import evaluate
-    from ua3dtalk_jax.train import run
-    from ua3dtalk_jax.train.stage1 import CKPT_DIR
-    from ua3dtalk_jax.train.stage2 import MODEL_DIR
 
     wd = os.path.join(root, SLUGS[name])
-    run.check_workdir(cfg, wd)  # a workdir of another config (other --set) is refused, not mixed
+    work = Workdir(wd)
+    work.check_config(cfg)  # a workdir of another config (other --set) is refused, not mixed
     row = _finished(wd, split)
     if row is None:
-        if not os.path.isdir(os.path.join(wd, MODEL_DIR)):
-            if stage1_src is not None and not os.path.isdir(os.path.join(wd, CKPT_DIR)):
-                shutil.copytree(os.path.join(stage1_src, CKPT_DIR), os.path.join(wd, CKPT_DIR))
+        if not os.path.isdir(work.model_dir):
+            if stage1_src is not None and not os.path.isdir(work.stage1_dir):
+                shutil.copytree(Workdir(stage1_src).stage1_dir, work.stage1_dir)
             log(f"ablation {name}: training stage 2 in {wd}")
-            run.train(cfg, subject_path, wd, "all", log=log)
+            train(cfg, subject_path, wd, "all", log=log)
         log(f"ablation {name}: evaluating")
         row = evaluate(wd, subject_path, split=split, syncnet_weights=syncnet_weights,
                        max_frames=max_frames, log=log)["rows"][0]  # fmt: skip
@@ -144,10 +141,11 @@ def run_configuration(cfg, name: str, subject_path: str, root: str, stage1_src: 
     return out
 
 
-def run_ablation(base, subject_path: str, root: str, names=None, *, stage1_from=None,
+def run_ablation(train, base, subject_path: str, root: str, names=None, *, stage1_from=None,
                  split: str = "val", syncnet_weights=None, max_frames=None,
                  log=print) -> dict:  # fmt: skip
-    """Trains and evaluates the configurations `names` (default all five) under `root`.
+    """Trains (with `train`, `train.run.train`'s signature) and evaluates the configurations
+    `names` (default all five) under `root`.
 
     Returns:
       {"rows": one row per configuration, "table": printed text, "paths": written files}.
@@ -155,7 +153,6 @@ def run_ablation(base, subject_path: str, root: str, names=None, *, stage1_from=
     from ua3dtalk_jax.configs import pretrained
     from ua3dtalk_jax.data import Subject
     from ua3dtalk_jax.data.stage2_audio import resolve_audio
-    from ua3dtalk_jax.train.features import feature_source
 
     names = list(names or CONFIGURATIONS)
     base = copy.deepcopy(base)  # every row: the subject's audio kind, stage 1's pretrained parts
@@ -164,11 +161,12 @@ def run_ablation(base, subject_path: str, root: str, names=None, *, stage1_from=
     pretrained.resolve(base.stage1, trains_stage1=stage1_from is None
                        and feature_source(base) == "stage1")  # fmt: skip
     os.makedirs(root, exist_ok=True)
-    src = shared_stage1(base, subject_path, root, stage1_from, log)
+    src = shared_stage1(train, base, subject_path, root, stage1_from, log)
     rows = []
     for name in names:
         rows.append(
             run_configuration(
+                train,
                 ablation_config(base, name),
                 name,
                 subject_path,

@@ -102,16 +102,16 @@ def generator_rows(clf, subject, index: np.ndarray, shown, strengths=(),
 def model_rows(clf, workdir: str, subject_path: str, index: np.ndarray, shown,
                log=print) -> list[dict]:  # fmt: skip
     """Rows of a trained workdir's renders: audio-driven, then with each `--emotion` of `shown`."""
-    from ua3dtalk_jax.data.stage2_audio import open_for_model
-    from ua3dtalk_jax.eval.evaluation import load_trained, render_split
-    from ua3dtalk_jax.train.stage2 import stage1_arrays
+    from ua3dtalk_jax.eval.evaluation import render_split
+    from ua3dtalk_jax.head.workdir import Workdir
 
-    cfg, heads = load_trained(workdir)
-    subject = open_for_model(subject_path, cfg.data, cfg.model.audio)
+    wd = Workdir(workdir)
+    model = wd.load_trained(subject_path, drivable=False)
+    cfg, heads, subject = model.cfg, model.heads, model.subject
     rows = []
     for x in [None, *shown]:
         log(f"model: held-out frames with {'their audio' if x is None else '--emotion=' + x} ...")
-        feats = stage1_arrays(subject, workdir, emotion=x, cfg=cfg)
+        feats = wd.stage1_features(subject, cfg, emotion=x)
         fr = render_split(cfg, heads, subject, feats, "val", len(index))
         rows.append(score_row(clf, fr.rendered, _labels(subject, fr.index), "model", x))
     return rows

@@ -1,7 +1,7 @@
 """Evaluation of a trained workdir on a held-out split: the paper's Table 1 plus emotion accuracy.
 
 `evaluate(workdir, subject_path, split="val")` renders the split's frames with their own audio (the
-stage-1 features of the clip) through `train.stage2.evaluate_heldout` — its render loop, its PSNR,
+stage-1 features of the clip) through `eval.heldout.evaluate_heldout` — its render loop, its PSNR,
 SSIM and LPIPS — collecting the frames with its `on_frame` callback (as uint8 by truncation, the
 conversion of TalkingGaussian's LMDMeter), and measures against the real frames:
 
@@ -34,7 +34,9 @@ import numpy as np
 
 from ua3dtalk_jax.eval import landmarks as lm_lib
 from ua3dtalk_jax.eval import metrics
+from ua3dtalk_jax.eval.heldout import evaluate_heldout
 from ua3dtalk_jax.eval.metrics import EFD_OWN, EMO_SUBJECT, EMO_SUBJECT_REAL
+from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.types import EMOTIONS
 
 NOT_APPLICABLE = "—"  # a ground-truth cell of a metric that compares against the ground truth
@@ -42,80 +44,6 @@ COLUMNS = ("source", "frames", "PSNR", "SSIM", "LPIPS", "LMD", EFD_OWN, "Sync-C"
            "Sync-C (own)", "Sync-D (own)", "Emo-acc", EMO_SUBJECT)  # fmt: skip
 SYNCNET_FPS = 25.0  # syncnet_python converts every video to 25 fps
 AUDIO_RATE = 16000
-
-
-def check_version(workdir: str) -> None:
-    """Refuses a workdir whose config.json has other keys than this version's config.
-
-    Raises:
-      FileNotFoundError: no config.json (not a training workdir).
-      ValueError: keys missing or unknown (written by another version of ua3dtalk_jax).
-    """
-    from ua3dtalk_jax.configs import get_config
-    from ua3dtalk_jax.configs.io import load_config
-
-    saved = load_config(workdir).to_dict()
-    preset = saved.get("preset")
-    try:
-        current = get_config(preset).to_dict()
-    except ValueError as e:
-        raise ValueError(f"{workdir}/config.json: preset {preset!r} unknown to this version") from e
-
-    def keys(d, prefix=""):
-        out = set()
-        for k, v in d.items():
-            out |= keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
-        return out
-
-    missing, extra = sorted(keys(current) - keys(saved)), sorted(keys(saved) - keys(current))
-    if missing or extra:
-        raise ValueError(
-            f"{workdir} was written by another version of ua3dtalk_jax (config keys missing: "
-            f"{missing[:6] or 'none'}; unknown: {extra[:6] or 'none'}); retrain it with this one"
-        )
-
-
-def workdir_subject(subject: str | None, data_root: str, workdir: str) -> str:
-    """The subject directory of a workdir; never builds one.
-
-    None: the subject recorded in the workdir by training (`train.run.record_subject`) when that
-    directory still exists, else as "synthetic". "synthetic" (experiments.train's default) is
-    data_root/synthetic_<the config's synthetic preset>; anything else is a path or a folder
-    under data_root.
-    """
-    from ua3dtalk_jax.configs.io import load_config
-    from ua3dtalk_jax.train.run import recorded_subject
-
-    if subject is None:
-        rec = recorded_subject(workdir)
-        if rec is not None and os.path.isdir(rec):
-            return rec
-        subject = "synthetic"
-    if subject == "synthetic":
-        cands = [os.path.join(data_root, f"synthetic_{load_config(workdir).synthetic}")]
-    else:
-        cands = [subject, os.path.join(data_root, subject)]
-    for c in cands:
-        if os.path.isdir(c):
-            return c
-    raise FileNotFoundError(f"--subject={subject}: no subject directory at {' or '.join(cands)}; "
-                            "pass the subject the workdir was trained on")  # fmt: skip
-
-
-def load_trained(workdir: str):
-    """(cfg, heads) of a finished workdir (`train.stage2.load_stage2`), after `check_version`."""
-    from ua3dtalk_jax.train.stage2 import MODEL_DIR, load_stage2
-
-    if not os.path.isdir(workdir):
-        raise FileNotFoundError(f"--workdir={workdir}: no such directory")
-    check_version(workdir)
-    try:
-        return load_stage2(workdir)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as e:  # orbax: a tree that does not match this version's model
-        raise ValueError(f"{os.path.join(workdir, MODEL_DIR)}: cannot be restored by this "
-                         f"version ({type(e).__name__}: {str(e)[:300]})") from e  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -134,8 +62,6 @@ class HeldoutFrames:
 def render_split(cfg, heads, subject, features, split: str = "val",
                  max_frames: int | None = None) -> HeldoutFrames:  # fmt: skip
     """Renders a split (its first `max_frames` frames) with `evaluate_heldout`; reads the real ones."""
-    from ua3dtalk_jax.train.stage2 import evaluate_heldout
-
     idx = np.asarray(subject.split(split))
     if max_frames is not None:
         if max_frames < 1:
@@ -245,18 +171,18 @@ def sync_own(fr: HeldoutFrames, subject, workdir: str, notes: list) -> dict:
     import jax.numpy as jnp
 
     from ua3dtalk_jax.eval.syncnet_lse import lse_score
+    from ua3dtalk_jax.head.crops import face_crops
     from ua3dtalk_jax.models.prior.syncnet import SyncNet, stack_lower_halves
-    from ua3dtalk_jax.train.stage1 import has_stage1, load_stage1
-    from ua3dtalk_jax.train.stage1_data import face_crops
 
     if not np.any(fr.landmarks != 0) or not _contiguous(fr.index):
         notes.append("Sync (own): needs 68-point landmarks and consecutive frames")
         return {"rendered": None, "real": None}
-    if not has_stage1(workdir):
+    wd = Workdir(workdir)
+    if not wd.has_stage1():
         notes.append("Sync (own): no stage-1 SyncNet in the workdir (stage 2 was trained on the "
                      "subject's precomputed features)")  # fmt: skip
         return {"rendered": None, "real": None}
-    s1 = load_stage1(workdir)
+    s1 = wd.load_stage1()
     net, params = s1.models["syncnet"], s1.params["syncnet"]
     t = int(s1.cfg.data.sync_frames)
     face = jax.jit(lambda p, x: net.apply({"params": p}, stack_lower_halves(x / 255.0),
@@ -348,17 +274,15 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
       FileNotFoundError: no workdir, config, stage-1 or stage-2 model, or weights file.
       ValueError: a workdir from another version; a bad split.
     """
-    from ua3dtalk_jax.data.stage2_audio import open_for_model
-    from ua3dtalk_jax.train.stage2 import stage1_arrays
-
     if split not in ("val", "train"):
         raise ValueError(f"--split must be 'val' or 'train', got {split!r}")
     if syncnet_weights and not os.path.isfile(syncnet_weights):
         raise FileNotFoundError(f"--syncnet_weights={syncnet_weights}: no such file")
-    cfg, heads = load_trained(workdir)
-    subject = open_for_model(subject_path, cfg.data, cfg.model.audio)
+    wd = Workdir(workdir)
+    model = wd.load_trained(subject_path, drivable=False)
+    cfg, heads, subject = model.cfg, model.heads, model.subject
     log(f"rendering the {split} split of {subject.path} ...")
-    fr = render_split(cfg, heads, subject, stage1_arrays(subject, workdir, cfg=cfg), split,
+    fr = render_split(cfg, heads, subject, wd.stage1_features(subject, cfg), split,
                      max_frames)  # fmt: skip
     notes: list[str] = []
     log("LMD (dlib), E-FD (own, MediaPipe), SyncNet scores, emotion accuracy (fer, subject) ...")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ua3dtalk_jax.audio.features import SAMPLE_RATE
 from ua3dtalk_jax.data import Subject
-from ua3dtalk_jax.eval.video import VideoWriter
+from ua3dtalk_jax.data.video import VideoWriter
 
 
 class HeldoutVideo:

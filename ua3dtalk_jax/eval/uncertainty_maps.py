@@ -5,7 +5,7 @@ In "eval" mode the MotionNetwork returns, per view v (`spec.view_names`) and Gau
   epistemic  e_vn = tr(Cov_t[μ_t]) / D           (spread of the T members' means)
   weight     w_vn = tr(Σ̂_v⁻¹) / Σ_j tr(Σ̂_j⁻¹)    (the view's share of the fused precision, Eq. 12)
 These 3V numbers are rendered as extra colour channels of the frame's deformed Gaussians with the
-geometry held fixed (stop_gradient, as the attention maps of `train/stage2_render.py`): a pixel
+geometry held fixed (stop_gradient, as the attention maps of `head/render.py`): a pixel
 gets Σ_i w_i c_i over the compositing weights w_i of the Gaussians it sees; divided by the
 accumulated alpha Σ_i w_i it is the opacity-weighted mean of the quantity over those Gaussians.
 Pixels with alpha below ALPHA_MIN are blank. "fused" composites face over mouth per channel as
@@ -37,7 +37,7 @@ def branch_maps(net, params, gaussians, frame: dict, *, width: int, height: int,
 
     Args:
       net, params, gaussians: the branch (`load_stage2` heads entry).
-      frame: one frame (cameras and conditioning; see `train.stage2_render`).
+      frame: one frame (cameras and conditioning; see `head.render`).
       width, height: image size.
       backend: rasterizer backend.
     Returns:
@@ -48,8 +48,8 @@ def branch_maps(net, params, gaussians, frame: dict, *, width: int, height: int,
     """
     from ua3dtalk_jax.gaussians import activated, camera_center
     from ua3dtalk_jax.gaussians.compose import GREEN
+    from ua3dtalk_jax.head.render import deform
     from ua3dtalk_jax.render import rasterize
-    from ua3dtalk_jax.train.stage2_render import deform
 
     if not net.spec.uncertainty:
         raise ValueError(f"the {net.spec.name} branch was trained without uncertainty blocks "
@@ -238,20 +238,20 @@ def render_uncertainty(workdir: str, subject_path: str, *, frames: str | None = 
        "stats": {quantity: (V,) mean over frames of each view's spatial mean}}.
     """
     from ua3dtalk_jax.audio.features import SAMPLE_RATE
-    from ua3dtalk_jax.data.stage2_audio import open_for_model
-    from ua3dtalk_jax.eval.evaluation import load_trained
-    from ua3dtalk_jax.eval.video import VideoWriter
-    from ua3dtalk_jax.train.stage2 import _frame, stage1_arrays
+    from ua3dtalk_jax.data.video import VideoWriter
+    from ua3dtalk_jax.head.features import frame_with_features
+    from ua3dtalk_jax.head.workdir import Workdir
 
-    cfg, heads = load_trained(workdir)
-    subject = open_for_model(subject_path, cfg.data, cfg.model.audio)
+    wd = Workdir(workdir)
+    model = wd.load_trained(subject_path, drivable=False)
+    cfg, heads, subject = model.cfg, model.heads, model.subject
     idx = parse_frames(frames, subject)
-    features = stage1_arrays(subject, workdir, cfg=cfg)
+    features = wd.stage1_features(subject, cfg)
     h, w = subject.size
     fn, views = make_frame_fn(cfg, heads, width=w, height=h, branch=branch)
 
     def run(i):
-        f = {k: jnp.asarray(v) for k, v in _frame(subject, features, int(i)).items()}
+        f = {k: jnp.asarray(v) for k, v in frame_with_features(subject, features, int(i)).items()}
         rgb, maps = fn(f)
         return np.asarray(rgb), {q: np.asarray(m) for q, m in maps.items()}
 

@@ -1,1 +1,7 @@
-"""Training: stage 1 (Prior Extraction, Emotion Distillation; `stage1.py`) and stage 2 (deformation)."""
+"""Training: `run.train` (stage 1, then stage 2, then the held-out evaluation it is given).
+
+stage1/      Prior Extraction and Emotion Distillation (paper §2.1–§2.2)
+stage2/      face and mouth branches, then the fuse step (paper §2.3–§2.4)
+optim.py     optimisers and the authors' schedules; parallel.py the device mesh and data parallelism
+config_io.py the workdir's config.json (moving to configs/)
+"""

@@ -8,24 +8,18 @@ with a different config is refused (naming the fields that differ) rather than m
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-import ml_collections
-
 from ua3dtalk_jax.audio.precomputed import check_choice
 from ua3dtalk_jax.configs import pretrained
-from ua3dtalk_jax.configs.io import CONFIG_NAME, as_saved, save_config, saved_config
 from ua3dtalk_jax.configs.overrides import check_config
-from ua3dtalk_jax.data.stage2_audio import resolve_audio, trained_on
-from ua3dtalk_jax.train.checkpoint import write_json_atomic
-from ua3dtalk_jax.train.stage1 import CKPT_DIR as STAGE1_DIR
-from ua3dtalk_jax.train.stage1 import has_stage1
+from ua3dtalk_jax.data.stage2_audio import resolve_audio
+from ua3dtalk_jax.head.features import feature_source
+from ua3dtalk_jax.head.workdir import Workdir
 
 __all__ = ["prepare", "train"]
 STAGES = ("1", "2", "all")
-SUBJECT_RECORD = "subject.json"  # {"subject": absolute path} of the first training call
 
 
 def enable_compile_cache(path: str | None) -> None:
@@ -44,8 +38,9 @@ def enable_compile_cache(path: str | None) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def resolve_subject(subject: str, data_root: str, synthetic_preset: str, log=print) -> str:
-    """A subject directory: a path, a folder under data_root, or "synthetic" (built if absent)."""
+def training_subject(subject: str, data_root: str, synthetic_preset: str, log=print) -> str:
+    """The subject directory a training run reads: a path, a folder under data_root, or
+    "synthetic" (built if absent). A finished workdir's subject is `Workdir.subject_dir`."""
     from ua3dtalk_jax.data.synthetic.generate import ensure_synthetic
 
     if subject == "synthetic":
@@ -60,73 +55,22 @@ def resolve_subject(subject: str, data_root: str, synthetic_preset: str, log=pri
         f"--subject={subject}: neither a directory nor a folder under --data_root={data_root}")
 
 
-def check_workdir(cfg, workdir: str, *, save: bool = True) -> None:
-    """Saves the config (with `save`), or checks that the workdir was trained with the same one."""
-    if os.path.exists(os.path.join(workdir, CONFIG_NAME)):
-        old, new = saved_config(workdir), as_saved(cfg)
-        diff = sorted(_diff(old, new))
-        if any(d == "data.audio_feature" or d.startswith("model.audio.") for d in diff):
-            was = ml_collections.ConfigDict(old)
-            raise ValueError(
-                f"{workdir} was trained on {trained_on(was.data, was.model.audio)} audio "
-                f"features; this run reads {trained_on(cfg.data, cfg.model.audio)}: pass "
-                f"--set=data.audio_feature={was.data.audio_feature} (the subject must still have "
-                "those features) or use a new --workdir")  # fmt: skip
-        if diff:
-            raise ValueError(
-                f"{workdir} was trained with another config (differs in {', '.join(diff[:8])}); "
-                "use a new --workdir or the same flags to resume")
-        return
-    if save:
-        save_config(cfg, workdir)
-
-
-def record_subject(workdir: str, subject_path: str) -> None:
-    """Writes workdir/subject.json (the subject's absolute path) unless it is there already, so
-    the tools that read a finished workdir find its subject without --subject."""
-    path = os.path.join(workdir, SUBJECT_RECORD)
-    if os.path.exists(path):
-        return
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"subject": os.path.abspath(subject_path)}, f)
-    os.replace(path + ".tmp", path)
-
-
-def recorded_subject(workdir: str) -> str | None:
-    """The subject path recorded by `record_subject`, or None (older workdirs have none)."""
-    try:
-        with open(os.path.join(workdir, SUBJECT_RECORD)) as f:
-            return json.load(f)["subject"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _diff(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in set(a) | set(b):
-            yield from _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-    elif a != b:
-        yield prefix.rstrip(".")
-
-
 def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     """Trains stage 1 unless its checkpoint exists; computes (and caches) the per-frame features."""
-    from ua3dtalk_jax.train.stage1 import train_stage1
-    from ua3dtalk_jax.train.stage1_data import Stage1Data
-    from ua3dtalk_jax.train.stage2 import stage1_arrays
+    from ua3dtalk_jax.train.stage1.data import Stage1Data
+    from ua3dtalk_jax.train.stage1.driver import train_stage1
 
     t = time.time()
-    ckpt = os.path.join(workdir, STAGE1_DIR)
+    wd = Workdir(workdir)
     metrics = {}
-    if has_stage1(workdir):
-        log(f"stage 1: checkpoint found in {ckpt}, not retrained")
+    if wd.has_stage1():
+        log(f"stage 1: checkpoint found in {os.path.join(workdir, wd.STAGE1)}, not retrained")
     else:
         log("stage 1: Prior Extraction and Emotion Distillation ...")
         # the data is dropped once stage 1 is trained: the features below read the checkpoint
         _, metrics = train_stage1(Stage1Data.from_subject(subject, cfg.stage1), cfg.stage1,
                                   workdir, seed=cfg.seed, log=log)  # fmt: skip
-    stage1_arrays(subject, workdir)
+    wd.stage1_features(subject)
     return {"seconds": time.time() - t, "metrics": metrics}
 
 
@@ -141,8 +85,6 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
       FileNotFoundError / ValueError: one line naming the flag, file or field at fault.
     """
     from ua3dtalk_jax.data import Subject
-    from ua3dtalk_jax.train.features import feature_source
-    from ua3dtalk_jax.train.stage2 import Stage1Missing
 
     if stage not in STAGES:
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
@@ -150,37 +92,38 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
     source = feature_source(cfg)
     subject = Subject.open(subject_path, audio_feature=check_choice(cfg.data.audio_feature))
     log(resolve_audio(cfg.data, cfg.model.audio, subject))
+    wd = Workdir(workdir)
     trains_stage1 = stage == "1" or (stage == "all" and source == "stage1")
-    pretrained.resolve(cfg.stage1, trains_stage1=trains_stage1 and not has_stage1(workdir))
-    check_workdir(cfg, workdir, save=False)
-    if trains_stage1 and not has_stage1(workdir) and not subject.has("aud.wav"):
+    pretrained.resolve(cfg.stage1, trains_stage1=trains_stage1 and not wd.has_stage1())
+    wd.check_config(cfg, save=False)
+    if trains_stage1 and not wd.has_stage1() and not subject.has("aud.wav"):
         raise FileNotFoundError(
             f"{os.path.join(subject.path, 'aud.wav')}: missing; stage 1 learns from the clip's "
             "16 kHz speech (TalkingGaussian's preprocessing writes it: ffmpeg -i VIDEO -ac 1 "
             "-ar 16000 aud.wav)")  # fmt: skip
-    if stage == "2" and source == "stage1" and not has_stage1(workdir):
-        path = os.path.join(os.path.abspath(workdir), STAGE1_DIR)
-        raise Stage1Missing(
-            f"{path}: no stage-1 checkpoint. Stage 2 consumes stage 1's features: run "
-            f"`python -m experiments.train --stage=1` (or --stage=all) with this --workdir first.")
-    check_workdir(cfg, workdir)
-    record_subject(workdir, subject_path)
+    if stage == "2" and source == "stage1":
+        wd.require_stage1()
+    wd.check_config(cfg)
+    wd.record_subject(subject_path)
     for line in pretrained.substitutes(cfg.stage1, source=source):
         log(f"substitute: {line}")
     return subject
 
 
 def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print,
-          on_frame=None, subject=None) -> dict:  # fmt: skip
-    """Runs stage 1 and/or stage 2; returns the summary (stage 2 also writes summary.json).
+          on_frame=None, subject=None, evaluate=None) -> dict:  # fmt: skip
+    """Runs stage 1 and/or stage 2, then (with `evaluate`) the held-out evaluation, as flax's
+    `train_and_evaluate`; returns the summary (stage 2 also writes summary.json).
+
+    `evaluate`: `eval.heldout.evaluate_heldout` (the CLI passes it; train/ does not import
+    eval/, which comes after it in the data flow); None leaves "heldout" out of the summary.
 
     `subject`: the `prepare` result when the caller has already checked the run (the CLI does,
     so that its refusals come before anything is trained); None prepares here.
     """
     from tensorboardX import SummaryWriter
 
-    from ua3dtalk_jax.train.features import feature_source
-    from ua3dtalk_jax.train.stage2 import run_stage2
+    from ua3dtalk_jax.train.stage2.driver import run_stage2
 
     if subject is None:
         subject = prepare(cfg, subject_path, workdir, stage, log=log)
@@ -192,14 +135,14 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
     elif stage in ("1", "all"):
         out["stage1"] = run_stage1(cfg, subject, workdir, log)
     if stage in ("2", "all"):
-        writer = SummaryWriter(os.path.join(workdir, "tb"))
+        writer = SummaryWriter(Workdir(workdir).tensorboard_dir)
         try:
             out["stage2"] = run_stage2(cfg, subject, workdir, log=log, writer=writer,
-                                       on_frame=on_frame)  # fmt: skip
+                                       on_frame=on_frame, evaluate=evaluate)  # fmt: skip
         finally:
             writer.close()
         if "stage1" in out:
             out["stage2"]["seconds"]["stage1"] = out["stage1"]["seconds"]
         out["stage2"]["substitutes"] = pretrained.substitutes(cfg.stage1, source=source)
-        write_json_atomic(os.path.join(workdir, "summary.json"), out["stage2"])
+        Workdir(workdir).write_summary(out["stage2"])
     return out

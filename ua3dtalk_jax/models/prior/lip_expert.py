@@ -6,7 +6,7 @@ A conv encoder (one stride-2 stage per width after the first) keeps skip feature
 encoder (the SyncNet audio stack) gives a vector that is tiled over the bottleneck; the decoder
 upsamples (nearest ×2 then conv, instead of Wav2Lip's transposed convs) through the skips to a
 sigmoid RGB crop (B, S, S, 3): the "lip-wav image". Trained with L1 plus the frozen SyncNet's sync
-loss (`train/stage1_prior.py`).
+loss (`train/stage1/prior.py`).
 
 Two options exist for short (CPU) schedules, both off in the paper preset:
   audio_norm       the audio stack's norm. GroupNorm normalises each mel window over its own

@@ -13,7 +13,7 @@ ranking (AUC) and the frozen-expert use are unchanged in kind.
 `centre=True` (cpu/tiny presets) subtracts each pooled embedding's mean over its channels before
 the L2 normalisation (a LayerNorm without gain), so the embeddings are signed and the cosine spans
 [-1, 1] instead of crowding near one corner of the positive orthant. With the contrastive term of
-the training step (`info_nce`, `train/stage1_prior.py`) this is what lets the cpu-sized SyncNet
+the training step (`info_nce`, `train/stage1/prior.py`) this is what lets the cpu-sized SyncNet
 leave the ln 2 plateau within a few hundred steps (BUILD_NOTES, "A SyncNet that separates").
 """
 
