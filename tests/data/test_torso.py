@@ -2,6 +2,7 @@
 `extract_torso_and_gt`): on a hand-drawn head / neck / torso layout at 256², and on every frame of
 a generated synthetic subject."""
 
+import json
 import os
 
 import cv2
@@ -38,8 +39,10 @@ def test_neck_continues_up_under_the_chin_and_nothing_else_changes():
     a = out[..., 3]
     # outside the head: the person exactly as given, background transparent
     np.testing.assert_array_equal(a[~head], np.round(255 * alpha[~head]))
-    np.testing.assert_array_equal(out[~head & (alpha > 0), :3],
-                                  np.broadcast_to(NECK_RGB, (int((~head & (alpha > 0)).sum()), 3)))
+    np.testing.assert_array_equal(
+        out[~head & (alpha > 0), :3],
+        np.broadcast_to(NECK_RGB, (int((~head & (alpha > 0)).sum()), 3)),
+    )
     # under the head: an opaque strip REACH px up from every neck column's top, nothing above it
     covered = 0
     for c in np.nonzero(neck.any(0))[0]:
@@ -120,3 +123,19 @@ def test_every_frame_covers_the_neck_any_jaw_opening_uncovers(tiny):
         assert not holes.any(), f"frame {i} (opening {opening[i]}): {holes.sum()} px open"
         exposed_total += int(exposed.sum())
     assert exposed_total > 20 * len(frames) * 0.5  # the check has pixels to look at
+
+
+def test_a_subject_of_the_previous_generator_is_refused_with_what_changed(tiny, tmp_path):
+    """The README's main job on a machine that still has the version-2 default subject: one
+    line naming the subject, what version 3 changed and how to rebuild it."""
+    old = tmp_path / "synthetic_default"
+    old.mkdir()
+    with open(os.path.join(tiny, layout.SUBJECT_JSON)) as f:
+        doc = json.load(f)
+    doc["metadata"]["generator_version"] = 2
+    (old / layout.SUBJECT_JSON).write_text(json.dumps(doc))
+    with pytest.raises(FileExistsError) as err:
+        generate.ensure_synthetic(str(tmp_path), "synthetic_default")
+    msg = str(err.value)
+    assert "version 2" in msg and "neck under the chin" in msg and f"rm -r {old}" in msg
+    assert "\n" not in msg

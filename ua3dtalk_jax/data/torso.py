@@ -40,7 +40,7 @@ BLUR_KERNEL = 5  # Gaussian kernel side over the neck strip, at REF_SIZE
 
 
 def _scaled(px: float, height: int) -> int:
-    return max(1, int(round(px * height / REF_SIZE)))
+    return max(1, round(px * height / REF_SIZE))
 
 
 def _strip(mask: np.ndarray, head: np.ndarray, length: int, push_down: int):
@@ -101,7 +101,7 @@ def torso_rgba(rgb: np.ndarray, alpha: np.ndarray, head: np.ndarray, neck: np.nd
     push = _scaled(NECK_PUSH_DOWN, h)
     neck_strip = _paint(out, src, grown, head, _scaled(NECK_EXTEND, h) + push + 1, push, per_px)
     a = np.where(strip | neck_strip, 1.0, a)
-    ksize = 2 * int(round((BLUR_KERNEL // 2) * h / REF_SIZE)) + 1
+    ksize = 2 * round((BLUR_KERNEL // 2) * h / REF_SIZE) + 1
     if ksize > 1 and neck_strip.any():
         num = cv2.GaussianBlur(out * a[..., None], (ksize, ksize), 0)
         den = cv2.GaussianBlur(a, (ksize, ksize), 0)[..., None]
