@@ -27,6 +27,15 @@ def test_region_masks_on_astronaut():
     assert m["eyes"][int(pts[159, 1]) + 1, int(pts[159, 0])]  # just under the upper lid
     box = masks.eye_boxes(pts)
     assert box.shape == (2, 4) and (box[:, 1] > box[:, 0]).all()
+    # torso_imgs: the frame on neck and torso, the neck continued up under the chin (data.torso)
+    rgba = masks.torso_image(img, m)
+    body = m["neck"] | m["torso"]
+    np.testing.assert_array_equal(rgba[body, :3], img[body])
+    head = m["face"] | m["mouth"] | m["hair"]
+    assert (rgba[body, 3] == 255).all() and (rgba[~body & ~head, 3] == 0).all()
+    chin = pts[152, :2].astype(int)
+    assert (rgba[chin[1] - 10 : chin[1], chin[0], 3] == 255).all()  # under the chin
+    assert (rgba[nose[1], nose[0], 3] == 0).all()  # the rest of the face stays open
 
 
 def test_background_plate_median_and_inpainting():

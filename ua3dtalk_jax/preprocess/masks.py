@@ -16,6 +16,10 @@ Replaces BiSeNet parsing + EasyPortrait teeth with what runs from pip:
   heights below the chin; torso: the remaining person pixels.
 Polygons are filled on an 8× sub-pixel grid (cv2 shift=3).
 
+Torso layer (torso_imgs): the frame on neck and torso, with the neck continued up under the chin
+as TalkingGaussian's preprocessing does (`data.torso`), so a rendered jaw line never uncovers
+bc.jpg.
+
 Background plate (bc.jpg): the per-pixel temporal median over sampled frames of the pixels that
 are not person (person dilated by BG_DILATE px against halos); pixels that are person in every
 sample are inpainted (cv2 Telea) from their surroundings.
@@ -29,6 +33,7 @@ import cv2
 import numpy as np
 
 from ua3dtalk_jax import native_log
+from ua3dtalk_jax.data import torso as torso_lib
 
 # fmt: off
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
@@ -193,6 +198,14 @@ def region_masks(image: np.ndarray, points: np.ndarray, person_prob: np.ndarray)
         "eyes": eye_mask(pts, size),
         "person": person,
     }
+
+
+def torso_image(image: np.ndarray, masks: dict) -> np.ndarray:
+    """torso_imgs for one frame: (H, W, 3) uint8 RGB and `region_masks` → (H, W, 4) uint8 RGBA,
+    opaque on neck, torso and the neck's continuation under the head, transparent elsewhere."""
+    body = (masks["neck"] | masks["torso"]).astype(np.float32)
+    head = masks["face"] | masks["mouth"] | masks["teeth"] | masks["hair"]
+    return torso_lib.torso_rgba(image, body, head, masks["neck"], masks["torso"])
 
 
 def composite_gt(image: np.ndarray, person: np.ndarray, background: np.ndarray) -> np.ndarray:

@@ -341,10 +341,11 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
                 m = mask_lib.region_masks(image, pts, person_prob)
                 eyes.append(mask_lib.eye_boxes(pts))
                 index.append(i)
+                gt = mask_lib.composite_gt(image, m["person"], bg)
                 writer.add_frame(
                     image, viewmat=fit["viewmats"][i],
                     masks={n: m[n] for n in ("face", "mouth", "teeth", "hair", "neck", "torso")},
-                    gt_image=mask_lib.composite_gt(image, m["person"], bg),
+                    gt_image=gt, torso_rgba=mask_lib.torso_image(gt, m),
                     landmarks68=lm_lib.to_dlib68(pts[:, :2]), landmarks=pts[:, :2],
                     aus={"AU45_r": float(fit["au45"][i])}, emotion=c.emotion,
                     intensity=c.intensity if c.emotion else None, exp=fit["exp"][i],

@@ -33,8 +33,12 @@ from ua3dtalk_jax.data.writer import SubjectWriter
 from ua3dtalk_jax.types import EMOTIONS
 
 # Bumped whenever the generator's output changes; `ensure_synthetic` refuses an older subject
-# instead of silently training on it. 2: torso_imgs carry the soft person matte (render.torso_layer).
-GENERATOR_VERSION = 2
+# instead of silently training on it, and says what changed since (VERSION_CHANGES).
+GENERATOR_VERSION = 3
+VERSION_CHANGES = {
+    2: "torso_imgs carry the soft person matte",
+    3: "torso_imgs continue the neck under the chin, so no background seam shows under the jaw",
+}
 PRESETS = {
     "default": {"size": 256, "fps": 25, "seconds_train": 60.0, "seconds_test": 10.0},
     "tiny": {"size": 64, "fps": 25, "seconds_train": 2.0, "seconds_test": 1.0},  # 1 sentence each
@@ -221,6 +225,16 @@ def generate_preset(out_dir: str, preset: str = "default", **overrides) -> str:
     return generate_subject(out_dir, **{**PRESETS[preset], **overrides})
 
 
+def _stale_message(path: str, version) -> str:
+    newer = [f"{v}: {VERSION_CHANGES[v]}" for v in sorted(VERSION_CHANGES)
+             if isinstance(version, int) and version < v <= GENERATOR_VERSION]  # fmt: skip
+    what = f" ({'; '.join(newer)})" if newer else ""
+    return (f"{path}: built by synthetic generator version {version}, this is version "
+            f"{GENERATOR_VERSION}{what}; remove it (rm -r {path}) and run again to rebuild it "
+            "(a workdir trained on the old one resumes from its checkpoints: use a new --workdir "
+            "to train on the new one)")  # fmt: skip
+
+
 def ensure_synthetic(
     data_root: str, name: str = "synthetic", preset: str = "default", **overrides
 ) -> str:
@@ -235,10 +249,7 @@ def ensure_synthetic(
         with open(meta) as f:
             version = json.load(f).get("metadata", {}).get("generator_version", 1)
         if version != GENERATOR_VERSION:
-            raise FileExistsError(
-                f"{path}: built by synthetic generator version {version}, this is version "
-                f"{GENERATOR_VERSION} (see GENERATOR_VERSION in {__name__}); remove it to regenerate"
-            )
+            raise FileExistsError(_stale_message(path, version))
         return path
     if os.path.exists(path):
         raise FileExistsError(

@@ -7,7 +7,8 @@ is the z-buffer's answer), every pixel then maps through its triangle's affine m
 texture (one `cv2.remap`), and pixels no triangle covers — the opening between the inner lips —
 show the cavity: dark throat, tongue, and upper (skull-fixed) and lower (jaw-fixed) teeth.
 Rendering happens at SUPERSAMPLE × the frame size and is area-downsampled, which anti-aliases
-the lip edges. The person layer is composited over the clean background plate.
+the lip edges. The person layer is composited over the clean background plate; the torso layer
+(torso_imgs) is that person layer outside the head, the neck continued under the chin.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ua3dtalk_jax.data import torso
 from ua3dtalk_jax.data.synthetic import blendshapes
 from ua3dtalk_jax.data.synthetic.face_model import (
     FACE_OVAL,
@@ -95,17 +97,18 @@ def render_frame(model: FaceModel, exp: np.ndarray, viewmat: np.ndarray) -> dict
 
 
 def torso_layer(rgb: np.ndarray, alpha: np.ndarray, masks: dict) -> np.ndarray:
-    """(S, S, 4) uint8 torso image: the person layer wherever the Gaussians do not model it.
+    """(S, S, 4) uint8 torso image: the person layer wherever the Gaussians do not model it, and
+    the neck continued up under the chin (`data.torso`).
 
     Everything of the soft person matte outside face, mouth, teeth and hair (neck, torso and the
     matte's half-transparent fringe, e.g. background the segmentation left in the photo), with
     its own alpha, so torso over bc.jpg reproduces the frame outside the head exactly. A binary
     neck|torso cut-out would leave the fringe (alpha < 0.5 belongs to no region) to bc.jpg.
+    Under the head the layer is transparent except the authors' neck and torso continuations,
+    which keep bc.jpg out of any gap the rendered jaw line leaves.
     """
     head = masks["face"] | masks["mouth"] | masks["teeth"] | masks["hair"]
-    a = np.where(head, 0.0, alpha)
-    out = np.concatenate([rgb * (a[..., None] > 0), 255.0 * a[..., None]], -1)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return torso.torso_rgba(rgb, alpha, head, masks["neck"], masks["torso"])
 
 
 def id_buffer(pix: np.ndarray, depth: np.ndarray, tris: np.ndarray, res: int) -> np.ndarray:
