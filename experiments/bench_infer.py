@@ -34,8 +34,11 @@ _FRAMES = flags.DEFINE_integer("frames", 100, "Frames of the benchmark clip.")
 _SIZE = flags.DEFINE_integer("size", None, "Render at this square size (default: the subject's).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions of each part (median).")
 _CACHE = cli.define_compile_cache()
-_CONFIG_FORM = flags.DEFINE_bool("config_form", True, "Also time the config's (training) form of "
-                                 "the deformation, which inference does not run.")  # fmt: skip
+_CONFIG_FORM = flags.DEFINE_bool(
+    "config_form",
+    True,
+    "Also time the config's (training) form of the deformation, which inference does not run.",
+)
 
 
 RENDER = "render (deformation + rasterization + compositing)"
@@ -58,7 +61,7 @@ def _clip(model, frames: int) -> np.ndarray:
 
     s = model.subject
     val = s.split("val")
-    wav = s.wav()[int(val[0] / s.fps * SAMPLE_RATE):]
+    wav = s.wav()[int(val[0] / s.fps * SAMPLE_RATE) :]
     need = int(round(frames / s.fps * SAMPLE_RATE))
     return np.resize(wav, need).astype(np.float32)
 
@@ -82,8 +85,9 @@ def _resized(model, conds: list, size: int):
     return out
 
 
-def _parts(model, wav, frames: int, repeats: int, size: int | None = None,
-           skip_config_form: bool = False) -> dict:  # fmt: skip
+def _parts(
+    model, wav, frames: int, repeats: int, size: int | None = None, skip_config_form: bool = False
+) -> dict:
     import jax
 
     from ua3dtalk_jax.infer import trained_model as tm
@@ -106,15 +110,23 @@ def _parts(model, wav, frames: int, repeats: int, size: int | None = None,
     def render():
         jax.block_until_ready([tm.render(model, c) for c in conds])
 
-    parts = (("stage-1 features", features), ("deformation", lambda: deformation(True)),
-             (RENDER, render), (CONFIG_FORM, lambda: deformation(False)))  # fmt: skip
+    parts = (
+        ("stage-1 features", features),
+        ("deformation", lambda: deformation(True)),
+        (RENDER, render),
+        (CONFIG_FORM, lambda: deformation(False)),
+    )
     if skip_config_form:
         parts = parts[:-1]
     t = {name: _median_time(fn, repeats) for name, fn in parts}
     t["rasterization + compositing"] = t[RENDER] - t["deformation"]
     t["end to end"] = t["stage-1 features"] + t[RENDER]
-    return {"frames": n, "seconds": t, "size": np.shape(conds[0]["background"])[:2],
-            "gaussians": {p: int(np.sum(np.asarray(model.heads[p][2].active))) for p in tm.PARTS}}
+    return {
+        "frames": n,
+        "seconds": t,
+        "size": np.shape(conds[0]["background"])[:2],
+        "gaussians": {p: int(np.sum(np.asarray(model.heads[p][2].active))) for p in tm.PARTS},
+    }
 
 
 def report(res: dict) -> str:
@@ -142,8 +154,14 @@ def main(argv):
         enable_compile_cache(_CACHE.value)
         subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, "")
         model = Workdir(_WORKDIR.value).load_trained(subject)
-        res = _parts(model, _clip(model, _FRAMES.value), _FRAMES.value, _REPEATS.value,
-                     _SIZE.value, skip_config_form=not _CONFIG_FORM.value)
+        res = _parts(
+            model,
+            _clip(model, _FRAMES.value),
+            _FRAMES.value,
+            _REPEATS.value,
+            _SIZE.value,
+            skip_config_form=not _CONFIG_FORM.value,
+        )
     except (OSError, ValueError) as e:
         cli.fail("bench_infer", e)
     print(report(res))

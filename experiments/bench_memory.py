@@ -66,13 +66,31 @@ _RELEASE = flags.DEFINE_bool(
 )
 _CHILD = flags.DEFINE_string("child", "", "Internal: measure this subject in this process.")
 
-SHORT = [f"stage1.{k}=2" for k in ("syncnet.steps", "lip_expert.steps", "expr_prior.steps",
-                                    "stylenet.steps", "emotion.pretrain_steps",
-                                    "emotion.finetune_steps")]  # fmt: skip
+SHORT = [
+    f"stage1.{k}=2"
+    for k in (
+        "syncnet.steps",
+        "lip_expert.steps",
+        "expr_prior.steps",
+        "stylenet.steps",
+        "emotion.pretrain_steps",
+        "emotion.finetune_steps",
+    )
+]
 for _p in ("face", "mouth"):
-    SHORT += [f"train.{_p}.{k}={v}" for k, v in (
-        ("iterations", 6), ("warmup", 2), ("ensemble_from", 4), ("densify_from", 2),
-        ("densify_every", 2), ("densify_until", 5), ("lpips_from", 5), ("sh_every", 3))]  # fmt: skip
+    SHORT += [
+        f"train.{_p}.{k}={v}"
+        for k, v in (
+            ("iterations", 6),
+            ("warmup", 2),
+            ("ensemble_from", 4),
+            ("densify_from", 2),
+            ("densify_every", 2),
+            ("densify_until", 5),
+            ("lpips_from", 5),
+            ("sh_every", 3),
+        )
+    ]
 SHORT += ["train.mouth.final_from=5", "train.fuse.iterations=2", "train.fuse.lpips_from=1"]
 
 
@@ -116,8 +134,11 @@ def measure(subject_path: str, workdir: str) -> dict:
             peak_rss.reset_peak()
             t = time.perf_counter()
             out = fn(*a, **k)
-            row["phases"][label] = {"peak_gb": peak_rss.peak_gb(), "end_gb": peak_rss.rss_gb(),
-                                    "seconds": time.perf_counter() - t}  # fmt: skip
+            row["phases"][label] = {
+                "peak_gb": peak_rss.peak_gb(),
+                "end_gb": peak_rss.rss_gb(),
+                "seconds": time.perf_counter() - t,
+            }
             if _RELEASE.value:
                 row["phases"][label].update(release())
             if after is not None:
@@ -139,8 +160,9 @@ def measure(subject_path: str, workdir: str) -> dict:
 
     def stage1_data_bytes(cls, subject, cfg):
         data = from_subject(cls, subject, cfg)
-        sizes["stage-1 data"] = nbytes([v for k, v in vars(data).items()
-                                        if k not in ("exp_stats",)])  # fmt: skip
+        sizes["stage-1 data"] = nbytes(
+            [v for k, v in vars(data).items() if k not in ("exp_stats",)]
+        )
         return data
 
     def eval_some(cfg, subject, features, heads, **k):
@@ -159,8 +181,15 @@ def measure(subject_path: str, workdir: str) -> dict:
     log = lambda line: print(line, flush=True)
     subject = probe("open", run.prepare)(cfg, subject_path, workdir, "all", log=log)
     sizes["subject"] = nbytes(_array_attrs(subject))
-    out = run.train(cfg, subject_path, workdir, "all", log=log, subject=subject,
-                    evaluate=probe("eval", eval_some))
+    out = run.train(
+        cfg,
+        subject_path,
+        workdir,
+        "all",
+        log=log,
+        subject=subject,
+        evaluate=probe("eval", eval_some),
+    )
     row.update(frames=len(subject), size=subject.size[0], heldout=out["stage2"]["heldout"])
     return row
 
@@ -192,8 +221,11 @@ def breakdown(row: dict) -> dict:
     ph = row["phases"]
     top = max(ph, key=lambda p: ph[p]["peak_gb"])
     b = row["bytes"]
-    per_frame = (b.get("subject", 0) + b.get("stage-2 features", 0)
-                 + (b.get("stage-1 data", 0) if top == "stage 1" else 0)) / 1e9  # fmt: skip
+    per_frame = (
+        b.get("subject", 0)
+        + b.get("stage-2 features", 0)
+        + (b.get("stage-1 data", 0) if top == "stage 1" else 0)
+    ) / 1e9
     # the state of the phase (fuse holds both branches; eval the fused heads)
     key = {"eval": "state fuse"}.get(top, f"state {top}")
     state = b.get(key, 0) / 1e9
@@ -201,28 +233,41 @@ def breakdown(row: dict) -> dict:
         state += b.get("state face", 0) / 1e9  # the face branch's result is held meanwhile
     parts = {"runtime": row["runtime_gb"], "per-frame": per_frame, "state": state}
     parts["rest"] = ph[top]["peak_gb"] - sum(parts.values())
-    return {"phase": top, "peak_gb": ph[top]["peak_gb"], "parts": parts,
-            "dominant": max(parts, key=parts.get)}  # fmt: skip
+    return {
+        "phase": top,
+        "peak_gb": ph[top]["peak_gb"],
+        "parts": parts,
+        "dominant": max(parts, key=parts.get),
+    }
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'frames':>7} {'size':>5} | " + " ".join(f"{p:>7}" for p in PHASES)
-            + " | peak in  | runtime per-frame  state   rest | dominates")  # fmt: skip
+    head = (
+        f"{'frames':>7} {'size':>5} | "
+        + " ".join(f"{p:>7}" for p in PHASES)
+        + " | peak in  | runtime per-frame  state   rest | dominates"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         if "phases" not in r:
-            lines.append(f"{r['frames']:>7} {r['size']:>5} | FAILED (exit code {r.get('exit_code')}"
-                         f", log {r.get('log')})")  # fmt: skip
+            lines.append(
+                f"{r['frames']:>7} {r['size']:>5} | FAILED (exit code {r.get('exit_code')}"
+                f", log {r.get('log')})"
+            )
             continue
         ph, b = r["phases"], breakdown(r)
         cells = " ".join(f"{ph[p]['peak_gb']:>7.2f}" if p in ph else f"{'-':>7}" for p in PHASES)
         p = b["parts"]
-        lines.append(f"{r['frames']:>7} {r['size']:>5} | {cells} | {b['phase']:<8} | "
-                     f"{p['runtime']:>7.2f} {p['per-frame']:>9.3f} {p['state']:>6.3f} "
-                     f"{p['rest']:>6.2f} | {b['dominant']}")  # fmt: skip
-    lines.append("peak RSS in GB per phase (VmHWM); breakdown of the largest: runtime (JAX loaded), "
-                 "per-frame arrays, parameters + optimiser state, rest (compile, activations, "
-                 "allocator)")  # fmt: skip
+        lines.append(
+            f"{r['frames']:>7} {r['size']:>5} | {cells} | {b['phase']:<8} | "
+            f"{p['runtime']:>7.2f} {p['per-frame']:>9.3f} {p['state']:>6.3f} "
+            f"{p['rest']:>6.2f} | {b['dominant']}"
+        )
+    lines.append(
+        "peak RSS in GB per phase (VmHWM); breakdown of the largest: runtime (JAX loaded), "
+        "per-frame arrays, parameters + optimiser state, rest (compile, activations, "
+        "allocator)"
+    )
     return "\n".join(lines)
 
 
@@ -239,8 +284,15 @@ def parse_table(text: str) -> list[dict]:
         frames, size = map(int, cells[0].split())
         vals = cells[1].split()
         phases = {p: float(v) for p, v in zip(PHASES, vals) if v != "-"}
-        rows.append({"frames": frames, "size": size, "phases": phases,
-                     "peak_in": cells[2].strip(), "dominates": cells[4].strip()})  # fmt: skip
+        rows.append(
+            {
+                "frames": frames,
+                "size": size,
+                "phases": phases,
+                "peak_in": cells[2].strip(),
+                "dominates": cells[4].strip(),
+            }
+        )
     return rows
 
 
@@ -266,8 +318,14 @@ def _child(subject: str, size: int, n: int) -> dict:
     work = tempfile.mkdtemp(prefix="bench_memory_")
     out, log = os.path.join(work, "row.json"), os.path.join(work, "log.txt")
     argv = [a for a in sys.argv[1:] if not a.startswith(("--child", "--json"))]
-    cmd = [sys.executable, "-m", "experiments.bench_memory", f"--child={subject}",
-           f"--json={out}", *argv]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.bench_memory",
+        f"--child={subject}",
+        f"--json={out}",
+        *argv,
+    ]
     with open(log, "w") as f:
         code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
     if code != 0 or not os.path.exists(out):
@@ -284,9 +342,11 @@ def _child(subject: str, size: int, n: int) -> dict:
 def header() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     sets = " ".join(_SET.value) or "none"
-    return (f"bench_memory: --config={_CONFIG.value}, {'SHORT + ' if _SHORT.value else ''}--set "
-            f"{sets}; {os.cpu_count()} cores, load average {load}, "
-            f"{peak_rss.available_gb():.1f} GB available")  # fmt: skip
+    return (
+        f"bench_memory: --config={_CONFIG.value}, {'SHORT + ' if _SHORT.value else ''}--set "
+        f"{sets}; {os.cpu_count()} cores, load average {load}, "
+        f"{peak_rss.available_gb():.1f} GB available"
+    )
 
 
 def main(argv):

@@ -53,17 +53,27 @@ _BASELINE = flags.DEFINE_string("baseline", "", "A second checkout with its CPU 
 _GRID = flags.DEFINE_bool("grid", False, "The full size × N table against the reference.")
 _MAX_REF = flags.DEFINE_float("max_reference_pairs", 3e8, "Skip the reference above H*W*N.")
 _ASYNC = flags.DEFINE_bool(
-    "async_dispatch", False,
+    "async_dispatch",
+    False,
     "Keep JAX's CPU async dispatch on. Off by default: on a 2-core machine its dispatch thread "
     "can hold one core while the kernel's two threads run, and the medians then jump between "
     "the one- and two-thread times (256², 10k forward 4.2 vs 2.3 ms).",
-)  # fmt: skip
+)
 _SIZES = flags.DEFINE_list("sizes", [], "Only these SIZE:N configurations (e.g. 256:10000).")
 _BINNING_AB = flags.DEFINE_bool("binning_ab", False, "Kept vs re-binned tile lists in fwd+bwd.")
 _AB_ROUNDS = flags.DEFINE_integer("ab_rounds", 5, "Alternating rounds of --binning_ab.")
 
-GRID = [(64, 1_000), (64, 10_000), (64, 100_000), (256, 1_000), (256, 10_000), (256, 100_000),
-        (512, 1_000), (512, 10_000), (512, 100_000)]  # fmt: skip
+GRID = [
+    (64, 1_000),
+    (64, 10_000),
+    (64, 100_000),
+    (256, 1_000),
+    (256, 10_000),
+    (256, 100_000),
+    (512, 1_000),
+    (512, 10_000),
+    (512, 100_000),
+]
 KERNEL_SIZES = [(256, 10_000), (512, 100_000)]
 REFERENCE_SIZE = (128, 2_000)
 TARGETS = [REFERENCE_SIZE, (256, 10_000)]  # --binning_ab's default
@@ -74,8 +84,16 @@ def scene_inputs(size: int, n: int):
     """Pre-projected head scene (RGB + depth) at size²: (rasterize_to_pixels args, pairs)."""
     scene = head_scene(n)
     viewmat, K = head_camera(size, size)
-    p = project(scene["means"], scene["quats"], scene["scales"], scene["opacities"], viewmat, K,
-                width=size, height=size)  # fmt: skip
+    p = project(
+        scene["means"],
+        scene["quats"],
+        scene["scales"],
+        scene["opacities"],
+        viewmat,
+        K,
+        width=size,
+        height=size,
+    )
     colors = jnp.concatenate([scene["colors"], p.depths[:, None]], -1)  # RGB + depth, as rasterize
     bg = jnp.array([0.1, 0.2, 0.3, 0.0], jnp.float32)
     args = (p.means2d, p.conics, colors, p.opacities, p.depths, p.radii, bg)
@@ -136,8 +154,12 @@ class Kernel:
 
         def forward(args, keep):
             c = args[2].shape[-1]
-            out = (jax.ShapeDtypeStruct((size, size, c), f32), jax.ShapeDtypeStruct((size, size), f32),
-                   jax.ShapeDtypeStruct((size, size), i32), jax.ShapeDtypeStruct((2,), i32))  # fmt: skip
+            out = (
+                jax.ShapeDtypeStruct((size, size, c), f32),
+                jax.ShapeDtypeStruct((size, size), f32),
+                jax.ShapeDtypeStruct((size, size), i32),
+                jax.ShapeDtypeStruct((2,), i32),
+            )
             call = jax.ffi.ffi_call(f"{self.prefix}_rasterize_to_pixels_fwd_f32", out)
             return call(*args, **dims, keep_bins=np.int64(keep))
 
@@ -161,8 +183,10 @@ def load_baseline(path: str) -> Kernel:
     render_dir = os.path.join(os.path.abspath(path), "ua3dtalk_jax", "render")
     built = sorted(glob.glob(os.path.join(render_dir, "_raster_cpu*.so")))
     if not built:
-        raise ValueError(f"--baseline: no built CPU kernel (_raster_cpu*.so) in {render_dir}; "
-                         "build it there: UA3D_NO_CUDA=1 python setup.py build_ext --inplace")  # fmt: skip
+        raise ValueError(
+            f"--baseline: no built CPU kernel (_raster_cpu*.so) in {render_dir}; "
+            "build it there: UA3D_NO_CUDA=1 python setup.py build_ext --inplace"
+        )
     # Its own module name (the init symbol is the last component's, PyInit__raster_cpu).
     spec = importlib.util.spec_from_file_location("ua3d_baseline._raster_cpu", built[0])
     module = importlib.util.module_from_spec(spec)
@@ -185,7 +209,10 @@ def _interleaved(fns: dict, args: tuple, calls: int, flip: bool) -> dict:
             t0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(fns[label](*args))
             t1, c1 = time.perf_counter(), time.process_time()
-            best[label] = [min(best[label][0], (t1 - t0) * 1e3), min(best[label][1], (c1 - c0) * 1e3)]
+            best[label] = [
+                min(best[label][0], (t1 - t0) * 1e3),
+                min(best[label][1], (c1 - c0) * 1e3),
+            ]
     return best
 
 
@@ -200,18 +227,23 @@ def side_by_side(size: int, n: int, kernels: list, rounds: int, calls: int) -> d
     fns = {k.label: k.timers(size) for k in kernels}
     for fwd, fwd_bwd in fns.values():  # compile and warm up
         jax.block_until_ready((fwd(args), fwd_bwd(args, v_render, v_alpha)))
-    times = {k.label: {m: [] for m in ("fwd", "fwd_bwd", "fwd_cpu", "fwd_bwd_cpu")} for k in kernels}
+    times = {
+        k.label: {m: [] for m in ("fwd", "fwd_bwd", "fwd_cpu", "fwd_bwd_cpu")} for k in kernels
+    }
     for r in range(rounds):
         fwd = _interleaved({k: f[0] for k, f in fns.items()}, (args,), calls, r % 2 == 1)
-        fb = _interleaved({k: f[1] for k, f in fns.items()}, (args, v_render, v_alpha), calls,
-                          r % 2 == 1)  # fmt: skip
+        fb = _interleaved(
+            {k: f[1] for k, f in fns.items()}, (args, v_render, v_alpha), calls, r % 2 == 1
+        )
         for label, t in times.items():
             t["fwd"].append(fwd[label][0])
             t["fwd_cpu"].append(fwd[label][1])
             t["fwd_bwd"].append(fb[label][0])
             t["fwd_bwd_cpu"].append(fb[label][1])
         line = "  ".join(f"{label} {fwd[label][0]:.2f} / {fb[label][0]:.2f} ms" for label in fns)
-        print(f"    {size}², {n // 1000}k round {r + 1}/{rounds}: fwd / fwd+bwd  {line}", flush=True)
+        print(
+            f"    {size}², {n // 1000}k round {r + 1}/{rounds}: fwd / fwd+bwd  {line}", flush=True
+        )
     return {"pairs": pairs, "times": times}
 
 
@@ -227,15 +259,19 @@ def _backward_ratio(base: dict, this: dict) -> np.ndarray:
 
 def report_kernels(size: int, n: int, result: dict) -> None:
     pairs = result["pairs"]
-    print(f"{size}², {n // 1000}k Gaussians, {pairs / 1e6:.2f} M pairs (medians over rounds; "
-          "cpu: process CPU time of all threads):")  # fmt: skip
+    print(
+        f"{size}², {n // 1000}k Gaussians, {pairs / 1e6:.2f} M pairs (medians over rounds; "
+        "cpu: process CPU time of all threads):"
+    )
     for label, t in result["times"].items():
         fwd, fb = np.array(t["fwd"]), np.array(t["fwd_bwd"])
         bwd = fb - fwd
-        print(f"  {label:<24} fwd {np.median(fwd):7.2f} ms  {pairs / np.median(fwd) / 1e3:6.0f} M "
-              f"evals/s | fwd+bwd {np.median(fb):7.2f} ms | bwd {np.median(bwd):7.2f} ms | "
-              f"bwd/fwd {np.median(bwd / fwd):.2f} | cpu fwd {np.median(t['fwd_cpu']):.2f} ms, "
-              f"fwd+bwd {np.median(t['fwd_bwd_cpu']):.2f} ms")  # fmt: skip
+        print(
+            f"  {label:<24} fwd {np.median(fwd):7.2f} ms  {pairs / np.median(fwd) / 1e3:6.0f} M "
+            f"evals/s | fwd+bwd {np.median(fb):7.2f} ms | bwd {np.median(bwd):7.2f} ms | "
+            f"bwd/fwd {np.median(bwd / fwd):.2f} | cpu fwd {np.median(t['fwd_cpu']):.2f} ms, "
+            f"fwd+bwd {np.median(t['fwd_bwd_cpu']):.2f} ms"
+        )
     labels = list(result["times"])
     if len(labels) == 2:
         this, base = (result["times"][k] for k in labels)
@@ -252,8 +288,10 @@ def report_kernels(size: int, n: int, result: dict) -> None:
             if kept.size == 0:
                 print(f"  speed-up over the baseline, {what}: no usable round")
                 continue
-            print(f"  speed-up over the baseline, {what}: median {np.median(kept):.2f}x "
-                  f"(rounds {kept.min():.2f}-{kept.max():.2f}x{dropped})")  # fmt: skip
+            print(
+                f"  speed-up over the baseline, {what}: median {np.median(kept):.2f}x "
+                f"(rounds {kept.min():.2f}-{kept.max():.2f}x{dropped})"
+            )
 
 
 def report_reference(impl, runs: int) -> None:
@@ -265,9 +303,11 @@ def report_reference(impl, runs: int) -> None:
         jax.block_until_ready((fwd(*args), fwd_bwd(*args)))
         rows[name] = (fastest_ms(fwd, args, runs), fastest_ms(fwd_bwd, args, runs))
     k, r = rows["kernel"], rows["reference"]
-    print(f"{size}², {n // 1000}k vs the pure-JAX reference (fastest of {runs}): reference fwd "
-          f"{r[0]:.1f} ms, fwd+bwd {r[1]:.1f} ms; kernel {k[0]:.2f}, {k[1]:.2f} ms: speed-up "
-          f"fwd {r[0] / k[0]:.0f}x, fwd+bwd {r[1] / k[1]:.0f}x")  # fmt: skip
+    print(
+        f"{size}², {n // 1000}k vs the pure-JAX reference (fastest of {runs}): reference fwd "
+        f"{r[0]:.1f} ms, fwd+bwd {r[1]:.1f} ms; kernel {k[0]:.2f}, {k[1]:.2f} ms: speed-up "
+        f"fwd {r[0] / k[0]:.0f}x, fwd+bwd {r[1] / k[1]:.0f}x"
+    )
 
 
 def bench(size: int, n: int, backends: dict, runs: int) -> dict:
@@ -326,22 +366,29 @@ def _run(backends: dict) -> None:
         for size, n in _configs(TARGETS):
             t = binning_ab(size, n, backends["ffi"], _RUNS.value, _AB_ROUNDS.value)
             for clock in ("wall", "cpu"):
-                print(f"{size:>4}² {n:>7} G  fwd+bwd ({clock}): tile lists kept "
-                      f"{t['kept', clock]:8.2f} ms, binned again {t['rebinned', clock]:8.2f} ms",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{size:>4}² {n:>7} G  fwd+bwd ({clock}): tile lists kept "
+                    f"{t['kept', clock]:8.2f} ms, binned again {t['rebinned', clock]:8.2f} ms",
+                    flush=True,
+                )
         return
     if _GRID.value:
         for size, n in _configs(GRID):
             _report(bench(size, n, backends, _RUNS.value), backends)
         return
     if jax.default_backend() != "cpu" or not available_backends()["cpu"]:
-        raise ValueError("the kernel figures need the CPU kernel built and JAX on the CPU "
-                         "(--grid and --binning_ab take the CUDA kernel too)")  # fmt: skip
+        raise ValueError(
+            "the kernel figures need the CPU kernel built and JAX on the CPU "
+            "(--grid and --binning_ab take the CUDA kernel too)"
+        )
     kernels = [this_kernel()]
     if _BASELINE.value:
         kernels.append(load_baseline(_BASELINE.value))
-    print("tile kernels: " + ", ".join(f"{k.label} {k.isa}" for k in kernels) +
-          f"; {_ROUNDS.value} rounds, each the fastest of {_CALLS.value} calls")  # fmt: skip
+    print(
+        "tile kernels: "
+        + ", ".join(f"{k.label} {k.isa}" for k in kernels)
+        + f"; {_ROUNDS.value} rounds, each the fastest of {_CALLS.value} calls"
+    )
     for size, n in _configs(KERNEL_SIZES):
         report_kernels(size, n, side_by_side(size, n, kernels, _ROUNDS.value, _CALLS.value))
     report_reference(backends["ffi"], max(3, _CALLS.value // 6))
@@ -351,8 +398,10 @@ def main(argv):
     del argv
     jax.config.update("jax_cpu_enable_async_dispatch", _ASYNC.value)
     built = available_backends()
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); kernels built: "
-          f"{built}; threads: {os.environ.get('UA3D_NUM_THREADS', os.cpu_count())}")  # fmt: skip
+    print(
+        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); kernels built: "
+        f"{built}; threads: {os.environ.get('UA3D_NUM_THREADS', os.cpu_count())}"
+    )
     try:
         if not (built["cpu"] or built["cuda"]):
             raise ValueError("no kernel built (pip install -e .)")

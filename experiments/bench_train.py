@@ -53,16 +53,23 @@ _SET = flags.DEFINE_multi_string("set", [], "Config override dotted.key=value (r
 _FILL = flags.DEFINE_bool("fill", True, "Start the Gaussian buffers full (capacity slots live).")
 _JSON = flags.DEFINE_string("json", "", "Also write the results here.")
 _INPROC = flags.DEFINE_bool("in_process", False, "Run the phases in this process (internal).")
-_PROGRAMS = flags.DEFINE_list("programs", [], "face/mouth: only these of static, train, eval, "
-                               "densify (default: all).")
+_PROGRAMS = flags.DEFINE_list(
+    "programs", [], "face/mouth: only these of static, train, eval, densify (default: all)."
+)
 _CHUNK = flags.DEFINE_integer(
-    "fusion_chunk", None, "Gaussians per chunk of the low-rank ensemble fusion (default: the "
+    "fusion_chunk",
+    None,
+    "Gaussians per chunk of the low-rank ensemble fusion (default: the "
     "library's FUSION_CHUNK; 0: none). XLA's cost analysis counts a loop body once, so the "
-    "FLOPs of a chunked program are those of one chunk: use 0 (with --compile_only) for totals.")
+    "FLOPs of a chunked program are those of one chunk: use 0 (with --compile_only) for totals.",
+)
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Compile and analyse; run no steps.")
 _MEM_MARGIN = flags.DEFINE_float(
-    "mem_margin", 0.8, "Run no steps of a program whose XLA buffers exceed this fraction of the "
-    "memory available now (MemAvailable); it is reported as not fitting instead.")
+    "mem_margin",
+    0.8,
+    "Run no steps of a program whose XLA buffers exceed this fraction of the "
+    "memory available now (MemAvailable); it is reported as not fitting instead.",
+)
 
 DEEPSPEECH = (16, 29)  # the authors' DeepSpeech window: 16 steps × 29 logits
 
@@ -78,10 +85,12 @@ def _cost(compiled) -> dict:
     ma = compiled.memory_analysis()
     xla_gb = 0.0
     if ma is not None:
-        xla_gb = (ma.argument_size_in_bytes + ma.output_size_in_bytes
-                  + ma.temp_size_in_bytes) / 1e9  # fmt: skip
-    return {"gflops": float(ca.get("flops", 0.0)) / 1e9,
-            "gbytes": float(ca.get("bytes accessed", 0.0)) / 1e9, "xla_gb": xla_gb}  # fmt: skip
+        xla_gb = (ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes) / 1e9
+    return {
+        "gflops": float(ca.get("flops", 0.0)) / 1e9,
+        "gbytes": float(ca.get("bytes accessed", 0.0)) / 1e9,
+        "xla_gb": xla_gb,
+    }
 
 
 def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) -> list[dict]:
@@ -98,14 +107,26 @@ def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) 
     reset_peak()
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
-    row = {"program": name, "compile_s": time.perf_counter() - t0,
-           "peak_compile_gb": peak_gb(), **_cost(compiled)}  # fmt: skip
+    row = {
+        "program": name,
+        "compile_s": time.perf_counter() - t0,
+        "peak_compile_gb": peak_gb(),
+        **_cost(compiled),
+    }
     avail = available_gb()
     if _COMPILE_ONLY.value or row["xla_gb"] > _MEM_MARGIN.value * avail:
-        why = (f"needs {row['xla_gb']:.1f} GB of XLA buffers, {avail:.1f} GB available"
-               if not _COMPILE_ONLY.value else "compile only")  # fmt: skip
-        row.update(step_s=float("nan"), step_cpu_s=float("nan"), peak_step_gb=float("nan"),
-                   steps=0, skipped=why)  # fmt: skip
+        why = (
+            f"needs {row['xla_gb']:.1f} GB of XLA buffers, {avail:.1f} GB available"
+            if not _COMPILE_ONLY.value
+            else "compile only"
+        )
+        row.update(
+            step_s=float("nan"),
+            step_cpu_s=float("nan"),
+            peak_step_gb=float("nan"),
+            steps=0,
+            skipped=why,
+        )
         print(report.line(row), flush=True)
         return [row]
     rows = []
@@ -121,9 +142,14 @@ def measure(name: str, jitted, args: tuple, steps: int, advance, variants=None) 
             wall.append(time.perf_counter() - w0)
             cpu.append(time.process_time() - c0)
             a = advance(out, a, i + 1)
-        r = dict(row, program=name + suffix, peak_step_gb=peak_gb(),
-                 step_s=float(np.median(wall)), step_cpu_s=float(np.median(cpu)),
-                 steps=steps)  # fmt: skip
+        r = dict(
+            row,
+            program=name + suffix,
+            peak_step_gb=peak_gb(),
+            step_s=float(np.median(wall)),
+            step_cpu_s=float(np.median(cpu)),
+            steps=steps,
+        )
         if suffix:
             r["compile_s"] = 0.0  # same executable
         rows.append(r)
@@ -179,14 +205,19 @@ def filled(g, key):
     import jax.numpy as jnp
 
     live = np.flatnonzero(np.asarray(g.active))
-    src = jnp.asarray(np.where(np.asarray(g.active), np.arange(g.capacity),
-                               live[np.arange(g.capacity) % len(live)]))  # fmt: skip
+    src = jnp.asarray(
+        np.where(
+            np.asarray(g.active), np.arange(g.capacity), live[np.arange(g.capacity) % len(live)]
+        )
+    )
     fields = ("means", "scales_raw", "quats", "opacity_logits", "sh")
     copy = g.replace(**{f: getattr(g, f)[src] for f in fields})
     step = jax.nn.softplus(copy.scales_raw) * jax.random.normal(key, copy.means.shape)
     fresh = ~g.active
-    return copy.replace(means=jnp.where(fresh[:, None], copy.means + step, copy.means),
-                        active=jnp.ones_like(g.active))  # fmt: skip
+    return copy.replace(
+        means=jnp.where(fresh[:, None], copy.means + step, copy.means),
+        active=jnp.ones_like(g.active),
+    )
 
 
 def stand_in_features(n: int, cfg) -> dict:
@@ -214,18 +245,23 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
 
     b, (h, w) = cfg.train[part], subject.size
     mesh = parallel.global_mesh()
-    extent = stage2_state.scene_extent(np.stack([subject.viewmat(int(i))
-                                                 for i in subject.split("train")]))  # fmt: skip
-    state, net, g_tx, n_tx = stage2_state.init_branch(cfg, part, jax.random.PRNGKey(cfg.seed),
-                                                      extent, subject)  # fmt: skip
+    extent = stage2_state.scene_extent(
+        np.stack([subject.viewmat(int(i)) for i in subject.split("train")])
+    )
+    state, net, g_tx, n_tx = stage2_state.init_branch(
+        cfg, part, jax.random.PRNGKey(cfg.seed), extent, subject
+    )
     if _FILL.value:
         state = state.replace(gaussians=filled(state.gaussians, jax.random.PRNGKey(7)))
     state = jax.device_put(state, parallel.replicated(mesh))
-    sampler = FrameSampler(subject, stand_in_features(len(subject), cfg), part, b, cfg.seed,
-                           global_batch(cfg, mesh))  # fmt: skip
-    counts = {"net_params": n_params(state.net),
-              "gaussian_params": n_params(trainable(state.gaussians)),
-              "live_gaussians": int(np.sum(np.asarray(state.gaussians.active)))}  # fmt: skip
+    sampler = FrameSampler(
+        subject, stand_in_features(len(subject), cfg), part, b, cfg.seed, global_batch(cfg, mesh)
+    )
+    counts = {
+        "net_params": n_params(state.net),
+        "gaussian_params": n_params(trainable(state.gaussians)),
+        "live_gaussians": int(np.sum(np.asarray(state.gaussians.active))),
+    }
     rows = []
     # one iteration inside each part of the schedule (the variant and flags training would use)
     wanted = set(_PROGRAMS.value or ("static", "train", "eval", "densify"))
@@ -240,8 +276,14 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
 
         late = {"+late": lambda a: (a[0], a[1], dict(a[2], late=np.bool_(True)))}
         step = make_branch_step(cfg, part, net, g_tx, n_tx, v, width=w, height=h, mesh=mesh)
-        rows += measure(f"{part}/{label}", step, (state, batches[0], step_flags(b, part, it)),
-                        steps, advance, late if label == "eval" and v.deform else None)  # fmt: skip
+        rows += measure(
+            f"{part}/{label}",
+            step,
+            (state, batches[0], step_flags(b, part, it)),
+            steps,
+            advance,
+            late if label == "eval" and v.deform else None,
+        )
     if "densify" not in wanted:
         return [dict(r, **counts) for r in rows]
     dcfg = densify_config(cfg.model.gaussians[part], cfg.train[part])
@@ -249,9 +291,13 @@ def bench_branch(cfg, subject, part: str, steps: int) -> list[dict]:
     def densify(g, stats, key):
         return densify_and_prune(dcfg, g, stats, key, extent=extent, iteration=b.densify_from + 1)
 
-    rows += measure(f"{part}/densify", jax.jit(densify),
-                    (state.gaussians, state.stats, jax.random.PRNGKey(1)), steps,
-                    lambda out, a, i: a)  # fmt: skip
+    rows += measure(
+        f"{part}/densify",
+        jax.jit(densify),
+        (state.gaussians, state.stats, jax.random.PRNGKey(1)),
+        steps,
+        lambda out, a, i: a,
+    )
     return [dict(r, **counts) for r in rows]
 
 
@@ -267,25 +313,38 @@ def bench_fuse(cfg, subject, steps: int) -> list[dict]:
     from ua3dtalk_jax.train.stage2.step import make_fuse_step
 
     (h, w), mesh = subject.size, parallel.global_mesh()
-    extent = stage2_state.scene_extent(np.stack([subject.viewmat(int(i))
-                                                 for i in subject.split("train")]))  # fmt: skip
+    extent = stage2_state.scene_extent(
+        np.stack([subject.viewmat(int(i)) for i in subject.split("train")])
+    )
     states, nets, txs = {}, {}, {}
     for i, p in enumerate(("face", "mouth")):
-        st, nets[p], _, _ = stage2_state.init_branch(cfg, p, jax.random.PRNGKey(i), extent,
-                                                     subject)  # fmt: skip
+        st, nets[p], _, _ = stage2_state.init_branch(cfg, p, jax.random.PRNGKey(i), extent, subject)
         if _FILL.value:
             st = st.replace(gaussians=filled(st.gaussians, jax.random.PRNGKey(7 + i)))
-        txs[p] = stage2_state.gaussian_optimizer(cfg.train[p], extent, st.gaussians.sh.shape[1],
-                                                 fuse=cfg.train.fuse, part=p)  # fmt: skip
+        txs[p] = stage2_state.gaussian_optimizer(
+            cfg.train[p], extent, st.gaussians.sh.shape[1], fuse=cfg.train.fuse, part=p
+        )
         states[p] = st.replace(g_opt=txs[p].init(trainable(st.gaussians)))
     states = jax.device_put(states, parallel.replicated(mesh))
-    sampler = FrameSampler(subject, stand_in_features(len(subject), cfg), "fuse", None, cfg.seed,
-                           global_batch(cfg, mesh))  # fmt: skip
+    sampler = FrameSampler(
+        subject,
+        stand_in_features(len(subject), cfg),
+        "fuse",
+        None,
+        cfg.seed,
+        global_batch(cfg, mesh),
+    )
     batches = [parallel.put_batch(sampler.load(i), mesh) for i in range(steps + 1)]
     step = make_fuse_step(cfg, nets, txs, width=w, height=h, mesh=mesh)
     late = {"+late": lambda a: (a[0], a[1], np.bool_(True))}
-    rows = measure("fuse/step", step, (states, batches[0], np.bool_(False)), steps,
-                   lambda out, a, i: (out[0], batches[min(i, steps)], a[2]), late)  # fmt: skip
+    rows = measure(
+        "fuse/step",
+        step,
+        (states, batches[0], np.bool_(False)),
+        steps,
+        lambda out, a, i: (out[0], batches[min(i, steps)], a[2]),
+        late,
+    )
     counts = {"gaussian_params": sum(n_params(trainable(s.gaussians)) for s in states.values())}
     return [dict(r, **counts) for r in rows]
 
@@ -310,18 +369,31 @@ def bench_stage1(cfg, subject, steps: int) -> list[dict]:
     key = jax.random.PRNGKey(1)
     step_of = lambda out, a, i: (out[0], a[1], jax.random.fold_in(key, i))
     jobs = [
-        ("syncnet", prior.make_syncnet_step(s1, models["syncnet"], data.n_train),
-         params["syncnet"], arrays),
-        ("lip_expert", prior.make_lip_step(s1, models["lip_expert"], models["syncnet"],
-                                           data.n_train),
-         params["lip_expert"], dict(arrays, syncnet=params["syncnet"])),
-        ("expr_prior", prior.make_prior_step(s1, models["expr_prior"], data.n_train),
-         params["expr_prior"], arrays),
-        ("stylenet_fuse", prior.make_style_step(s1, models["stylenet"], models["fuse"],
-                                                data.n_train),
-         {"stylenet": params["stylenet"], "fuse": params["fuse"]},
-         dict(arrays, f_exp=jax.numpy.zeros((data.n, 64)))),
-    ]  # fmt: skip
+        (
+            "syncnet",
+            prior.make_syncnet_step(s1, models["syncnet"], data.n_train),
+            params["syncnet"],
+            arrays,
+        ),
+        (
+            "lip_expert",
+            prior.make_lip_step(s1, models["lip_expert"], models["syncnet"], data.n_train),
+            params["lip_expert"],
+            dict(arrays, syncnet=params["syncnet"]),
+        ),
+        (
+            "expr_prior",
+            prior.make_prior_step(s1, models["expr_prior"], data.n_train),
+            params["expr_prior"],
+            arrays,
+        ),
+        (
+            "stylenet_fuse",
+            prior.make_style_step(s1, models["stylenet"], models["fuse"], data.n_train),
+            {"stylenet": params["stylenet"], "fuse": params["fuse"]},
+            dict(arrays, f_exp=jax.numpy.zeros((data.n, 64))),
+        ),
+    ]
     enc = head_emotion.build_encoder(s1.emotion, len(EMOTIONS), data.exp_dim)
     enc_params, _ = emo.init_encoder(enc, s1.emotion, jax.random.PRNGKey(2))
     train = np.arange(data.n_train)
@@ -362,8 +434,14 @@ def _child(phase: str, out: str) -> list[dict]:
     """Runs one phase in a fresh interpreter (its own peak RSS); returns its rows."""
     skip = ("--phase", "--json", "--in_process")
     argv = [a for a in sys.argv[1:] if not a.startswith(skip)]
-    cmd = [sys.executable, "-m", "experiments.bench_train", f"--phase={phase}", f"--json={out}",
-           "--in_process"] + argv  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.bench_train",
+        f"--phase={phase}",
+        f"--json={out}",
+        "--in_process",
+    ] + argv
     code = subprocess.call(cmd)
     if code != 0 or not os.path.exists(out):
         print(f"[{phase}] failed (exit code {code})", flush=True)
@@ -380,8 +458,10 @@ def main(argv):
     if _INPROC.value:
         rows = [r for p in _PHASE.value for r in run_phase(p)]
     else:
-        print(report.header(_CONFIG.value, _SIZE.value, _STEPS.value, _FILL.value, _SET.value),
-              flush=True)  # fmt: skip
+        print(
+            report.header(_CONFIG.value, _SIZE.value, _STEPS.value, _FILL.value, _SET.value),
+            flush=True,
+        )
         path = _SUBJECT.value or bench_subject(_SIZE.value, _DATA_ROOT.value)  # built once
         print(f"subject: {path}", flush=True)
         rows = []

@@ -18,8 +18,9 @@ DEFAULT_COMPILE_CACHE = os.path.expanduser("~/.cache/ua3dtalk_jax/xla")
 
 def define_compile_cache() -> flags.FlagHolder:
     """--compile_cache: the persistent XLA compilation cache (`train.run.enable_compile_cache`)."""
-    return flags.DEFINE_string("compile_cache", DEFAULT_COMPILE_CACHE,
-                               "Persistent XLA compilation cache ('' = off).")  # fmt: skip
+    return flags.DEFINE_string(
+        "compile_cache", DEFAULT_COMPILE_CACHE, "Persistent XLA compilation cache ('' = off)."
+    )
 
 
 def define_subject(default: str | None = None) -> tuple[flags.FlagHolder, flags.FlagHolder]:
@@ -28,8 +29,10 @@ def define_subject(default: str | None = None) -> tuple[flags.FlagHolder, flags.
     "synthetic" (the embedded subject, built on first use)."""
     text = "Subject name under --data_root or path."
     if default is None:
-        text = text[:-1] + (" (default: the one the workdir was trained on, as recorded in its "
-                            "subject.json; else the preset's synthetic subject).")  # fmt: skip
+        text = text[:-1] + (
+            " (default: the one the workdir was trained on, as recorded in its "
+            "subject.json; else the preset's synthetic subject)."
+        )
     subject = flags.DEFINE_string("subject", default, text)
     data_root = flags.DEFINE_string("data_root", "data", "Folder of subjects.")
     return subject, data_root
@@ -54,7 +57,7 @@ def open_trained(workdir: str, subject: str, data_root: str, compile_cache: str)
 
 
 def tool_name(argv0: str) -> str:
-    """"…/experiments/train.py" → "train"."""
+    """ "…/experiments/train.py" → "train"."""
     return os.path.splitext(os.path.basename(argv0))[0]
 
 

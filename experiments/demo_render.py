@@ -50,8 +50,15 @@ def render_with_backends(
     results = {}
     for name in names:
         fn = jax.jit(functools.partial(rasterize, width=size, height=size, backend=name))
-        args = (scene["means"], scene["quats"], scene["scales"], scene["opacities"],
-                scene["colors"], viewmat, K)  # fmt: skip
+        args = (
+            scene["means"],
+            scene["quats"],
+            scene["scales"],
+            scene["opacities"],
+            scene["colors"],
+            viewmat,
+            K,
+        )
         rgb = jax.block_until_ready(fn(*args, background=background).rgb)
         times = []
         for _ in range(runs):

@@ -22,8 +22,9 @@ from experiments import cli
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with a finished stage 2.")
 _SUBJECT, _DATA_ROOT = cli.define_subject()
 _SPLIT = flags.DEFINE_enum("split", "val", ["val", "train"], "Frames to evaluate.")
-_SYNCNET = flags.DEFINE_string("syncnet_weights", None,
-                               "syncnet_v2.model (torch state dict) for Sync-C/D.")  # fmt: skip
+_SYNCNET = flags.DEFINE_string(
+    "syncnet_weights", None, "syncnet_v2.model (torch state dict) for Sync-C/D."
+)
 _MAX = flags.DEFINE_integer("max_frames", None, "Evaluate only the split's first N frames.")
 _CACHE = cli.define_compile_cache()
 
@@ -36,8 +37,13 @@ def main(argv):
     try:
         cli.require(workdir=_WORKDIR.value)
         subject = cli.open_trained(_WORKDIR.value, _SUBJECT.value, _DATA_ROOT.value, _CACHE.value)
-        res = evaluation.evaluate(_WORKDIR.value, subject, split=_SPLIT.value,
-                                  syncnet_weights=_SYNCNET.value, max_frames=_MAX.value)  # fmt: skip
+        res = evaluation.evaluate(
+            _WORKDIR.value,
+            subject,
+            split=_SPLIT.value,
+            syncnet_weights=_SYNCNET.value,
+            max_frames=_MAX.value,
+        )
     except (OSError, ValueError) as e:
         cli.fail("evaluate", e)
     print(res["table"])

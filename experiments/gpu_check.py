@@ -38,8 +38,12 @@ from experiments import cli
 
 _OUT = flags.DEFINE_string("out", "gpu_report.md", "Where to write the Markdown report.")
 _BUDGET = flags.DEFINE_float("budget_s", 570.0, "Wall-clock budget of all parts, seconds.")
-_PART = flags.DEFINE_enum("part", None, ["sanitize_scene", "bench", "train"],
-                          "Internal: one part's workload (run by the parent in a subprocess).")  # fmt: skip
+_PART = flags.DEFINE_enum(
+    "part",
+    None,
+    ["sanitize_scene", "bench", "train"],
+    "Internal: one part's workload (run by the parent in a subprocess).",
+)
 _DEVICES = flags.DEFINE_string("devices", "1", "Internal (train): '1' or 'all'.")
 _SUBJECT = flags.DEFINE_string("subject_dir", None, "Internal (train): synthetic subject folder.")
 
@@ -62,8 +66,15 @@ class NoGpu(RuntimeError):
 def _run(cmd, timeout: float, env=None) -> dict:
     """Runs cmd in ROOT: {"ok", "code", "seconds", "out"}; a timeout kills its process group."""
     t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=max(timeout, 1.0))
         code = proc.returncode
@@ -92,8 +103,10 @@ def find_gpus() -> list[dict]:
     seen = _run([sys.executable, "-c", probe], 120, env=_env())
     counts = [line.split()[-1] for line in seen["out"].splitlines() if line.startswith("JAX_GPUS")]
     if not seen["ok"] or counts in ([], ["0"]):
-        raise NoGpu(f"{len(rows)} GPU(s) listed by nvidia-smi, but JAX sees none: install the "
-                    "CUDA jaxlib plugin matching jax (the jax[cuda12] or jax[cuda13] extra)")  # fmt: skip
+        raise NoGpu(
+            f"{len(rows)} GPU(s) listed by nvidia-smi, but JAX sees none: install the "
+            "CUDA jaxlib plugin matching jax (the jax[cuda12] or jax[cuda13] extra)"
+        )
     keys = ("index", "name", "cc", "memory", "driver")
     return [dict(zip(keys, (v.strip() for v in r))) for r in rows]
 
@@ -127,19 +140,37 @@ class Budget:
 def part_build(gpus, budget) -> dict:
     archs = sorted({g["cc"].replace(".", "") for g in gpus})
     env = _env(UA3D_CUDA_ARCHS=";".join(archs))
-    res = _run([sys.executable, "setup.py", "build_ext", "--inplace"], budget.limit(CAPS["build"]),
-               env=env)  # fmt: skip
-    probe = ("from ua3dtalk_jax.render import available_backends as a; import sys; "
-             "sys.exit(0 if a()['cuda'] else 1)")  # fmt: skip
+    res = _run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"], budget.limit(CAPS["build"]), env=env
+    )
+    probe = (
+        "from ua3dtalk_jax.render import available_backends as a; import sys; "
+        "sys.exit(0 if a()['cuda'] else 1)"
+    )
     built = res["ok"] and _run([sys.executable, "-c", probe], 120, env=_env())["ok"]
     lines = [l for l in res["out"].splitlines() if l.startswith("ua3dtalk_jax:")]
-    return {"ok": built, "seconds": res["seconds"], "archs": archs,
-            "text": "\n".join(lines) or _tail(res["out"]), "log": _tail(res["out"], 40)}  # fmt: skip
+    return {
+        "ok": built,
+        "seconds": res["seconds"],
+        "archs": archs,
+        "text": "\n".join(lines) or _tail(res["out"]),
+        "log": _tail(res["out"], 40),
+    }
 
 
 def part_tests(budget) -> dict:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-rs", "-p", "no:cacheprovider",
-           "tests/render"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "gpu",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "tests/render",
+    ]
     res = _run(cmd, budget.limit(CAPS["tests"]), env=_env())
     return {"ok": res["ok"], "seconds": res["seconds"], "text": _tail(res["out"], 40)}
 
@@ -159,12 +190,27 @@ def part_sanitize(budget) -> dict:
     t0, procs = time.time(), {}
     deadline = t0 + budget.limit(CAPS["sanitize"])
     for check in ("memcheck", "racecheck", "synccheck"):
-        cmd = [tool, f"--tool={check}", "--kernel-name", "kns=ua3d", "--error-exitcode=3",
-               "--print-limit=20", sys.executable, "-m", "experiments.gpu_check",
-               "--part=sanitize_scene"]  # fmt: skip
-        procs[check] = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)  # fmt: skip
+        cmd = [
+            tool,
+            f"--tool={check}",
+            "--kernel-name",
+            "kns=ua3d",
+            "--error-exitcode=3",
+            "--print-limit=20",
+            sys.executable,
+            "-m",
+            "experiments.gpu_check",
+            "--part=sanitize_scene",
+        ]
+        procs[check] = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     rows, ok = [], True
     for check, proc in procs.items():
         try:
@@ -176,8 +222,10 @@ def part_sanitize(budget) -> dict:
         good = code == 0 and "SANITIZE_SCENE_OK" in out
         ok = ok and good
         summary = [line for line in out.splitlines() if "ERROR SUMMARY" in line]
-        rows.append(f"{check}: {'clean' if good else f'FAILED ({code})'} "
-                    f"{summary[-1].strip() if summary else ''}")  # fmt: skip
+        rows.append(
+            f"{check}: {'clean' if good else f'FAILED ({code})'} "
+            f"{summary[-1].strip() if summary else ''}"
+        )
         if not good:
             rows.append(_tail(out, 30))
     return {"ok": ok, "seconds": time.time() - t0, "text": "\n".join(rows)}
@@ -187,42 +235,66 @@ def part_python(name: str, args: list[str], budget, cap: float) -> dict:
     cmd = [sys.executable, "-m", "experiments.gpu_check", f"--part={name}", *args]
     res = _run(cmd, budget.limit(cap), env=_env())
     data = _json(res["out"])
-    return {"ok": res["ok"] and data is not None, "seconds": res["seconds"], "data": data,
-            "text": "" if res["ok"] else _tail(res["out"], 30)}  # fmt: skip
+    return {
+        "ok": res["ok"] and data is not None,
+        "seconds": res["seconds"],
+        "data": data,
+        "text": "" if res["ok"] else _tail(res["out"], 30),
+    }
 
 
 def report(gpus, parts: dict, out: str) -> None:
     """Writes the Markdown report (see module docstring for the parts)."""
     status = {True: "passed", False: "FAILED", None: "skipped"}
-    lines = [f"# GPU check, {datetime.datetime.now():%Y-%m-%d %H:%M}", "",
-             f"Host {platform.node()}, Python {platform.python_version()}.", "",
-             "| GPU | name | compute capability | memory | driver |", "|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {g['index']} | {g['name']} | {g['cc']} | {g['memory']} | {g['driver']} |"
-              for g in gpus]  # fmt: skip
+    lines = [
+        f"# GPU check, {datetime.datetime.now():%Y-%m-%d %H:%M}",
+        "",
+        f"Host {platform.node()}, Python {platform.python_version()}.",
+        "",
+        "| GPU | name | compute capability | memory | driver |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {g['index']} | {g['name']} | {g['cc']} | {g['memory']} | {g['driver']} |" for g in gpus
+    ]
     lines += ["", "| part | status | seconds |", "|---|---|---|"]
     lines += [f"| {k} | {status[p['ok']]} | {p['seconds']:.0f} |" for k, p in parts.items()]
     for name, p in parts.items():
         lines += ["", f"## {name}", ""]
         data = p.get("data")
         if name == "bench" and data:
-            lines += [("| size | Gaussians | pairs | fwd ms | fwd+bwd ms | evals/s fwd | evals/s "
-                      "fwd+bwd |")]  # fmt: skip
+            lines += [
+                (
+                    "| size | Gaussians | pairs | fwd ms | fwd+bwd ms | evals/s fwd | evals/s "
+                    "fwd+bwd |"
+                )
+            ]
             lines += ["|---|---|---|---|---|---|---|"]
             for r in data["rows"]:
                 rate, rate_bwd = r["pairs"] / r["fwd"] * 1e3, r["pairs"] / r["fwd_bwd"] * 1e3
-                lines.append(f"| {r['size']}² | {r['n']} | {r['pairs'] / 1e6:.2f} M | "
-                             f"{r['fwd']:.3f} | {r['fwd_bwd']:.3f} | {rate:.3g} | {rate_bwd:.3g} |")  # fmt: skip
+                lines.append(
+                    f"| {r['size']}² | {r['n']} | {r['pairs'] / 1e6:.2f} M | "
+                    f"{r['fwd']:.3f} | {r['fwd_bwd']:.3f} | {rate:.3g} | {rate_bwd:.3g} |"
+                )
             ab = data["binning_ab"]
-            lines += ["", (f"512², 100k fwd+bwd: tile lists kept {ab['kept']:.3f} ms, binned "
-                          f"again {ab['rebinned']:.3f} ms.")]  # fmt: skip
+            lines += [
+                "",
+                (
+                    f"512², 100k fwd+bwd: tile lists kept {ab['kept']:.3f} ms, binned "
+                    f"again {ab['rebinned']:.3f} ms."
+                ),
+            ]
         elif name == "train" and data:
-            lines += [("| devices | frames/step | compile + first step s | step ms (median) | "
-                      "losses |")]  # fmt: skip
+            lines += [
+                ("| devices | frames/step | compile + first step s | step ms (median) | losses |")
+            ]
             lines += ["|---|---|---|---|---|"]
             for r in data:
                 losses = ", ".join(f"{v:.4f}" for v in r["losses"])
-                lines.append(f"| {r['devices']} | {r['frames']} | {r['first_s']:.1f} | "
-                             f"{r['step_ms']:.1f} | {losses} |")  # fmt: skip
+                lines.append(
+                    f"| {r['devices']} | {r['frames']} | {r['first_s']:.1f} | "
+                    f"{r['step_ms']:.1f} | {losses} |"
+                )
         if p.get("text"):
             lines += ["```", p["text"], "```"]
     with open(out, "w") as f:
@@ -241,8 +313,9 @@ def run_check(out: str, budget_s: float) -> dict:
     train_rows, train = [], {"ok": True, "seconds": 0.0, "text": ""}
     subject = os.path.join(tempfile.mkdtemp(prefix="gpu_check_"), "subject")
     for devices in ["1"] + (["all"] if len(gpus) > 1 else []):
-        r = part_python("train", [f"--devices={devices}", f"--subject_dir={subject}"], budget,
-                        CAPS["train"])  # fmt: skip
+        r = part_python(
+            "train", [f"--devices={devices}", f"--subject_dir={subject}"], budget, CAPS["train"]
+        )
         train["seconds"] += r["seconds"]
         train["ok"] = train["ok"] and r["ok"]
         train["text"] += r["text"]
@@ -268,15 +341,31 @@ def sanitize_scene() -> None:
     for c in (4, 5):
         b, n, w, h = 2, 300, 40, 30
         conic = np.tile([0.05, 0.01, 0.04], (b, n, 1))
-        args = [rng.uniform(0, 40, (b, n, 2)), conic, rng.uniform(0, 1, (b, n, c)),
-                rng.uniform(0.05, 0.9, (b, n)), rng.uniform(1, 5, (b, n))]  # fmt: skip
+        args = [
+            rng.uniform(0, 40, (b, n, 2)),
+            conic,
+            rng.uniform(0, 1, (b, n, c)),
+            rng.uniform(0.05, 0.9, (b, n)),
+            rng.uniform(1, 5, (b, n)),
+        ]
         args = [jnp.asarray(a, jnp.float32) for a in args]
         radii = jnp.full((b, n, 2), 14, jnp.int32)
         bg = jnp.asarray(rng.uniform(0, 1, (b, c)), jnp.float32)
-        render, trans, last, token = ffi.kernel_forward(*args, radii, bg, width=w, height=h,
-                                                        keep_bins=True)  # fmt: skip
-        grads = ffi.kernel_backward(*args, radii, bg, trans, last, jnp.ones_like(render),
-                                    jnp.ones_like(trans), width=w, height=h, bins_token=token)  # fmt: skip
+        render, trans, last, token = ffi.kernel_forward(
+            *args, radii, bg, width=w, height=h, keep_bins=True
+        )
+        grads = ffi.kernel_backward(
+            *args,
+            radii,
+            bg,
+            trans,
+            last,
+            jnp.ones_like(render),
+            jnp.ones_like(trans),
+            width=w,
+            height=h,
+            bins_token=token,
+        )
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
     print("SANITIZE_SCENE_OK")
 
@@ -294,11 +383,25 @@ def bench() -> None:
             args, pairs = scene_inputs(size, n)
             args = jax.device_put(args, gpu)
             fwd, fwd_bwd = timers(ffi, size)
-            rows.append({"size": size, "n": n, "pairs": pairs, "fwd": median_ms(fwd, args, 20),
-                         "fwd_bwd": median_ms(fwd_bwd, args, 20)})  # fmt: skip
+            rows.append(
+                {
+                    "size": size,
+                    "n": n,
+                    "pairs": pairs,
+                    "fwd": median_ms(fwd, args, 20),
+                    "fwd_bwd": median_ms(fwd_bwd, args, 20),
+                }
+            )
         ab = binning_ab(512, 100_000, ffi, 20, 3)
-    print(JSON_TAG + json.dumps({"rows": rows, "binning_ab": {
-        "kept": ab["kept", "wall"], "rebinned": ab["rebinned", "wall"]}}))  # fmt: skip
+    print(
+        JSON_TAG
+        + json.dumps(
+            {
+                "rows": rows,
+                "binning_ab": {"kept": ab["kept", "wall"], "rebinned": ab["rebinned", "wall"]},
+            }
+        )
+    )
 
 
 def train(devices: str, subject_dir: str) -> None:
@@ -317,23 +420,30 @@ def train(devices: str, subject_dir: str) -> None:
     from ua3dtalk_jax.train.stage2.step import make_branch_step
 
     if not os.path.isdir(subject_dir):
-        generate_subject(subject_dir, size=TRAIN_SIZE, seconds_train=2.0, seconds_test=1.0,
-                         workers=min(8, os.cpu_count() or 1))  # fmt: skip
+        generate_subject(
+            subject_dir,
+            size=TRAIN_SIZE,
+            seconds_train=2.0,
+            seconds_test=1.0,
+            workers=min(8, os.cpu_count() or 1),
+        )
     subject = Subject.open(subject_dir)
     cfg = get_config(TRAIN_PRESET)
     gpus = jax.devices("gpu")
     mesh = parallel.global_mesh(gpus[:1] if devices == "1" else gpus)
     rng = np.random.default_rng(0)
-    features = {k: 0.1 * rng.standard_normal((len(subject), w)).astype(np.float32)
-                for k, w in WIDTHS}  # fmt: skip
+    features = {
+        k: 0.1 * rng.standard_normal((len(subject), w)).astype(np.float32) for k, w in WIDTHS
+    }
     b = cfg.train.face
     extent = scene_extent(np.stack([subject.viewmat(int(i)) for i in subject.split("train")]))
     state, net, g_tx, n_tx = init_branch(cfg, "face", jax.random.PRNGKey(0), extent, subject)
     sampler = FrameSampler(subject, features, "face", b, cfg.seed, loop.global_batch(cfg, mesh))
     h, w = subject.size
     it0 = max(int(b.warmup), 1)  # past the warm-up: the MotionNetwork deforms
-    step = make_branch_step(cfg, "face", net, g_tx, n_tx, loop.variant(cfg, b, it0), width=w,
-                            height=h, mesh=mesh)  # fmt: skip
+    step = make_branch_step(
+        cfg, "face", net, g_tx, n_tx, loop.variant(cfg, b, it0), width=w, height=h, mesh=mesh
+    )
     state = jax.device_put(state, parallel.replicated(mesh))
     times, losses = [], []
     for it in range(it0, it0 + TRAIN_STEPS):
@@ -342,9 +452,18 @@ def train(devices: str, subject_dir: str) -> None:
         state, metrics = step(state, batch, loop.flags(b, "face", it))
         losses.append(float(jax.block_until_ready(metrics["loss"])))
         times.append(time.perf_counter() - t0)
-    print(JSON_TAG + json.dumps({"devices": mesh.devices.size, "frames": sampler.batch,
-                                 "first_s": times[0], "step_ms": 1e3 * float(np.median(times[1:])),
-                                 "losses": losses}))  # fmt: skip
+    print(
+        JSON_TAG
+        + json.dumps(
+            {
+                "devices": mesh.devices.size,
+                "frames": sampler.batch,
+                "first_s": times[0],
+                "step_ms": 1e3 * float(np.median(times[1:])),
+                "losses": losses,
+            }
+        )
+    )
 
 
 def main(argv):

@@ -23,17 +23,35 @@ _ROOT = flags.DEFINE_string("root", "ua3dtalk_jax", "Package folder to read.")
 _LAZY = flags.DEFINE_bool("lazy", True, "Count imports inside functions too.")
 
 # The data flow: each package may import the ones before it (and itself).
-ORDER = ("types", "configs", "audio", "data", "preprocess", "models", "gaussians", "render",
-         "head", "losses", "train", "infer", "eval")  # fmt: skip
+ORDER = (
+    "types",
+    "configs",
+    "audio",
+    "data",
+    "preprocess",
+    "models",
+    "gaussians",
+    "render",
+    "head",
+    "losses",
+    "train",
+    "infer",
+    "eval",
+)
 EXEMPT = ("types", "configs", "api", "__init__")
 # preprocess writes subjects and is never imported by the training side (STYLE.md §1); inference
 # and evaluation use the trained model (head/), never the training code.
-NEVER = {("train", "preprocess"), ("head", "preprocess"), ("infer", "preprocess"),
-         ("eval", "train"), ("infer", "train")}  # fmt: skip
+NEVER = {
+    ("train", "preprocess"),
+    ("head", "preprocess"),
+    ("infer", "preprocess"),
+    ("eval", "train"),
+    ("infer", "train"),
+}
 
 
 def package_of(module: str, root: str) -> str | None:
-    """"ua3dtalk_jax.train.stage1" → "train" (None outside `root`)."""
+    """ "ua3dtalk_jax.train.stage1" → "train" (None outside `root`)."""
     parts = module.split(".")
     if parts[0] != os.path.basename(root) or len(parts) < 2:
         return None

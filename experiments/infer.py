@@ -29,8 +29,11 @@ from experiments import cli
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (stage 2 finished).")
 _AUDIO = flags.DEFINE_string("audio", None, "Audio file (wav, flac, mp3, m4a, ...).")
 _FEATURES = flags.DEFINE_string(
-    "audio_features", None, "The clip's precomputed audio windows (.npy) for a model trained on "
-    "DeepSpeech/HuBERT/esperanto features (TalkingGaussian's --aud).")
+    "audio_features",
+    None,
+    "The clip's precomputed audio windows (.npy) for a model trained on "
+    "DeepSpeech/HuBERT/esperanto features (TalkingGaussian's --aud).",
+)
 _OUT = flags.DEFINE_string("out", None, "Output video (.mp4).")
 _SUBJECT, _DATA_ROOT = cli.define_subject()
 _EMOTION = flags.DEFINE_string("emotion", None, "Emotion label (e.g. happy); default: from audio.")
@@ -59,16 +62,25 @@ def main(argv):
         cfg = wd.load_config()  # the audio is checked before the model is loaded
         check_drivable(cfg, _WORKDIR.value)
         if not _AUDIO.value:
-            raise ValueError("--audio is missing: the clip's speech drives stage 1 and is the "
-                             f"soundtrack: {tm.infer_command(cfg, _WORKDIR.value)}")  # fmt: skip
+            raise ValueError(
+                "--audio is missing: the clip's speech drives stage 1 and is the "
+                f"soundtrack: {tm.infer_command(cfg, _WORKDIR.value)}"
+            )
         tm.check_audio_features(cfg, _WORKDIR.value, _FEATURES.value)
         tm.load_waveform(_AUDIO.value)
         enable_compile_cache(_CACHE.value)
         model = wd.load_trained(wd.subject_dir(_SUBJECT.value, _DATA_ROOT.value))
-        spec = syn.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value,
-                                syn.class_levels(model.subject))  # fmt: skip
-        res = syn.synthesize(model, _AUDIO.value, _OUT.value, emotion=spec, poses=_POSES.value,
-                             features=_FEATURES.value)  # fmt: skip
+        spec = syn.emotion_spec(
+            _EMOTION.value, _INTENSITY.value, _MIX.value, syn.class_levels(model.subject)
+        )
+        res = syn.synthesize(
+            model,
+            _AUDIO.value,
+            _OUT.value,
+            emotion=spec,
+            poses=_POSES.value,
+            features=_FEATURES.value,
+        )
     except (OSError, ValueError) as e:
         cli.fail("infer", e)
     h, w = res["size"]

@@ -52,9 +52,30 @@ def _encode(path: str, frames: np.ndarray, fps: float, wav: np.ndarray, bitrate)
 
     _, h, w, _ = frames.shape
     soundfile.write(path + ".wav", wav, 16000)
-    cmd = [ffmpeg.exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
-           f"{w}x{h}", "-r", f"{fps}", "-i", "-", "-i", path + ".wav", "-c:a", "aac", "-c:v",
-           "libx264", "-pix_fmt", "yuv420p"]  # fmt: skip
+    cmd = [
+        ffmpeg.exe(),
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        f"{fps}",
+        "-i",
+        "-",
+        "-i",
+        path + ".wav",
+        "-c:a",
+        "aac",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+    ]
     cmd += (
         ["-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate] if bitrate else ["-crf", "12"]
     )
@@ -78,9 +99,17 @@ def measure(truth, frames, wav, width: float, tmp: str, bpp: float) -> dict:
     video = _encode(os.path.join(tmp, f"w{width:g}.mp4"), small, truth.fps, wav, bitrate)
     min_face, checks.MIN_FACE_PX = checks.MIN_FACE_PX, 0
     try:
-        out = pipeline.preprocess(video, os.path.join(tmp, f"w{width:g}"), fps=truth.fps, size=size,
-                                  crop=(0, 0, side, side), workers=1, progress=False,
-                                  max_missing=0.5, log=None)  # fmt: skip
+        out = pipeline.preprocess(
+            video,
+            os.path.join(tmp, f"w{width:g}"),
+            fps=truth.fps,
+            size=size,
+            crop=(0, 0, side, side),
+            workers=1,
+            progress=False,
+            max_missing=0.5,
+            log=None,
+        )
     except ValueError as e:
         return {"width": width, "side": side, "error": str(e)}
     finally:
@@ -97,13 +126,16 @@ def measure(truth, frames, wav, width: float, tmp: str, bpp: float) -> dict:
     with open(os.path.join(out, "subject.json")) as f:
         meta = json.load(f)["metadata"]["preprocess"]
     return {
-        "width": width, "side": side, "lm_err_pct": 100 * float(err.mean()),
+        "width": width,
+        "side": side,
+        "lm_err_pct": 100 * float(err.mean()),
         "lm_err_p95_pct": 100 * float(np.percentile(err, 95)),
         "mouth_corr": float(np.corrcoef(gap_t, gap_e)[0, 1]),
         "rot_err_deg": float(_rotation_error(truth, est).mean()),
-        "face_iou": float(np.mean(ious["face"])), "mouth_iou": float(np.mean(ious["mouth"])),
+        "face_iou": float(np.mean(ious["face"])),
+        "mouth_iou": float(np.mean(ious["mouth"])),
         "lost": meta["interpolated"] or "-",
-    }  # fmt: skip
+    }
 
 
 def main(argv):
@@ -115,9 +147,15 @@ def main(argv):
 
     with tempfile.TemporaryDirectory() as tmp:
         truth_dir = generate.generate_subject(
-            os.path.join(tmp, "truth"), seed=_SEED.value, size=256, fps=25, seconds_train=4.0,
-            seconds_test=2.0, head_motion=True, workers=1,
-        )  # fmt: skip
+            os.path.join(tmp, "truth"),
+            seed=_SEED.value,
+            size=256,
+            fps=25,
+            seconds_train=4.0,
+            seconds_test=2.0,
+            head_motion=True,
+            workers=1,
+        )
         truth = Subject.open(truth_dir)
         frames = np.stack([truth.frame(i, ["image"])["image"] for i in range(len(truth))])
         wav, _ = soundfile.read(os.path.join(truth_dir, "aud.wav"), dtype="float32")
@@ -130,9 +168,12 @@ def main(argv):
             if "error" in r:
                 print(f"{r['width']:5.0f} {r['side']:4d}  refused: {r['error']}")
                 continue
-            print(f"{r['width']:5.0f} {r['side']:4d}  {r['lm_err_pct']:7.2f}"
-                  f" {r['lm_err_p95_pct']:5.2f}  {r['mouth_corr']:7.3f}  {r['rot_err_deg']:7.2f}  {r['face_iou']:8.3f}"
-                  f"  {r['mouth_iou']:9.3f}  {r['lost']}", flush=True)  # fmt: skip
+            print(
+                f"{r['width']:5.0f} {r['side']:4d}  {r['lm_err_pct']:7.2f}"
+                f" {r['lm_err_p95_pct']:5.2f}  {r['mouth_corr']:7.3f}  {r['rot_err_deg']:7.2f}  {r['face_iou']:8.3f}"
+                f"  {r['mouth_iou']:9.3f}  {r['lost']}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

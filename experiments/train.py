@@ -53,8 +53,15 @@ def main(argv):
         cli.fail("train", e)
     video = HeldoutVideo(opened, os.path.join(workdir, "heldout.mp4")) if _VIDEO.value else None
     try:
-        out = run.train(cfg, subject, workdir, _STAGE.value, on_frame=video, subject=opened,
-                        evaluate=evaluate_heldout)
+        out = run.train(
+            cfg,
+            subject,
+            workdir,
+            _STAGE.value,
+            on_frame=video,
+            subject=opened,
+            evaluate=evaluate_heldout,
+        )
     except BaseException:
         if video is not None:
             video.abort()

@@ -44,8 +44,9 @@ def main(argv):
     try:
         strengths = [float(v) for v in _STRENGTHS.value]
         subject = run.training_subject(_SUBJECT.value, _DATA_ROOT.value, "default")
-        res = emotion_validation.validate(subject, workdir=_WORKDIR.value, shown=shown,
-                                          strengths=strengths, max_frames=_MAX.value)  # fmt: skip
+        res = emotion_validation.validate(
+            subject, workdir=_WORKDIR.value, shown=shown, strengths=strengths, max_frames=_MAX.value
+        )
     except (OSError, ValueError) as e:
         cli.fail("validate_emotion_score", e)
     print(metrics.format_table(res["rows"], emotion_validation.COLUMNS, precision=3))

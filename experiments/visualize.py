@@ -43,8 +43,11 @@ def main(argv):
         cli.fail("visualize", e)
     print(f"{len(res['pngs'])} frames → {os.path.dirname(res['mp4'])} (+ {res['mp4']})")
     print("mean over frames of each view's map:")
-    print(json.dumps({"views": res["views"], **res["stats"], "colour_ranges": res["ranges"]},
-                     indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {"views": res["views"], **res["stats"], "colour_ranges": res["ranges"]}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

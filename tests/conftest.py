@@ -26,8 +26,10 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 import jax
 import pytest
 
-jax.config.update("jax_disable_most_optimizations",
-                  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("0", "false", "False"))
+jax.config.update(
+    "jax_disable_most_optimizations",
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("0", "false", "False"),
+)
 
 
 # pytest-timeout's limit for a test that uses the shared tiny run: its first user trains it (359 s
@@ -70,8 +72,10 @@ def _optimized_test(request):
     """One test marked `optimized` in a module that is not: its own compilations are optimised
     (the module's fixtures were compiled before)."""
     module = request.node.getparent(pytest.Module)
-    if (request.node.get_closest_marker("optimized") is None
-            or module.get_closest_marker("optimized") is not None):  # fmt: skip
+    if (
+        request.node.get_closest_marker("optimized") is None
+        or module.get_closest_marker("optimized") is not None
+    ):
         yield
         return
     with _optimised():
@@ -86,13 +90,17 @@ def pytest_collection_modifyitems(config, items):
     modules: dict = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    users = [m for m, its in modules.items()
-             if any("tiny_trained" in getattr(i, "fixturenames", ()) for i in its)]  # fmt: skip
+    users = [
+        m
+        for m, its in modules.items()
+        if any("tiny_trained" in getattr(i, "fixturenames", ()) for i in its)
+    ]
     order = users[:1] + [m for m in modules if m not in users] + users[1:]
     items[:] = [i for m in order for i in modules[m]]
     for item in items:
         if "tiny_trained" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
-                "timeout"):  # fmt: skip
+            "timeout"
+        ):
             item.add_marker(pytest.mark.timeout(TINY_RUN_TIMEOUT_S))
 
 
@@ -133,5 +141,10 @@ def tiny_trained(tmp_path_factory):
             os.replace(tmp, done)
         saved = json.loads(done.read_text())
     cfg = load_config(str(root / "work"))  # as training resolved it (data.audio_feature)
-    return {"cfg": cfg, "subject": saved["subject"], "workdir": str(root / "work"),
-            "out": saved["out"], "root": root}  # fmt: skip
+    return {
+        "cfg": cfg,
+        "subject": saved["subject"],
+        "workdir": str(root / "work"),
+        "out": saved["out"],
+        "root": root,
+    }

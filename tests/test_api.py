@@ -102,11 +102,13 @@ def test_emotion_override(model, own):
     feats, _ = own
     means = model.stage1.class_means
     happy = api.with_emotion(model, feats, "happy@1:1")
-    np.testing.assert_allclose(happy["f_emo"], np.broadcast_to(means[5], happy["f_emo"].shape),
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        happy["f_emo"], np.broadcast_to(means[5], happy["f_emo"].shape), atol=1e-6
+    )
     half = api.with_emotion(model, feats, "happy@1:0.5+audio:0.5")
-    np.testing.assert_allclose(half["f_emo"], 0.5 * happy["f_emo"] + 0.5 * feats["f_emo"],
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        half["f_emo"], 0.5 * happy["f_emo"] + 0.5 * feats["f_emo"], atol=1e-6
+    )
     np.testing.assert_array_equal(api.with_emotion(model, happy, None)["f_emo"], feats["f_emo"])
     for k in ("aud", "f_exp", "f_tone", "f_emo_audio"):
         np.testing.assert_array_equal(happy[k], feats[k])

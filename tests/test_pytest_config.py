@@ -7,8 +7,11 @@ import warnings
 import jax
 import pytest
 
-SUITE_FAST_COMPILE = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "1") not in ("0", "false",
-                                                                                   "False")
+SUITE_FAST_COMPILE = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "1") not in (
+    "0",
+    "false",
+    "False",
+)
 
 
 @pytest.mark.optimized

@@ -17,4 +17,6 @@ def test_tools_sharing_flag_names_import_in_turn():
     preprocess = import_tool("preprocess")
     assert flags.FLAGS["out"].help == "Subject directory to write."
     assert import_tool("preprocess") is preprocess
-    assert import_tool("gpu_check") is not gpu_check  # imported afresh once another tool took its names
+    assert (
+        import_tool("gpu_check") is not gpu_check
+    )  # imported afresh once another tool took its names

@@ -30,8 +30,9 @@ def stream_info(path: str) -> str:
     ffmpeg exits 1 here ("at least one output file must be specified"); the lines are printed
     anyway, so the exit status is not checked: callers parse the text.
     """
-    proc = subprocess.run([exe(), "-hide_banner", "-i", os.fspath(path)], capture_output=True,
-                          check=False)  # fmt: skip
+    proc = subprocess.run(
+        [exe(), "-hide_banner", "-i", os.fspath(path)], capture_output=True, check=False
+    )
     return proc.stderr.decode(errors="replace")
 
 

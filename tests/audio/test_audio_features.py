@@ -183,8 +183,18 @@ def test_decoder_chatter_goes_to_the_debug_log(tmp_path, monkeypatch, capfd):
     log = tmp_path / "debug.log"
     monkeypatch.setenv("UA3D_DEBUG_LOG", str(log))
     soundfile.write(tmp_path / "t.wav", 0.3 * np.sin(np.arange(32000) / 10.0), 16000)
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i",
-                    str(tmp_path / "t.wav"), str(tmp_path / "t.mp3")], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(tmp_path / "t.wav"),
+            str(tmp_path / "t.mp3"),
+        ],
+        check=True,
+    )
     data = (tmp_path / "t.mp3").read_bytes()
     half = len(data) // 2
     (tmp_path / "hurt.mp3").write_bytes(data[:half] + bytes(500) + data[half + 100 :])

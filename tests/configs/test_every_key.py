@@ -75,8 +75,9 @@ def test_every_key_survives_resolution_with_nothing_else_changed(preset, tmp_pat
     for key, old in _settable(preset):
         value = _other(key, old)
         assert value != old, key
-        got = as_saved(_resolved(apply_overrides(get_config(preset), [f"{key}={value!r}"]),
-                                 str(tmp_path)))  # fmt: skip
+        got = as_saved(
+            _resolved(apply_overrides(get_config(preset), [f"{key}={value!r}"]), str(tmp_path))
+        )
         want = json.loads(json.dumps(base))
         node = want
         for part in key.split(".")[:-1]:
@@ -88,10 +89,21 @@ def test_every_key_survives_resolution_with_nothing_else_changed(preset, tmp_pat
 @pytest.mark.parametrize("preset", PRESETS)
 def test_the_densification_reads_every_schedule_and_threshold_key(preset):
     for part in ("face", "mouth"):
-        keys = [(f"train.{part}.{k}", k) for k in ("densify_from", "densify_every",
-                                                   "densify_until", "size_prune_from")]
-        keys += [(f"model.gaussians.{part}.{k}", k) for k in ("grad_threshold", "percent_dense",
-                 "min_opacity", "max_screen_radius", "bg_cleanup", "bg_fade_scale")]  # fmt: skip
+        keys = [
+            (f"train.{part}.{k}", k)
+            for k in ("densify_from", "densify_every", "densify_until", "size_prune_from")
+        ]
+        keys += [
+            (f"model.gaussians.{part}.{k}", k)
+            for k in (
+                "grad_threshold",
+                "percent_dense",
+                "min_opacity",
+                "max_screen_radius",
+                "bg_cleanup",
+                "bg_fade_scale",
+            )
+        ]
         for key, field in keys:
             old = dict(_leaves(get_config(preset)))[key]
             cfg = apply_overrides(get_config(preset), [f"{key}={_other(key, old)!r}"])
@@ -100,11 +112,14 @@ def test_the_densification_reads_every_schedule_and_threshold_key(preset):
 
 
 def test_the_motion_network_reads_its_model_keys():
-    for key, field in (("model.hexplane.base_res", "grid_res"),
-                       ("model.hexplane.bound", "grid_bound"),
-                       ("model.uncertainty.members", "members"), ("model.audio.dim", "audio_dim"),
-                       ("model.emotion.multires", "emo_multires"),
-                       ("model.uncertainty.fusion", "fusion")):  # fmt: skip
+    for key, field in (
+        ("model.hexplane.base_res", "grid_res"),
+        ("model.hexplane.bound", "grid_bound"),
+        ("model.uncertainty.members", "members"),
+        ("model.audio.dim", "audio_dim"),
+        ("model.emotion.multires", "emo_multires"),
+        ("model.uncertainty.fusion", "fusion"),
+    ):
         old = dict(_leaves(get_config("tiny")))[key]
         cfg = apply_overrides(get_config("tiny"), [f"{key}={_other(key, old)!r}"])
         assert getattr(motion_spec(cfg.model, "face"), field) == _other(key, old), key

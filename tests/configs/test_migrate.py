@@ -26,8 +26,12 @@ def test_version_0_reads_as_this_version_whatever_it_lacks_or_kept(tmp_path):
         del d["model"]["decoder"], d["model"]["uncertainty"]["fusion"], d["stage1"]["features"]
         for part in ("face", "mouth"):
             d["model"]["gaussians"][part]["densify_every"] = d["train"][part]["densify_every"]
-        for sub, key in (("syncnet", "mel_offset"), ("lip_expert", "audio_norm"),
-                         ("stylenet", "frame_mlp"), ("fuse", "exp_dropout")):  # fmt: skip
+        for sub, key in (
+            ("syncnet", "mel_offset"),
+            ("lip_expert", "audio_norm"),
+            ("stylenet", "frame_mlp"),
+            ("fuse", "exp_dropout"),
+        ):
             del d["stage1"][sub][key]
 
     write_version0(str(tmp_path), old)

@@ -7,10 +7,17 @@ from ua3dtalk_jax.configs import PRESETS, apply_overrides, check_config, get_con
 
 
 def test_values_are_parsed_and_converted_to_the_field_type():
-    cfg = apply_overrides(get_config("tiny"), ["train.face.iterations=40", "seed=3",
-                                               "model.ablation.uncertainty=False",
-                                               "train.lambda_ssim=1", "data.audio_feature=mel",
-                                               "stage1.emotion.corpus=iemocap:/data/IEMOCAP"])  # fmt: skip
+    cfg = apply_overrides(
+        get_config("tiny"),
+        [
+            "train.face.iterations=40",
+            "seed=3",
+            "model.ablation.uncertainty=False",
+            "train.lambda_ssim=1",
+            "data.audio_feature=mel",
+            "stage1.emotion.corpus=iemocap:/data/IEMOCAP",
+        ],
+    )
     assert cfg.train.face.iterations == 40 and cfg.seed == 3
     assert cfg.model.ablation.uncertainty is False
     assert cfg.train.lambda_ssim == 1.0 and isinstance(cfg.train.lambda_ssim, float)

@@ -5,19 +5,28 @@ import pytest
 
 from ua3dtalk_jax.configs import apply_overrides, get_config, pretrained
 
-SUBSTITUTES = ["stage1.syncnet.pretrained=none", "stage1.prior.face_recon_weights=none",
-               "stage1.emotion.wav2vec_weights=none", "stage1.emotion.corpus=synthetic"]  # fmt: skip
+SUBSTITUTES = [
+    "stage1.syncnet.pretrained=none",
+    "stage1.prior.face_recon_weights=none",
+    "stage1.emotion.wav2vec_weights=none",
+    "stage1.emotion.corpus=synthetic",
+]
 
 
 def test_the_paper_preset_refuses_each_missing_part_naming_both_choices():
     given = []
-    for option, how in [("stage1.syncnet.pretrained", "lipsync_expert.pth"),
-                        ("stage1.prior.face_recon_weights", "epoch_20.pth"),
-                        ("stage1.emotion.wav2vec_weights", "wav2vec2-base"),
-                        ("stage1.emotion.corpus", "iemocap:/path/IEMOCAP_full_release")]:  # fmt: skip
+    for option, how in [
+        ("stage1.syncnet.pretrained", "lipsync_expert.pth"),
+        ("stage1.prior.face_recon_weights", "epoch_20.pth"),
+        ("stage1.emotion.wav2vec_weights", "wav2vec2-base"),
+        ("stage1.emotion.corpus", "iemocap:/path/IEMOCAP_full_release"),
+    ]:
         cfg = apply_overrides(get_config("paper"), given)
-        with pytest.raises(ValueError, match=rf"{option}: the paper preset uses .*--set={option}="
-                                             rf".*{how}.*, or --set={option}="):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match=rf"{option}: the paper preset uses .*--set={option}="
+            rf".*{how}.*, or --set={option}=",
+        ):
             pretrained.resolve(cfg.stage1)
         given.append(f"{option}=/data/{how}" if ":" not in how else f"{option}={how}")
     cfg = apply_overrides(get_config("paper"), given)
@@ -33,14 +42,22 @@ def test_explicit_substitutes_are_resolved_and_each_named():
     assert cfg.stage1.emotion.corpus == "synthetic"
     lines = pretrained.substitutes(cfg.stage1)
     assert lines == [
-        ("Prior Extraction: SyncNet trained on the subject (no Prior Extraction's SyncNet: "
-        "stage1.syncnet.pretrained)"),
-        ("Prior Extraction: f_exp from a regressor trained on the subject's tracked expression "
-        "(no Prior Extraction's 3D expression network: stage1.prior.face_recon_weights)"),
-        ("Emotion Distillation: wav2vec 2.0's convolutional feature encoder trained from scratch, "
-        "no transformer (no Emotion Distillation's wav2vec 2.0: stage1.emotion.wav2vec_weights)"),
-        ("Emotion Distillation: pre-trained on the synthetic emotional-speech corpus, not IEMOCAP "
-        "(no Emotion Distillation's pre-training corpus: stage1.emotion.corpus)"),
+        (
+            "Prior Extraction: SyncNet trained on the subject (no Prior Extraction's SyncNet: "
+            "stage1.syncnet.pretrained)"
+        ),
+        (
+            "Prior Extraction: f_exp from a regressor trained on the subject's tracked expression "
+            "(no Prior Extraction's 3D expression network: stage1.prior.face_recon_weights)"
+        ),
+        (
+            "Emotion Distillation: wav2vec 2.0's convolutional feature encoder trained from scratch, "
+            "no transformer (no Emotion Distillation's wav2vec 2.0: stage1.emotion.wav2vec_weights)"
+        ),
+        (
+            "Emotion Distillation: pre-trained on the synthetic emotional-speech corpus, not IEMOCAP "
+            "(no Emotion Distillation's pre-training corpus: stage1.emotion.corpus)"
+        ),
     ]
     assert pretrained.substitutes(get_config("cpu").stage1) == lines  # cpu: substitutes by default
     subject = apply_overrides(get_config("cpu"), ["stage1.emotion.corpus=subject"])

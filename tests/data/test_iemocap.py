@@ -35,16 +35,25 @@ def release(tmp_path):
         for u in ("F000", "F001", "M000", "M001"):
             tone = 0.1 * np.sin(np.arange(8000) * 0.03 * (1 + len(u)))
             soundfile.write(str(wd / f"{d}_{u}.wav"), tone.astype(np.float32), 16000)
-    os.remove(tmp_path / "Session2" / "sentences" / "wav" / "Ses02M_script01_1" /
-              "Ses02M_script01_1_F000.wav")  # fmt: skip  (a missing wav is skipped)
+    os.remove(
+        tmp_path
+        / "Session2"
+        / "sentences"
+        / "wav"
+        / "Ses02M_script01_1"
+        / "Ses02M_script01_1_F000.wav"
+    )  # a missing wav is skipped
     return str(tmp_path)
 
 
 def test_four_class_mapping(release):
     utts = iemocap.list_utterances(release, "four")
     got = {(u["id"], u["label"]) for u in utts}
-    assert got == {("Ses01F_impro01_F000", 0), ("Ses01F_impro01_F001", 1),
-                   ("Ses02M_script01_1_F001", 1)}  # fmt: skip
+    assert got == {
+        ("Ses01F_impro01_F000", 0),
+        ("Ses01F_impro01_F001", 1),
+        ("Ses02M_script01_1_F001", 1),
+    }
     assert iemocap.class_names("four")[1] == "happy"
 
 

@@ -1,7 +1,6 @@
 """Stage 2's audio input recorded by a run (`data.stage2_audio`): the kind and window shape go into
 the config, a resumed run, evaluation and inference refuse another kind and name the trained one."""
 
-
 import pytest
 
 from tests.configs.legacy import write_version0
@@ -25,7 +24,9 @@ def folder(tmp_path_factory):
 def test_auto_resolves_to_the_kind_loaded_and_its_window_shape(folder):
     cfg = get_config("tiny")
     assert cfg.data.audio_feature == "auto" and (cfg.model.audio.steps, cfg.model.audio.in_dim) == (
-        16, 32)  # fmt: skip
+        16,
+        32,
+    )
     line = resolve_audio(cfg.data, cfg.model.audio, Subject.open(str(folder)))
     assert cfg.data.audio_feature == "deepspeech"
     assert (cfg.model.audio.steps, cfg.model.audio.in_dim) == (16, 29)
@@ -42,8 +43,11 @@ def test_a_model_reopens_its_own_kind_and_refuses_another(folder, tmp_path):
     assert open_for_model(str(folder), cfg.data, cfg.model.audio).audio_kind == "deepspeech"
     other = tmp_path / "other"
     tg_layout.write_tg_subject(str(other), N, aud_ds=False)  # the same person, mel only
-    with pytest.raises(ValueError, match=r"trained on deepspeech \(aud_ds.npy, windows \[16, 29\]\)"
-                       r", but .*aud_ds.npy: missing"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"trained on deepspeech \(aud_ds.npy, windows \[16, 29\]\)"
+        r", but .*aud_ds.npy: missing",
+    ):
         open_for_model(str(other), cfg.data, cfg.model.audio)
     cfg.model.audio.in_dim = 44  # a model of other windows than the subject's file holds
     with pytest.raises(ValueError, match=r"aud_ds.npy has windows \[16, 29\], but the model"):
@@ -64,8 +68,10 @@ def test_resume_with_another_kind_names_the_trained_one(folder, tmp_path):
     Workdir(str(tmp_path)).check_config(again)
     mel = get_config("tiny")
     resolve_audio(mel.data, mel.model.audio, Subject.open(str(folder), audio_feature="mel"))
-    want = (r"trained on deepspeech \(aud_ds.npy, windows \[16, 29\]\) audio features; this run "
-            r"reads mel .*--set=data.audio_feature=deepspeech")
+    want = (
+        r"trained on deepspeech \(aud_ds.npy, windows \[16, 29\]\) audio features; this run "
+        r"reads mel .*--set=data.audio_feature=deepspeech"
+    )
     with pytest.raises(ValueError, match=want):
         Workdir(str(tmp_path)).check_config(mel)
 

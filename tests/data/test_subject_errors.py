@@ -90,14 +90,22 @@ def test_bad_exp_rows(root):
         Subject.open(str(root))
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"euler": np.zeros((N, 3), np.float32)}, r"no 'exp' entry \(keys \['euler'\]\)"),
-    ({"exp": np.zeros((N, 79, 1), np.float32)}, r"'exp' is \(12, 79, 1\), expected an \[N, 79\]"),
-    ({"exp": np.zeros((N - 2, 79), np.float32)},
-     r"'exp' has 10 rows but the transforms json go up to img_id 11"),
-    ({"exp": np.full((N, 79), np.nan, np.float32)}, r"'exp' holds non-finite values"),
-    ([np.zeros((N, 79), np.float32)], r"expected the face tracker's dict, got list"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"euler": np.zeros((N, 3), np.float32)}, r"no 'exp' entry \(keys \['euler'\]\)"),
+        (
+            {"exp": np.zeros((N, 79, 1), np.float32)},
+            r"'exp' is \(12, 79, 1\), expected an \[N, 79\]",
+        ),
+        (
+            {"exp": np.zeros((N - 2, 79), np.float32)},
+            r"'exp' has 10 rows but the transforms json go up to img_id 11",
+        ),
+        ({"exp": np.full((N, 79), np.nan, np.float32)}, r"'exp' holds non-finite values"),
+        ([np.zeros((N, 79), np.float32)], r"expected the face tracker's dict, got list"),
+    ],
+)
 def test_bad_track_params(root, params, match):
     write_torch_file(str(root / "track_params.pt"), params)
     with pytest.raises(ValueError, match=r"track_params\.pt: " + match):

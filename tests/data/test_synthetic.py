@@ -276,12 +276,15 @@ def test_torso_over_bc_reproduces_the_frame_outside_the_head(moving256):
     """The fuse step's backdrop (torso_imgs over bc.jpg) equals the frame wherever the Gaussians do
     not render, the matte's soft fringe included (it belongs to no binary region)."""
     subject = Subject.open(moving256)
-    f = subject.frame(4, keys=["image", "background", "face_mask", "mouth_mask", "teeth_mask",
-                               "hair_mask"])  # fmt: skip
+    f = subject.frame(
+        4, keys=["image", "background", "face_mask", "mouth_mask", "teeth_mask", "hair_mask"]
+    )
     outside = ~(f["face_mask"] | f["mouth_mask"] | f["teeth_mask"] | f["hair_mask"])
     err = np.abs(f["image"].astype(float) - f["background"])[outside].max(-1)
-    print(f"backdrop vs frame outside the head: mean {err.mean():.2f}, "
-          f"99th percentile {np.percentile(err, 99):.1f} grey levels")
+    print(
+        f"backdrop vs frame outside the head: mean {err.mean():.2f}, "
+        f"99th percentile {np.percentile(err, 99):.1f} grey levels"
+    )
     assert err.mean() < BACKDROP_MEAN_TOL and np.percentile(err, 99) < BACKDROP_P99_TOL
 
 
@@ -378,9 +381,20 @@ def test_make_subject_cli_with_a_user_photo(tmp_path):
     photo = str(tmp_path / "portrait.png")
     cv2.imwrite(photo, skimage.data.astronaut()[:, ::-1, ::-1])  # mirrored, as BGR for cv2
     out = tmp_path / "subject"
-    cmd = [sys.executable, "-m", "experiments.make_subject", f"--out={out}", "--preset=tiny",
-           "--size=48", "--fps=30", "--seconds=0.5", "--test_seconds=0.5", "--seed=2",
-           f"--photo={photo}", "--workers=1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.make_subject",
+        f"--out={out}",
+        "--preset=tiny",
+        "--size=48",
+        "--fps=30",
+        "--seconds=0.5",
+        "--test_seconds=0.5",
+        "--seed=2",
+        f"--photo={photo}",
+        "--workers=1",
+    ]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -34,14 +34,16 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 @FORMATS
 def test_state_dict_round_trip(tmp_path, legacy):
     rng = np.random.default_rng(1)
-    state = collections.OrderedDict([
-        ("a.0.weight", rng.normal(size=(4, 3, 2, 5)).astype(np.float32)),
-        ("a.1.num_batches_tracked", np.array(7, np.int64)),
-        ("b.bias", rng.normal(size=(6,))),
-        ("c.half", rng.normal(size=(2, 3)).astype(np.float16)),
-        ("d.mask", rng.normal(size=(5,)) > 0),
-        ("e.empty", np.zeros((0, 3), np.float32)),
-    ])  # fmt: skip
+    state = collections.OrderedDict(
+        [
+            ("a.0.weight", rng.normal(size=(4, 3, 2, 5)).astype(np.float32)),
+            ("a.1.num_batches_tracked", np.array(7, np.int64)),
+            ("b.bias", rng.normal(size=(6,))),
+            ("c.half", rng.normal(size=(2, 3)).astype(np.float16)),
+            ("d.mask", rng.normal(size=(5,)) > 0),
+            ("e.empty", np.zeros((0, 3), np.float32)),
+        ]
+    )
     path = str(tmp_path / "sd.pt")
     write_torch_file(path, state, legacy=legacy)
     got = read_torch_file(path)
@@ -71,8 +73,11 @@ def test_containers_are_resolved_at_any_depth(tmp_path, legacy):
 @FORMATS
 def test_strided_tensors_share_one_storage(tmp_path, legacy):
     flat = np.arange(24, dtype=np.float32)
-    obj = {"t": Strided(flat, 2, (3, 4), (1, 3)),  # transposed, offset
-           "step": Strided(flat, 0, (2,), (5,)), "scalar": Strided(flat, 5, (), ())}  # fmt: skip
+    obj = {
+        "t": Strided(flat, 2, (3, 4), (1, 3)),  # transposed, offset
+        "step": Strided(flat, 0, (2,), (5,)),
+        "scalar": Strided(flat, 5, (), ()),
+    }
     path = str(tmp_path / "strided.pt")
     write_torch_file(path, obj, legacy=legacy)
     got = read_torch_file(path)
@@ -84,8 +89,10 @@ def test_strided_tensors_share_one_storage(tmp_path, legacy):
 
 def test_legacy_storage_views(tmp_path):
     flat = np.arange(16, dtype=np.float64)
-    obj = [Strided(flat, 1, (2, 2), (2, 1), view=(4, 8)),
-           Strided(flat, 0, (3,), (1,), view=(10, 3))]  # fmt: skip
+    obj = [
+        Strided(flat, 1, (2, 2), (2, 1), view=(4, 8)),
+        Strided(flat, 0, (3,), (1,), view=(10, 3)),
+    ]
     path = str(tmp_path / "views.pt")
     write_torch_file(path, obj, legacy=True)
     a, b = read_torch_file(path)

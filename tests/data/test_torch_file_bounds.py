@@ -207,10 +207,12 @@ _ST_BAD = {
     "three_offsets": {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4, 8]}},
     "float_offsets": {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0.0, 4.0]}},
     "a_size_that_disagrees": {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}},
-    "overlapping_tensors": {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-                            "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+    "overlapping_tensors": {
+        "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+        "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+    },
     "JSON_nested_100000_deep": b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("header", list(_ST_BAD.values()), ids=list(_ST_BAD))
@@ -225,8 +227,11 @@ def test_malformed_safetensors_headers(tmp_path, header):
 
 def test_safetensors_limits(tmp_path):
     path = str(tmp_path / "ok.safetensors")
-    crafted.safetensors_raw(path, {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
-                            struct.pack("<2f", 1.5, -2.0))  # fmt: skip
+    crafted.safetensors_raw(
+        path,
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+        struct.pack("<2f", 1.5, -2.0),
+    )
     np.testing.assert_array_equal(read_safetensors(path)["a"], [1.5, -2.0])
     with pytest.raises(ValueError, match=r"ok\.safetensors: .*2 elements.*max_elements=1"):
         read_state_dict(path, max_elements=1)
@@ -250,9 +255,14 @@ def test_tied_weights_read_as_one_array(tmp_path, legacy):
 def test_views_of_one_storage_keep_their_values(tmp_path, legacy):
     flat = np.arange(30, dtype=np.float64)
     i, j = np.mgrid[:3, :4]
-    views = {"full": Strided(flat, 0, (30,), (1,)), "t": Strided(flat, 2, (3, 4), (1, 3)),
-             "rows": Strided(flat, 12, (2, 5), (5, 1)), "again": Strided(flat, 2, (3, 4), (1, 3)),
-             "bcast": Strided(flat, 7, (2, 3), (0, 1)), "empty": Strided(flat, 0, (0, 4), (4, 1))}  # fmt: skip
+    views = {
+        "full": Strided(flat, 0, (30,), (1,)),
+        "t": Strided(flat, 2, (3, 4), (1, 3)),
+        "rows": Strided(flat, 12, (2, 5), (5, 1)),
+        "again": Strided(flat, 2, (3, 4), (1, 3)),
+        "bcast": Strided(flat, 7, (2, 3), (0, 1)),
+        "empty": Strided(flat, 0, (0, 4), (4, 1)),
+    }
     path = str(tmp_path / "views.pt")
     write_torch_file(path, views, legacy=legacy)
     got = read_torch_file(path)

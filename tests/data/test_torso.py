@@ -81,8 +81,9 @@ def test_the_strip_reaches_the_same_share_of_the_frame_at_every_size():
         h[: size // 2] = True
         n = np.zeros_like(h)
         n[size // 2 :, size // 4 : 3 * size // 4] = True
-        out = torso.torso_rgba(np.full((size, size, 3), 128.0), n.astype(np.float32), h, n,
-                               np.zeros_like(h))  # fmt: skip
+        out = torso.torso_rgba(
+            np.full((size, size, 3), 128.0), n.astype(np.float32), h, n, np.zeros_like(h)
+        )
         reach[size] = int((out[: size // 2, size // 2, 3] == 255).sum()) / size
     assert reach[512] == pytest.approx((torso.NECK_EXTEND + torso.NECK_DILATE) / 512)
     for size in (64, 128):
@@ -106,8 +107,15 @@ def test_every_frame_covers_the_neck_any_jaw_opening_uncovers(tiny):
     layer. Pixels touching the frame's background are left out: at the silhouette's edge the jaw
     side meets background, which the frame shows there anyway."""
     subject = Subject.open(tiny)
-    keys = ("face_mask", "mouth_mask", "teeth_mask", "hair_mask", "neck_mask", "torso_mask",
-            "mouth_open")  # fmt: skip
+    keys = (
+        "face_mask",
+        "mouth_mask",
+        "teeth_mask",
+        "hair_mask",
+        "neck_mask",
+        "torso_mask",
+        "mouth_open",
+    )
     frames = [subject.frame(i, keys=keys) for i in range(len(subject))]
     ever_neck = np.any([f["neck_mask"] for f in frames], 0)
     opening = np.array([f["mouth_open"] for f in frames])

@@ -80,9 +80,18 @@ def speech_like(n_samples: int, rng) -> np.ndarray:
     return 0.3 * out / np.abs(out).max()
 
 
-def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool = True,
-                     aud_hu: bool = False, aud_eo: bool = False, track: bool = True,
-                     size: tuple = (H, W), seed=0):  # fmt: skip
+def write_tg_subject(
+    root: str,
+    n: int = 12,
+    *,
+    wav: bool = True,
+    aud_ds: bool = True,
+    aud_hu: bool = False,
+    aud_eo: bool = False,
+    track: bool = True,
+    size: tuple = (H, W),
+    seed=0,
+):
     """Writes a TalkingGaussian-layout subject with n frames at 25 fps; returns the truth dict.
 
     Args:
@@ -147,8 +156,11 @@ def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool =
             vals = [f"{i + 1}", "0", f"{i * 0.04:.3f}", "0.98", "1"] + [f"{v:.2f}" for v in aus[i]]
             f.write(", ".join(vals) + "\n")
 
-    for name, on, shape in (("aud_ds", aud_ds, (16, 29)), ("aud_hu", aud_hu, (2, 1024)),
-                            ("aud_eo", aud_eo, (16, 44))):  # fmt: skip
+    for name, on, shape in (
+        ("aud_ds", aud_ds, (16, 29)),
+        ("aud_hu", aud_hu, (2, 1024)),
+        ("aud_eo", aud_eo, (16, 44)),
+    ):
         if on:  # DeepSpeech logits, HuBERT hidden states, wav2vec logits: float32 as saved
             truth[name] = rng.normal(size=(n, *shape)).astype(np.float32)
             np.save(os.path.join(root, f"{name}.npy"), truth[name])
@@ -157,9 +169,13 @@ def write_tg_subject(root: str, n: int = 12, *, wav: bool = True, aud_ds: bool =
         soundfile.write(os.path.join(root, "aud.wav"), truth["wav"], SAMPLE_RATE)
     if track:  # face_tracker.py's torch.save of detached CPU float32 tensors
         truth["exp"] = rng.normal(0, 0.5, (n, BFM_EXP)).astype(np.float32)
-        params = {"id": rng.normal(0, 0.5, (1, BFM_ID)).astype(np.float32), "exp": truth["exp"],
-                  "euler": euler.astype(np.float32), "trans": (trans * 10).astype(np.float32),
-                  "focal": np.array([FOCAL], np.float32)}  # fmt: skip
+        params = {
+            "id": rng.normal(0, 0.5, (1, BFM_ID)).astype(np.float32),
+            "exp": truth["exp"],
+            "euler": euler.astype(np.float32),
+            "trans": (trans * 10).astype(np.float32),
+            "focal": np.array([FOCAL], np.float32),
+        }
         write_torch_file(os.path.join(root, "track_params.pt"), params)
     return truth
 
@@ -171,8 +187,9 @@ def write_ua_extras(root: str, n: int, seed: int = 4) -> dict:
     from ua3dtalk_jax.data import layout
 
     rng = np.random.default_rng(seed)
-    want = {k: rng.normal(size=(n, d)).astype(np.float32)
-            for k, (_, _, d) in layout.UA_EXTRAS.items()}  # fmt: skip
+    want = {
+        k: rng.normal(size=(n, d)).astype(np.float32) for k, (_, _, d) in layout.UA_EXTRAS.items()
+    }
     n_train = int(n * 10 / 11)
     for name, (train, val, _) in layout.UA_EXTRAS.items():
         for fname, rows in ((train, want[name][:n_train]), (val, want[name][n_train:])):

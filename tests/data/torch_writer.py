@@ -28,11 +28,17 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-_STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage",
-            np.dtype(np.float64): "DoubleStorage", np.dtype(np.float16): "HalfStorage",
-            np.dtype(np.uint8): "ByteStorage", np.dtype(np.bool_): "BoolStorage",
-            np.dtype(np.int32): "IntStorage", np.dtype(np.int16): "ShortStorage",
-            np.dtype(np.int8): "CharStorage"}  # fmt: skip
+_STORAGE = {
+    np.dtype(np.float32): "FloatStorage",
+    np.dtype(np.int64): "LongStorage",
+    np.dtype(np.float64): "DoubleStorage",
+    np.dtype(np.float16): "HalfStorage",
+    np.dtype(np.uint8): "ByteStorage",
+    np.dtype(np.bool_): "BoolStorage",
+    np.dtype(np.int32): "IntStorage",
+    np.dtype(np.int16): "ShortStorage",
+    np.dtype(np.int8): "CharStorage",
+}
 _SAFETENSORS = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): "I64"}
 
 
@@ -72,8 +78,10 @@ class _TensorRef:
         self.storage, self.args = storage, (offset, tuple(size), tuple(stride))
 
     def __reduce__(self):
-        return (_Global("torch._utils", "_rebuild_tensor_v2"),
-                (self.storage, *self.args, False, collections.OrderedDict()))  # fmt: skip
+        return (
+            _Global("torch._utils", "_rebuild_tensor_v2"),
+            (self.storage, *self.args, False, collections.OrderedDict()),
+        )
 
 
 class _Pickler(pickle._Pickler):  # the pure-Python pickler: its `dispatch` table is extensible
@@ -141,8 +149,13 @@ def torch_pickle(obj, *, legacy: bool = False) -> tuple[bytes, dict[str, np.ndar
     return buf.getvalue(), dict(storages.values())
 
 
-def write_zip_archive(path: str, pkl: bytes, storages: dict[str, bytes],
-                      compression: int = zipfile.ZIP_STORED, byteorder: str = "little") -> None:  # fmt: skip
+def write_zip_archive(
+    path: str,
+    pkl: bytes,
+    storages: dict[str, bytes],
+    compression: int = zipfile.ZIP_STORED,
+    byteorder: str = "little",
+) -> None:
     """A torch zip archive of `pkl` (data.pkl) and the raw bytes of each storage key."""
     with zipfile.ZipFile(path, "w", compression) as zf:
         zf.writestr("archive/data.pkl", pkl)
@@ -152,8 +165,9 @@ def write_zip_archive(path: str, pkl: bytes, storages: dict[str, bytes],
         zf.writestr("archive/version", "3\n")
 
 
-def write_torch_file(path: str, obj, *, legacy: bool = False,
-                     compression: int = zipfile.ZIP_STORED) -> None:  # fmt: skip
+def write_torch_file(
+    path: str, obj, *, legacy: bool = False, compression: int = zipfile.ZIP_STORED
+) -> None:
     """Writes `obj` (see the module docstring) where torch.load / `read_torch_file` can read it;
     `compression` (zip only; torch itself stores) deflates the members."""
     pkl, by_key = torch_pickle(obj, legacy=legacy)
@@ -164,8 +178,11 @@ def write_torch_file(path: str, obj, *, legacy: bool = False,
     with open(path, "wb") as f:
         pickle.dump(0x1950A86A20F9469CFC6C, f, protocol=2)
         pickle.dump(1001, f, protocol=2)
-        sys_info = {"protocol_version": 1001, "little_endian": True,
-                    "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
+        sys_info = {
+            "protocol_version": 1001,
+            "little_endian": True,
+            "type_sizes": {"short": 2, "int": 4, "long": 4},
+        }
         pickle.dump(sys_info, f, protocol=2)
         f.write(pkl)
         keys = sorted(by_key)
@@ -186,8 +203,11 @@ def write_safetensors(path: str, tensors: dict, dtypes: dict | None = None) -> N
         else:
             a = np.ascontiguousarray(a)
             code, raw = _SAFETENSORS[a.dtype], a.tobytes()
-        header[name] = {"dtype": code, "shape": list(np.shape(a)),
-                        "data_offsets": [off, off + len(raw)]}  # fmt: skip
+        header[name] = {
+            "dtype": code,
+            "shape": list(np.shape(a)),
+            "data_offsets": [off, off + len(raw)],
+        }
         blobs.append(raw)
         off += len(raw)
     h = json.dumps(header).encode()

@@ -51,8 +51,10 @@ def _baselines(subject_path: str, n: int) -> tuple[dict, dict]:
     real = np.stack([s.frame(int(i), keys=("image",))["image"] for i in idx])
     blank = np.broadcast_to(real.reshape(-1, 3).mean(0).round().astype(np.uint8), real.shape)
     nxt = np.stack([s.frame(int(i) + 1, keys=("image",))["image"] for i in idx])
-    return tuple({k: float(v.mean()) for k, v in image_metrics(x, real, lpips=False).items()}
-                 for x in (np.ascontiguousarray(blank), nxt))  # fmt: skip
+    return tuple(
+        {k: float(v.mean()) for k, v in image_metrics(x, real, lpips=False).items()}
+        for x in (np.ascontiguousarray(blank), nxt)
+    )
 
 
 def _ablate(args, cache):
@@ -77,8 +79,16 @@ def test_ablation_tiny_and_cli_resume(tiny_trained, tmp_path):
     sets = ["train.face.iterations=2", "train.mouth.iterations=2", "train.fuse.iterations=1"]
     base = apply_overrides(get_config("tiny"), sets)
     logs = []
-    res = ablation.run_ablation(train, base, subject, root, ["+P+E+U"], max_frames=8,
-                                stage1_from=tiny_trained["workdir"], log=logs.append)  # fmt: skip
+    res = ablation.run_ablation(
+        train,
+        base,
+        subject,
+        root,
+        ["+P+E+U"],
+        max_frames=8,
+        stage1_from=tiny_trained["workdir"],
+        log=logs.append,
+    )
     assert any("checkpoint found" in str(x) for x in logs)  # stage 1 copied, not retrained
     with open(os.path.join(root, "ablation.json")) as f:
         doc = json.load(f)
@@ -99,13 +109,20 @@ def test_ablation_tiny_and_cli_resume(tiny_trained, tmp_path):
     with open(os.path.join(wd, "config.json")) as f:
         assert json.load(f)["train"]["face"]["iterations"] == 2
 
-    args = [f"--subject={subject}", "--config=tiny", f"--workdir_root={root}",
-            "--configurations=+P+E+U", f"--stage1_from={tiny_trained['workdir']}",
-            *[f"--set={x}" for x in sets], "--max_frames=8"]  # fmt: skip
+    args = [
+        f"--subject={subject}",
+        "--config=tiny",
+        f"--workdir_root={root}",
+        "--configurations=+P+E+U",
+        f"--stage1_from={tiny_trained['workdir']}",
+        *[f"--set={x}" for x in sets],
+        "--max_frames=8",
+    ]
     r = _ablate(args, str(tiny_trained["root"] / "xla_cache"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "not rerun" in r.stdout and "| +P+E+U" in r.stdout
     other = apply_overrides(get_config("tiny"), [*sets[:2], "train.fuse.iterations=2"])
     with pytest.raises(ValueError, match="another config"):
-        ablation.run_ablation(train, other, subject, root, ["+P+E+U"],
-                              stage1_from=tiny_trained["workdir"])
+        ablation.run_ablation(
+            train, other, subject, root, ["+P+E+U"], stage1_from=tiny_trained["workdir"]
+        )

@@ -128,6 +128,10 @@ def test_emotion_accuracy_counts():
     rendered = onehot(["happy", "happy", "surprise", "neutral"])
     real = onehot(["happy", "sad", "surprise", "neutral"])
     acc = E.emotion_accuracy(rendered, real, labels)
-    assert acc["all"] == {"n": 3, "rendered": pytest.approx(2 / 3), "real": 1.0,
-                          "agreement": pytest.approx(2 / 3)}  # fmt: skip
+    assert acc["all"] == {
+        "n": 3,
+        "rendered": pytest.approx(2 / 3),
+        "real": 1.0,
+        "agreement": pytest.approx(2 / 3),
+    }
     assert acc["sad"]["rendered"] == 0.0 and "contempt" not in acc

@@ -33,8 +33,13 @@ NEUTRAL_MARGIN = 0.15  # neutral renders sit ≥ this far from both ends (measur
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
-    path = generate_subject(str(tmp_path_factory.mktemp("emo") / "s"), size=64,
-                            seconds_train=12.0, seconds_test=4.0, workers=1)  # fmt: skip
+    path = generate_subject(
+        str(tmp_path_factory.mktemp("emo") / "s"),
+        size=64,
+        seconds_train=12.0,
+        seconds_test=4.0,
+        workers=1,
+    )
     subject = Subject.open(path)
     clf = emotion_subject.fit_subject(subject)  # all 362 training frames; their mesh is cached
     held_out = np.asarray(subject.split("val"))[::HELD_OUT_STRIDE]
@@ -90,8 +95,9 @@ def test_counterfactual_exchanges_only_the_emotion(labelled):
 def test_heldout_accuracy_scores_rendered_and_real_frames(labelled):
     subject, idx = labelled["subject"], labelled["held_out"]
     frames = counterfactual.rerender(subject, idx, SHOWN)
-    fr = types.SimpleNamespace(rendered=frames, real=frames, index=idx,
-                               emotions=[SHOWN[e] for e in labelled["recorded"]])  # fmt: skip
+    fr = types.SimpleNamespace(
+        rendered=frames, real=frames, index=idx, emotions=[SHOWN[e] for e in labelled["recorded"]]
+    )
     notes, said = [], []
     res = emotion_subject.heldout_accuracy(fr, subject, notes, log=said.append)
     assert not any("training frames" in s for s in said)  # the fixture's fit cached their mesh
@@ -147,26 +153,40 @@ def test_logistic_regression_fits_separable_classes_and_its_gradient():
 
 
 def test_clip_groups_are_runs_of_one_label():
-    np.testing.assert_array_equal(emotion_subject.clip_groups(np.array([3, 3, 1, 1, 1, 3, 0])),
-                                  [0, 0, 1, 1, 1, 2, 3])  # fmt: skip
+    np.testing.assert_array_equal(
+        emotion_subject.clip_groups(np.array([3, 3, 1, 1, 1, 3, 0])), [0, 0, 1, 1, 1, 2, 3]
+    )
 
 
 def test_evaluation_and_ablation_tables_carry_the_column():
     assert EMO_SUBJECT in evaluation.COLUMNS and EMO_SUBJECT in ablation.COLUMNS
     assert evaluation.COLUMNS.index(EMO_SUBJECT) == evaluation.COLUMNS.index("Emo-acc") + 1
-    fr = types.SimpleNamespace(index=np.arange(4), image_metrics={"psnr": 30.0, "ssim": 0.9,
-                               "lpips": 0.05}, emotions=["happy", "happy", "sad", ""])  # fmt: skip
-    sub = {"happy": {"n": 2, "rendered": 0.5, "real": 1.0}, "sad": {"n": 1, "rendered": 0.0,
-           "real": 1.0}, "all": {"n": 3, "rendered": 1 / 3, "real": 1.0}}  # fmt: skip
-    m = {"lmd": {"LMD": 2.0}, "efd": {metrics.EFD_OWN: 10.0}, "sync": {"rendered": None,
-         "real": None}, "sync_own": {"rendered": None, "real": None},
-         "emotion": {"fer": {}, "subject": {"accuracy": sub}}}  # fmt: skip
+    fr = types.SimpleNamespace(
+        index=np.arange(4),
+        image_metrics={"psnr": 30.0, "ssim": 0.9, "lpips": 0.05},
+        emotions=["happy", "happy", "sad", ""],
+    )
+    sub = {
+        "happy": {"n": 2, "rendered": 0.5, "real": 1.0},
+        "sad": {"n": 1, "rendered": 0.0, "real": 1.0},
+        "all": {"n": 3, "rendered": 1 / 3, "real": 1.0},
+    }
+    m = {
+        "lmd": {"LMD": 2.0},
+        "efd": {metrics.EFD_OWN: 10.0},
+        "sync": {"rendered": None, "real": None},
+        "sync_own": {"rendered": None, "real": None},
+        "emotion": {"fer": {}, "subject": {"accuracy": sub}},
+    }
     rows = evaluation.table_rows(fr, m)
     assert rows[0][EMO_SUBJECT] == pytest.approx(1 / 3) and rows[1][EMO_SUBJECT] == 1.0
     assert rows[0]["Emo-acc"] is None  # fer not available: its column stays, empty
     erows = evaluation.emotion_rows(fr, m["emotion"])
     assert [(r["emotion"], r["frames"], r[EMO_SUBJECT], r[EMO_SUBJECT_REAL]) for r in erows] == [
-        ("happy", 2, 0.5, 1.0), ("sad", 1, 0.0, 1.0), ("all", 3, 1 / 3, 1.0)]  # fmt: skip
+        ("happy", 2, 0.5, 1.0),
+        ("sad", 1, 0.0, 1.0),
+        ("all", 3, 1 / 3, 1.0),
+    ]
     text = metrics.format_table(rows, evaluation.COLUMNS)
     assert f"{EMO_SUBJECT}↑" in text and "NOT the paper's Emo-acc" in text
     m["emotion"]["subject"] = {}  # the refusal: the cell reads "not available"
@@ -189,8 +209,9 @@ def test_validation_renders_a_trained_model_with_its_emotion_overrides(tiny_trai
     labels = subject.emotion[subject.img_ids[every]]
     clf = emotion_subject.EmotionClassifier.fit(lm[found], labels[found], dim=8)
     index = np.asarray(subject.split("val"))[:3]
-    rows = emotion_validation.model_rows(clf, tiny_trained["workdir"], tiny_trained["subject"],
-                                         index, ["happy"], log=lambda *_: None)  # fmt: skip
+    rows = emotion_validation.model_rows(
+        clf, tiny_trained["workdir"], tiny_trained["subject"], index, ["happy"], log=lambda *_: None
+    )
     got = [(r["source"], r["shown"], r["frames"]) for r in rows]
     assert got == [("model", "own", 3), ("model", "happy", 3)]
     for r in rows:

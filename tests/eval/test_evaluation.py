@@ -27,8 +27,13 @@ BLANK_MARGIN_DB = 3.0
 @pytest.fixture(scope="module")
 def evaluated(tiny_trained, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("eval"))
-    res = evaluation.evaluate(tiny_trained["workdir"], tiny_trained["subject"], max_frames=FRAMES,
-                              out_dir=out, log=lambda *_: None)  # fmt: skip
+    res = evaluation.evaluate(
+        tiny_trained["workdir"],
+        tiny_trained["subject"],
+        max_frames=FRAMES,
+        out_dir=out,
+        log=lambda *_: None,
+    )
     return res, out
 
 
@@ -88,8 +93,10 @@ def _baselines(tiny_trained, fr) -> tuple[dict, dict]:
     s = Subject.open(tiny_trained["subject"])
     blank = np.broadcast_to(fr.real.reshape(-1, 3).mean(0).round().astype(np.uint8), fr.real.shape)
     nxt = np.stack([s.frame(int(i) + 1, keys=("image",))["image"] for i in fr.index])
-    return tuple({k: float(v.mean()) for k, v in metrics.image_metrics(x, fr.real).items()}
-                 for x in (np.ascontiguousarray(blank), nxt))  # fmt: skip
+    return tuple(
+        {k: float(v.mean()) for k, v in metrics.image_metrics(x, fr.real).items()}
+        for x in (np.ascontiguousarray(blank), nxt)
+    )
 
 
 @pytest.mark.slow
@@ -108,11 +115,14 @@ def test_lmd_and_efd_of_faces(tiny_trained, evaluated):
     far = val[len(val) // 2 : len(val) // 2 + FRAMES]
     out = {}
     for name, idx in (("next", fr.index + 1), ("far", far)):
-        frames = dataclasses.replace(fr, rendered=np.stack(
-            [s.frame(int(i), keys=("image",))["image"] for i in idx]))  # fmt: skip
+        frames = dataclasses.replace(
+            fr, rendered=np.stack([s.frame(int(i), keys=("image",))["image"] for i in idx])
+        )
         notes = []
-        out[name] = (evaluation.lmd_metric(frames, notes)["LMD"],
-                     evaluation.efd_metric(frames, notes)[EFD_OWN])  # fmt: skip
+        out[name] = (
+            evaluation.lmd_metric(frames, notes)["LMD"],
+            evaluation.efd_metric(frames, notes)[EFD_OWN],
+        )
         assert not notes, notes
     assert 0.0 < out["next"][0] < out["far"][0], out
     assert 0.0 < out["next"][1] < out["far"][1], out

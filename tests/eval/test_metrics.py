@@ -33,8 +33,15 @@ def test_psnr_ssim_match_scikit_image(frames):
     out = M.image_metrics(noisy, np.repeat(gt[None], 3, 0), lpips=False)
     for i, img in enumerate(noisy):
         psnr = peak_signal_noise_ratio(gt.astype(np.float64), img.astype(np.float64), data_range=1)
-        ssim = structural_similarity(gt, img, channel_axis=-1, data_range=1, gaussian_weights=True,
-                                     sigma=1.5, use_sample_covariance=False)  # fmt: skip
+        ssim = structural_similarity(
+            gt,
+            img,
+            channel_axis=-1,
+            data_range=1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
         assert out["PSNR"][i] == pytest.approx(psnr, abs=PSNR_TOL_DB)
         assert out["SSIM"][i] == pytest.approx(ssim, abs=SSIM_TOL)
 
@@ -81,8 +88,10 @@ def test_expression_fd_self_zero_and_grows_with_perturbation():
     rng = np.random.default_rng(2)
     coeffs = rng.normal(size=(300, 64)) @ rng.normal(scale=0.3, size=(64, 64))
     assert M.expression_frechet_distance(coeffs, coeffs) == pytest.approx(0.0, abs=1e-8)
-    fds = [M.expression_frechet_distance(coeffs + s * rng.normal(size=coeffs.shape), coeffs)
-           for s in (0.05, 0.2, 0.5)]  # fmt: skip
+    fds = [
+        M.expression_frechet_distance(coeffs + s * rng.normal(size=coeffs.shape), coeffs)
+        for s in (0.05, 0.2, 0.5)
+    ]
     assert 0 < fds[0] < fds[1] < fds[2]
     assert M.expression_frechet_distance(coeffs + 0.3, coeffs) == pytest.approx(64 * 0.09, rel=1e-6)
     with pytest.raises(ValueError):

@@ -16,7 +16,9 @@ from ua3dtalk_jax.eval import syncnet_lse as S
 # float32 through 8 conv/linear layers (fan-in up to 36,864) vs float64: relative error ~1e-6;
 # 1e-4 leaves margin for XLA's accumulation order and still catches any layout or padding slip.
 F32_REL_TOL = 1e-4
-CURVE_TOL = 1e-2  # of the spread of D(k) over k; see test_syncnet_v2_score_is_syncnet_pythons_evaluate
+CURVE_TOL = (
+    1e-2  # of the spread of D(k) over k; see test_syncnet_v2_score_is_syncnet_pythons_evaluate
+)
 
 
 def _random_state(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -39,9 +41,12 @@ def _random_state(rng: np.random.Generator) -> dict[str, np.ndarray]:
             cin = cout
         state[f"netfc{name}.0.weight"] = rng.normal(0, np.sqrt(2 / 512), (512, 512))
         state[f"netfc{name}.0.bias"] = rng.normal(0, 0.1, 512)
-        for leaf, v in (("weight", rng.uniform(0.5, 1.5, 512)), ("bias", rng.normal(0, 0.1, 512)),
-                        ("running_mean", rng.normal(0, 0.1, 512)),
-                        ("running_var", rng.uniform(0.5, 2.0, 512))):  # fmt: skip
+        for leaf, v in (
+            ("weight", rng.uniform(0.5, 1.5, 512)),
+            ("bias", rng.normal(0, 0.1, 512)),
+            ("running_mean", rng.normal(0, 0.1, 512)),
+            ("running_var", rng.uniform(0.5, 2.0, 512)),
+        ):
             state[f"netfc{name}.1.{leaf}"] = v
         state[f"netfc{name}.3.weight"] = rng.normal(0, np.sqrt(1 / 512), (1024, 512))
         state[f"netfc{name}.3.bias"] = rng.normal(0, 0.1, 1024)
@@ -140,8 +145,12 @@ def test_mfcc_equals_python_speech_features():
 def _calc_pdist_loop(v, a, vshift):
     """syncnet_python's calc_pdist written as its loop (slow twin of sync_distances)."""
     ap = np.concatenate([np.zeros((vshift, a.shape[1])), a, np.zeros((vshift, a.shape[1]))])
-    return np.stack([[np.linalg.norm(v[i] - ap[i + j] + 1e-6) for j in range(2 * vshift + 1)]
-                     for i in range(len(v))])  # fmt: skip
+    return np.stack(
+        [
+            [np.linalg.norm(v[i] - ap[i + j] + 1e-6) for j in range(2 * vshift + 1)]
+            for i in range(len(v))
+        ]
+    )
 
 
 def test_lse_scoring_recovers_known_offset():

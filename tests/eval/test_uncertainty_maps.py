@@ -68,8 +68,9 @@ def test_models_without_uncertainty_or_deformation_are_refused():
 def test_colour_ranges_and_frames_spec(tiny_trained):
     from ua3dtalk_jax.data import Subject
 
-    r = um.colour_ranges([{"aleatoric": np.array([np.nan, 1.0, 2.0, 3.0]),
-                           "epistemic": np.array([0.0, np.nan])}])  # fmt: skip
+    r = um.colour_ranges(
+        [{"aleatoric": np.array([np.nan, 1.0, 2.0, 3.0]), "epistemic": np.array([0.0, np.nan])}]
+    )
     assert 1.0 <= r["aleatoric"][0] < r["aleatoric"][1] <= 3.0
     assert r["epistemic"][0] > 0 and r["view_weights"] == (0.0, 1.0)
     s = Subject.open(tiny_trained["subject"])
@@ -108,8 +109,14 @@ def test_uncertainty_maps_of_tiny_workdir(tiny_trained, tmp_path):
         assert (m >= 0).all() and np.isfinite(m).all()
 
     frames = s.split("val")[:3]
-    res = um.render_uncertainty(wd, subj, frames=f"{frames[0]}:{frames[-1] + 1}", branch="face",
-                                out_dir=str(tmp_path), log=lambda *_: None)  # fmt: skip
+    res = um.render_uncertainty(
+        wd,
+        subj,
+        frames=f"{frames[0]}:{frames[-1] + 1}",
+        branch="face",
+        out_dir=str(tmp_path),
+        log=lambda *_: None,
+    )
     assert [os.path.basename(p) for p in res["pngs"]] == [f"face_{int(f):05d}.png" for f in frames]
     info = probe(res["mp4"])
     assert info["frames"] == 3

@@ -49,8 +49,11 @@ def run_case(module, args: list[str]) -> dict:
             os.close(saved[1])
         out.seek(0)
         err.seek(0)
-        return {"code": code, "stdout": out.read().decode(errors="replace"),
-                "stderr": err.read().decode(errors="replace")}  # fmt: skip
+        return {
+            "code": code,
+            "stdout": out.read().decode(errors="replace"),
+            "stderr": err.read().decode(errors="replace"),
+        }
 
 
 def main() -> None:

@@ -16,7 +16,9 @@ def model(tiny_trained):
     return Workdir(tiny_trained["workdir"]).load_trained(tiny_trained["subject"])
 
 
-FRAMES = 25  # the tiny subject's held-out second: its first frames are silent, and silence is refused
+FRAMES = (
+    25  # the tiny subject's held-out second: its first frames are silent, and silence is refused
+)
 
 
 def test_parts_at_the_subject_size_and_at_another(model):
@@ -40,7 +42,9 @@ def test_resized_conditioning_scales_intrinsics_and_background(model):
     feats = tm.audio_features(model, bench._clip(model, FRAMES))
     from ua3dtalk_jax.infer.poses import pose_schedule
 
-    c = tm.frame_conditioning(model, feats, 0, pose_schedule(model.subject, "val")(model.subject, 0))
+    c = tm.frame_conditioning(
+        model, feats, 0, pose_schedule(model.subject, "val")(model.subject, 0)
+    )
     h = model.size[0]
     (big,) = bench._resized(model, [c], 3 * h)
     np.testing.assert_allclose(np.asarray(big["K"])[:2], 3 * np.asarray(c["K"])[:2], rtol=1e-6)

@@ -41,8 +41,18 @@ def test_tiled_subject_opens_and_repeats_the_source(tiny, tmp_path, factor):
     # audio and video lengths agree: 1/fps s of samples per frame, and one window per frame
     assert len(s.wav()) == round(n * SAMPLE_RATE / s.fps)
     assert s.audio.shape[0] == n
-    keys = ("image", "viewmat", "landmarks", "exp", "au_exp", "emotion", "mouth_mask", "teeth_mask",
-            "background", "lips_rect")  # fmt: skip
+    keys = (
+        "image",
+        "viewmat",
+        "landmarks",
+        "exp",
+        "au_exp",
+        "emotion",
+        "mouth_mask",
+        "teeth_mask",
+        "background",
+        "lips_rect",
+    )
     for k in sorted({0, min(len(src), n) - 1, n - 1}):
         got, want = s.frame(k, keys=keys), src.frame(k % len(src), keys=keys)
         for key in keys:
@@ -63,9 +73,20 @@ def test_tiled_subject_refuses_an_existing_folder_and_a_single_frame(tiny, tmp_p
 
 def _row(frames, size, peaks):
     phases = {p: {"peak_gb": g, "end_gb": g / 2, "seconds": 1.0} for p, g in peaks.items()}
-    return {"frames": frames, "size": size, "runtime_gb": 0.4, "phases": phases,
-            "bytes": {"subject": 2e6, "stage-2 features": 1e6, "stage-1 data": 5e7,
-                      "state face": 3e8, "state mouth": 1e8, "state fuse": 4e8}}  # fmt: skip
+    return {
+        "frames": frames,
+        "size": size,
+        "runtime_gb": 0.4,
+        "phases": phases,
+        "bytes": {
+            "subject": 2e6,
+            "stage-2 features": 1e6,
+            "stage-1 data": 5e7,
+            "state face": 3e8,
+            "state mouth": 1e8,
+            "state fuse": 4e8,
+        },
+    }
 
 
 def test_table_parses_back_and_names_the_largest_phase():
@@ -89,9 +110,19 @@ def test_table_parses_back_and_names_the_largest_phase():
 @pytest.mark.long
 def test_bench_trains_two_lengths_and_prints_their_peaks(tiny, tmp_path):
     out = tmp_path / "rows.json"
-    cmd = [sys.executable, "-m", "experiments.bench_memory", "--config=tiny", "--sizes=64",
-           "--frames=40,90", f"--data_root={tmp_path}", f"--source={tiny}", "--eval_frames=2",
-           f"--compile_cache={tmp_path / 'xla'}", f"--json={out}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.bench_memory",
+        "--config=tiny",
+        "--sizes=64",
+        "--frames=40,90",
+        f"--data_root={tmp_path}",
+        f"--source={tiny}",
+        "--eval_frames=2",
+        f"--compile_cache={tmp_path / 'xla'}",
+        f"--json={out}",
+    ]
     res = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     bench = import_tool("bench_memory")

@@ -37,37 +37,81 @@ CASES = {
         (["--subject=EMPTY", "--workdir=WNEW"], r"transforms_train.json: missing", ["ROOT"]),
         (["--subject=EMPTY", "--workdir=WNEW", "--novideo"], r"transforms_train.json", ["ROOT"]),
         (["--subject=nope", "--data_root=ROOT"], r"--subject=nope: neither a directory", ["ROOT"]),
-        (["--subject=TG", "--workdir=WOTHER", "--config=tiny"],
-         r"trained with another config \(differs in seed\)", ["WOTHER", "TG"]),
-        (["--subject=TG", "--workdir=WNEW", "--config=tiny", "--stage=2"],
-         r"no stage-1 checkpoint.*--stage=1", ["ROOT"]),
-        (["--subject=TG", "--workdir=WNEW", "--set=data.audio_feature=hubert"],
-         r"aud_hu.npy: missing; data.audio_feature=hubert reads it", ["ROOT"]),
-        (["--subject=TG", "--workdir=WNEW", "--config=paper"],
-         (r"stage1.syncnet.pretrained: the paper preset uses Prior Extraction's SyncNet; pass "
-         r"--set=stage1.syncnet.pretrained=/path/lipsync_expert.pth, or .*=none"), ["ROOT"]),
+        (
+            ["--subject=TG", "--workdir=WOTHER", "--config=tiny"],
+            r"trained with another config \(differs in seed\)",
+            ["WOTHER", "TG"],
+        ),
+        (
+            ["--subject=TG", "--workdir=WNEW", "--config=tiny", "--stage=2"],
+            r"no stage-1 checkpoint.*--stage=1",
+            ["ROOT"],
+        ),
+        (
+            ["--subject=TG", "--workdir=WNEW", "--set=data.audio_feature=hubert"],
+            r"aud_hu.npy: missing; data.audio_feature=hubert reads it",
+            ["ROOT"],
+        ),
+        (
+            ["--subject=TG", "--workdir=WNEW", "--config=paper"],
+            (
+                r"stage1.syncnet.pretrained: the paper preset uses Prior Extraction's SyncNet; pass "
+                r"--set=stage1.syncnet.pretrained=/path/lipsync_expert.pth, or .*=none"
+            ),
+            ["ROOT"],
+        ),
         (["--stage=3"], r"flag --stage=3: value should be one of", []),
         (["--bogus=1"], r"Unknown command line flag 'bogus'", []),
         (["positional"], r"unexpected arguments \['positional'\]", []),
     ],
     "infer": [
         ([], r"--workdir is required", []),
-        (["--workdir=NOPE", "--out=OUT/o.mp4", "--audio=SPEECH"], r"--workdir=.*nope: no such directory",
-         ["OUT"]),
+        (
+            ["--workdir=NOPE", "--out=OUT/o.mp4", "--audio=SPEECH"],
+            r"--workdir=.*nope: no such directory",
+            ["OUT"],
+        ),
         (["--workdir=WCFG", "--out=OUT/o.avi", "--audio=SPEECH"], r"expected a .mp4", ["OUT"]),
         (["--workdir=WCFG", "--out=OUT/o.mp4"], r"--audio is missing: .*--audio=NEW.wav", ["OUT"]),
         (["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=OUT/none.wav"], r"none.wav", ["OUT"]),
         (["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=SILENT"], r"the audio is silent", ["OUT"]),
-        (["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=GARBAGE"], r"garbage.wav: cannot decode",
-         ["OUT"]),
-        (["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=SPEECH", "--emotion=happy",
-          "--emotion_mix=sad:1"], r"--emotion and --emotion_mix are exclusive", ["OUT"]),
-        (["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=SPEECH", "--emotion=happy",
-          "--intensity=5"], r"--intensity=5: must be one of", ["OUT"]),
-        (["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=SPEECH", "--audio_features=FEATS"],
-         r"trained on mel .* drop the audio features", ["OUT"]),
-        (["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=SPEECH", "--poses=OUT/p.npy"],
-         r"p.npy", ["OUT"]),
+        (
+            ["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=GARBAGE"],
+            r"garbage.wav: cannot decode",
+            ["OUT"],
+        ),
+        (
+            [
+                "--workdir=WCFG",
+                "--out=OUT/o.mp4",
+                "--audio=SPEECH",
+                "--emotion=happy",
+                "--emotion_mix=sad:1",
+            ],
+            r"--emotion and --emotion_mix are exclusive",
+            ["OUT"],
+        ),
+        (
+            [
+                "--workdir=WCFG",
+                "--out=OUT/o.mp4",
+                "--audio=SPEECH",
+                "--emotion=happy",
+                "--intensity=5",
+            ],
+            r"--intensity=5: must be one of",
+            ["OUT"],
+        ),
+        (
+            ["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=SPEECH", "--audio_features=FEATS"],
+            r"trained on mel .* drop the audio features",
+            ["OUT"],
+        ),
+        (
+            ["--workdir=WCFG", "--out=OUT/o.mp4", "--audio=SPEECH", "--poses=OUT/p.npy"],
+            r"p.npy",
+            ["OUT"],
+        ),
     ],
     "evaluate": [
         ([], r"--workdir is required", []),
@@ -95,8 +139,11 @@ CASES = {
     "make_subject": [
         ([], r"--out is required", []),
         (["--out=TG"], r"is not empty; pass --overwrite", ["TG"]),
-        (["--out=OUT/s", "--photo=OUT/missing.jpg"], r"--photo=.*missing.jpg: no such file",
-         ["OUT"]),
+        (
+            ["--out=OUT/s", "--photo=OUT/missing.jpg"],
+            r"--photo=.*missing.jpg: no such file",
+            ["OUT"],
+        ),
         (["--out=OUT/s", "--size=-3"], r"--size must be in \[48, 4096\], got -3", ["OUT"]),
         (["--out=OUT/s", "--fps=0"], r"--fps must be in", ["OUT"]),
     ],
@@ -106,7 +153,7 @@ CASES = {
         (["--root=EMPTY", "--out=OUT/m", "--levels=a"], r"--levels=a: expected integers", ["OUT"]),
         (["--root=EMPTY", "--out=OUT/m"], r"empty: no video/ folder; pass a speaker", ["OUT"]),
     ],
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +189,11 @@ def world(tmp_path_factory):
 def _listing(path) -> list[str]:
     if not os.path.exists(path):
         return []
-    return sorted(os.path.relpath(os.path.join(d, f), path)
-                  for d, _, files in os.walk(path) for f in files + [""])  # fmt: skip
+    return sorted(
+        os.path.relpath(os.path.join(d, f), path)
+        for d, _, files in os.walk(path)
+        for f in files + [""]
+    )
 
 
 def _fill(arg: str, world: dict) -> str:
@@ -161,9 +211,21 @@ def test_bad_input_is_one_line_and_leaves_nothing(tool, world, tmp_path):
     with open(tmp_path / "cases.json", "w") as f:
         json.dump(args, f)
     env = {**os.environ, "UA3D_DEBUG_LOG": str(tmp_path / "debug.log")}
-    proc = subprocess.run([sys.executable, "-m", "tests.experiments.cli_cases", tool,
-                           str(tmp_path / "cases.json"), str(tmp_path / "results.json")],
-                          capture_output=True, text=True, timeout=600, env=env, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.experiments.cli_cases",
+            tool,
+            str(tmp_path / "cases.json"),
+            str(tmp_path / "results.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / "results.json") as f:
         results = json.load(f)

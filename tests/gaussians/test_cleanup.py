@@ -28,8 +28,17 @@ def buffer(sh_degree: int = 1):
     (the face's threshold only); 3 red; 4 green but free; 5 grey whose degree-1 band makes it
     green seen from A and magenta from B; 6-7 free."""
     g = empty_gaussians(CAP, sh_degree=1)
-    rgb = jnp.asarray([[0, 1, 0], [40 / 255, 1, 0], [25 / 255, 230 / 255, 25 / 255], [1, 0, 0],
-                       [0, 1, 0], [0.5, 0.5, 0.5]], jnp.float32)  # fmt: skip
+    rgb = jnp.asarray(
+        [
+            [0, 1, 0],
+            [40 / 255, 1, 0],
+            [25 / 255, 230 / 255, 25 / 255],
+            [1, 0, 0],
+            [0, 1, 0],
+            [0.5, 0.5, 0.5],
+        ],
+        jnp.float32,
+    )
     sh = g.sh.at[:6, 0].set(rgb_to_sh(rgb))
     # basis 2 is C1·d_z: ±0.5 per channel along ±z
     sh = sh.at[5, 2].set(jnp.asarray([-0.5, 0.5, -0.5]) / C1)
@@ -47,8 +56,11 @@ def buffer(sh_degree: int = 1):
 
 def stats():
     s = init_grad_stats(CAP)
-    return s.replace(grad_accum=jnp.arange(1.0, CAP + 1), count=jnp.full((CAP,), 3.0),
-                     max_radii=jnp.full((CAP,), 7.0))  # fmt: skip
+    return s.replace(
+        grad_accum=jnp.arange(1.0, CAP + 1),
+        count=jnp.full((CAP,), 3.0),
+        max_radii=jnp.full((CAP,), 7.0),
+    )
 
 
 def _same_except(a, b, hit):
@@ -90,8 +102,9 @@ def test_mouth_fades_halves_and_shrinks_with_its_stricter_thresholds():
     np.testing.assert_array_equal(acc[~hit], acc0[~hit])
     np.testing.assert_array_equal(np.asarray(st.count), np.asarray(s0.count))
     for name in ("scales_raw", "opacity_logits"):
-        np.testing.assert_array_equal(np.asarray(getattr(new, name))[~hit],
-                                      np.asarray(getattr(g, name))[~hit])  # fmt: skip
+        np.testing.assert_array_equal(
+            np.asarray(getattr(new, name))[~hit], np.asarray(getattr(g, name))[~hit]
+        )
 
 
 def test_mouth_fade_on_the_raw_value_as_the_authors_write_it():
@@ -101,8 +114,10 @@ def test_mouth_fade_on_the_raw_value_as_the_authors_write_it():
     hit = np.asarray(hit)
     np.testing.assert_allclose(np.asarray(new.scales_raw)[hit], np.asarray(g.scales_raw)[hit] / 10)
     # raw ≈ log d < 0: a tenth of it is a *larger* Gaussian under softplus
-    assert (np.asarray(jax.nn.softplus(new.scales_raw))[hit]
-            > np.asarray(jax.nn.softplus(g.scales_raw))[hit]).all()  # fmt: skip
+    assert (
+        np.asarray(jax.nn.softplus(new.scales_raw))[hit]
+        > np.asarray(jax.nn.softplus(g.scales_raw))[hit]
+    ).all()
 
 
 def test_off_leaves_everything_and_bad_modes_are_named():
@@ -121,6 +136,16 @@ def test_schedule_face_to_the_end_mouth_until_densify_until():
     assert (FACE.bg_red_max, FACE.bg_green_min, FACE.bg_blue_max) == (30 / 255, 225 / 255, 30 / 255)
     assert (MOUTH.bg_red_max, MOUTH.bg_green_min) == (20 / 255, 235 / 255)
     assert [should_clean(FACE, it) for it in (500, 600, 650, 48_900, 49_000, 50_000)] == [
-        False, True, False, True, True, True]  # fmt: skip
+        False,
+        True,
+        False,
+        True,
+        True,
+        True,
+    ]
     assert [should_clean(MOUTH, it) for it in (600, 44_900, 45_000, 49_000)] == [
-        True, True, False, False]  # fmt: skip
+        True,
+        True,
+        False,
+        False,
+    ]

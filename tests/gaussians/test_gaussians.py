@@ -40,8 +40,9 @@ CAP = 48
 
 def _render(state):
     means, quats, scales, opac, colors = activated(state, CAMPOS)
-    return rasterize(means, quats, scales, opac, colors, VIEWMAT, K, width=W, height=H,
-                     backend="reference")  # fmt: skip
+    return rasterize(
+        means, quats, scales, opac, colors, VIEWMAT, K, width=W, height=H, backend="reference"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +152,14 @@ def test_densify_keeps_shapes_and_clones_or_splits(head):
 
 def test_capacity_exhaustion_is_a_clear_error(head):
     tight = head.replace(active=jnp.arange(CAP) < 42)  # 42 active candidates, 6 free slots
-    _, info = densify_and_prune(DensifyConfig(grad_threshold=1e-3), tight, _stats(tight, 1.0),
-                                jax.random.PRNGKey(5), extent=1.0, iteration=600)  # fmt: skip
+    _, info = densify_and_prune(
+        DensifyConfig(grad_threshold=1e-3),
+        tight,
+        _stats(tight, 1.0),
+        jax.random.PRNGKey(5),
+        extent=1.0,
+        iteration=600,
+    )
     assert int(info.n_overflow) == 42 - 6
     with pytest.raises(CapacityError, match="capacity of 48 exhausted"):
         check_capacity(info, CAP)
@@ -175,8 +182,14 @@ def test_inactive_slots_never_change_the_image(head):
 def test_pruning_zero_opacity_gaussians_keeps_the_image(head):
     ghosts = head.replace(opacity_logits=head.opacity_logits.at[:6].set(-1e4))  # opacity 0
     before = _render(ghosts)
-    pruned, info = densify_and_prune(DensifyConfig(), ghosts, init_grad_stats(CAP),
-                                     jax.random.PRNGKey(7), extent=1.0, iteration=600)  # fmt: skip
+    pruned, info = densify_and_prune(
+        DensifyConfig(),
+        ghosts,
+        init_grad_stats(CAP),
+        jax.random.PRNGKey(7),
+        extent=1.0,
+        iteration=600,
+    )
     assert int(info.n_prune) == 6 and not bool(pruned.active[:6].any())
     np.testing.assert_array_equal(pruned.active[6:24], True)
     np.testing.assert_allclose(_render(pruned).rgb, before.rgb, atol=IMAGE_ATOL)
@@ -202,23 +215,27 @@ def test_world_size_prune(head):
     big = head.replace(scales_raw=head.scales_raw.at[5].set(3.0))  # softplus(3) ≈ 3.05 > 0.1
     stats = init_grad_stats(CAP)
     for iteration, n_pruned in ((2000, 0), (4000, 1)):
-        new, info = densify_and_prune(DensifyConfig(), big, stats, jax.random.PRNGKey(8),
-                                      extent=1.0, iteration=iteration)  # fmt: skip
+        new, info = densify_and_prune(
+            DensifyConfig(), big, stats, jax.random.PRNGKey(8), extent=1.0, iteration=iteration
+        )
         assert int(info.n_prune) == n_pruned and bool(new.active[5]) == (n_pruned == 0)
 
 
 def test_apply_deformation_moves_centres_scales_and_rotations(head):
     k = jax.random.split(jax.random.PRNGKey(12), 3)
-    d = DeformOut(d_xyz=0.01 * jax.random.normal(k[0], (CAP, 3)),
-                  d_rot=0.1 * jax.random.normal(k[1], (CAP, 4)),
-                  d_scale=0.1 * jax.random.normal(k[2], (CAP, 3)))  # fmt: skip
+    d = DeformOut(
+        d_xyz=0.01 * jax.random.normal(k[0], (CAP, 3)),
+        d_rot=0.1 * jax.random.normal(k[1], (CAP, 4)),
+        d_scale=0.1 * jax.random.normal(k[2], (CAP, 3)),
+    )
     moved = apply_deformation(head, d)
     jax.tree.map(lambda a, b: a.shape == b.shape or pytest.fail("shape"), head, moved)
     means, quats, scales, opac, _ = activated(moved, CAMPOS)
     np.testing.assert_allclose(means, head.means + d.d_xyz, rtol=F32_RTOL)  # μ' = μ + Δμ
     q = np.asarray(head.quats + d.d_rot, np.float64)  # q' = normalise(q + Δr)
-    np.testing.assert_allclose(quats, q / np.linalg.norm(q, axis=-1, keepdims=True), rtol=1e-5,
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        quats, q / np.linalg.norm(q, axis=-1, keepdims=True), rtol=1e-5, atol=1e-6
+    )
     s = np.asarray(head.scales_raw + d.d_scale, np.float64)  # scale' = softplus(raw + Δs)
     np.testing.assert_allclose(scales, np.logaddexp(0.0, s), rtol=F32_RTOL)
     np.testing.assert_array_equal(opac, activated(head, CAMPOS)[3])  # opacity unchanged

@@ -58,9 +58,20 @@ def _loss_and_grads(params, state, inputs, target, rng):
         gauss = state.replace(**gauss_params)
         deform, _ = NET.apply(params, gauss.means, inputs, mode="eval", rng=rng)
         means, quats, scales, opac, colors = activated(apply_deformation(gauss, deform), CAMPOS)
-        out = rasterize(means, quats, scales, opac, colors, VIEWMAT, K, width=W, height=H,
-                        background=jnp.asarray([0.0, 1.0, 0.0]), backend="reference",
-                        means2d_offset=offset)  # fmt: skip
+        out = rasterize(
+            means,
+            quats,
+            scales,
+            opac,
+            colors,
+            VIEWMAT,
+            K,
+            width=W,
+            height=H,
+            background=jnp.asarray([0.0, 1.0, 0.0]),
+            backend="reference",
+            means2d_offset=offset,
+        )
         return jnp.mean(jnp.abs(out.rgb - target)), out.radii
 
     offset = jnp.zeros((CAP, 2))

@@ -16,8 +16,11 @@ from ua3dtalk_jax.head.checkpoint import Checkpointer
 
 
 def _state(v):
-    return {"params": {"w": jnp.full((3, 2), v, jnp.float32)}, "step": jnp.int32(v),
-            "rng": jax.random.key_data(jax.random.key(int(v)))}  # fmt: skip
+    return {
+        "params": {"w": jnp.full((3, 2), v, jnp.float32)},
+        "step": jnp.int32(v),
+        "rng": jax.random.key_data(jax.random.key(int(v))),
+    }
 
 
 def test_round_trip_and_keep_last_k(tmp_path):

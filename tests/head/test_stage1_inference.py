@@ -48,7 +48,8 @@ def test_lipwav_images_ignore_the_mel_padding(tiny):
     want = models["lip_expert"].apply(
         {"params": params["lip_expert"]},
         jnp.concatenate([mask_lower_half(refs[idx % 3]), refs[idx % 3]], -1),
-        head_prior.generator_mel(mel, idx))[0]  # fmt: skip
+        head_prior.generator_mel(mel, idx),
+    )[0]
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=PAD_TOL)
 
 
@@ -61,7 +62,8 @@ def test_emotion_features_ignore_the_stream_padding():
     stream = emotion_inputs.emotion_stream(wav, e)
     centres = emotion_inputs.frame_centres(40, 25.0)
     got = head_emotion.emotion_features(model, params, stream, centres, e)
-    x = emotion_inputs.window_inputs({k: jnp.asarray(v) for k, v in stream.items()},
-                                     jnp.asarray(centres), e)  # fmt: skip
+    x = emotion_inputs.window_inputs(
+        {k: jnp.asarray(v) for k, v in stream.items()}, jnp.asarray(centres), e
+    )
     _, _, inter = model.apply({"params": params}, x["spec"], x["mfcc"], x["wav"])
     np.testing.assert_allclose(np.asarray(got["f_emo"]), np.asarray(inter["f_emo"]), atol=PAD_TOL)

@@ -74,8 +74,12 @@ def test_cli_wav_44k(model, speech, tiny_trained, tmp_path, capsys):
     stereo = np.stack([_resampled(speech, 44100)] * 2, -1)
     soundfile.write(path, stereo, 44100)
     out = tmp_path / "out.mp4"
-    _run_cli(workdir=tiny_trained["workdir"], subject=tiny_trained["subject"], audio=str(path),
-             out=str(out))  # fmt: skip
+    _run_cli(
+        workdir=tiny_trained["workdir"],
+        subject=tiny_trained["subject"],
+        audio=str(path),
+        out=str(out),
+    )
     printed = capsys.readouterr().out
     assert "frames/s" in printed and "rendered" in printed
     info = V.probe(out)
@@ -106,8 +110,9 @@ def test_m4a_static_poses_and_emotion(model, speech, tmp_path):
     subprocess.run(cmd, check=True)
     os.remove(wav)
     spec = syn.emotion_spec("happy", 3, None, syn.class_levels(model.subject))
-    res = syn.synthesize(model, str(m4a), str(tmp_path / "o.mp4"), emotion=spec, poses="static",
-                         progress=False)  # fmt: skip
+    res = syn.synthesize(
+        model, str(m4a), str(tmp_path / "o.mp4"), emotion=spec, poses="static", progress=False
+    )
     info = V.probe(tmp_path / "o.mp4")
     n = round(len(load_audio(str(m4a))) / SAMPLE_RATE * model.fps)
     assert res["frames"] == info["frames"] == n
@@ -144,9 +149,14 @@ def test_failure_mid_render_leaves_nothing(model, speech, tmp_path, monkeypatch)
 
 @pytest.mark.parametrize(
     "kind, match",
-    [("silent", "silent"), ("empty", "empty"), ("garbage", "cannot decode"),
-     ("missing", "not found"), ("tiny", "shorter than half a video frame")],
-)  # fmt: skip
+    [
+        ("silent", "silent"),
+        ("empty", "empty"),
+        ("garbage", "cannot decode"),
+        ("missing", "not found"),
+        ("tiny", "shorter than half a video frame"),
+    ],
+)
 def test_bad_audio(model, tmp_path, kind, match):
     path = tmp_path / f"{kind}.wav"
     if kind == "silent":
@@ -172,8 +182,12 @@ def _copy_workdir(src: str, dst) -> str:
 def test_missing_stage2_and_other_version(tiny_trained, tmp_path):
     work = _copy_workdir(tiny_trained["workdir"], tmp_path / "work")
     subject = tiny_trained["subject"]
-    metas = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(work, "stage2", "model"))
-             for f in fs if f == "metadata" and os.path.basename(d) == "meta"]  # fmt: skip
+    metas = [
+        os.path.join(d, f)
+        for d, _, fs in os.walk(os.path.join(work, "stage2", "model"))
+        for f in fs
+        if f == "metadata" and os.path.basename(d) == "meta"
+    ]
     assert len(metas) == 1, metas
     with open(metas[0]) as f:
         meta = json.load(f)
@@ -192,8 +206,12 @@ def test_missing_stage2_and_other_version(tiny_trained, tmp_path):
 def test_cli_errors_name_the_flag(tiny_trained, tmp_path):
     wav = tmp_path / "a.wav"
     soundfile.write(wav, 0.3 * np.sin(np.arange(SAMPLE_RATE) / 5.0), SAMPLE_RATE)
-    base = {"workdir": tiny_trained["workdir"], "subject": tiny_trained["subject"],
-            "audio": str(wav), "out": str(tmp_path / "o.mp4")}  # fmt: skip
+    base = {
+        "workdir": tiny_trained["workdir"],
+        "subject": tiny_trained["subject"],
+        "audio": str(wav),
+        "out": str(tmp_path / "o.mp4"),
+    }
     cases = [
         ({"emotion": "ecstatic"}, "--emotion=ecstatic: unknown emotion"),
         ({"emotion": "happy", "emotion_mix": "sad:1"}, "exclusive"),
@@ -220,8 +238,12 @@ def test_emotion_spec():
         assert syn.emotion_spec("angry", levels=levels) == "angry@1:1"
     mix = syn.emotion_spec(emotion_mix="happy:0.7, sad:0.3,audio:1", intensity=1, levels=levels)
     assert mix == "happy@0.5:0.7+sad@0.666667:0.3+audio:1"
-    for bad, match in [("happy:1,happy:2", "twice"), ("happy:x", "not a number"),
-                       ("happy:0,sad:0", "sum to 0"), ("joy:1", "unknown emotion")]:  # fmt: skip
+    for bad, match in [
+        ("happy:1,happy:2", "twice"),
+        ("happy:x", "not a number"),
+        ("happy:0,sad:0", "sum to 0"),
+        ("joy:1", "unknown emotion"),
+    ]:
         with pytest.raises(ValueError, match=match):
             syn.emotion_spec(emotion_mix=bad)
     with pytest.raises(ValueError, match="--intensity needs"):
@@ -234,14 +256,23 @@ def test_render_runs_the_mean_only_fusion_equal_to_the_dense_form(model, speech)
     face = model.heads["face"][0]
     assert face.spec.fusion == "dense" and tm.inference_net(face).spec.fusion == "mean"
     feats = tm.audio_features(model, speech)
-    frame = tm.frame_conditioning(model, feats, 3,
-                                  syn.pose_schedule(model.subject, "val")(model.subject, 3))
+    frame = tm.frame_conditioning(
+        model, feats, 3, syn.pose_schedule(model.subject, "val")(model.subject, 3)
+    )
     got = np.asarray(tm.render(model, frame))
     nets = tuple(model.heads[p][0] for p in tm.PARTS)
     trees = tuple(tuple(model.heads[p][1:]) for p in tm.PARTS)
     inputs = {k: frame[k] for k in (*tm._NET_KEYS, "viewmat", "K", "background")}
-    dense = np.asarray(tm._render(trees, inputs, nets=nets, width=model.size[1],
-                                  height=model.size[0], backend=model.cfg.backend,
-                                  use_deform=True))  # fmt: skip
+    dense = np.asarray(
+        tm._render(
+            trees,
+            inputs,
+            nets=nets,
+            width=model.size[1],
+            height=model.size[0],
+            backend=model.cfg.backend,
+            use_deform=True,
+        )
+    )
     np.testing.assert_allclose(got, dense, atol=LOWRANK_PIXEL_TOL)
     assert got.std() > 0.02, "blank render"

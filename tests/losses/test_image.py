@@ -35,9 +35,14 @@ def test_ssim_matches_skimage(astronaut, kind):
         other = np.roll(astronaut, 3, axis=1)
     other = other.astype(np.float32)
     ref = skimage.metrics.structural_similarity(
-        astronaut, other, channel_axis=-1, data_range=1.0, gaussian_weights=True,
-        sigma=1.5, use_sample_covariance=False,
-    )  # fmt: skip
+        astronaut,
+        other,
+        channel_axis=-1,
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
     got = float(image.ssim(jnp.asarray(astronaut), jnp.asarray(other)))
     assert abs(got - ref) < SSIM_TOL, (got, ref)
     assert float(image.ssim(jnp.asarray(astronaut), jnp.asarray(astronaut))) == pytest.approx(1.0)

@@ -44,8 +44,10 @@ def test_patches_lie_inside_the_image_without_wrapping_or_overlap(patch):
 
 def test_grid_origin_moves_over_every_in_image_position():
     img = coordinate_image(H, W)
-    origins = {tuple(np.asarray(image.patch_grid(img, img, 32, jax.random.key(i)))[0, 0, 0, 0, :2])
-               for i in range(200)}  # fmt: skip
+    origins = {
+        tuple(np.asarray(image.patch_grid(img, img, 32, jax.random.key(i)))[0, 0, 0, 0, :2])
+        for i in range(200)
+    }
     # H − 2·32 = 16 rows and W − 2·32 = 8 columns of slack: 17 × 9 origins
     assert {o[0] for o in origins} == set(range(H - 64 + 1))
     assert {o[1] for o in origins} == set(range(W - 64 + 1))
@@ -97,7 +99,8 @@ def test_vmapped_loss_keeps_one_size_per_step():
     per-frame size key would turn it into running every size."""
     x = jnp.zeros((2, H, W, 3))
     keys = jax.random.split(jax.random.key(0), 2)
-    f = jax.vmap(lambda a, k: image.patch_lpips(a, a, sizes=SIZES, size_key=jax.random.key(1),
-                                                rng=k))  # fmt: skip
+    f = jax.vmap(
+        lambda a, k: image.patch_lpips(a, a, sizes=SIZES, size_key=jax.random.key(1), rng=k)
+    )
     jaxpr = str(jax.make_jaxpr(f)(x, keys))
     assert "cond[" in jaxpr

@@ -20,8 +20,9 @@ def _np_grid_sample(plane, u, v):
     x0, y0 = min(int(np.floor(x)), cols - 2), min(int(np.floor(y)), rows - 2)
     fx, fy = x - x0, y - y0
     p = plane.astype(np.float64)
-    return ((1 - fy) * ((1 - fx) * p[y0, x0] + fx * p[y0, x0 + 1])
-            + fy * ((1 - fx) * p[y0 + 1, x0] + fx * p[y0 + 1, x0 + 1]))  # fmt: skip
+    return (1 - fy) * ((1 - fx) * p[y0, x0] + fx * p[y0, x0 + 1]) + fy * (
+        (1 - fx) * p[y0 + 1, x0] + fx * p[y0 + 1, x0 + 1]
+    )
 
 
 def test_sample_plane_matches_grid_sample_loop():
@@ -30,8 +31,9 @@ def test_sample_plane_matches_grid_sample_loop():
     uv = jnp.asarray([[0.1, -0.3], [-1.0, -1.0], [1.0, 1.0], [2.5, -4.0], [0.999, 0.5]])
     got = sample_plane(plane, uv)
     for i, (u, v) in enumerate(np.asarray(uv)):
-        np.testing.assert_allclose(got[i], _np_grid_sample(np.asarray(plane), u, v),
-                                   rtol=F32_RTOL, atol=F32_ATOL)  # fmt: skip
+        np.testing.assert_allclose(
+            got[i], _np_grid_sample(np.asarray(plane), u, v), rtol=F32_RTOL, atol=F32_ATOL
+        )
 
 
 def test_hexplane_product_over_planes_concat_over_scales():
@@ -88,7 +90,8 @@ def test_emotion_encoder_shapes_and_codebooks():
     att = jax.nn.softmax(p["codebook_0"] @ e / np.sqrt(8.0))
     grid = HexPlaneField(0.15, 4, (1, 2, 4), 8)
     planes, _ = grid.apply({"params": p["grid"]}, xyz)
-    np.testing.assert_allclose(out[:, :8], planes[:, :8] * (att @ p["codebook_0"]),
-                               rtol=F32_RTOL, atol=F32_ATOL)  # fmt: skip
+    np.testing.assert_allclose(
+        out[:, :8], planes[:, :8] * (att @ p["codebook_0"]), rtol=F32_RTOL, atol=F32_ATOL
+    )
     other, _ = jax.jit(enc.apply)(params, -f_emo, xyz)
     assert not np.allclose(out, other)

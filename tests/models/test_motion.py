@@ -105,8 +105,12 @@ def test_train_mode_draws_one_member_per_view(face):
     assert len({tuple(d) for d in draws}) > 1  # views draw independently / per step
     assert sorted(per_member) == list(range(t))
     # The ensemble mean (Eq. 10) is the mean of the members used one at a time in training.
-    np.testing.assert_allclose(np.mean([per_member[k] for k in range(t)], axis=0),
-                               eval_aux["view_mu"][0], rtol=1e-4, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.mean([per_member[k] for k in range(t)], axis=0),
+        eval_aux["view_mu"][0],
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_train_mode_needs_rng(face):
@@ -173,8 +177,9 @@ def test_mouth_predicts_scaled_positions_only():
     heads = DeformHeads(("xyz",), (("xyz", (1.0, 1.0, 1.0)),), CFG.uncertainty.hidden)
     decoder = {"params": params["params"]["decoder"]}
     raw, _ = jax.jit(heads.apply)(decoder, aux["fused_mu"], _enc_x(params, XYZ))
-    np.testing.assert_allclose(out.d_xyz, raw["xyz"] * np.array([2e-3, 1e-2, 2e-3]),
-                               rtol=F32_RTOL, atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        out.d_xyz, raw["xyz"] * np.array([2e-3, 1e-2, 2e-3]), rtol=F32_RTOL, atol=1e-9
+    )
 
 
 def _enc_x(params, xyz):
@@ -270,5 +275,6 @@ def test_lowrank_fusion_network_equals_dense(face, monkeypatch):
             np.testing.assert_allclose(a, b, rtol=LOWRANK_RTOL, atol=LOWRANK_ATOL)
         assert set(aux) == set(want_aux)
         for k in aux:
-            np.testing.assert_allclose(aux[k], want_aux[k], rtol=LOWRANK_RTOL,
-                                       atol=LOWRANK_ATOL, err_msg=k)  # fmt: skip
+            np.testing.assert_allclose(
+                aux[k], want_aux[k], rtol=LOWRANK_RTOL, atol=LOWRANK_ATOL, err_msg=k
+            )

@@ -56,8 +56,11 @@ def _expected(cfg, part):
         views |= {"exp": (cfg.prior.exp_dim, True), "tone": (cfg.prior.tone_dim, True)}
     if sp.emotion:
         d = sp.emo_dim
-        out["emotion"] = (_dense(cfg.emotion.in_dim, d) + _planes(d, sp.emo_res, sp.emo_multires)
-                          + sum(sp.emo_res * m * d for m in sp.emo_multires))  # fmt: skip
+        out["emotion"] = (
+            _dense(cfg.emotion.in_dim, d)
+            + _planes(d, sp.emo_res, sp.emo_multires)
+            + sum(sp.emo_res * m * d for m in sp.emo_multires)
+        )
         views["emotion"] = (d * len(sp.emo_multires), False)
     k = [HEAD_WIDTHS[n] for n in sp.outputs]
     if sp.uncertainty:

@@ -36,8 +36,9 @@ def test_not_positive_definite_stays_finite_and_gradients_are_finite():
 def test_spd_inverse_value_and_closed_form_gradient_match_autodiff_of_numpy_inverse():
     with jax.enable_x64(True):
         a = jnp.asarray(_spd(2, (3,), 5))
-        np.testing.assert_allclose(np.asarray(S.spd_inverse(a)), np.linalg.inv(np.asarray(a)),
-                                   atol=1e-9)  # fmt: skip
+        np.testing.assert_allclose(
+            np.asarray(S.spd_inverse(a)), np.linalg.inv(np.asarray(a)), atol=1e-9
+        )
         w = jnp.asarray(np.random.default_rng(4).normal(size=(3, 5, 5)))
         g = jax.grad(lambda m: jnp.sum(w * S.spd_inverse(m)))(a)
         g_ref = jax.grad(lambda m: jnp.sum(w * jnp.linalg.inv(m)))(a)
@@ -72,8 +73,9 @@ def test_batch_last_factor_and_solves_match_numpy():
         b = np.random.default_rng(5).normal(size=(5, 12, 3))
         a_bl, b_bl = (jnp.asarray(np.moveaxis(x, 0, -1)) for x in (a, b))  # batch last
         low = S.cholesky_batch_last(a_bl)
-        np.testing.assert_allclose(np.moveaxis(np.asarray(low), -1, 0), np.linalg.cholesky(a),
-                                   atol=TOL)  # fmt: skip
+        np.testing.assert_allclose(
+            np.moveaxis(np.asarray(low), -1, 0), np.linalg.cholesky(a), atol=TOL
+        )
         y = S.solve_lower_batch_last(low, b_bl)
         x = np.moveaxis(np.asarray(S.solve_upper_t_batch_last(low, y)), -1, 0)
         np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)

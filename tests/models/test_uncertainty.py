@@ -180,9 +180,14 @@ def _dense_fusion(mu, logvar):
         alea.append(jnp.trace(a, axis1=-2, axis2=-1) / d)
         epi.append(jnp.trace(e, axis1=-2, axis2=-1) / d)
     fused, cov, weights = gaussian_fusion_weighted(jnp.stack(means), jnp.stack(covs))
-    return {"view_mu": jnp.stack(means), "aleatoric": jnp.stack(alea),
-            "epistemic": jnp.stack(epi), "fused_mu": fused, "view_weights": weights,
-            "fused_var": jnp.trace(cov, axis1=-2, axis2=-1) / d}  # fmt: skip
+    return {
+        "view_mu": jnp.stack(means),
+        "aleatoric": jnp.stack(alea),
+        "epistemic": jnp.stack(epi),
+        "fused_mu": fused,
+        "view_weights": weights,
+        "fused_var": jnp.trace(cov, axis1=-2, axis2=-1) / d,
+    }
 
 
 def _members(seed, dtype, t=T, d=16, spread=0.5, log_var=-1.0):
@@ -205,16 +210,18 @@ def test_lowrank_fusion_equals_dense_fusion(spread, log_var):
         got = jax.jit(ensemble_fusion_lowrank)(mu, logvar)
         assert set(got) == set(ref)
         for k in ref:
-            np.testing.assert_allclose(got[k], ref[k], rtol=LOWRANK_F64_RTOL, atol=1e-12,
-                                       err_msg=k)  # fmt: skip
+            np.testing.assert_allclose(got[k], ref[k], rtol=LOWRANK_F64_RTOL, atol=1e-12, err_msg=k)
         m32, l32 = mu.astype(jnp.float32), logvar.astype(jnp.float32)
         dense, low = jax.jit(_dense_fusion)(m32, l32), jax.jit(ensemble_fusion_lowrank)(m32, l32)
         for k in ref:
             scale = float(jnp.max(jnp.abs(ref[k])))
             err_low = float(jnp.max(jnp.abs(low[k] - ref[k]))) / scale
             err_dense = float(jnp.max(jnp.abs(dense[k] - ref[k]))) / scale
-            assert err_low <= max(LOWRANK_F32_FACTOR * err_dense, LOWRANK_F32_FLOOR), (k, err_low,
-                                                                                   err_dense)
+            assert err_low <= max(LOWRANK_F32_FACTOR * err_dense, LOWRANK_F32_FLOOR), (
+                k,
+                err_low,
+                err_dense,
+            )
 
 
 def test_lowrank_fusion_gradients_equal_dense_gradients():
@@ -223,8 +230,9 @@ def test_lowrank_fusion_gradients_equal_dense_gradients():
         w = jax.random.normal(jax.random.PRNGKey(13), (N, 16), jnp.float64)
 
         def loss(fn):
-            return lambda m, lv: jnp.sum(w * fn(m, lv)["fused_mu"]) + jnp.sum(
-                fn(m, lv)["view_weights"][0])
+            return lambda m, lv: (
+                jnp.sum(w * fn(m, lv)["fused_mu"]) + jnp.sum(fn(m, lv)["view_weights"][0])
+            )
 
         g_dense = jax.grad(loss(_dense_fusion), argnums=(0, 1))(mu, logvar)
         g_low = jax.grad(loss(ensemble_fusion_lowrank), argnums=(0, 1))(mu, logvar)
@@ -251,8 +259,9 @@ def test_chunked_ensemble_fusion_equals_one_chunk():
     xs = [jax.random.normal(jax.random.PRNGKey(20 + v), (N, 5 + v)) for v in range(V)]
     params = [block.init(jax.random.PRNGKey(30 + v), x)["params"] for v, x in enumerate(xs)]
     whole = ensemble_fusion_chunked(block, params, xs, chunk=0)
-    mu, logvar = (jnp.stack(z) for z in zip(*[block.apply({"params": p}, x)
-                                               for p, x in zip(params, xs)]))  # fmt: skip
+    mu, logvar = (
+        jnp.stack(z) for z in zip(*[block.apply({"params": p}, x) for p, x in zip(params, xs)])
+    )
     direct = ensemble_fusion_lowrank(mu, logvar)
     parts = ensemble_fusion_chunked(block, params, xs, chunk=3)
     for k in whole:
@@ -263,8 +272,9 @@ def test_chunked_ensemble_fusion_equals_one_chunk():
     def loss(chunk):
         return lambda p: jnp.sum(jnp.sin(ensemble_fusion_chunked(block, p, xs, chunk)["fused_mu"]))
 
-    for a, b in zip(jax.tree.leaves(jax.grad(loss(3))(params)),
-                    jax.tree.leaves(jax.grad(loss(0))(params))):  # fmt: skip
+    for a, b in zip(
+        jax.tree.leaves(jax.grad(loss(3))(params)), jax.tree.leaves(jax.grad(loss(0))(params))
+    ):
         np.testing.assert_allclose(a, b, rtol=F32_RTOL, atol=F32_ATOL)
 
 
@@ -273,15 +283,18 @@ def test_mean_only_fusion_equals_lowrank_fused_mean(spread, log_var):
     with jax.enable_x64(True):
         mu, logvar = _members(15, "float64", spread=spread, log_var=log_var)
         ref = jax.jit(_dense_fusion)(mu, logvar)["fused_mu"]
-        np.testing.assert_allclose(jax.jit(ensemble_fused_mean)(mu, logvar), ref,
-                                   rtol=LOWRANK_F64_RTOL, atol=1e-12)  # fmt: skip
+        np.testing.assert_allclose(
+            jax.jit(ensemble_fused_mean)(mu, logvar), ref, rtol=LOWRANK_F64_RTOL, atol=1e-12
+        )
         m32, l32 = mu.astype(jnp.float32), logvar.astype(jnp.float32)
         scale = float(jnp.max(jnp.abs(ref)))
         err_mean = float(jnp.max(jnp.abs(jax.jit(ensemble_fused_mean)(m32, l32) - ref))) / scale
         dense = jax.jit(_dense_fusion)(m32, l32)["fused_mu"]
         err_dense = float(jnp.max(jnp.abs(dense - ref))) / scale
-        assert err_mean <= max(LOWRANK_F32_FACTOR * err_dense, LOWRANK_F32_FLOOR), (err_mean,
-                                                                                  err_dense)
+        assert err_mean <= max(LOWRANK_F32_FACTOR * err_dense, LOWRANK_F32_FLOOR), (
+            err_mean,
+            err_dense,
+        )
 
 
 def test_mean_only_fusion_refuses_other_shapes():

@@ -140,8 +140,7 @@ def _room(h: int, w: int, t: int, rng_street: np.ndarray) -> np.ndarray:
     return wall
 
 
-def phone_frames(n: int, width: int = 176, height: int = 144, face_px: float = 60.0,
-                 seed: int = 0):  # fmt: skip
+def phone_frames(n: int, width: int = 176, height: int = 144, face_px: float = 60.0, seed: int = 0):
     """A phone-style clip: the astronaut swaying in front of a window with a moving street.
 
     Args:
@@ -157,8 +156,9 @@ def phone_frames(n: int, width: int = 176, height: int = 144, face_px: float = 6
     photo = data.astronaut().astype(np.float32)
     matte = _astronaut_matte()
     rng = np.random.default_rng(seed)
-    street = cv2.GaussianBlur(rng.uniform(0, 255, (height, 4 * width, 3)).astype(np.float32),
-                              (0, 0), max(1.0, width / 60))  # fmt: skip
+    street = cv2.GaussianBlur(
+        rng.uniform(0, 255, (height, 4 * width, 3)).astype(np.float32), (0, 0), max(1.0, width / 60)
+    )
     street = (street - street.mean()) * 4 + 110  # contrasty blobs: cars, trees, signs
     phase = rng.uniform(0, 2 * np.pi, 3)
     scale = face_px / ASTRONAUT_FACE_W

@@ -52,8 +52,9 @@ def test_too_many_faceless_frames_are_listed(tmp_path):
     path = media.write_video(str(tmp_path / "v.mp4"), frames, FPS, media.tone(2.4))
     _refused(path, str(tmp_path / "o"), r"no face in 13 of 60 frames .*frames 20-31, 45")
     # below the limit the gaps are interpolated and listed in the metadata instead
-    out = pipeline.preprocess(path, str(tmp_path / "ok"), fps=FPS, size=96, workers=1,
-                              progress=False, max_missing=0.25)  # fmt: skip
+    out = pipeline.preprocess(
+        path, str(tmp_path / "ok"), fps=FPS, size=96, workers=1, progress=False, max_missing=0.25
+    )
     import json
 
     meta = json.loads(Path(out, "subject.json").read_text())["metadata"]["preprocess"]
@@ -76,14 +77,22 @@ def test_a_second_face_is_listed_and_the_largest_tracked(tmp_path):
     for t in range(n):  # a 300 px window around the face at 192², drifting a little
         m = cv2.getRotationMatrix2D((222, 150), 0, side / 300)
         m[:, 2] += (side / 2 - 222 + 6 * np.sin(t / 8), side / 2 - 150)
-        f = cv2.warpAffine(img, m, (side, side), flags=cv2.INTER_AREA,
-                           borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        f = cv2.warpAffine(
+            img, m, (side, side), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
+        )
         if 10 <= t < 30:
             f[:66, :66] = cv2.resize(f[20:130, 40:150], (66, 66), interpolation=cv2.INTER_AREA)
         frames.append(f)
     path = media.write_video(str(tmp_path / "two.mp4"), np.stack(frames), FPS, media.tone(2.0))
-    out = pipeline.preprocess(path, str(tmp_path / "o"), fps=FPS, size=128, crop=(0, 0, side, side),
-                              workers=1, progress=False)  # fmt: skip
+    out = pipeline.preprocess(
+        path,
+        str(tmp_path / "o"),
+        fps=FPS,
+        size=128,
+        crop=(0, 0, side, side),
+        workers=1,
+        progress=False,
+    )
     import json
 
     meta = json.loads(Path(out, "subject.json").read_text())["metadata"]["preprocess"]

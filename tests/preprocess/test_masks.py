@@ -76,7 +76,8 @@ def test_temporal_person_removes_blips_and_keeps_moving_edges():
     out = list(masks.temporal_person(iter(frames), seg, radius=2))
     assert [int(f[0, 0, 0]) for f, _ in out] == list(range(n))  # every frame, in order
     for t, (_, prob) in enumerate(out):
-        np.testing.assert_array_equal(prob > 0.5, seg(frames[t]) > 0.5 if t != 6 else
-                                      np.arange(w)[None].repeat(4, 0) < t + 3)  # fmt: skip
+        np.testing.assert_array_equal(
+            prob > 0.5, seg(frames[t]) > 0.5 if t != 6 else np.arange(w)[None].repeat(4, 0) < t + 3
+        )
     assert len(list(masks.temporal_person(iter(frames[:1]), seg))) == 1
     assert list(masks.temporal_person(iter([]), seg)) == []

@@ -42,7 +42,10 @@ def test_find_and_split(tmp_path):
     train, test = mead.split_clips(clips)
     # one test clip per group of ≥ 2 (stratified), the last by name; a single clip stays in train
     assert sorted((c.emotion, c.level, c.name) for c in test) == [
-        ("angry", 1, "003"), ("angry", 3, "002"), ("neutral", 1, "004")]  # fmt: skip
+        ("angry", 1, "003"),
+        ("angry", 3, "002"),
+        ("neutral", 1, "004"),
+    ]
     assert len(train) == 7 and not set(train) & set(test)
     train, test = mead.split_clips(clips, max_per_group=2)
     assert len(train) + len(test) == 7
@@ -66,8 +69,16 @@ def test_layout_errors(tmp_path):
 def test_cli_selects_clips_and_reports_a_bad_one(tmp_path):
     """experiments.make_mead's flags reach find_clips (levels as ints) and errors exit cleanly."""
     root = _tree(str(tmp_path / "MEAD"))
-    cmd = [sys.executable, "-m", "experiments.make_mead", f"--root={root}", "--speaker=M003",
-           f"--out={tmp_path}/o", "--emotions=angry,sad", "--levels=2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.make_mead",
+        f"--root={root}",
+        "--speaker=M003",
+        f"--out={tmp_path}/o",
+        "--emotions=angry,sad",
+        "--levels=2",
+    ]
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo, check=False)
     # angry has levels 1 and 3, sad level 2: the filter is (emotion in list) and (level in list),
@@ -93,8 +104,9 @@ def test_build_labelled_subject(tmp_path):
             media.write_video(path, frames, 30, wav)
 
     root = _tree(str(tmp_path / "MEAD"), groups={("happy", 2): 2, ("neutral", 1): 2}, make=make)
-    out = mead.build_subject(root, str(tmp_path / "M003"), speaker="M003", size=96, workers=1,
-                             progress=False)  # fmt: skip
+    out = mead.build_subject(
+        root, str(tmp_path / "M003"), speaker="M003", size=96, workers=1, progress=False
+    )
     s = Subject.open(out)
     assert len(s) == 120 and s.fps == 30 and s.size == (96, 96)
     labels = [

@@ -19,8 +19,9 @@ NOISE = ("W0000", "inference_feedback_manager", "XNNPACK", "absl::InitializeLog"
 
 def _run(code: str, log: str):
     env = {**os.environ, "UA3D_DEBUG_LOG": log}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                          env=env, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=False
+    )
 
 
 def test_mediapipe_lines_go_to_the_log(tmp_path):

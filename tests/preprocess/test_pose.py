@@ -85,8 +85,11 @@ def test_roll_of_a_real_photograph():
     for a in roll:  # a 300 px window around the face (centre 222, 150) at 192², rolled by a
         m = cv2.getRotationMatrix2D((222, 150), a, side / 300)
         m[:, 2] += (side / 2 - 222, side / 2 - 150)
-        frames.append(cv2.warpAffine(img, m, (side, side), flags=cv2.INTER_AREA,
-                                     borderMode=cv2.BORDER_REPLICATE))  # fmt: skip
+        frames.append(
+            cv2.warpAffine(
+                img, m, (side, side), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
+            )
+        )
     tracker = lm.FaceTracker()
     try:
         raw = [tracker(f) for f in frames]

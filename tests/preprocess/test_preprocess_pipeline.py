@@ -107,9 +107,17 @@ def test_resume_after_a_crash_through_the_cli(tmp_path, monkeypatch):
         pipeline.preprocess(path, out, fps=25, size=96, crop=crop, workers=1, progress=False)
     work = out + pipeline.WORK_SUFFIX
     assert sorted(os.listdir(work)) == sorted(
-        ["params.json", "probe.json", "crop.json", "track.npz", "fit.npz", "bc.png", "aud.wav",
-         "aud_0.wav"]
-    )  # fmt: skip
+        [
+            "params.json",
+            "probe.json",
+            "crop.json",
+            "track.npz",
+            "fit.npz",
+            "bc.png",
+            "aud.wav",
+            "aud_0.wav",
+        ]
+    )
     assert os.path.isfile(os.path.join(out, "ori_imgs", "9.jpg"))  # frames were written ...
     with pytest.raises(ValueError, match="did not finish"):
         Subject.open(out)  # ... but nothing there looks finished
@@ -123,7 +131,12 @@ def test_resume_after_a_crash_through_the_cli(tmp_path, monkeypatch):
     meta = json.loads(Path(out, "subject.json").read_text())["metadata"]["preprocess"]
     assert meta["crop"] == list(crop) and not meta["auto_crop"]
     # bad input through the CLI: exit status 1 and the reason, no traceback, nothing written
-    proc = subprocess.run(cmd[:3] + [f"--video={tmp_path}/none.mp4", f"--out={tmp_path}/o2"],
-                          capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
+    proc = subprocess.run(
+        cmd[:3] + [f"--video={tmp_path}/none.mp4", f"--out={tmp_path}/o2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     assert proc.returncode == 1 and "none.mp4: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "o2")

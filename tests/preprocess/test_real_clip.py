@@ -73,8 +73,15 @@ def phone(tmp_path_factory):
     soundfile.write(speech, media.tone(SPEECH_S), media.AUDIO_RATE)
     out = str(root / "subj")
     proc = _cli(f"--video={video}", f"--audio={speech}", f"--out={out}", f"--size={SIZE}")
-    return {"root": root, "frames": frames, "person": person, "video": video, "speech": speech,
-            "out": out, "proc": proc}  # fmt: skip
+    return {
+        "root": root,
+        "frames": frames,
+        "person": person,
+        "video": video,
+        "speech": speech,
+        "out": out,
+        "proc": proc,
+    }
 
 
 def test_phone_clip_preprocesses_and_says_what_it_did(phone):
@@ -132,9 +139,16 @@ def test_compression_keeps_landmarks(phone, tmp_path):
     """The same clip near-lossless, with the crop the compressed run chose: landmarks agree."""
     meta = json.loads(Path(phone["out"], "subject.json").read_text())["metadata"]["preprocess"]
     clean = media.write_video(str(tmp_path / "clean.mp4"), phone["frames"], FPS)
-    out = pipeline.preprocess(pipeline.Clip(clean, phone["speech"]), str(tmp_path / "clean"),
-                              fps=FPS, size=SIZE, crop=tuple(meta["crop"]), workers=1,
-                              progress=False, log=None)  # fmt: skip
+    out = pipeline.preprocess(
+        pipeline.Clip(clean, phone["speech"]),
+        str(tmp_path / "clean"),
+        fps=FPS,
+        size=SIZE,
+        crop=tuple(meta["crop"]),
+        workers=1,
+        progress=False,
+        log=None,
+    )
     a = np.load(os.path.join(out, "landmarks.npy"))
     b = np.load(os.path.join(phone["out"], "landmarks.npy"))
     face_w = np.ptp(a[:, :, 0], axis=1).mean()
@@ -156,8 +170,9 @@ def test_face_below_the_minimum_is_refused_in_one_line(tmp_path):
 
 def test_no_audio_track_without_audio_flag_is_refused_in_one_line(phone, tmp_path):
     out = str(tmp_path / "subj")
-    _assert_one_line_refusal(_cli(f"--video={phone['video']}", f"--out={out}"), out,
-                             "no audio track", "--audio=FILE")  # fmt: skip
+    _assert_one_line_refusal(
+        _cli(f"--video={phone['video']}", f"--out={out}"), out, "no audio track", "--audio=FILE"
+    )
 
 
 def _main_exit(**flags) -> str:
@@ -176,8 +191,9 @@ def _main_exit(**flags) -> str:
 def test_bad_flag_values_are_one_line(phone, tmp_path):
     """Through the CLI once (exit status, stderr); the other values through main() in-process."""
     out = str(tmp_path / "subj")
-    _assert_one_line_refusal(_cli(f"--video={phone['video']}", f"--out={out}", "--size=-3"), out,
-                             "--size must be")  # fmt: skip
+    _assert_one_line_refusal(
+        _cli(f"--video={phone['video']}", f"--out={out}", "--size=-3"), out, "--size must be"
+    )
     afile = tmp_path / "afile"
     afile.write_text("")
     cases = [

@@ -28,10 +28,13 @@ SPEECH_S = 3.1
 INFER_S = 1.2  # new speech for inference: round(1.2 · 25) = 30 frames
 # A few steps of every module: enough to run each program once (the result is not judged here)
 QUICK = [
-    "stage1.emotion.pretrain_steps=2", "stage1.emotion.finetune_steps=2",
-    "stage1.expr_prior.steps=2", "stage1.lip_expert.steps=2", "stage1.stylenet.steps=2",
+    "stage1.emotion.pretrain_steps=2",
+    "stage1.emotion.finetune_steps=2",
+    "stage1.expr_prior.steps=2",
+    "stage1.lip_expert.steps=2",
+    "stage1.stylenet.steps=2",
     "stage1.syncnet.steps=2",
-]  # fmt: skip
+]
 
 
 def _run(module: str, *flags):
@@ -52,8 +55,14 @@ def test_phone_clip_preprocess_train_infer(tmp_path):
     speech = str(tmp_path / "speech.wav")
     soundfile.write(speech, media.tone(SPEECH_S), media.AUDIO_RATE)
     subject, work = str(tmp_path / "phone"), str(tmp_path / "work")
-    proc = _run("preprocess", f"--video={video}", f"--audio={speech}", f"--out={subject}",
-                f"--size={SIZE}", "--workers=1")  # fmt: skip
+    proc = _run(
+        "preprocess",
+        f"--video={video}",
+        f"--audio={speech}",
+        f"--out={subject}",
+        f"--size={SIZE}",
+        "--workers=1",
+    )
     assert "kept the first 3.12 s (78 frames)" in proc.stdout
     s = Subject.open(subject)
     assert len(s) == 78
@@ -62,14 +71,27 @@ def test_phone_clip_preprocess_train_infer(tmp_path):
 
     cache = f"--compile_cache={tmp_path / 'xla'}"  # training and infer share what they can
     sets = [f"--set={s}" for s in QUICK]
-    _run("train", f"--subject={subject}", "--config=tiny", f"--workdir={work}", "--novideo",
-         cache, *sets)  # fmt: skip
+    _run(
+        "train",
+        f"--subject={subject}",
+        "--config=tiny",
+        f"--workdir={work}",
+        "--novideo",
+        cache,
+        *sets,
+    )
 
     new = str(tmp_path / "new.wav")
     soundfile.write(new, media.tone(INFER_S, freq=180), media.AUDIO_RATE)
     out = str(tmp_path / "out.mp4")
-    _run("infer", f"--workdir={work}", f"--subject={subject}", f"--audio={new}", f"--out={out}",
-         cache)  # fmt: skip
+    _run(
+        "infer",
+        f"--workdir={work}",
+        f"--subject={subject}",
+        f"--audio={new}",
+        f"--out={out}",
+        cache,
+    )
     info = V.probe(out)
     assert info["frames"] == round(INFER_S * FPS) and (info["height"], info["width"]) == (64, 64)
     assert os.path.getsize(out) > 1000

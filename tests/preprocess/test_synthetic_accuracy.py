@@ -43,15 +43,29 @@ def _f1(pred, truth):
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn")
-    truth_dir = generate.generate_subject(str(root / "truth"), seed=3, size=SIZE, fps=FPS,
-                                          seconds_train=4.0, seconds_test=2.0, head_motion=True,
-                                          workers=1)  # fmt: skip
+    truth_dir = generate.generate_subject(
+        str(root / "truth"),
+        seed=3,
+        size=SIZE,
+        fps=FPS,
+        seconds_train=4.0,
+        seconds_test=2.0,
+        head_motion=True,
+        workers=1,
+    )
     truth = Subject.open(truth_dir)
     frames = np.stack([truth.frame(i, ["image"])["image"] for i in range(len(truth))])
     wav, _ = soundfile.read(os.path.join(truth_dir, "aud.wav"), dtype="float32")
     video = media.write_video(str(root / "syn.mp4"), frames, FPS, wav)
-    out = pipeline.preprocess(video, str(root / "est"), fps=FPS, size=SIZE,
-                              crop=(0, 0, SIZE, SIZE), workers=1, progress=False)  # fmt: skip
+    out = pipeline.preprocess(
+        video,
+        str(root / "est"),
+        fps=FPS,
+        size=SIZE,
+        crop=(0, 0, SIZE, SIZE),
+        workers=1,
+        progress=False,
+    )
     return truth, Subject.open(out)
 
 
@@ -66,8 +80,10 @@ def test_head_rotation(pair):
     spread = np.degrees(Rotation.from_matrix(r_t[0].T @ r_t).magnitude()).max()
     mean_t = Rotation.from_matrix(r_t).mean()
     static = np.degrees((Rotation.from_matrix(r_t) * mean_t.inv()).magnitude())  # constant estimate
-    print(f"rotation error mean {err.mean():.2f} max {err.max():.2f} deg (motion up to "
-          f"{spread:.1f}; a constant pose: mean {static.mean():.2f})")  # fmt: skip
+    print(
+        f"rotation error mean {err.mean():.2f} max {err.max():.2f} deg (motion up to "
+        f"{spread:.1f}; a constant pose: mean {static.mean():.2f})"
+    )
     assert err.mean() < ROT_TOL_DEG and np.percentile(err, 95) < ROT_P95_TOL_DEG
     assert err.mean() < ROT_VS_STATIC * static.mean()
 
@@ -80,8 +96,10 @@ def test_landmarks(pair):
     print(f"landmark error mean {err.mean():.2f} px, 95th pct {np.percentile(err, 95):.2f} px")
     assert err.mean() < LANDMARK_TOL_PX
     # the 68-point landmarks (ori_imgs/<i>.lms, for LMD and the lip boxes)
-    t68, e68 = (np.stack([s.frame(i, ["landmarks"])["landmarks"] for i in range(len(s))])
-                for s in (truth, est))  # fmt: skip
+    t68, e68 = (
+        np.stack([s.frame(i, ["landmarks"])["landmarks"] for i in range(len(s))])
+        for s in (truth, est)
+    )
     err68 = np.linalg.norm(t68 - e68, axis=-1)
     print(f"68-point error mean {err68.mean():.2f} px, mouth {err68[:, 48:].mean():.2f} px")
     assert err68.mean() < LANDMARK_TOL_PX and err68[:, 48:].mean() < LANDMARK_TOL_PX

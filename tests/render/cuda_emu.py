@@ -29,17 +29,40 @@ ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 # device_primitives.cu wraps CUB (nvcc only); the emulation links its host stand-ins instead.
 NVCC_ONLY = {"device_primitives.cu"}
-COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off",
-                "-fno-math-errno", "-DUA3D_CUDA_EMU", "-Wall", "-Wextra", "-Werror"]  # fmt: skip
+COMMON_FLAGS = [
+    "-std=c++17",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-DUA3D_CUDA_EMU",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+]
 VARIANT_FLAGS = {
     "release": ["-O2"],
-    "sanitize": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined,float-cast-overflow",
-                 "-fno-sanitize-recover=all", "-fno-sanitize=vptr"],
-}  # fmt: skip
+    "sanitize": [
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        "-fsanitize=address,undefined,float-cast-overflow",
+        "-fno-sanitize-recover=all",
+        "-fno-sanitize=vptr",
+    ],
+}
 GRAD_NAMES = ("v_means2d", "v_conics", "v_colors", "v_opacities")
 ORDERS = {"forward": 0, "reverse": 1, "random": 2}
-STAT_NAMES = ("launches", "blocks", "barriers", "warp_ops", "switches", "stream_syncs",
-              "device_allocs", "live_device_bytes")  # fmt: skip
+STAT_NAMES = (
+    "launches",
+    "blocks",
+    "barriers",
+    "warp_ops",
+    "switches",
+    "stream_syncs",
+    "device_allocs",
+    "live_device_bytes",
+)
 
 
 class KernelFault(RuntimeError):
@@ -91,8 +114,11 @@ def build(root: Path = ROOT, variant: str = "release", out_dir: Path | None = No
         fcntl.flock(lock, fcntl.LOCK_EX)
         if lib.exists():  # another worker built it meanwhile
             return lib
-        includes = [f"-I{root / 'csrc' / 'emu' / 'shim'}", f"-I{root / 'csrc'}",
-                    f"-I{root / 'csrc' / 'include'}"]  # fmt: skip
+        includes = [
+            f"-I{root / 'csrc' / 'emu' / 'shim'}",
+            f"-I{root / 'csrc'}",
+            f"-I{root / 'csrc' / 'include'}",
+        ]
 
         def compile_one(src: Path) -> Path:
             obj = out_dir / (src.name + ".o")
@@ -115,8 +141,9 @@ def build(root: Path = ROOT, variant: str = "release", out_dir: Path | None = No
 
 
 def _runtime(name: str) -> str | None:
-    path = subprocess.run([gxx(), f"-print-file-name={name}"], capture_output=True, text=True,
-                          check=False).stdout.strip()  # fmt: skip
+    path = subprocess.run(
+        [gxx(), f"-print-file-name={name}"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
 
@@ -130,9 +157,13 @@ def sanitizer_env() -> dict:
     libstdc++, else ASan's __cxa_throw interceptor finds no real one: the interpreter does not
     link libstdc++), leaks not checked (the interpreter's own), the first report fatal."""
     preload = ":".join(p for p in (libasan(), _runtime("libstdc++.so.6")) if p)
-    return dict(os.environ, LD_PRELOAD=preload, PYTHONPATH=str(ROOT),
-                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
-                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")  # fmt: skip
+    return dict(
+        os.environ,
+        LD_PRELOAD=preload,
+        PYTHONPATH=str(ROOT),
+        ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
+    )
 
 
 def _ptr(a: np.ndarray | None):
@@ -205,23 +236,38 @@ class Emulator:
         last = np.full((b, h, w), -7, np.int32)
         token = np.zeros((b, 2), np.int32) if keep_bins else None
         err = ctypes.create_string_buffer(4096)
-        code = self.lib.ua3d_emu_forward(_ptr(self._dims(scene)), *self._inputs(scene),
-                                         _ptr(render), _ptr(trans), _ptr(last), _ptr(token), err,
-                                         4096)  # fmt: skip
+        code = self.lib.ua3d_emu_forward(
+            _ptr(self._dims(scene)),
+            *self._inputs(scene),
+            _ptr(render),
+            _ptr(trans),
+            _ptr(last),
+            _ptr(token),
+            err,
+            4096,
+        )
         self._check(code, err)
         return (render, trans, last, token) if keep_bins else (render, trans, last)
 
     def backward(self, scene: dict, trans, last, v_render, v_alpha, fill=np.nan, bins_token=None):
         """(v_means2d, v_conics, v_colors, v_opacities), each shaped like its input; with the
         forward's bins_token the kept tile lists are taken instead of binning again."""
-        outs = [np.full(scene[k].shape, fill, np.float32)
-                for k in ("means2d", "conics", "colors", "opacities")]  # fmt: skip
+        outs = [
+            np.full(scene[k].shape, fill, np.float32)
+            for k in ("means2d", "conics", "colors", "opacities")
+        ]
         err = ctypes.create_string_buffer(4096)
         grads_in = [np.ascontiguousarray(x) for x in (trans, last, v_render, v_alpha)]
         token = None if bins_token is None else np.ascontiguousarray(bins_token, np.int32)
-        code = self.lib.ua3d_emu_backward(_ptr(self._dims(scene)), *self._inputs(scene),
-                                          *map(_ptr, grads_in), _ptr(token), *map(_ptr, outs),
-                                          err, 4096)  # fmt: skip
+        code = self.lib.ua3d_emu_backward(
+            _ptr(self._dims(scene)),
+            *self._inputs(scene),
+            *map(_ptr, grads_in),
+            _ptr(token),
+            *map(_ptr, outs),
+            err,
+            4096,
+        )
         self._check(code, err)
         return tuple(outs)
 

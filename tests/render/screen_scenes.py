@@ -24,9 +24,21 @@ def radii_for(conics: np.ndarray, opacities: np.ndarray) -> np.ndarray:
     return np.where((o >= ALPHA_MIN)[..., None], r, 0).astype(np.int32)
 
 
-def random_scene(seed: int, batch: int, n: int, width: int, height: int, channels: int, *,
-                 sigma_px=(0.4, 6.0), opacity=(0.05, 0.95), depth=(0.5, 5.0),
-                 margin: float = 0.1, centre=None, spread=None) -> dict:  # fmt: skip
+def random_scene(
+    seed: int,
+    batch: int,
+    n: int,
+    width: int,
+    height: int,
+    channels: int,
+    *,
+    sigma_px=(0.4, 6.0),
+    opacity=(0.05, 0.95),
+    depth=(0.5, 5.0),
+    margin: float = 0.1,
+    centre=None,
+    spread=None,
+) -> dict:
     """B views of N random anisotropic Gaussians.
 
     Args:
@@ -99,12 +111,32 @@ def edge_scene(name: str) -> dict:
     if name == "over_256_per_tile":
         # 300 wide, faint Gaussians in a 20x13 image (two tiles): both lists are longer than
         # the 256 Gaussians staged per batch, and all of them blend (0.988^300 > 1e-4).
-        return random_scene(4, 1, 300, 20, 13, 4, sigma_px=(15.0, 25.0), opacity=(0.011, 0.013),
-                            centre=(10.0, 6.0), spread=3.0)  # fmt: skip
+        return random_scene(
+            4,
+            1,
+            300,
+            20,
+            13,
+            4,
+            sigma_px=(15.0, 25.0),
+            opacity=(0.011, 0.013),
+            centre=(10.0, 6.0),
+            spread=3.0,
+        )
     if name == "cutoff_pile":
         # Opaque Gaussians on one spot: the pixels there stop at T <= 1e-4 after a few.
-        return random_scene(5, 2, 200, 45, 30, 4, sigma_px=(2.0, 5.0), opacity=(0.6, 0.99),
-                            centre=(22.0, 15.0), spread=4.0)  # fmt: skip
+        return random_scene(
+            5,
+            2,
+            200,
+            45,
+            30,
+            4,
+            sigma_px=(2.0, 5.0),
+            opacity=(0.6, 0.99),
+            centre=(22.0, 15.0),
+            spread=4.0,
+        )
     if name == "depth_ties_and_signs":
         s = random_scene(6, 2, 120, 40, 40, 4, sigma_px=(2.0, 5.0), opacity=(0.4, 0.9))
         rng = np.random.default_rng(6)
@@ -127,5 +159,12 @@ def edge_scene(name: str) -> dict:
     raise ValueError(name)
 
 
-EDGE_SCENES = ("random_200x120_b2", "pixel_1x1_b3", "odd_37x23_b3", "over_256_per_tile",
-               "cutoff_pile", "depth_ties_and_signs", "inactive")  # fmt: skip
+EDGE_SCENES = (
+    "random_200x120_b2",
+    "pixel_1x1_b3",
+    "odd_37x23_b3",
+    "over_256_per_tile",
+    "cutoff_pile",
+    "depth_ties_and_signs",
+    "inactive",
+)

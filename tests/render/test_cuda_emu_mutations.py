@@ -40,20 +40,39 @@ STAGED = """      s_conic[tid] = make_float3(conics[3 * g], conics[3 * g + 1], c
     const int count = end - batch"""
 MUTATIONS = {
     "barrier_removed": [("cuda/rasterize_fwd.cu", STAGED, STAGED.replace("__syncthreads();", ""))],
-    "barrier_divergent": [("cuda/rasterize_fwd.cu", STAGED,
-                           STAGED.replace("__syncthreads();", "if (inside) __syncthreads();"))],
-    "old_sort_key": [
-        ("cuda/tile_bins.cu",
-         "const uint64_t list0 = uint64_t(i / in.n) * (uint64_t(tiles_x) * uint64_t(tiles_y));",
-         ("int tile_bits = 0;\n  for (uint64_t t = uint64_t(tiles_x) * tiles_y; t > 0; t >>= 1) "
-          "++tile_bits;\n  const uint64_t list0 = uint64_t(i / in.n) << tile_bits;")),
-        ("cuda/tile_bins.cu", "const int end_bit = 32 + list_bits;",
-         "const int end_bit = 32 + BitWidth(uint64_t(tiles)) + BitWidth(uint64_t(in.batch));"),
+    "barrier_divergent": [
+        (
+            "cuda/rasterize_fwd.cu",
+            STAGED,
+            STAGED.replace("__syncthreads();", "if (inside) __syncthreads();"),
+        )
     ],
-    "device_expf": [("include/ua3d/raster_math.h", "UA3D_HD float exp_nonpos(float x) {\n",
-                     ("UA3D_HD float exp_nonpos(float x) {\n#if defined(__CUDA_ARCH__)\n"
-                      "  return expf(x < 0.0f ? x : 0.0f);\n#endif\n"))],
-}  # fmt: skip
+    "old_sort_key": [
+        (
+            "cuda/tile_bins.cu",
+            "const uint64_t list0 = uint64_t(i / in.n) * (uint64_t(tiles_x) * uint64_t(tiles_y));",
+            (
+                "int tile_bits = 0;\n  for (uint64_t t = uint64_t(tiles_x) * tiles_y; t > 0; t >>= 1) "
+                "++tile_bits;\n  const uint64_t list0 = uint64_t(i / in.n) << tile_bits;"
+            ),
+        ),
+        (
+            "cuda/tile_bins.cu",
+            "const int end_bit = 32 + list_bits;",
+            "const int end_bit = 32 + BitWidth(uint64_t(tiles)) + BitWidth(uint64_t(in.batch));",
+        ),
+    ],
+    "device_expf": [
+        (
+            "include/ua3d/raster_math.h",
+            "UA3D_HD float exp_nonpos(float x) {\n",
+            (
+                "UA3D_HD float exp_nonpos(float x) {\n#if defined(__CUDA_ARCH__)\n"
+                "  return expf(x < 0.0f ? x : 0.0f);\n#endif\n"
+            ),
+        )
+    ],
+}
 RUN = """
 import sys
 import numpy as np
@@ -91,9 +110,14 @@ def run_mutant(tmp_path, edits):
     root = mutate(tmp_path, edits)
     lib = cuda_emu.build(root, variant="sanitize", out_dir=tmp_path / "build")
     out = tmp_path / "out.npz"
-    proc = subprocess.run([sys.executable, "-c", RUN, str(lib), str(out), *SCENES],
-                          env=cuda_emu.sanitizer_env(),
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN, str(lib), str(out), *SCENES],
+        env=cuda_emu.sanitizer_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     outputs = dict(np.load(out)) if proc.returncode == 0 else None
     return proc.returncode, proc.stdout + proc.stderr, outputs
 
@@ -105,8 +129,11 @@ def differences(outputs: dict) -> list[str]:
     for name in SCENES:
         scene = screen_scenes.edge_scene(name)
         (render, _, last), grads = cpu_kernel(scene, *screen_scenes.cotangents(scene, 0))
-        for key, want, tol in (("render", render, 0), ("last", last, 0),
-                               ("v_means2d", grads[0], 1e-4)):  # fmt: skip
+        for key, want, tol in (
+            ("render", render, 0),
+            ("last", last, 0),
+            ("v_means2d", grads[0], 1e-4),
+        ):
             got = outputs[f"{name}/{key}"]
             bad = ~np.isclose(got, want, rtol=tol, atol=tol)
             if bad.any():

@@ -34,14 +34,24 @@ def test_correct_kernel_gives_the_known_result_in_every_order(emu, order):
 @pytest.mark.parametrize(
     "kernel, message",
     [
-        ("divergent_barrier", (r"DivergentBarrier block \(0, 0, 0\).*divergent barrier: "
-                               r"64 at __syncthreads selftest_kernels.cc:\d+; 64 at __syncthreads")),
+        (
+            "divergent_barrier",
+            (
+                r"DivergentBarrier block \(0, 0, 0\).*divergent barrier: "
+                r"64 at __syncthreads selftest_kernels.cc:\d+; 64 at __syncthreads"
+            ),
+        ),
         ("barrier_after_exit", r"__syncthreads reached by 64 of 128 threads after 64 exited"),
-        ("shuffle_missing_lanes", (r"__shfl_down_sync at selftest_kernels.cc:\d+ \(warp 0, "
-                                   r"mask 0xffffffff\) misses lanes: lane 16 exited")),
+        (
+            "shuffle_missing_lanes",
+            (
+                r"__shfl_down_sync at selftest_kernels.cc:\d+ \(warp 0, "
+                r"mask 0xffffffff\) misses lanes: lane 16 exited"
+            ),
+        ),
         ("vote_beside_barrier", r"__any_sync .* misses lanes: lane 16 waits at __syncthreads"),
     ],
-)  # fmt: skip
+)
 def test_broken_synchronisation_is_reported(emu, kernel, message):
     emu.schedule("forward")
     with pytest.raises(cuda_emu.KernelFault, match=message):

@@ -32,8 +32,16 @@ def _cpu_args(scene):
 def _cpu_backward(scene, fwd, token=None):
     _, trans, last, _ = fwd
     v_render, v_alpha = (jnp.asarray(x) for x in screen_scenes.cotangents(scene, 1))
-    grads = ffi.kernel_backward(*_cpu_args(scene), trans, last, v_render, v_alpha,
-                                width=scene["width"], height=scene["height"], bins_token=token)  # fmt: skip
+    grads = ffi.kernel_backward(
+        *_cpu_args(scene),
+        trans,
+        last,
+        v_render,
+        v_alpha,
+        width=scene["width"],
+        height=scene["height"],
+        bins_token=token,
+    )
     return [np.asarray(g) for g in grads]
 
 
@@ -41,8 +49,10 @@ def _cpu_backward(scene, fwd, token=None):
 def test_cpu_backward_takes_the_forwards_bins_and_matches_rebinning():
     scene = screen_scenes.random_scene(40, 2, 200, 50, 37, 4)
     before = ffi.kept_bins()
-    fwd = [x.block_until_ready() for x in ffi.kernel_forward(*_cpu_args(scene), width=50,
-                                                             height=37, keep_bins=True)]  # fmt: skip
+    fwd = [
+        x.block_until_ready()
+        for x in ffi.kernel_forward(*_cpu_args(scene), width=50, height=37, keep_bins=True)
+    ]
     token = np.asarray(fwd[3])
     assert token.shape == (2, 2) and np.any(token != 0) and np.all(token == token[0])
     assert ffi.kept_bins() == before + 1
@@ -77,8 +87,18 @@ def test_grad_through_rasterize_leaves_no_kept_bins():
     @jax.jit
     def loss_and_grad(colors):
         def loss(c):
-            out = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], c,
-                            cam["viewmat"], cam["K"], width=37, height=23, backend="ffi")  # fmt: skip
+            out = rasterize(
+                g["means"],
+                g["quats"],
+                g["scales"],
+                g["opacities"],
+                c,
+                cam["viewmat"],
+                cam["K"],
+                width=37,
+                height=23,
+                backend="ffi",
+            )
             return jnp.sum(out.rgb**2)
 
         return jax.value_and_grad(loss)(colors)
@@ -88,8 +108,14 @@ def test_grad_through_rasterize_leaves_no_kept_bins():
     assert ffi.kept_bins() == before
     # A forward kept for a pullback that never runs stays until the limit drops it.
     for _ in range(KEPT_LIMIT + 3):
-        jax.block_until_ready(ffi.kernel_forward(*_cpu_args(screen_scenes.random_scene(
-            43, 1, 20, 16, 16, 1)), width=16, height=16, keep_bins=True))  # fmt: skip
+        jax.block_until_ready(
+            ffi.kernel_forward(
+                *_cpu_args(screen_scenes.random_scene(43, 1, 20, 16, 16, 1)),
+                width=16,
+                height=16,
+                keep_bins=True,
+            )
+        )
     assert ffi.kept_bins() == KEPT_LIMIT
 
 

@@ -47,8 +47,9 @@ def test_projected_opacity_gradient_is_one_on_the_closed_interval():
     g, cam = _visible_gaussians(ops), scenes.camera(32, 32)
 
     def total(o):
-        p = project(g["means"], g["quats"], g["scales"], o, cam["viewmat"], cam["K"],
-                    width=32, height=32)  # fmt: skip
+        p = project(
+            g["means"], g["quats"], g["scales"], o, cam["viewmat"], cam["K"], width=32, height=32
+        )
         return jnp.sum(p.opacities)
 
     grad = jax.grad(total)(g["opacities"])
@@ -66,8 +67,18 @@ def test_opacity_exactly_one_gets_its_full_gradient(backend):
     @jax.jit
     @jax.grad
     def grad(o):
-        out = rasterize(base["means"], base["quats"], base["scales"], o, base["colors"],
-                        cam["viewmat"], cam["K"], width=24, height=20, backend=backend)  # fmt: skip
+        out = rasterize(
+            base["means"],
+            base["quats"],
+            base["scales"],
+            o,
+            base["colors"],
+            cam["viewmat"],
+            cam["K"],
+            width=24,
+            height=20,
+            backend=backend,
+        )
         return jnp.sum(out.rgb * w)
 
     def grad_at(value):
@@ -91,8 +102,9 @@ def test_point_at_the_field_of_view_limit_gets_the_inside_gradient():
     @jax.jit
     @jax.grad
     def grad(means):
-        p = project(means, quats, scales, jnp.array([0.8]), jnp.eye(4), K,
-                    width=width, height=height)  # fmt: skip
+        p = project(
+            means, quats, scales, jnp.array([0.8]), jnp.eye(4), K, width=width, height=height
+        )
         return jnp.sum(p.conics * w)
 
     def grad_at(x):

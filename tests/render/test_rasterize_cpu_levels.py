@@ -34,8 +34,9 @@ def _exp_inputs() -> np.ndarray:
     clamps, and the special values."""
     sweep = np.linspace(-64.0, 2.0, 3_000_001, dtype=np.float32)
     edges = np.array([-60.0, 0.0, -87.0, -5.545, -1e-30, -1e-45], np.float32)
-    near = np.concatenate([np.nextafter(edges, np.float32(-np.inf)),
-                           np.nextafter(edges, np.float32(np.inf))])  # fmt: skip
+    near = np.concatenate(
+        [np.nextafter(edges, np.float32(-np.inf)), np.nextafter(edges, np.float32(np.inf))]
+    )
     special = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -3.4e38, 3.4e38], np.float32)
     return np.concatenate([sweep, edges, near, special]).astype(np.float32)
 
@@ -61,10 +62,12 @@ def test_exp_of_an_unknown_level_names_it():
 @functools.cache
 def _kernel_fn(width: int, height: int):
     def run(args, v_render, v_alpha):
-        render, trans, last, token = ffi.kernel_forward(*args, width=width, height=height,
-                                                        keep_bins=True)  # fmt: skip
-        grads = ffi.kernel_backward(*args, trans, last, v_render, v_alpha, width=width,
-                                    height=height, bins_token=token)  # fmt: skip
+        render, trans, last, token = ffi.kernel_forward(
+            *args, width=width, height=height, keep_bins=True
+        )
+        grads = ffi.kernel_backward(
+            *args, trans, last, v_render, v_alpha, width=width, height=height, bins_token=token
+        )
         return (render, trans, last), grads
 
     return jax.jit(run)

@@ -54,8 +54,10 @@ pytestmark = [
 @pytest.fixture(autouse=True)
 def _cuda_extension_built():
     if not available_backends()["cuda"]:
-        pytest.fail("a GPU is visible to JAX but the CUDA kernels are not built (nvcc missing or "
-                    "failed at install: see the 'ua3dtalk_jax:' lines of pip install -v)")  # fmt: skip
+        pytest.fail(
+            "a GPU is visible to JAX but the CUDA kernels are not built (nvcc missing or "
+            "failed at install: see the 'ua3dtalk_jax:' lines of pip install -v)"
+        )
 
 
 @pytest.mark.parametrize("case", scenes.EDGE_CASES)
@@ -99,10 +101,19 @@ def kernels_on(device, scene: dict, keep_bins: bool = False):
     v_render, v_alpha = (put(jnp.asarray(x)) for x in screen_scenes.cotangents(scene, 0))
     w, h = scene["width"], scene["height"]
     with jax.default_device(device):
-        render, trans, last, token = ffi.kernel_forward(*args, width=w, height=h,
-                                                        keep_bins=keep_bins)  # fmt: skip
-        grads = ffi.kernel_backward(*args, trans, last, v_render, v_alpha, width=w, height=h,
-                                    bins_token=token if keep_bins else None)  # fmt: skip
+        render, trans, last, token = ffi.kernel_forward(
+            *args, width=w, height=h, keep_bins=keep_bins
+        )
+        grads = ffi.kernel_backward(
+            *args,
+            trans,
+            last,
+            v_render,
+            v_alpha,
+            width=w,
+            height=h,
+            bins_token=token if keep_bins else None,
+        )
     return tuple(np.asarray(x) for x in (render, trans, last)), tuple(map(np.asarray, grads))
 
 
@@ -128,8 +139,9 @@ def test_direct_kernels_match_cpu_on_edge_scenes(name):
 def test_no_gaussians_in_several_views():
     scene = screen_scenes.random_scene(20, 3, 0, 19, 13, 4)
     (render, trans, last), grads = kernels_on(_gpus()[0], scene, keep_bins=True)
-    np.testing.assert_array_equal(render, np.broadcast_to(scene["background"][:, None, None],
-                                                          render.shape))  # fmt: skip
+    np.testing.assert_array_equal(
+        render, np.broadcast_to(scene["background"][:, None, None], render.shape)
+    )
     np.testing.assert_array_equal(trans, 1.0)
     np.testing.assert_array_equal(last, -1)
     assert all(g.size == 0 for g in grads)
@@ -141,5 +153,6 @@ def test_backward_takes_the_forwards_tile_lists():
     _, kept = kernels_on(_gpus()[0], scene, keep_bins=True)
     assert ffi.kept_bins("cuda") == before  # kept by the forward, taken by the backward
     _, rebinned = kernels_on(_gpus()[0], scene)
-    assert_grads_close(kept, rebinned, "kept vs binned again", CUDA_GRAD_RTOL,
-                       CUDA_GRAD_MAX_FRACTION)  # fmt: skip
+    assert_grads_close(
+        kept, rebinned, "kept vs binned again", CUDA_GRAD_RTOL, CUDA_GRAD_MAX_FRACTION
+    )

@@ -48,8 +48,9 @@ def emu():
 def _cpu_fn(width: int, height: int):
     def run(args, v_render, v_alpha):
         render, trans, last, _ = ffi.kernel_forward(*args, width=width, height=height)
-        grads = ffi.kernel_backward(*args, trans, last, v_render, v_alpha, width=width,
-                                    height=height)  # fmt: skip
+        grads = ffi.kernel_backward(
+            *args, trans, last, v_render, v_alpha, width=width, height=height
+        )
         return (render, trans, last), grads
 
     return jax.jit(run)
@@ -122,8 +123,9 @@ def test_no_gaussians_in_several_views(emu):
     scene = screen_scenes.random_scene(20, 3, 0, 19, 13, 4)
     v_render, v_alpha = screen_scenes.cotangents(scene, 0)
     (render, trans, last), grads = emulated(emu, scene, v_render, v_alpha, "forward")
-    np.testing.assert_array_equal(render, np.broadcast_to(scene["background"][:, None, None],
-                                                          render.shape))  # fmt: skip
+    np.testing.assert_array_equal(
+        render, np.broadcast_to(scene["background"][:, None, None], render.shape)
+    )
     np.testing.assert_array_equal(trans, 1.0)
     np.testing.assert_array_equal(last, -1)
     assert all(g.size == 0 for g in grads)
@@ -135,8 +137,11 @@ def test_no_gaussians_in_several_views(emu):
 def test_alpha_exactly_at_the_clamp_gets_the_full_gradient(emu):
     """o·exp(-σ) = 0.99 at a pixel centre (σ = 0): dL/do = v·(c - bg), as on the CPU."""
     scene = screen_scenes.random_scene(30, 1, 1, 4, 4, 3)
-    scene.update(means2d=np.float32([[[1.5, 1.5]]]), opacities=np.float32([[0.99]]),
-                 radii=np.int32([[[3, 3]]]))  # fmt: skip
+    scene.update(
+        means2d=np.float32([[[1.5, 1.5]]]),
+        opacities=np.float32([[0.99]]),
+        radii=np.int32([[[3, 3]]]),
+    )
     v_render = np.zeros((1, 4, 4, 3), np.float32)
     v_render[0, 1, 1] = [1.0, -2.0, 0.5]
     v_alpha = np.zeros((1, 4, 4), np.float32)
@@ -149,8 +154,10 @@ def test_alpha_exactly_at_the_clamp_gets_the_full_gradient(emu):
 def test_forward_does_not_depend_on_thread_order(emu):
     scene = screen_scenes.edge_scene("odd_37x23_b3")
     v_render, v_alpha = screen_scenes.cotangents(scene, 0)
-    runs = [emulated(emu, scene, v_render, v_alpha, order, seed)
-            for order, seed in (("forward", 0), ("reverse", 0), ("random", 1), ("random", 2))]  # fmt: skip
+    runs = [
+        emulated(emu, scene, v_render, v_alpha, order, seed)
+        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1), ("random", 2))
+    ]
     (fwd0, grads0) = runs[0]
     for fwd, grads in runs[1:]:
         for a, b in zip(fwd, fwd0):
@@ -186,9 +193,14 @@ def test_edge_scenes_under_address_and_undefined_behaviour_sanitizers(emu, tmp_p
         pytest.skip("g++ has no libasan")
     lib = cuda_emu.build(variant="sanitize")
     out = tmp_path / "sanitized.npz"
-    proc = subprocess.run([sys.executable, "-c", SANITIZED_RUN, str(lib), str(out)],
-                          env=cuda_emu.sanitizer_env(),
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", SANITIZED_RUN, str(lib), str(out)],
+        env=cuda_emu.sanitizer_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert "SANITIZED_RUN_OK" in proc.stdout, proc.stderr[-6000:]
     assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr
     sanitized = np.load(out)
@@ -196,6 +208,7 @@ def test_edge_scenes_under_address_and_undefined_behaviour_sanitizers(emu, tmp_p
         scene = screen_scenes.edge_scene(name)
         v_render, v_alpha = screen_scenes.cotangents(scene, i)
         (render, trans, last), grads = emulated(emu, scene, v_render, v_alpha, "random", i)
-        for key, value in zip(("render", "trans", "last") + cuda_emu.GRAD_NAMES,
-                              (render, trans, last) + grads):  # fmt: skip
+        for key, value in zip(
+            ("render", "trans", "last") + cuda_emu.GRAD_NAMES, (render, trans, last) + grads
+        ):
             np.testing.assert_array_equal(sanitized[f"{name}/{key}"], value, err_msg=key)

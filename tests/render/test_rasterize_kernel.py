@@ -36,9 +36,18 @@ def _render_fn(backend: str, width: int, height: int):
     def loss(params, viewmat, K, cot_rgb, cot_alpha, cot_depth):
         means, quats, scales, opacities, colors, background = params
         out = rasterize(
-            means, quats, scales, opacities, colors, viewmat, K,
-            width=width, height=height, background=background, backend=backend,
-        )  # fmt: skip
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmat,
+            K,
+            width=width,
+            height=height,
+            background=background,
+            backend=backend,
+        )
         value = jnp.sum(out.rgb * cot_rgb) + jnp.sum(out.alpha * cot_alpha)
         value = value + jnp.sum(out.depth * cot_depth)
         return value, (out.rgb, out.alpha, out.depth)

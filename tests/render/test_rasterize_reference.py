@@ -33,9 +33,14 @@ def test_isotropic_gaussian_facing_camera(backend):
     color = jnp.array([[0.2, 0.5, 0.9]])
     render = jax.jit(functools.partial(rasterize, width=width, height=height, backend=backend))
     out = render(
-        jnp.array([[0.0, 0.0, z]]), jnp.array([[1.0, 0.0, 0.0, 0.0]]), jnp.full((1, 3), sigma),
-        jnp.array([opacity]), color, jnp.eye(4), K,
-    )  # fmt: skip
+        jnp.array([[0.0, 0.0, z]]),
+        jnp.array([[1.0, 0.0, 0.0, 0.0]]),
+        jnp.full((1, 3), sigma),
+        jnp.array([opacity]),
+        color,
+        jnp.eye(4),
+        K,
+    )
     np.testing.assert_allclose(out.rgb[15, 20], opacity * color[0], rtol=ANALYTIC_RTOL)
     var = sigma**2 * f**2 / z**2 + 0.3  # EWA variance in px² + dilation
     d2 = (np.arange(width) + 0.5 - 20.5)[None, :] ** 2 + (np.arange(height) + 0.5 - 15.5)[
@@ -68,10 +73,18 @@ def _fd_scene():
 def _loss_fn(backend, K, cots, w, h):
     def loss(p):
         out = rasterize(
-            p["means"], p["quats"], p["scales"], p["opacities"], p["colors"],
-            jnp.eye(4, dtype=jnp.float64), jnp.asarray(K), width=w, height=h,
-            background=p["background"], backend=backend,
-        )  # fmt: skip
+            p["means"],
+            p["quats"],
+            p["scales"],
+            p["opacities"],
+            p["colors"],
+            jnp.eye(4, dtype=jnp.float64),
+            jnp.asarray(K),
+            width=w,
+            height=h,
+            background=p["background"],
+            backend=backend,
+        )
         return (
             jnp.sum(out.rgb * cots[0]) + jnp.sum(out.alpha * cots[1]) + jnp.sum(out.depth * cots[2])
         )
@@ -105,10 +118,25 @@ def test_float64_kernel_matches_reference_compositor():
     with jax.enable_x64(True):
         params, K, _, w, h = _fd_scene()
         p = {k: jnp.asarray(v, jnp.float64) for k, v in params.items()}
-        proj = project(p["means"], p["quats"], p["scales"], p["opacities"],
-                       jnp.eye(4, dtype=jnp.float64), jnp.asarray(K), width=w, height=h)  # fmt: skip
-        args = (proj.means2d, proj.conics, p["colors"], proj.opacities, proj.depths, proj.radii,
-                p["background"])  # fmt: skip
+        proj = project(
+            p["means"],
+            p["quats"],
+            p["scales"],
+            p["opacities"],
+            jnp.eye(4, dtype=jnp.float64),
+            jnp.asarray(K),
+            width=w,
+            height=h,
+        )
+        args = (
+            proj.means2d,
+            proj.conics,
+            p["colors"],
+            proj.opacities,
+            proj.depths,
+            proj.radii,
+            p["background"],
+        )
         out_k = jax.jit(functools.partial(ffi.rasterize_to_pixels, width=w, height=h))(*args)
         out_r = jax.jit(functools.partial(reference.rasterize_to_pixels, width=w, height=h))(*args)
         for k, r in zip(out_k, out_r):

@@ -39,8 +39,19 @@ def _views():
 
 
 def _render_one(g, viewmat, K, backend):
-    out = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], g["colors"], viewmat, K,
-                    width=W, height=H, background=jnp.array([0.2, 0.3, 0.4]), backend=backend)  # fmt: skip
+    out = rasterize(
+        g["means"],
+        g["quats"],
+        g["scales"],
+        g["opacities"],
+        g["colors"],
+        viewmat,
+        K,
+        width=W,
+        height=H,
+        background=jnp.array([0.2, 0.3, 0.4]),
+        backend=backend,
+    )
     return out.rgb, out.alpha, out.depth
 
 
@@ -122,8 +133,15 @@ def test_shard_map_and_pmap_over_two_devices_equal_loop():
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE_SCRIPT],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert "MULTI_DEVICE_OK" in proc.stdout, proc.stdout + proc.stderr[-3000:]
 
 
@@ -152,8 +170,18 @@ def test_large_image_many_gaussians_fits_in_memory():
     viewmat, K = head_camera(size, size)
 
     def loss(colors, scene, viewmat, K):  # arguments, not closure constants XLA would fold
-        out = rasterize(scene["means"], scene["quats"], scene["scales"], scene["opacities"], colors,
-                        viewmat, K, width=size, height=size, backend="ffi")  # fmt: skip
+        out = rasterize(
+            scene["means"],
+            scene["quats"],
+            scene["scales"],
+            scene["opacities"],
+            colors,
+            viewmat,
+            K,
+            width=size,
+            height=size,
+            backend="ffi",
+        )
         return jnp.mean(out.rgb), out.alpha
 
     fn = jax.jit(jax.value_and_grad(loss, has_aux=True))

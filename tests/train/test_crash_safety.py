@@ -49,8 +49,14 @@ def killed_save(directory: Path) -> None:
         Checkpointer({str(directory)!r}, max_to_keep=1).save(0, {{"w": np.ones(3)}}, {{}})
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=300, check=False)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == SIGKILL_RC, r.stderr[-2000:]
     assert [p.name for p in directory.iterdir()] == ["0.orbax-checkpoint-tmp"]
 
@@ -93,8 +99,9 @@ def _toy_step():
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):
         i = jax.random.randint(key, (8,), 0, 64)
-        loss, g = jax.value_and_grad(lambda p: jnp.mean((data["x"][i] @ p["w"] - data["y"][i]) ** 2))(
-            state.params)  # fmt: skip
+        loss, g = jax.value_and_grad(
+            lambda p: jnp.mean((data["x"][i] @ p["w"] - data["y"][i]) ** 2)
+        )(state.params)
         return apply_grads(state, g, tx), {"loss": loss}
 
     return step, init_state({"w": jnp.zeros(4)}, tx), {"x": xs, "y": ys}
@@ -224,20 +231,28 @@ def test_stage1_killed_twice_resumes_to_the_uninterrupted_run(tiny_trained, left
         train_stage1(data, cfg, str(wd), log=crash)
     progress = wd / Workdir.STAGE1_PROGRESS
     steps = {m: finished_steps(str(progress / m)) for m in os.listdir(progress)}
-    assert steps == {"syncnet": [40], "lip_expert": [20], "emotion_pretrain": [40],
-                     "emotion_finetune": [10]}, steps  # fmt: skip
+    assert steps == {
+        "syncnet": [40],
+        "lip_expert": [20],
+        "emotion_pretrain": [40],
+        "emotion_finetune": [10],
+    }, steps
     logs = []
     model, _ = train_stage1(data, cfg, str(wd), log=logs.append)
-    for line in ("syncnet: finished before, restored", "lip_expert: resumed at step 20/40",
-                 "emotion_pretrain: finished before, restored",
-                 "emotion_finetune: resumed at step 10/20"):  # fmt: skip
+    for line in (
+        "syncnet: finished before, restored",
+        "lip_expert: resumed at step 20/40",
+        "emotion_pretrain: finished before, restored",
+        "emotion_finetune: resumed at step 10/20",
+    ):
         assert line in logs, logs
     assert not any(x.startswith("syncnet step") for x in logs)
     ref = Workdir(tiny_trained["workdir"]).load_stage1()
     for name in ref.params:
         for a, b in zip(jax.tree.leaves(model.params[name]), jax.tree.leaves(ref.params[name])):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=RESUME_TOL,
-                                       atol=RESUME_TOL, err_msg=name)  # fmt: skip
+            np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), rtol=RESUME_TOL, atol=RESUME_TOL, err_msg=name
+            )
     np.testing.assert_allclose(model.class_means, ref.class_means, rtol=RESUME_TOL, atol=RESUME_TOL)
     assert not progress.exists() and Workdir(str(wd)).has_stage1()
     assert sorted(os.listdir(wd / "stage1")) == ["0"]

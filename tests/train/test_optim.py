@@ -45,22 +45,29 @@ def test_advance_schedules_moves_only_the_schedule_counts():
     rate = optim.scaled(base, optim.motion_factor(8, 10))  # steep: rate(5) = 0.065 vs 0.1
     params = {"grid": {"plane": jnp.asarray([1.0, -2.0, 0.5])}, "mlp": {"w": jnp.ones(2)}}
     label_of = lambda p: "grid" if p.startswith("grid") else "net"
-    tx = optim.grouped({"grid": optim.adamw_network(rate, wd),
-                        "net": optim.adamw_network(rate, wd)}, params, label_of)  # fmt: skip
+    tx = optim.grouped(
+        {"grid": optim.adamw_network(rate, wd), "net": optim.adamw_network(rate, wd)},
+        params,
+        label_of,
+    )
     state = tx.init(params)
     idle = state
     for _ in range(k):
         idle = optim.advance_schedules(idle)
-    counts = lambda s, kind: [int(x.count) for x in jax.tree.leaves(
-        s, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]  # fmt: skip
+    counts = lambda s, kind: [
+        int(x.count)
+        for x in jax.tree.leaves(s, is_leaf=lambda x: isinstance(x, kind))
+        if isinstance(x, kind)
+    ]
     assert counts(idle, optax.ScaleByScheduleState) == [k, k]
     assert counts(idle, optax.ScaleByAdamState) == [0, 0]
-    moments = lambda s: [np.asarray(x) for x in jax.tree.leaves(s)
-                         if getattr(x, "ndim", 0) > 0]  # fmt: skip
+    moments = lambda s: [np.asarray(x) for x in jax.tree.leaves(s) if getattr(x, "ndim", 0) > 0]
     for a, b in zip(moments(idle), moments(state)):
         np.testing.assert_array_equal(a, b)
-    grads = {"grid": {"plane": jnp.asarray([0.3, -0.2, 1e-3])},
-             "mlp": {"w": jnp.asarray([1.0, 2.0])}}  # fmt: skip
+    grads = {
+        "grid": {"plane": jnp.asarray([0.3, -0.2, 1e-3])},
+        "mlp": {"w": jnp.asarray([1.0, 2.0])},
+    }
     updates, _ = tx.update(grads, idle, params)
     # first Adam step: m̂ / (√v̂ + eps) = g / (|g| + eps); AdamW adds wd · p; times −rate(k)
     for g, p, u in zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(updates)):

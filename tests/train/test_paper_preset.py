@@ -32,25 +32,52 @@ from ua3dtalk_jax.models.motion import motion_spec
 from ua3dtalk_jax.train import run
 
 CAPACITY = 4096  # Gaussians per branch: the paper's 65,536 × 1/16 (the cost is linear in it)
-BRANCH = {"iterations": 4, "warmup": 1, "ensemble_from": 2, "lpips_from": 3, "densify_from": 1,
-              "densify_every": 2, "densify_until": 4, "sh_every": 2}  # fmt: skip
+BRANCH = {
+    "iterations": 4,
+    "warmup": 1,
+    "ensemble_from": 2,
+    "lpips_from": 3,
+    "densify_from": 1,
+    "densify_every": 2,
+    "densify_until": 4,
+    "sh_every": 2,
+}
 OVERRIDES = (
     [f"train.{p}.{k}={v}" for p in ("face", "mouth") for k, v in BRANCH.items()]
-    + [f"model.gaussians.{p}.{k}={v}" for p in ("face", "mouth")
-       for k, v in (("capacity", CAPACITY), ("init_num", 2000))]
+    + [
+        f"model.gaussians.{p}.{k}={v}"
+        for p in ("face", "mouth")
+        for k, v in (("capacity", CAPACITY), ("init_num", 2000))
+    ]
     # the paper's patch-LPIPS sizes (64-96 px) are for 512² frames; the tiny subject is 64²
     + ["train.patch_sizes_face=(32, 32)", "train.patch_sizes_mouth=(32, 32)"]
-    + ["train.fuse.iterations=2", "train.fuse.lpips_from=1", "train.checkpoint_every=2",
-       "train.log_every=1", "train.val_every=4"]
+    + [
+        "train.fuse.iterations=2",
+        "train.fuse.lpips_from=1",
+        "train.checkpoint_every=2",
+        "train.log_every=1",
+        "train.val_every=4",
+    ]
     + [f"stage1.{m}.steps={2}" for m in ("syncnet", "lip_expert", "expr_prior", "stylenet")]
-    + ["stage1.syncnet.batch=4", "stage1.lip_expert.batch=2", "stage1.expr_prior.batch=4",
-       "stage1.stylenet.batch=2", "stage1.emotion.pretrain_steps=2",
-       "stage1.emotion.finetune_steps=2", "stage1.emotion.batch=4",
-       "stage1.emotion.corpus_clips=1", "stage1.emotion.window_s=1.0"]
+    + [
+        "stage1.syncnet.batch=4",
+        "stage1.lip_expert.batch=2",
+        "stage1.expr_prior.batch=4",
+        "stage1.stylenet.batch=2",
+        "stage1.emotion.pretrain_steps=2",
+        "stage1.emotion.finetune_steps=2",
+        "stage1.emotion.batch=4",
+        "stage1.emotion.corpus_clips=1",
+        "stage1.emotion.window_s=1.0",
+    ]
     # the pretrained parts are substituted explicitly (configs.pretrained): no files here
-    + ["stage1.syncnet.pretrained=none", "stage1.prior.face_recon_weights=none",
-       "stage1.emotion.wav2vec_weights=none", "stage1.emotion.corpus=synthetic"]
-)  # fmt: skip
+    + [
+        "stage1.syncnet.pretrained=none",
+        "stage1.prior.face_recon_weights=none",
+        "stage1.emotion.wav2vec_weights=none",
+        "stage1.emotion.corpus=synthetic",
+    ]
+)
 
 
 def test_paper_preset_has_the_paper_sizes():
@@ -78,8 +105,9 @@ def test_paper_preset_trains_end_to_end(tiny_trained, tmp_path):
     cfg = apply_overrides(get_config("paper"), OVERRIDES)
     lines = []
     workdir = str(tmp_path / "work")
-    out = run.train(cfg, tiny_trained["subject"], workdir, "all", log=lines.append,
-                    evaluate=evaluate_heldout)
+    out = run.train(
+        cfg, tiny_trained["subject"], workdir, "all", log=lines.append, evaluate=evaluate_heldout
+    )
     summary = out["stage2"]
     held = summary["heldout"]
     assert held["frames"] > 0
@@ -92,8 +120,9 @@ def test_paper_preset_trains_end_to_end(tiny_trained, tmp_path):
         assert [h["iteration"] for h in history] == [1, 2, 3, 4]
         assert all(np.isfinite(h["loss"]) and h["finite"] == 1.0 for h in history), history
         # static, one-member ("train") and full-ensemble ("eval") steps: three programs
-        assert any(f"[{phase}] 4 iterations" in x and "3 compiled step variants" in x
-                   for x in lines), lines  # fmt: skip
+        assert any(
+            f"[{phase}] 4 iterations" in x and "3 compiled step variants" in x for x in lines
+        ), lines
     assert summary["gaussians"]["face"] <= CAPACITY
     stage1 = out["stage1"]["metrics"]
     for module in ("syncnet", "lip_expert", "expr_prior", "stylenet_fuse"):
@@ -112,8 +141,9 @@ def test_network_init_does_not_depend_on_the_buffer_size():
     cfg = get_config("tiny")
     state = init_branch(cfg, "face", jax.random.PRNGKey(3), 1.0)[0]
     k_n = jax.random.split(jax.random.PRNGKey(3), 3)[1]  # init_branch's network key
-    full = build_network(cfg.model, "face").init(k_n, state.gaussians.means,
-                                                  dummy_inputs(cfg.model), mode="eval")["params"]
+    full = build_network(cfg.model, "face").init(
+        k_n, state.gaussians.means, dummy_inputs(cfg.model), mode="eval"
+    )["params"]
     for a, b in zip(jax.tree.leaves(state.net), jax.tree.leaves(full), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -125,8 +155,13 @@ def test_workdirs_with_the_schedule_copy_under_model_gaussians_resume(tmp_path):
 
     def old(saved):
         for part in ("face", "mouth"):
-            for key in ("densify_from", "densify_every", "densify_until", "size_prune_from",
-                        "sh_every"):  # fmt: skip
+            for key in (
+                "densify_from",
+                "densify_every",
+                "densify_until",
+                "size_prune_from",
+                "sh_every",
+            ):
                 saved["model"]["gaussians"][part][key] = saved["train"][part][key]
         saved["data"].update(fps=None, seed=0, shuffle=True, keys=None)  # never read, gone too
 

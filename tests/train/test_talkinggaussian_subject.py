@@ -43,8 +43,15 @@ from ua3dtalk_jax.train.stage2.loop import train_branch
 N = 12  # frames: 10 train, 2 held out
 STAGE1 = [f"stage1.{m}.steps=1" for m in ("syncnet", "lip_expert", "expr_prior", "stylenet")]
 STAGE1 += ["stage1.emotion.pretrain_steps=1", "stage1.emotion.finetune_steps=1"]
-BRANCH = {"iterations": 2, "warmup": 1, "ensemble_from": 1, "densify_from": 0, "densify_every": 1,
-          "densify_until": 2, "lpips_from": 1}  # fmt: skip
+BRANCH = {
+    "iterations": 2,
+    "warmup": 1,
+    "ensemble_from": 1,
+    "densify_from": 0,
+    "densify_every": 1,
+    "densify_until": 2,
+    "lpips_from": 1,
+}
 STAGE2 = [f"train.{b}.{k}={v}" for b in ("face", "mouth") for k, v in BRANCH.items()]
 STAGE2 += ["train.fuse.iterations=1", "train.fuse.lpips_from=0"]
 EXP_STATS_TOL = 1e-5  # float32 mean / s.d. of 10 rows
@@ -58,8 +65,14 @@ def _cli(module, *args):
 
 def _train(subject, workdir, stage, extra=()):
     sets = (f"--set={s}" for s in STAGE1 + STAGE2 + list(extra))
-    return _cli("train", f"--subject={subject}", f"--stage={stage}", "--config=tiny",
-                f"--workdir={workdir}", *sets)  # fmt: skip
+    return _cli(
+        "train",
+        f"--subject={subject}",
+        f"--stage={stage}",
+        "--config=tiny",
+        f"--workdir={workdir}",
+        *sets,
+    )
 
 
 def _digests(root):
@@ -89,8 +102,16 @@ def may(tmp_path_factory):
     assert r1.returncode == 0, r1.stderr[-3000:]
     r2 = _train(subject, workdir, "2")
     assert r2.returncode == 0, r2.stderr[-3000:]
-    return {"subject": subject, "workdir": workdir, "truth": truth, "before": before,
-            "fresh": fresh, "r1": r1, "r2": r2, "root": root}  # fmt: skip
+    return {
+        "subject": subject,
+        "workdir": workdir,
+        "truth": truth,
+        "before": before,
+        "fresh": fresh,
+        "r1": r1,
+        "r2": r2,
+        "root": root,
+    }
 
 
 @pytest.mark.long
@@ -102,7 +123,9 @@ def test_a_stage1_then_stage2_on_deepspeech_windows(may):
     line = "stage 2 audio: deepspeech (aud_ds.npy, windows [16, 29]) for 12 frames"
     assert line in r1.stdout and line in r2.stdout
     assert "no emotion labels" in r1.stdout and "RuntimeWarning" not in r1.stderr
-    s1 = Workdir(str(workdir)).load_stage1()  # f_gt-exp was track_params.pt's exp, standardised on train
+    s1 = Workdir(
+        str(workdir)
+    ).load_stage1()  # f_gt-exp was track_params.pt's exp, standardised on train
     train = may["truth"]["exp"][: int(N * 10 / 11)]
     np.testing.assert_allclose(s1.exp_mean, train.mean(0), atol=EXP_STATS_TOL)
     np.testing.assert_allclose(s1.exp_std, train.std(0), rtol=EXP_STATS_TOL)
@@ -140,7 +163,8 @@ def test_c_infer_takes_the_new_clips_windows_beside_its_wav(may, tmp_path):
     assert alone.returncode != 0 and "Traceback" not in alone.stderr
     assert "trained on deepspeech (aud_ds.npy, windows [16, 29]) features" in alone.stderr
     assert f"python -m experiments.infer {wd} --audio=NEW.wav --audio_features=NEW_ds.npy" in (
-        alone.stderr)  # fmt: skip
+        alone.stderr
+    )
     no_wav = _cli("infer", wd, f"--audio_features={npy}", f"--out={tmp_path / 'x.mp4'}")
     assert no_wav.returncode != 0 and "--audio is missing" in no_wav.stderr
     assert sorted(os.listdir(tmp_path)) == ["new.wav", "new_ds.npy", "out.mp4"]
@@ -150,11 +174,17 @@ def test_c_infer_takes_the_new_clips_windows_beside_its_wav(may, tmp_path):
     feats = tm.audio_features(model, str(wav), features=np.load(npy))
     assert feats["aud"].shape == (NEW_FRAMES, 16, 29) and feats["f_exp"].shape == (NEW_FRAMES, 64)
     long = np.zeros((NEW_FRAMES + 5, 16, 29), np.float32)
-    with pytest.raises(ValueError, match=rf"has {NEW_FRAMES + 5} frames .* = {NEW_FRAMES + 1} "
-                       "frames at 25 fps"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=rf"has {NEW_FRAMES + 5} frames .* = {NEW_FRAMES + 1} "
+        "frames at 25 fps",
+    ):
         tm.audio_features(model, str(wav), features=long)
-    with pytest.raises(ValueError, match=r"windows of shape \(20, 2, 1024\), but the model was "
-                       r"trained on deepspeech"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"windows of shape \(20, 2, 1024\), but the model was "
+        r"trained on deepspeech",
+    ):
         tm.audio_features(model, str(wav), features=np.zeros((20, 2, 1024), np.float32))
 
 
@@ -168,8 +198,10 @@ def test_d_evaluate_and_a_resume_with_another_audio_kind(may, tmp_path):
     assert rows[0]["frames"] == N - int(N * 10 / 11) and np.isfinite(rows[0]["PSNR"])
     mel = _train(may["subject"], may["workdir"], "2", ["data.audio_feature=mel"])
     assert mel.returncode != 0 and "Traceback" not in mel.stderr
-    assert "was trained on deepspeech (aud_ds.npy, windows [16, 29]) audio features; this run " \
-           "reads mel (aud.wav, windows [16, 32])" in mel.stderr
+    assert (
+        "was trained on deepspeech (aud_ds.npy, windows [16, 29]) audio features; this run "
+        "reads mel (aud.wav, windows [16, 32])" in mel.stderr
+    )
 
 
 @pytest.mark.long
@@ -191,22 +223,33 @@ def test_b_stage2_on_ua3dtalk_extras_without_a_stage_1(may):
 @pytest.mark.parametrize("kind, shape", [("hubert", (2, 1024)), ("esperanto", (16, 44))])
 def test_e_hubert_and_esperanto_folders_train_a_deformed_step(tmp_path, kind, shape):
     subject_dir = tmp_path / "subj"
-    tg_layout.write_tg_subject(str(subject_dir), N, aud_ds=False, aud_hu=kind == "hubert",
-                               aud_eo=kind == "esperanto")  # fmt: skip
+    tg_layout.write_tg_subject(
+        str(subject_dir), N, aud_ds=False, aud_hu=kind == "hubert", aud_eo=kind == "esperanto"
+    )
     tg_layout.write_ua_extras(str(subject_dir), N)
-    cfg = apply_overrides(get_config("tiny"), ["stage1.features.source=subject",
-                                                   "train.face.iterations=1",
-                                                   "train.face.warmup=0"])  # fmt: skip
+    cfg = apply_overrides(
+        get_config("tiny"),
+        ["stage1.features.source=subject", "train.face.iterations=1", "train.face.warmup=0"],
+    )
     subject = Subject.open(str(subject_dir), audio_feature=cfg.data.audio_feature)
     resolve_audio(cfg.data, cfg.model.audio, subject)
     assert cfg.data.audio_feature == kind and (cfg.model.audio.steps, cfg.model.audio.in_dim) == (
-        shape)  # fmt: skip
+        shape
+    )
     features = subject_features(subject, cfg.stage1.features)
-    state, _ = train_branch(cfg, "face", subject, features, str(tmp_path / "work"), extent=1.0,
-                            mesh=parallel.global_mesh())  # fmt: skip
+    state, _ = train_branch(
+        cfg,
+        "face",
+        subject,
+        features,
+        str(tmp_path / "work"),
+        extent=1.0,
+        mesh=parallel.global_mesh(),
+    )
     conv = state.net["audio"]["audio_net"]["Conv_0"]["kernel"]
     assert conv.shape == (3, shape[1], 32)  # the first convolution reads the loaded width
-    assert int(state.step) == 1 and all(np.isfinite(np.asarray(x)).all()
-                                        for x in jax.tree.leaves(state.net))  # fmt: skip
+    assert int(state.step) == 1 and all(
+        np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.net)
+    )
     with open(tmp_path / "work" / "stage2" / "face_metrics.jsonl") as f:
         assert np.isfinite(json.loads(f.readline())["loss"])

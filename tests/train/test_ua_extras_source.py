@@ -65,22 +65,29 @@ def test_bad_source_missing_extras_and_emotion_override_are_refused(ua_subject, 
         Workdir(str(tmp_path)).stage1_features(subject, _cfg(), emotion="happy")
     bare = tmp_path / "bare"
     tg_layout.write_tg_subject(str(bare), N, aud_ds=False)
-    with pytest.raises(FileNotFoundError, match=r"bare: .*missing train_auds_exp\.pth, "
-                                                r"val_auds_exp\.pth, .*mser_emotion_val\.pth"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"bare: .*missing train_auds_exp\.pth, "
+        r"val_auds_exp\.pth, .*mser_emotion_val\.pth",
+    ):
         Workdir(str(tmp_path)).stage1_features(Subject.open(str(bare)), _cfg())
     tg_layout.write_ua_extras(str(bare), N)
     for f in ("mser_emotion_train.pth", "mser_emotion_val.pth"):
         (bare / f).unlink()
-    with pytest.raises(FileNotFoundError, match=r"missing mser_emotion_train\.pth, "
-                                                r"mser_emotion_val\.pth \(or train stage 1"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"missing mser_emotion_train\.pth, "
+        r"mser_emotion_val\.pth \(or train stage 1",
+    ):
         Workdir(str(tmp_path)).stage1_features(Subject.open(str(bare)), _cfg())
 
 
 def test_own_sync_score_is_not_available_without_a_stage_1(ua_subject, tmp_path):
     root, _ = ua_subject
     frames = np.zeros((5, 8, 8, 3), np.uint8)
-    fr = HeldoutFrames(np.arange(5), frames, frames, np.ones((5, 68, 2), np.float32), [""] * 5,
-                       {}, 25.0)  # fmt: skip
+    fr = HeldoutFrames(
+        np.arange(5), frames, frames, np.ones((5, 68, 2), np.float32), [""] * 5, {}, 25.0
+    )
     notes = []
     out = sync_own(fr, Subject.open(str(root)), str(tmp_path), notes)
     assert out == {"rendered": None, "real": None}

@@ -65,9 +65,14 @@ def emotion_stream(wav: np.ndarray, cfg) -> dict:
     """
     wav = np.asarray(wav, np.float32)
     db = features.stft_db(
-        wav, n_fft=cfg.n_fft, hop_length=cfg.hop, win_length=cfg.win_length,
-        n_bins=cfg.spec_bins, ref=1.0, top_db=None,
-    )  # fmt: skip
+        wav,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop,
+        win_length=cfg.win_length,
+        n_bins=cfg.spec_bins,
+        ref=1.0,
+        top_db=None,
+    )
     mf = features.mfcc(wav, cfg.n_mfcc)
     mf = mf / (np.linalg.norm(mf, axis=-1, keepdims=True) + MFCC_NORM_EPS)
     wt, sw = window_frames(cfg), window_samples(cfg)
@@ -104,9 +109,11 @@ def clips_corpus(wavs, labels, cfg) -> dict:
         pos += len(wav) + gap
     if not parts:
         raise ValueError("an emotion corpus needs at least one clip")
-    return {"stream": emotion_stream(np.concatenate(parts), cfg),
-            "centres": np.concatenate(centres).astype(np.int32),
-            "labels": np.concatenate(out_labels)}  # fmt: skip
+    return {
+        "stream": emotion_stream(np.concatenate(parts), cfg),
+        "centres": np.concatenate(centres).astype(np.int32),
+        "labels": np.concatenate(out_labels),
+    }
 
 
 def frame_centres(n_frames: int, fps: float) -> np.ndarray:

@@ -53,7 +53,7 @@ def kind_of_file(name: str) -> str | None:
 
 
 def describe(kind: str, steps: int, width: int) -> str:
-    """"deepspeech (aud_ds.npy, windows [16, 29])" — for log lines and refusals."""
+    """ "deepspeech (aud_ds.npy, windows [16, 29])" — for log lines and refusals."""
     source = FILES.get(kind, "aud.wav")
     return f"{kind} ({source}, windows [{steps}, {width}])"
 

@@ -18,10 +18,14 @@ from ua3dtalk_jax.configs.migrate import VERSION, VERSION_KEY, migrate
 CONFIG_NAME = "config.json"
 # Stage-1 fields that are tuples in the presets (lists once through JSON).
 _STAGE1_TUPLES = (
-    ("syncnet", "face_specs"), ("syncnet", "audio_specs"), ("lip_expert", "audio_specs"),
-    ("lip_expert", "channels"), ("expr_prior", "channels"), ("stylenet", "mlp"),
+    ("syncnet", "face_specs"),
+    ("syncnet", "audio_specs"),
+    ("lip_expert", "audio_specs"),
+    ("lip_expert", "channels"),
+    ("expr_prior", "channels"),
+    ("stylenet", "mlp"),
     ("emotion", "image_hw"),
-)  # fmt: skip
+)
 
 
 def as_saved(cfg: ml_collections.ConfigDict) -> dict:

@@ -33,7 +33,8 @@ def migrate(d: dict, version: int | None = None) -> dict:
     saved = int(out.pop(VERSION_KEY, 0 if version is None else version))
     if saved > VERSION:
         raise ValueError(
-            f"config version {saved} is newer than this ua3dtalk_jax reads ({VERSION})")
+            f"config version {saved} is newer than this ua3dtalk_jax reads ({VERSION})"
+        )
     for step in _STEPS[saved:]:
         step(out)
     return out
@@ -45,13 +46,16 @@ def migrate(d: dict, version: int | None = None) -> dict:
 # and the run seed are what runs used); stage1.seed and stage1.emotion.corpus_seed, which equal
 # the run seed in every preset (stage 1 now draws from `seed`); model.preset, a copy of `preset`.
 _REMOVED_1 = [
-    *(("model", "gaussians", part, key) for part in ("face", "mouth")
-      for key in ("densify_from", "densify_every", "densify_until", "size_prune_from", "sh_every")),
+    *(
+        ("model", "gaussians", part, key)
+        for part in ("face", "mouth")
+        for key in ("densify_from", "densify_every", "densify_until", "size_prune_from", "sh_every")
+    ),
     *(("data", key) for key in ("fps", "seed", "shuffle", "keys")),
     ("stage1", "seed"),
     ("stage1", "emotion", "corpus_seed"),
     ("model", "preset"),
-]  # fmt: skip
+]
 # Fields added later, with the value that behaves as their absence did.
 _ADDED_1 = {
     ("stage1", "checkpoint_every"): 500,
@@ -73,10 +77,11 @@ _ADDED_1 = {
     ("stage1", "fuse", "exp_dropout"): 0.0,
     ("stage1", "emotion", "wav2vec_weights"): "",
     ("model", "uncertainty", "fusion"): "dense",
-    ("model", "decoder"): {part: {"xyz_gain": 1.0, "zero_init": [],
-                                  "channel_attention": part == "face"}
-                           for part in ("face", "mouth")},
-}  # fmt: skip
+    ("model", "decoder"): {
+        part: {"xyz_gain": 1.0, "zero_init": [], "channel_attention": part == "face"}
+        for part in ("face", "mouth")
+    },
+}
 # Values that meant something else: "auto" was saved unresolved, and it always meant our mel.
 _RENAMED_1 = {("data", "audio_feature"): ("auto", "mel")}
 

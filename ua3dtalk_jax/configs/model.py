@@ -28,14 +28,43 @@ PRESETS = ("paper", "cpu", "tiny")
 # Per preset: plane resolution and scales, xyz/emotion channels, uncertainty sizes, and
 # (initial points, capacity) of the face and mouth Gaussians.
 _SIZES = {
-    "paper": {"res": 64, "multires": (1, 2, 4, 8), "ch": 16, "emo_dim": 64,
-              "emo_multires": (1, 2, 4), "hidden": 64, "latent": 48, "members": 10,
-              "face": (2000, 65536), "mouth": (10000, 65536)},
-    "cpu": {"res": 16, "multires": (1, 2), "ch": 8, "emo_dim": 16, "emo_multires": (1, 2),
-            "hidden": 32, "latent": 16, "members": 4, "face": (1500, 2048), "mouth": (600, 1024)},
-    "tiny": {"res": 8, "multires": (1, 2), "ch": 4, "emo_dim": 8, "emo_multires": (1, 2),
-             "hidden": 16, "latent": 8, "members": 3, "face": (48, 128), "mouth": (32, 128)},
-}  # fmt: skip
+    "paper": {
+        "res": 64,
+        "multires": (1, 2, 4, 8),
+        "ch": 16,
+        "emo_dim": 64,
+        "emo_multires": (1, 2, 4),
+        "hidden": 64,
+        "latent": 48,
+        "members": 10,
+        "face": (2000, 65536),
+        "mouth": (10000, 65536),
+    },
+    "cpu": {
+        "res": 16,
+        "multires": (1, 2),
+        "ch": 8,
+        "emo_dim": 16,
+        "emo_multires": (1, 2),
+        "hidden": 32,
+        "latent": 16,
+        "members": 4,
+        "face": (1500, 2048),
+        "mouth": (600, 1024),
+    },
+    "tiny": {
+        "res": 8,
+        "multires": (1, 2),
+        "ch": 4,
+        "emo_dim": 8,
+        "emo_multires": (1, 2),
+        "hidden": 16,
+        "latent": 8,
+        "members": 3,
+        "face": (48, 128),
+        "mouth": (32, 128),
+    },
+}
 
 
 def _gaussians(init_num: int, capacity: int, grad_threshold: float, *, face: bool):
@@ -96,8 +125,12 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
     # "lowrank" never forms the (views × N × D × D) covariances: at the paper's N = 65,536, D = 48
     # the dense form needs tens of GB and minutes per step on a CPU. cpu/tiny keep "dense", whose
     # recorded results are bitwise those of earlier runs.
-    cfg.uncertainty = {"hidden": s["hidden"], "latent": s["latent"], "members": s["members"],
-                       "fusion": "lowrank" if preset == "paper" else "dense"}  # fmt: skip
+    cfg.uncertainty = {
+        "hidden": s["hidden"],
+        "latent": s["latent"],
+        "members": s["members"],
+        "fusion": "lowrank" if preset == "paper" else "dense",
+    }
     cfg.ablation = {"prior": True, "emotion": True, "uncertainty": True}  # Table 2: P, E, U
     # Decoder (`models.motion.motion_spec`): the authors' Δμ scale (×1e-2), random last layers
     # and the face's audio channel attention.

@@ -39,8 +39,10 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> ml_collections
         key, raw = item.split("=", 1)
         key = key.strip()
         if key in RESOLVED:
-            raise ValueError(f"--set {item!r}: {key} is set from the subject's audio features; "
-                             f"choose them with {RESOLVED[key]}")  # fmt: skip
+            raise ValueError(
+                f"--set {item!r}: {key} is set from the subject's audio features; "
+                f"choose them with {RESOLVED[key]}"
+            )
         parts = key.split(".")
         parent = cfg
         for p in parts[:-1]:
@@ -80,8 +82,9 @@ def _typed(item: str, key: str, old, value):
     if want is int and isinstance(value, bool) or want is not bool and isinstance(value, bool):
         ok = False
     if not ok:
-        raise ValueError(f"--set {item!r}: {key} takes a {want.__name__} (like {old!r}), "
-                         f"not {value!r}")  # fmt: skip
+        raise ValueError(
+            f"--set {item!r}: {key} takes a {want.__name__} (like {old!r}), not {value!r}"
+        )
     return value
 
 

@@ -22,20 +22,44 @@ REQUIRED = "required"
 NONE = "none"
 # (section, field, what it is, how to give it, the substitute's value, what the substitute does)
 FIELDS = (
-    ("syncnet", "pretrained", "Prior Extraction's SyncNet", "/path/lipsync_expert.pth", NONE,
-     "SyncNet trained on the subject"),
-    ("prior", "face_recon_weights", "Prior Extraction's 3D expression network",
-     "/path/epoch_20.pth (Deep3DFaceRecon)", NONE,
-     "f_exp from a regressor trained on the subject's tracked expression"),
-    ("emotion", "wav2vec_weights", "Emotion Distillation's wav2vec 2.0",
-     "/path/wav2vec2-base (a Hugging Face folder)", NONE,
-     "wav2vec 2.0's convolutional feature encoder trained from scratch, no transformer"),
-    ("emotion", "corpus", "Emotion Distillation's pre-training corpus",
-     "iemocap:/path/IEMOCAP_full_release", "synthetic",
-     "pre-trained on the synthetic emotional-speech corpus, not IEMOCAP"),
-)  # fmt: skip
-_GROUP = {"syncnet": "Prior Extraction", "prior": "Prior Extraction",
-          "emotion": "Emotion Distillation"}  # fmt: skip
+    (
+        "syncnet",
+        "pretrained",
+        "Prior Extraction's SyncNet",
+        "/path/lipsync_expert.pth",
+        NONE,
+        "SyncNet trained on the subject",
+    ),
+    (
+        "prior",
+        "face_recon_weights",
+        "Prior Extraction's 3D expression network",
+        "/path/epoch_20.pth (Deep3DFaceRecon)",
+        NONE,
+        "f_exp from a regressor trained on the subject's tracked expression",
+    ),
+    (
+        "emotion",
+        "wav2vec_weights",
+        "Emotion Distillation's wav2vec 2.0",
+        "/path/wav2vec2-base (a Hugging Face folder)",
+        NONE,
+        "wav2vec 2.0's convolutional feature encoder trained from scratch, no transformer",
+    ),
+    (
+        "emotion",
+        "corpus",
+        "Emotion Distillation's pre-training corpus",
+        "iemocap:/path/IEMOCAP_full_release",
+        "synthetic",
+        "pre-trained on the synthetic emotional-speech corpus, not IEMOCAP",
+    ),
+)
+_GROUP = {
+    "syncnet": "Prior Extraction",
+    "prior": "Prior Extraction",
+    "emotion": "Emotion Distillation",
+}
 
 
 def _key(section: str, field: str) -> str:
@@ -60,7 +84,8 @@ def resolve(stage1_cfg, *, trains_stage1: bool = True) -> None:
                 raise ValueError(
                     f"{_key(section, field)}: the paper preset uses {what}; pass "
                     f"--set={_key(section, field)}={how}, or --set={_key(section, field)}="
-                    f"{substitute} for the substitute ({does})")  # fmt: skip
+                    f"{substitute} for the substitute ({does})"
+                )
             node[field] = ""
         elif value == NONE and substitute == NONE:
             node[field] = ""
@@ -88,16 +113,23 @@ def substitutes(stage1_cfg, *, source: str = "stage1") -> list[str]:
         UA-3DTalk features and no part of this project's stage 1 is used.
     """
     if source == "subject":
-        return [("Prior Extraction and Emotion Distillation: the subject's precomputed UA-3DTalk "
-                "features (stage1.features.source=subject); this project's stage 1 is not used")]  # fmt: skip
+        return [
+            (
+                "Prior Extraction and Emotion Distillation: the subject's precomputed UA-3DTalk "
+                "features (stage1.features.source=subject); this project's stage 1 is not used"
+            )
+        ]
     out = []
     for section, field, what, _, _, does in FIELDS:
         value = str(stage1_cfg[section].get(field, ""))
         if field == "corpus":
             if value.startswith("iemocap:"):
                 continue
-            does = ("pre-trained on the subject's own labelled frames, not IEMOCAP"
-                    if value == "subject" else does)  # fmt: skip
+            does = (
+                "pre-trained on the subject's own labelled frames, not IEMOCAP"
+                if value == "subject"
+                else does
+            )
         elif value:
             continue
         out.append(f"{_GROUP[section]}: {does} (no {what}: {_key(section, field)})")

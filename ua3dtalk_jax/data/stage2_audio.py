@@ -16,7 +16,7 @@ from ua3dtalk_jax.data.subject import Subject
 
 
 def trained_on(data_cfg, audio_cfg) -> str:
-    """"deepspeech (aud_ds.npy, windows [16, 29])": what a resolved config was trained on."""
+    """ "deepspeech (aud_ds.npy, windows [16, 29])": what a resolved config was trained on."""
     return precomputed.describe(data_cfg.audio_feature, audio_cfg.steps, audio_cfg.in_dim)
 
 
@@ -30,8 +30,10 @@ def resolve_audio(data_cfg, audio_cfg, subject: Subject) -> str:
     """
     data_cfg.audio_feature = subject.audio_kind
     audio_cfg.steps, audio_cfg.in_dim = int(subject.audio_window), int(subject.audio_dim)
-    return (f"stage 2 audio: {trained_on(data_cfg, audio_cfg)} for {len(subject.audio)} frames; "
-            "stage 1 reads aud.wav")  # fmt: skip
+    return (
+        f"stage 2 audio: {trained_on(data_cfg, audio_cfg)} for {len(subject.audio)} frames; "
+        "stage 1 reads aud.wav"
+    )
 
 
 def match_subject(data_cfg, audio_cfg, subject: Subject) -> None:
@@ -72,5 +74,6 @@ def open_for_model(path: str, data_cfg, audio_cfg) -> Subject:
     if got != (audio_cfg.steps, audio_cfg.in_dim):
         raise ValueError(
             f"{subject.path}: its {subject.audio_source} has windows [{got[0]}, {got[1]}], but the "
-            f"model was trained on {want}")  # fmt: skip
+            f"model was trained on {want}"
+        )
     return subject

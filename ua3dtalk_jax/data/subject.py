@@ -63,10 +63,29 @@ MAX_AV_MISMATCH_S = 1.0  # beyond this an audio/video length difference is an er
 AU25_CLIP_PERCENTILE = 95
 
 FRAME_KEYS = (
-    "image", "viewmat", "K", "aud", "au_exp", "blink", "au25",
-    "face_mask", "mouth_mask", "hair_mask", "head_mask", "neck_mask", "torso_mask", "teeth_mask",
-    "background", "lips_rect", "mouth_open", "emotion", "intensity", "exp", "landmarks", "index",
-)  # fmt: skip
+    "image",
+    "viewmat",
+    "K",
+    "aud",
+    "au_exp",
+    "blink",
+    "au25",
+    "face_mask",
+    "mouth_mask",
+    "hair_mask",
+    "head_mask",
+    "neck_mask",
+    "torso_mask",
+    "teeth_mask",
+    "background",
+    "lips_rect",
+    "mouth_open",
+    "emotion",
+    "intensity",
+    "exp",
+    "landmarks",
+    "index",
+)
 _MASK_KEYS = frozenset(k for k in FRAME_KEYS if k.endswith("_mask"))
 
 
@@ -391,7 +410,8 @@ class Subject:
                 raise FileNotFoundError(
                     f"{self._p(name)}: missing; data.audio_feature={kind} reads it (auto picks "
                     f"whichever of {', '.join(precomputed.FILES.values())} exists, else mel "
-                    "from aud.wav)")  # fmt: skip
+                    "from aud.wav)"
+                )
             feats = precomputed.load_windows(self._p(name), kind)
             self._check_av(self._p(name), len(feats) / self.fps, need)
         else:

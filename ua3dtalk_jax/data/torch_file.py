@@ -84,12 +84,33 @@ MAX_HEADER_BYTES = 16 << 20
 MAX_EXPANSION = 4
 EXPANSION_FLOOR = 1 << 20
 
-_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
-              "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}  # fmt: skip
+_ST_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
 _ST_DETECT_MAX = 100 << 20  # the safetensors format's own limit on the JSON header
-_MALFORMED = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, TypeError,
-              ValueError, AttributeError, OverflowError, NotImplementedError, struct.error,
-              zipfile.BadZipFile)  # fmt: skip
+_MALFORMED = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+    NotImplementedError,
+    struct.error,
+    zipfile.BadZipFile,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,9 +161,11 @@ def _zip_range(zf: zipfile.ZipFile, name: str, s: Storage, rng: tuple, order: st
         raise Refused(f"storage {s.key} is not in the archive") from None
     dtype = np.dtype(DTYPES[s.type_name]).newbyteorder(order)
     if info.file_size != s.numel * dtype.itemsize:  # checked before inflating anything
-        raise Refused(f"storage {s.key} is {info.file_size} bytes in the archive, but its pickle "
-                      f"declares {s.numel} {s.type_name} elements "
-                      f"({s.numel * dtype.itemsize} bytes)")  # fmt: skip
+        raise Refused(
+            f"storage {s.key} is {info.file_size} bytes in the archive, but its pickle "
+            f"declares {s.numel} {s.type_name} elements "
+            f"({s.numel * dtype.itemsize} bytes)"
+        )
     lo, hi = rng
     with zf.open(info) as fh:
         fh.seek(lo * dtype.itemsize)  # (a compressed member inflates up to there, in chunks)
@@ -200,8 +223,10 @@ def _legacy_storage(fh, size: int, key: str, storages, views, rng, arrays) -> No
     itemsize = np.dtype(DTYPES[type_name]).itemsize
     start, left = fh.tell(), size - fh.tell()
     if not 0 <= count * itemsize <= left:
-        raise Refused(f"storage {key} declares {count} elements ({count * itemsize} bytes) but "
-                      f"{left} bytes remain: truncated or corrupt")  # fmt: skip
+        raise Refused(
+            f"storage {key} declares {count} elements ({count * itemsize} bytes) but "
+            f"{left} bytes remain: truncated or corrupt"
+        )
     if count != numel:
         raise Refused(f"storage {key} holds {count} elements in the file, {numel} in its pickle")
     if rng is not None:
@@ -214,8 +239,13 @@ def _legacy_storage(fh, size: int, key: str, storages, views, rng, arrays) -> No
     fh.seek(start + count * itemsize)
 
 
-def read_torch_file(path: str, *, max_elements: int = MAX_ELEMENTS,
-                    max_inflated: int = MAX_INFLATED, max_depth: int = MAX_DEPTH):  # fmt: skip
+def read_torch_file(
+    path: str,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    max_inflated: int = MAX_INFLATED,
+    max_depth: int = MAX_DEPTH,
+):
     """The object `torch.save` wrote to `path` (zip or legacy format), tensors as numpy arrays.
 
     Args:
@@ -244,8 +274,9 @@ def read_torch_file(path: str, *, max_elements: int = MAX_ELEMENTS,
         raise ValueError(f"{path}: unreadable torch file ({e})") from None
 
 
-def read_safetensors(path: str, *, max_elements: int = MAX_ELEMENTS,
-                     max_inflated: int = MAX_INFLATED) -> dict[str, np.ndarray]:  # fmt: skip
+def read_safetensors(
+    path: str, *, max_elements: int = MAX_ELEMENTS, max_inflated: int = MAX_INFLATED
+) -> dict[str, np.ndarray]:
     """{name: numpy array} of a safetensors file (bfloat16 as float32), in header order.
 
     Args:
@@ -305,13 +336,19 @@ def _st_entries(header, data_size: int) -> list[tuple]:
             raise Refused(f"unsupported safetensors dtype {short(code)} of {name}")
         if not isinstance(shape, list) or not all(map(is_count, shape)):
             raise Refused(f"{name}: shape {short(shape)} is not a list of sizes")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(is_count, offsets))
-                and offsets[0] <= offsets[1] <= data_size):  # fmt: skip
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(map(is_count, offsets))
+            and offsets[0] <= offsets[1] <= data_size
+        ):
             raise Refused(f"{name} lies outside the file's data ({short(offsets)}, {data_size} B)")
         nbytes = math.prod(shape) * np.dtype(_ST_DTYPES[code]).itemsize
         if offsets[1] - offsets[0] != nbytes:
-            raise Refused(f"{name}: {shape} {code} is {nbytes} bytes, its data_offsets span "
-                          f"{offsets[1] - offsets[0]}")  # fmt: skip
+            raise Refused(
+                f"{name}: {shape} {code} is {nbytes} bytes, its data_offsets span "
+                f"{offsets[1] - offsets[0]}"
+            )
         entries.append((name, code, tuple(shape), *offsets))
     spans = sorted((a, b, name) for name, _, _, a, b in entries)
     for (_, end, first), (start, _, second) in itertools.pairwise(spans):
@@ -320,8 +357,13 @@ def _st_entries(header, data_size: int) -> list[tuple]:
     return entries
 
 
-def read_checkpoint(path: str, *, max_elements: int = MAX_ELEMENTS,
-                    max_inflated: int = MAX_INFLATED, max_depth: int = MAX_DEPTH):  # fmt: skip
+def read_checkpoint(
+    path: str,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    max_inflated: int = MAX_INFLATED,
+    max_depth: int = MAX_DEPTH,
+):
     """A weights file's object, tensors as numpy: safetensors, torch zip or legacy torch.
 
     Args:
@@ -333,13 +375,18 @@ def read_checkpoint(path: str, *, max_elements: int = MAX_ELEMENTS,
     _require_file(path)
     if not zipfile.is_zipfile(path) and _is_safetensors(path):
         return read_safetensors(path, max_elements=max_elements, max_inflated=max_inflated)
-    return read_torch_file(path, max_elements=max_elements, max_inflated=max_inflated,
-                           max_depth=max_depth)  # fmt: skip
+    return read_torch_file(
+        path, max_elements=max_elements, max_inflated=max_inflated, max_depth=max_depth
+    )
 
 
-def read_state_dict(path: str, *, max_elements: int = MAX_ELEMENTS,
-                    max_inflated: int = MAX_INFLATED,
-                    max_depth: int = MAX_DEPTH) -> dict[str, np.ndarray]:  # fmt: skip
+def read_state_dict(
+    path: str,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    max_inflated: int = MAX_INFLATED,
+    max_depth: int = MAX_DEPTH,
+) -> dict[str, np.ndarray]:
     """{key: array} of a weights file: a bare state dict or the "state_dict" of a checkpoint.
 
     Args:
@@ -348,8 +395,9 @@ def read_state_dict(path: str, *, max_elements: int = MAX_ELEMENTS,
     Returns:
       {key: array}; a tensor under two keys (tied weights) is one array.
     """
-    obj = read_checkpoint(path, max_elements=max_elements, max_inflated=max_inflated,
-                          max_depth=max_depth)  # fmt: skip
+    obj = read_checkpoint(
+        path, max_elements=max_elements, max_inflated=max_inflated, max_depth=max_depth
+    )
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: holds a {type(sd).__name__}, not a state dict")

@@ -39,10 +39,19 @@ import reprlib
 import numpy as np
 
 # torch storage type → numpy dtype of its little-endian bytes; bf16 is read as uint16 and widened.
-DTYPES = {"DoubleStorage": "<f8", "FloatStorage": "<f4", "HalfStorage": "<f2",
-          "BFloat16Storage": "<u2", "LongStorage": "<i8", "IntStorage": "<i4",
-          "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
-          "UntypedStorage": "u1"}  # fmt: skip
+DTYPES = {
+    "DoubleStorage": "<f8",
+    "FloatStorage": "<f4",
+    "HalfStorage": "<f2",
+    "BFloat16Storage": "<u2",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+    "UntypedStorage": "u1",
+}
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
@@ -81,8 +90,10 @@ def _rebuild_tensor(storage, offset, size, stride, *_requires_grad_hooks_metadat
         raise Refused(f"a tensor on a {type(storage).__name__}, not a storage")
     ok = isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))
     if not ok or len(size) != len(stride) or not all(map(is_count, (offset, *size, *stride))):
-        raise Refused(f"a tensor of offset {short(offset)}, size {short(size)}, stride "
-                      f"{short(stride)}: not counts of one rank")  # fmt: skip
+        raise Refused(
+            f"a tensor of offset {short(offset)}, size {short(size)}, stride "
+            f"{short(stride)}: not counts of one rank"
+        )
     return Tensor(storage, offset, tuple(size), tuple(stride))
 
 
@@ -121,8 +132,10 @@ class Unpickler(pickle._Unpickler):
             return collections.OrderedDict
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
             return _rebuild_tensor
-        if module == "torch._utils" and name in ("_rebuild_parameter",
-                                                 "_rebuild_parameter_with_state"):  # fmt: skip
+        if module == "torch._utils" and name in (
+            "_rebuild_parameter",
+            "_rebuild_parameter_with_state",
+        ):
             return lambda data, *_: data
         if module == "torch" and name in DTYPES:
             return name
@@ -231,8 +244,9 @@ def plan(tensors: list[Tensor], limits, inflated: int) -> tuple[dict, dict]:
         views.setdefault(t.storage.key, {}).setdefault(_view_key(t), t)
     total = sum(math.prod(t.size) for vs in views.values() for t in vs.values())
     if total > limits.max_elements:
-        raise Refused(f"its tensors hold {total} elements, more than max_elements="
-                      f"{limits.max_elements}")  # fmt: skip
+        raise Refused(
+            f"its tensors hold {total} elements, more than max_elements={limits.max_elements}"
+        )
     ranges, need = {}, inflated
     for key, vs in views.items():
         lo, hi = math.inf, 0
@@ -249,12 +263,16 @@ def plan(tensors: list[Tensor], limits, inflated: int) -> tuple[dict, dict]:
             need += hi * np.dtype(DTYPES[next(iter(vs.values())).storage.type_name]).itemsize
     stored = sum(hi - lo for lo, hi in ranges.values())
     if total > limits.max_expansion * stored + limits.expansion_floor:
-        raise Refused(f"its tensors would hold {total} elements made from {stored} stored ones: "
-                      f"views that overlap (zero strides, repeated offsets) may expand a file "
-                      f"at most {limits.max_expansion}× (+{limits.expansion_floor})")  # fmt: skip
+        raise Refused(
+            f"its tensors would hold {total} elements made from {stored} stored ones: "
+            f"views that overlap (zero strides, repeated offsets) may expand a file "
+            f"at most {limits.max_expansion}× (+{limits.expansion_floor})"
+        )
     if need > limits.max_inflated:
-        raise Refused(f"reading its tensors takes {need} bytes out of the file, more than "
-                      f"max_inflated={limits.max_inflated}")  # fmt: skip
+        raise Refused(
+            f"reading its tensors takes {need} bytes out of the file, more than "
+            f"max_inflated={limits.max_inflated}"
+        )
     return views, ranges
 
 

@@ -73,8 +73,9 @@ def _paint(rgb, src_rgb, mask, head, length, push_down, per_px) -> np.ndarray:
     return painted
 
 
-def torso_rgba(rgb: np.ndarray, alpha: np.ndarray, head: np.ndarray, neck: np.ndarray,
-               torso: np.ndarray) -> np.ndarray:  # fmt: skip
+def torso_rgba(
+    rgb: np.ndarray, alpha: np.ndarray, head: np.ndarray, neck: np.ndarray, torso: np.ndarray
+) -> np.ndarray:
     """The torso_imgs frame: the person outside the head, the neck continued under the chin.
 
     Args:

@@ -39,8 +39,21 @@ CONFIGURATIONS = {  # Table 2 row → (prior, emotion, uncertainty)
 }
 SLUGS = {"Baseline": "baseline", "+P": "p", "+E": "e", "+P+U": "p_u", "+P+E+U": "p_e_u"}
 SHARED_STAGE1 = "stage1_shared"
-COLUMNS = ("configuration", "P", "E", "U", "LMD", "PSNR", "LPIPS", "SSIM", "Sync-C",
-           EFD_OWN, "Sync-C (own)", "Emo-acc", EMO_SUBJECT)  # fmt: skip
+COLUMNS = (
+    "configuration",
+    "P",
+    "E",
+    "U",
+    "LMD",
+    "PSNR",
+    "LPIPS",
+    "SSIM",
+    "Sync-C",
+    EFD_OWN,
+    "Sync-C (own)",
+    "Emo-acc",
+    EMO_SUBJECT,
+)
 
 
 def ablation_config(base, name: str):
@@ -77,8 +90,9 @@ def _stage1_config(workdir: str) -> dict:
     return {**saved["stage1"], "seed": saved["seed"]}
 
 
-def shared_stage1(train, base, subject_path: str, root: str, stage1_from: str | None,
-                  log=print) -> str | None:  # fmt: skip
+def shared_stage1(
+    train, base, subject_path: str, root: str, stage1_from: str | None, log=print
+) -> str | None:
     """The workdir whose stage-1 checkpoint every configuration copies (trained here with
     `train`, `train.run.train`'s signature, if needed); None when stage 2 reads the subject's
     precomputed features (`stage1.features.source`)."""
@@ -88,7 +102,8 @@ def shared_stage1(train, base, subject_path: str, root: str, stage1_from: str | 
     src = stage1_from or os.path.join(root, SHARED_STAGE1)
     if stage1_from and not Workdir(src).has_stage1():
         raise FileNotFoundError(
-            f"--stage1_from={stage1_from}: no stage-1 checkpoint in {Workdir(src).stage1_dir}")
+            f"--stage1_from={stage1_from}: no stage-1 checkpoint in {Workdir(src).stage1_dir}"
+        )
     if not stage1_from:
         log(f"ablation: stage 1 (shared by all configurations) in {src}")
         train(ablation_config(base, "+P+E+U"), subject_path, src, "1", log=log)
@@ -112,9 +127,19 @@ def _finished(workdir: str, split: str) -> dict | None:
     return row if all(c in row for c in COLUMNS[4:]) else None
 
 
-def run_configuration(train, cfg, name: str, subject_path: str, root: str,
-                      stage1_src: str | None, *, split: str = "val", syncnet_weights=None,
-                      max_frames=None, log=print) -> dict:  # fmt: skip
+def run_configuration(
+    train,
+    cfg,
+    name: str,
+    subject_path: str,
+    root: str,
+    stage1_src: str | None,
+    *,
+    split: str = "val",
+    syncnet_weights=None,
+    max_frames=None,
+    log=print,
+) -> dict:
     """Trains (or resumes, with `train`: `train.run.train`'s signature) and evaluates one
     configuration; returns its table row."""
     from ua3dtalk_jax.eval.evaluation import evaluate
@@ -130,20 +155,41 @@ def run_configuration(train, cfg, name: str, subject_path: str, root: str,
             log(f"ablation {name}: training stage 2 in {wd}")
             train(cfg, subject_path, wd, "all", log=log)
         log(f"ablation {name}: evaluating")
-        row = evaluate(wd, subject_path, split=split, syncnet_weights=syncnet_weights,
-                       max_frames=max_frames, log=log)["rows"][0]  # fmt: skip
+        row = evaluate(
+            wd,
+            subject_path,
+            split=split,
+            syncnet_weights=syncnet_weights,
+            max_frames=max_frames,
+            log=log,
+        )["rows"][0]
     else:
         log(f"ablation {name}: finished and evaluated in {wd}, not rerun")
     p, e, u = CONFIGURATIONS[name]
-    out = {"configuration": name, "P": "✓" if p else "", "E": "✓" if e else "",
-           "U": "✓" if u else "", "workdir": wd}  # fmt: skip
+    out = {
+        "configuration": name,
+        "P": "✓" if p else "",
+        "E": "✓" if e else "",
+        "U": "✓" if u else "",
+        "workdir": wd,
+    }
     out.update({c: row.get(c) for c in COLUMNS[4:]})
     return out
 
 
-def run_ablation(train, base, subject_path: str, root: str, names=None, *, stage1_from=None,
-                 split: str = "val", syncnet_weights=None, max_frames=None,
-                 log=print) -> dict:  # fmt: skip
+def run_ablation(
+    train,
+    base,
+    subject_path: str,
+    root: str,
+    names=None,
+    *,
+    stage1_from=None,
+    split: str = "val",
+    syncnet_weights=None,
+    max_frames=None,
+    log=print,
+) -> dict:
     """Trains (with `train`, `train.run.train`'s signature) and evaluates the configurations
     `names` (default all five) under `root`.
 
@@ -158,8 +204,9 @@ def run_ablation(train, base, subject_path: str, root: str, names=None, *, stage
     base = copy.deepcopy(base)  # every row: the subject's audio kind, stage 1's pretrained parts
     subject = Subject.open(subject_path, audio_feature=base.data.audio_feature)
     log(resolve_audio(base.data, base.model.audio, subject))
-    pretrained.resolve(base.stage1, trains_stage1=stage1_from is None
-                       and feature_source(base) == "stage1")  # fmt: skip
+    pretrained.resolve(
+        base.stage1, trains_stage1=stage1_from is None and feature_source(base) == "stage1"
+    )
     os.makedirs(root, exist_ok=True)
     src = shared_stage1(train, base, subject_path, root, stage1_from, log)
     rows = []

@@ -35,25 +35,59 @@ import numpy as np
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 # Dataset emotion names (MEAD's 8 and common synonyms) → FER class; contempt has no FER class.
 EMOTION_TO_FER = {
-    "angry": "angry", "anger": "angry", "disgusted": "disgust", "disgust": "disgust",
-    "fear": "fear", "fearful": "fear", "happy": "happy", "happiness": "happy", "sad": "sad",
-    "sadness": "sad", "surprised": "surprise", "surprise": "surprise", "neutral": "neutral",
+    "angry": "angry",
+    "anger": "angry",
+    "disgusted": "disgust",
+    "disgust": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "happy": "happy",
+    "happiness": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "surprised": "surprise",
+    "surprise": "surprise",
+    "neutral": "neutral",
     "contempt": None,
-}  # fmt: skip
+}
 INPUT_SIZE = 64
 FACE_PADDING = 40  # fer.fer.PADDING
 FACE_OFFSETS = (10, 10)  # fer's default offsets (x, y)
 BN_EPS = 1e-3  # Keras BatchNormalization epsilon stored in the model config
 BLOCKS = (  # (sepconv a, BN a, sepconv b, BN b, skip conv, skip BN) Keras layer names per block
-    ("separable_conv2d_1", "batch_normalization_4", "separable_conv2d_2", "batch_normalization_5",
-     "conv2d_3", "batch_normalization_3"),
-    ("separable_conv2d_3", "batch_normalization_7", "separable_conv2d_4", "batch_normalization_8",
-     "conv2d_4", "batch_normalization_6"),
-    ("separable_conv2d_5", "batch_normalization_10", "separable_conv2d_6", "batch_normalization_11",
-     "conv2d_5", "batch_normalization_9"),
-    ("separable_conv2d_7", "batch_normalization_13", "separable_conv2d_8", "batch_normalization_14",
-     "conv2d_6", "batch_normalization_12"),
-)  # fmt: skip
+    (
+        "separable_conv2d_1",
+        "batch_normalization_4",
+        "separable_conv2d_2",
+        "batch_normalization_5",
+        "conv2d_3",
+        "batch_normalization_3",
+    ),
+    (
+        "separable_conv2d_3",
+        "batch_normalization_7",
+        "separable_conv2d_4",
+        "batch_normalization_8",
+        "conv2d_4",
+        "batch_normalization_6",
+    ),
+    (
+        "separable_conv2d_5",
+        "batch_normalization_10",
+        "separable_conv2d_6",
+        "batch_normalization_11",
+        "conv2d_5",
+        "batch_normalization_9",
+    ),
+    (
+        "separable_conv2d_7",
+        "batch_normalization_13",
+        "separable_conv2d_8",
+        "batch_normalization_14",
+        "conv2d_6",
+        "batch_normalization_12",
+    ),
+)
 
 
 def model_path() -> str:
@@ -90,9 +124,13 @@ def load_params(path: str | None = None) -> dict[str, dict[str, np.ndarray]]:
 
 def _conv(x, kernel, stride=1, padding="SAME", groups=1):
     return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        x,
+        kernel,
+        (stride, stride),
+        padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups,
-    )  # fmt: skip
+    )
 
 
 def _bn(x, p):
@@ -217,8 +255,9 @@ def emotion_accuracy(
       "agreement": fraction where both predict the same class}}; NaN-prob frames are skipped.
     """
     pr, pt = np.asarray(rendered_probs), np.asarray(real_probs)
-    target = np.array([FER_CLASSES.index(c) if (c := EMOTION_TO_FER.get(lbl.lower())) else -1
-                       for lbl in labels])  # fmt: skip
+    target = np.array(
+        [FER_CLASSES.index(c) if (c := EMOTION_TO_FER.get(lbl.lower())) else -1 for lbl in labels]
+    )
     ok = (target >= 0) & np.isfinite(pr).all(1) & np.isfinite(pt).all(1)
     yr, yt = pr.argmax(1), pt.argmax(1)
     out = {}
@@ -234,8 +273,13 @@ def emotion_accuracy(
     return out
 
 
-def heldout_accuracy(rendered: np.ndarray, real: np.ndarray, fallback_boxes: np.ndarray | None,
-                     labels: Sequence[str], notes: list) -> dict:  # fmt: skip
+def heldout_accuracy(
+    rendered: np.ndarray,
+    real: np.ndarray,
+    fallback_boxes: np.ndarray | None,
+    labels: Sequence[str],
+    notes: list,
+) -> dict:
     """fer accuracy per emotion of rendered and real frames, on the same face box in both.
 
     Args:
@@ -263,8 +307,9 @@ def heldout_accuracy(rendered: np.ndarray, real: np.ndarray, fallback_boxes: np.
     if not ok:
         notes.append("Emo-acc: no face box in any real frame")
         return {}
-    probs = {k: np.full((len(boxes), len(FER_CLASSES)), np.nan, np.float32)
-             for k in ("rendered", "real")}  # fmt: skip
+    probs = {
+        k: np.full((len(boxes), len(FER_CLASSES)), np.nan, np.float32) for k in ("rendered", "real")
+    }
     for k, frames in (("rendered", rendered), ("real", real)):
         probs[k][ok] = frame_probs(frames[ok], [boxes[i] for i in ok])
     return emotion_accuracy(probs["rendered"], probs["real"], labels)

@@ -94,8 +94,13 @@ def fit_logistic(z: np.ndarray, y: np.ndarray, n_classes: int, l2: float = L2):
         g = (np.exp(logp) - onehot) * w[:, None]
         return loss, np.concatenate([(g.T @ z + l2 * W).ravel(), g.sum(0)])
 
-    res = scipy.optimize.minimize(loss_grad, np.zeros(n_classes * (d + 1)), jac=True,
-                                  method="L-BFGS-B", options={"maxiter": MAX_ITER})  # fmt: skip
+    res = scipy.optimize.minimize(
+        loss_grad,
+        np.zeros(n_classes * (d + 1)),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": MAX_ITER},
+    )
     return res.x[: n_classes * d].reshape(n_classes, d), res.x[n_classes * d :]
 
 
@@ -119,8 +124,9 @@ class EmotionClassifier:
     cv_accuracy: float  # leave-one-clip-out accuracy (NaN when no two clips share an emotion)
 
     @classmethod
-    def fit(cls, landmarks: np.ndarray, labels: np.ndarray, *, dim: int = FEATURE_DIM,
-            l2: float = L2) -> EmotionClassifier:  # fmt: skip
+    def fit(
+        cls, landmarks: np.ndarray, labels: np.ndarray, *, dim: int = FEATURE_DIM, l2: float = L2
+    ) -> EmotionClassifier:
         """Fits on training frames.
 
         Args:
@@ -136,8 +142,10 @@ class EmotionClassifier:
         present = np.unique(labels)
         if len(present) < 2:
             names = [EMOTIONS[c] for c in present]
-            raise NotAvailable(f"the training frames show {len(present)} emotion ({names}); "
-                               "a classifier needs at least two")  # fmt: skip
+            raise NotAvailable(
+                f"the training frames show {len(present)} emotion ({names}); "
+                "a classifier needs at least two"
+            )
         if len(labels) <= dim:
             raise NotAvailable(f"{len(labels)} labelled training frames with a face, need > {dim}")
         y = np.searchsorted(present, labels)
@@ -200,10 +208,18 @@ def _training_mesh(subject, frames: np.ndarray, log) -> tuple[np.ndarray, np.nda
         lm[~found] = np.nan
         return lm
 
-    params = {"version": CACHE_VERSION, "frames": [int(i) for i in frames],
-              "img_ids": [int(i) for i in subject.img_ids[frames]]}  # fmt: skip
-    lm = cached_array(subject.path, CACHE_NAME, params, compute,
-                      source=os.path.join(subject.path, layout.TRANSFORMS["train"]))  # fmt: skip
+    params = {
+        "version": CACHE_VERSION,
+        "frames": [int(i) for i in frames],
+        "img_ids": [int(i) for i in subject.img_ids[frames]],
+    }
+    lm = cached_array(
+        subject.path,
+        CACHE_NAME,
+        params,
+        compute,
+        source=os.path.join(subject.path, layout.TRANSFORMS["train"]),
+    )
     found = np.isfinite(lm).all(axis=(1, 2))
     return lm, found
 
@@ -227,8 +243,10 @@ def fit_subject(subject, log=print, *, max_frames: int = MAX_FIT_FRAMES) -> Emot
         raise NotAvailable(f"the subject's training frames have no emotion labels ({where})")
     labels = subject.emotion[subject.img_ids[frames]]
     if len(np.unique(labels)) < 2:  # before any face is detected
-        raise NotAvailable(f"the training frames show one emotion ({EMOTIONS[labels[0]]}); "
-                           "a classifier needs at least two")  # fmt: skip
+        raise NotAvailable(
+            f"the training frames show one emotion ({EMOTIONS[labels[0]]}); "
+            "a classifier needs at least two"
+        )
     lm, found = _training_mesh(subject, frames, log)
     if not found.any():
         raise NotAvailable(f"no MediaPipe face in any of {len(frames)} training frames")
@@ -286,13 +304,21 @@ def heldout_accuracy(fr, subject, notes: list, log=print) -> dict:
         acc[k] = accuracy(clf.predict(lm, found), labels, clf.classes)
         missing[k] = int((~found[labels >= 0]).sum())
         if missing[k]:
-            notes.append(f"{NAME}: no MediaPipe face in {missing[k]} labelled {k} frames "
-                         "(counted as wrong)")  # fmt: skip
+            notes.append(
+                f"{NAME}: no MediaPipe face in {missing[k]} labelled {k} frames (counted as wrong)"
+            )
     unknown = sorted({EMOTIONS[c] for c in labels[labels >= 0]} - set(clf.classes))
     if unknown:
         notes.append(f"{NAME}: held-out frames of {unknown} left out (no such training frames)")
-    table = {name: {"n": a["n"], "rendered": a["accuracy"], "real": acc["real"][name]["accuracy"]}
-             for name, a in acc["rendered"].items()}  # fmt: skip
-    summary = {"classes": list(clf.classes), "fit_frames": clf.n_fit,
-               "cv_accuracy": clf.cv_accuracy, "feature_dim": FEATURE_DIM, "l2": L2}  # fmt: skip
+    table = {
+        name: {"n": a["n"], "rendered": a["accuracy"], "real": acc["real"][name]["accuracy"]}
+        for name, a in acc["rendered"].items()
+    }
+    summary = {
+        "classes": list(clf.classes),
+        "fit_frames": clf.n_fit,
+        "cv_accuracy": clf.cv_accuracy,
+        "feature_dim": FEATURE_DIM,
+        "l2": L2,
+    }
     return {"accuracy": table, "classifier": summary, "faces_missing": missing}

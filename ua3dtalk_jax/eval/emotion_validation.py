@@ -35,8 +35,17 @@ from ua3dtalk_jax.eval.expression_coeffs import mesh_landmarks
 from ua3dtalk_jax.types import EMOTIONS
 
 STRENGTHS = (0.25, 0.5, 0.75)  # the generator's partial emotions: between neutral and own
-COLUMNS = ("source", "shown", "frames", es.NAME, "p(label)", "acc (label≠X)", "p(label≠X)",
-           "reads X", "no face")  # fmt: skip
+COLUMNS = (
+    "source",
+    "shown",
+    "frames",
+    es.NAME,
+    "p(label)",
+    "acc (label≠X)",
+    "p(label≠X)",
+    "reads X",
+    "no face",
+)
 
 
 def label_probs(clf, lm: np.ndarray, found: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -55,8 +64,14 @@ def label_probs(clf, lm: np.ndarray, found: np.ndarray, labels: np.ndarray) -> n
     return out
 
 
-def score_row(clf, frames: np.ndarray, labels: np.ndarray, source: str, shown: str | None,
-              name: str | None = None) -> dict:  # fmt: skip
+def score_row(
+    clf,
+    frames: np.ndarray,
+    labels: np.ndarray,
+    source: str,
+    shown: str | None,
+    name: str | None = None,
+) -> dict:
     """One validation row: frames (N, H, W, 3) uint8 with labels (N,) EMOTIONS index, rendered
     showing emotion `shown` (None: their own; `name` the row's "shown" cell). The label≠X columns
     are over the frames whose label is not X: the ones `shown` makes wrong."""
@@ -64,11 +79,17 @@ def score_row(clf, frames: np.ndarray, labels: np.ndarray, source: str, shown: s
     pred = clf.predict(lm, found)
     p = label_probs(clf, lm, found, labels)
     acc = es.accuracy(pred, labels, clf.classes)["all"]
-    row = {"source": source, "shown": name or shown or "own", "frames": acc["n"],
-           es.NAME: acc["accuracy"],
-           "p(label)": float(np.nanmean(p)) if np.isfinite(p).any() else None,
-           "acc (label≠X)": None, "p(label≠X)": None, "reads X": None,
-           "no face": int((~found).sum())}  # fmt: skip
+    row = {
+        "source": source,
+        "shown": name or shown or "own",
+        "frames": acc["n"],
+        es.NAME: acc["accuracy"],
+        "p(label)": float(np.nanmean(p)) if np.isfinite(p).any() else None,
+        "acc (label≠X)": None,
+        "p(label≠X)": None,
+        "reads X": None,
+        "no face": int((~found).sum()),
+    }
     if shown is not None:
         x = EMOTIONS.index(shown)
         other = (labels >= 0) & (labels != x) & np.isfinite(p)
@@ -83,8 +104,7 @@ def _labels(subject, index: np.ndarray) -> np.ndarray:
     return subject.emotion[subject.img_ids[index]].astype(np.int64)
 
 
-def generator_rows(clf, subject, index: np.ndarray, shown, strengths=(),
-                   log=print) -> list[dict]:  # fmt: skip
+def generator_rows(clf, subject, index: np.ndarray, shown, strengths=(), log=print) -> list[dict]:
     """Rows of the generator's re-rendered held-out frames: unchanged, with their own emotion at
     each of `strengths` (0.5: half-way to neutral), then showing each emotion of `shown`."""
     from ua3dtalk_jax.data.synthetic import counterfactual
@@ -99,8 +119,9 @@ def generator_rows(clf, subject, index: np.ndarray, shown, strengths=(),
     return rows
 
 
-def model_rows(clf, workdir: str, subject_path: str, index: np.ndarray, shown,
-               log=print) -> list[dict]:  # fmt: skip
+def model_rows(
+    clf, workdir: str, subject_path: str, index: np.ndarray, shown, log=print
+) -> list[dict]:
     """Rows of a trained workdir's renders: audio-driven, then with each `--emotion` of `shown`."""
     from ua3dtalk_jax.eval.evaluation import render_split
     from ua3dtalk_jax.head.workdir import Workdir
@@ -117,8 +138,15 @@ def model_rows(clf, workdir: str, subject_path: str, index: np.ndarray, shown,
     return rows
 
 
-def validate(subject_path: str, *, workdir: str | None = None, shown=EMOTIONS,
-             strengths=STRENGTHS, max_frames: int | None = None, log=print) -> dict:  # fmt: skip
+def validate(
+    subject_path: str,
+    *,
+    workdir: str | None = None,
+    shown=EMOTIONS,
+    strengths=STRENGTHS,
+    max_frames: int | None = None,
+    log=print,
+) -> dict:
     """Scores the subject's held-out frames and the frames of known emotion (module docstring).
 
     Args:
@@ -152,8 +180,11 @@ def validate(subject_path: str, *, workdir: str | None = None, shown=EMOTIONS,
         rows += generator_rows(clf, subject, index, shown, strengths, log)
     if workdir is not None:
         rows += model_rows(clf, workdir, subject_path, index, shown, log)
-    summary = {"classes": list(clf.classes), "fit_frames": clf.n_fit,
-               "cv_accuracy": clf.cv_accuracy}  # fmt: skip
+    summary = {
+        "classes": list(clf.classes),
+        "fit_frames": clf.n_fit,
+        "cv_accuracy": clf.cv_accuracy,
+    }
     held = {EMOTIONS[c] for c in _labels(subject, index) if c >= 0}
     unknown = sorted(held - set(clf.classes))
     notes = []

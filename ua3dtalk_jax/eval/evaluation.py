@@ -40,8 +40,21 @@ from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.types import EMOTIONS
 
 NOT_APPLICABLE = "—"  # a ground-truth cell of a metric that compares against the ground truth
-COLUMNS = ("source", "frames", "PSNR", "SSIM", "LPIPS", "LMD", EFD_OWN, "Sync-C", "Sync-D",
-           "Sync-C (own)", "Sync-D (own)", "Emo-acc", EMO_SUBJECT)  # fmt: skip
+COLUMNS = (
+    "source",
+    "frames",
+    "PSNR",
+    "SSIM",
+    "LPIPS",
+    "LMD",
+    EFD_OWN,
+    "Sync-C",
+    "Sync-D",
+    "Sync-C (own)",
+    "Sync-D (own)",
+    "Emo-acc",
+    EMO_SUBJECT,
+)
 SYNCNET_FPS = 25.0  # syncnet_python converts every video to 25 fps
 AUDIO_RATE = 16000
 
@@ -59,8 +72,9 @@ class HeldoutFrames:
     fps: float
 
 
-def render_split(cfg, heads, subject, features, split: str = "val",
-                 max_frames: int | None = None) -> HeldoutFrames:  # fmt: skip
+def render_split(
+    cfg, heads, subject, features, split: str = "val", max_frames: int | None = None
+) -> HeldoutFrames:
     """Renders a split (its first `max_frames` frames) with `evaluate_heldout`; reads the real ones."""
     idx = np.asarray(subject.split(split))
     if max_frames is not None:
@@ -81,11 +95,14 @@ def render_split(cfg, heads, subject, features, split: str = "val",
     idx = np.asarray(sorted(rendered), np.int64)
     real = [subject.frame(int(i), keys=("image", "landmarks", "emotion")) for i in idx]
     return HeldoutFrames(
-        index=idx, rendered=np.stack([rendered[int(i)] for i in idx]),
-        real=np.stack([r["image"] for r in real]), landmarks=np.stack([r["landmarks"] for r in real]),
+        index=idx,
+        rendered=np.stack([rendered[int(i)] for i in idx]),
+        real=np.stack([r["image"] for r in real]),
+        landmarks=np.stack([r["landmarks"] for r in real]),
         emotions=[EMOTIONS[int(r["emotion"])] if r["emotion"] >= 0 else "" for r in real],
-        image_metrics=res, fps=float(subject.fps),
-    )  # fmt: skip
+        image_metrics=res,
+        fps=float(subject.fps),
+    )
 
 
 def landmark_boxes(landmarks: np.ndarray) -> np.ndarray | None:
@@ -103,8 +120,10 @@ def _contiguous(index: np.ndarray) -> bool:
 def lmd_metric(fr: HeldoutFrames, notes: list) -> dict:
     res = lm_lib.lmd(fr.rendered, fr.real)
     if res["n_missing"]:
-        notes.append(f"LMD: no dlib face in {res['n_missing']}/{len(fr.index)} frame pairs "
-                     "(left out of the mean)")  # fmt: skip
+        notes.append(
+            f"LMD: no dlib face in {res['n_missing']}/{len(fr.index)} frame pairs "
+            "(left out of the mean)"
+        )
     return {
         "LMD": res["LMD"] if np.isfinite(res["LMD"]) else None,
         "lmd_per_frame": res["per_frame"],
@@ -125,8 +144,10 @@ def efd_metric(fr: HeldoutFrames, notes: list) -> dict:
     if len(s["rendered"]) < 2:
         notes.append(f"{EFD_OWN}: fewer than 2 rendered frames with a face")
         return {EFD_OWN: None}
-    return {EFD_OWN: metrics.expression_frechet_distance(s["rendered"], s["real"]),
-            "efd_faces": {"rendered": len(s["rendered"]), "real": len(s["real"])}}  # fmt: skip
+    return {
+        EFD_OWN: metrics.expression_frechet_distance(s["rendered"], s["real"]),
+        "efd_faces": {"rendered": len(s["rendered"]), "real": len(s["real"])},
+    }
 
 
 def _audio_of(subject, index: np.ndarray) -> np.ndarray:
@@ -179,24 +200,35 @@ def sync_own(fr: HeldoutFrames, subject, workdir: str, notes: list) -> dict:
         return {"rendered": None, "real": None}
     wd = Workdir(workdir)
     if not wd.has_stage1():
-        notes.append("Sync (own): no stage-1 SyncNet in the workdir (stage 2 was trained on the "
-                     "subject's precomputed features)")  # fmt: skip
+        notes.append(
+            "Sync (own): no stage-1 SyncNet in the workdir (stage 2 was trained on the "
+            "subject's precomputed features)"
+        )
         return {"rendered": None, "real": None}
     s1 = wd.load_stage1()
     net, params = s1.models["syncnet"], s1.params["syncnet"]
     t = int(s1.cfg.data.sync_frames)
-    face = jax.jit(lambda p, x: net.apply({"params": p}, stack_lower_halves(x / 255.0),
-                                         method=SyncNet.embed_face))  # fmt: skip
+    face = jax.jit(
+        lambda p, x: net.apply(
+            {"params": p}, stack_lower_halves(x / 255.0), method=SyncNet.embed_face
+        )
+    )
     aud = jax.jit(lambda p, m: net.apply({"params": p}, m, method=SyncNet.embed_audio))
     mel = np.transpose(subject.mel_chunks()[subject.img_ids[fr.index]], (0, 2, 1))  # (N, 80, 16)
     out = {}
     for k in ("rendered", "real"):
         crops = face_crops(getattr(fr, k), fr.landmarks, s1.cfg.data).astype(np.float32)
         try:
-            r = lse_score(lambda x: face(params, jnp.asarray(x)),
-                          lambda m: aud(params, jnp.asarray(m[:, 0])), crops, mel,
-                          n_frames=len(crops), frames_per_window=t, feats_per_frame=1,
-                          feats_per_window=1)  # fmt: skip
+            r = lse_score(
+                lambda x: face(params, jnp.asarray(x)),
+                lambda m: aud(params, jnp.asarray(m[:, 0])),
+                crops,
+                mel,
+                n_frames=len(crops),
+                frames_per_window=t,
+                feats_per_frame=1,
+                feats_per_window=1,
+            )
             out[k] = {"Sync-C (own)": r.lse_c, "Sync-D (own)": r.lse_d, "offset": r.offset}
         except ValueError as e:
             notes.append(f"Sync (own, {k}): {e}")
@@ -208,8 +240,9 @@ def emotion_metric(fr: HeldoutFrames, subject, notes: list, log=print) -> dict:
     """Emotion accuracy of rendered and real frames: fer's and the subject classifier's."""
     from ua3dtalk_jax.eval import emotion_fer, emotion_subject
 
-    fer = emotion_fer.heldout_accuracy(fr.rendered, fr.real, landmark_boxes(fr.landmarks),
-                                       fr.emotions, notes)  # fmt: skip
+    fer = emotion_fer.heldout_accuracy(
+        fr.rendered, fr.real, landmark_boxes(fr.landmarks), fr.emotions, notes
+    )
     return {"fer": fer, "subject": emotion_subject.heldout_accuracy(fr, subject, notes, log)}
 
 
@@ -242,18 +275,34 @@ def emotion_rows(fr: HeldoutFrames, acc: dict) -> list[dict]:
     """Per-emotion rows of both emotion scores (`emotion_metric`'s result); [] without labels."""
     fer, sub = acc["fer"], acc["subject"].get("accuracy", {})
     names = [n for n in sorted({e for e in fr.emotions if e}) if n in fer or n in sub]
-    cols = (("Emo-acc", fer, "rendered"), ("Emo-acc (real)", fer, "real"),
-            ("agreement", fer, "agreement"), (EMO_SUBJECT, sub, "rendered"),
-            (EMO_SUBJECT_REAL, sub, "real"))  # fmt: skip
+    cols = (
+        ("Emo-acc", fer, "rendered"),
+        ("Emo-acc (real)", fer, "real"),
+        ("agreement", fer, "agreement"),
+        (EMO_SUBJECT, sub, "rendered"),
+        (EMO_SUBJECT_REAL, sub, "real"),
+    )
     count = {n: fr.emotions.count(n) for n in names} | {"all": sum(map(bool, fr.emotions))}
-    return [{"emotion": name, "frames": count[name],
-             **{c: _value(d.get(name, {}).get(k)) for c, d, k in cols}}
-            for name in names + (["all"] if names else [])]  # fmt: skip
+    return [
+        {
+            "emotion": name,
+            "frames": count[name],
+            **{c: _value(d.get(name, {}).get(k)) for c, d, k in cols},
+        }
+        for name in names + (["all"] if names else [])
+    ]
 
 
-def evaluate(workdir: str, subject_path: str, *, split: str = "val",
-             syncnet_weights: str | None = None, max_frames: int | None = None,
-             out_dir: str | None = None, log=print) -> dict:  # fmt: skip
+def evaluate(
+    workdir: str,
+    subject_path: str,
+    *,
+    split: str = "val",
+    syncnet_weights: str | None = None,
+    max_frames: int | None = None,
+    out_dir: str | None = None,
+    log=print,
+) -> dict:
     """Evaluates a finished workdir on `split` of its subject and writes the tables.
 
     Args:
@@ -282,8 +331,7 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
     model = wd.load_trained(subject_path, drivable=False)
     cfg, heads, subject = model.cfg, model.heads, model.subject
     log(f"rendering the {split} split of {subject.path} ...")
-    fr = render_split(cfg, heads, subject, wd.stage1_features(subject, cfg), split,
-                     max_frames)  # fmt: skip
+    fr = render_split(cfg, heads, subject, wd.stage1_features(subject, cfg), split, max_frames)
     notes: list[str] = []
     log("LMD (dlib), E-FD (own, MediaPipe), SyncNet scores, emotion accuracy (fer, subject) ...")
     m = {
@@ -294,12 +342,21 @@ def evaluate(workdir: str, subject_path: str, *, split: str = "val",
         "emotion": emotion_metric(fr, subject, notes, log),
     }
     rows, erows = table_rows(fr, m), emotion_rows(fr, m["emotion"])
-    extra = {"workdir": os.path.abspath(workdir), "subject": os.path.abspath(subject.path),
-             "split": split, "max_frames": max_frames, "frames": fr.index, "heldout": fr.image_metrics,
-             "syncnet_weights": syncnet_weights, "notes": notes,
-             "lmd_per_frame": m["lmd"]["lmd_per_frame"], "efd_faces": m["efd"].get("efd_faces"),
-             "sync": m["sync"], "sync_own": m["sync_own"],
-             "emotion_subject": m["emotion"]["subject"]}  # fmt: skip
+    extra = {
+        "workdir": os.path.abspath(workdir),
+        "subject": os.path.abspath(subject.path),
+        "split": split,
+        "max_frames": max_frames,
+        "frames": fr.index,
+        "heldout": fr.image_metrics,
+        "syncnet_weights": syncnet_weights,
+        "notes": notes,
+        "lmd_per_frame": m["lmd"]["lmd_per_frame"],
+        "efd_faces": m["efd"].get("efd_faces"),
+        "sync": m["sync"],
+        "sync_own": m["sync_own"],
+        "emotion_subject": m["emotion"]["subject"],
+    }
     stem = f"eval_{split}"
     out_dir = out_dir or workdir
     paths = metrics.write_results(rows, out_dir, stem=stem, columns=COLUMNS, extra=extra)

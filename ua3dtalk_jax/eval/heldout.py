@@ -19,8 +19,17 @@ from ua3dtalk_jax.losses import image as image_losses
 from ua3dtalk_jax.losses.regularizers import rect_mask
 
 
-def evaluate_heldout(cfg, subject, features, heads, *, split: str = "val", use_deform=True,
-                     frames=None, on_frame=None) -> dict:  # fmt: skip
+def evaluate_heldout(
+    cfg,
+    subject,
+    features,
+    heads,
+    *,
+    split: str = "val",
+    use_deform=True,
+    frames=None,
+    on_frame=None,
+) -> dict:
     """Renders the held-out frames (full ensemble) and measures them against gt_imgs.
 
     Returns:
@@ -32,22 +41,34 @@ def evaluate_heldout(cfg, subject, features, heads, *, split: str = "val", use_d
 
     @jax.jit
     def one(f):
-        pred = render_fused(heads["face"], heads["mouth"], f, width=w, height=h,
-                            backend=cfg.backend, use_deform=use_deform)["rgb"]  # fmt: skip
+        pred = render_fused(
+            heads["face"],
+            heads["mouth"],
+            f,
+            width=w,
+            height=h,
+            backend=cfg.backend,
+            use_deform=use_deform,
+        )["rgb"]
         gt = to_float(f["image"])
         mouth = (f["mouth_mask"] | f["teeth_mask"])[..., None]
         lips = rect_mask(f["lips_rect"], h, w)[..., None]
         se = (pred - gt) ** 2
         return pred, {
-            "psnr": image_losses.psnr(pred, gt), "ssim": image_losses.ssim(pred, gt),
+            "psnr": image_losses.psnr(pred, gt),
+            "ssim": image_losses.ssim(pred, gt),
             "lpips": image_losses.lpips(pred[None], gt[None])[0],
-            "se_mouth": jnp.sum(se * mouth), "n_mouth": 3.0 * jnp.sum(mouth),
-            "se_lips": jnp.sum(se * lips), "n_lips": 3.0 * jnp.sum(lips),
-        }  # fmt: skip
+            "se_mouth": jnp.sum(se * mouth),
+            "n_mouth": 3.0 * jnp.sum(mouth),
+            "se_lips": jnp.sum(se * lips),
+            "n_lips": 3.0 * jnp.sum(lips),
+        }
 
     acc = []
     for i in idx:
-        pred, m = one({k: jnp.asarray(v) for k, v in frame_with_features(subject, features, int(i)).items()})
+        pred, m = one(
+            {k: jnp.asarray(v) for k, v in frame_with_features(subject, features, int(i)).items()}
+        )
         acc.append({k: float(v) for k, v in m.items()})
         if on_frame is not None:
             on_frame(int(i), np.asarray(pred))

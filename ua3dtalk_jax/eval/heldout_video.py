@@ -31,8 +31,9 @@ class HeldoutVideo:
             start = int(round(index / s.fps * SAMPLE_RATE))
             stop = int(round((int(val[-1]) + 1) / s.fps * SAMPLE_RATE)) if len(val) else None
             audio = s.wav()[start:stop] if s.has("aud.wav") else None
-            self.writer = VideoWriter(self.path, fps=s.fps, size=s.size, audio=audio,
-                                      sample_rate=SAMPLE_RATE)  # fmt: skip
+            self.writer = VideoWriter(
+                self.path, fps=s.fps, size=s.size, audio=audio, sample_rate=SAMPLE_RATE
+            )
         self.writer.write(np.clip(rgb, 0.0, 1.0))
         self.written += 1
 

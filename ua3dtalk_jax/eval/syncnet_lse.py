@@ -243,8 +243,10 @@ def crop_faces(frames: np.ndarray, boxes: np.ndarray, crop_scale: float = CROP_S
         bsi = int(bs * (1 + 2 * crop_scale))
         pad = np.pad(img, ((bsi, bsi), (bsi, bsi), (0, 0)), constant_values=CROP_PAD_VALUE)
         my, mx = my + bsi, mx + bsi
-        face = pad[int(my - bs) : int(my + bs * (1 + 2 * crop_scale)),
-                   int(mx - bs * (1 + crop_scale)) : int(mx + bs * (1 + crop_scale))]  # fmt: skip
+        face = pad[
+            int(my - bs) : int(my + bs * (1 + 2 * crop_scale)),
+            int(mx - bs * (1 + crop_scale)) : int(mx + bs * (1 + crop_scale)),
+        ]
         out.append(cv2.resize(face, (CROP_SIZE, CROP_SIZE)))
     return np.stack(out)
 

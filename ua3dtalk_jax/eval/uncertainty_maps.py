@@ -31,8 +31,9 @@ RANGE_PERCENTILES = (1.0, 99.0)
 LOG_SCALE_RATIO = 10.0  # colour scales spanning at least this factor are logarithmic
 
 
-def branch_maps(net, params, gaussians, frame: dict, *, width: int, height: int,
-                backend: str = "auto") -> dict:  # fmt: skip
+def branch_maps(
+    net, params, gaussians, frame: dict, *, width: int, height: int, backend: str = "auto"
+) -> dict:
     """One branch's render with its per-view quantities as extra channels.
 
     Args:
@@ -52,18 +53,31 @@ def branch_maps(net, params, gaussians, frame: dict, *, width: int, height: int,
     from ua3dtalk_jax.render import rasterize
 
     if not net.spec.uncertainty:
-        raise ValueError(f"the {net.spec.name} branch was trained without uncertainty blocks "
-                         "(model.ablation.uncertainty=False): there is nothing to map")  # fmt: skip
+        raise ValueError(
+            f"the {net.spec.name} branch was trained without uncertainty blocks "
+            "(model.ablation.uncertainty=False): there is nothing to map"
+        )
     g, _, aux = deform(net, params, gaussians, frame, mode="eval", rng=None)
     viewmat, k = frame["viewmat"], frame["K"]
     means, quats, scales, opac, colors = activated(g, camera_center(viewmat))
     vals = jnp.concatenate([aux[q].T for q in QUANTITIES], axis=-1)  # (N, 3V)
     geo = jax.tree.map(jax.lax.stop_gradient, (means, quats, scales, opac))
     bg = jnp.concatenate([jnp.asarray(GREEN, jnp.float32), jnp.zeros(vals.shape[1], jnp.float32)])
-    out = rasterize(*geo, jnp.concatenate([colors, vals], -1), viewmat, k, width=width,
-                    height=height, background=bg, backend=backend)  # fmt: skip
-    return {"rgb": out.rgb[..., :3], "alpha": out.alpha,
-            "values": jnp.moveaxis(out.rgb[..., 3:], -1, 0)}  # fmt: skip
+    out = rasterize(
+        *geo,
+        jnp.concatenate([colors, vals], -1),
+        viewmat,
+        k,
+        width=width,
+        height=height,
+        background=bg,
+        backend=backend,
+    )
+    return {
+        "rgb": out.rgb[..., :3],
+        "alpha": out.alpha,
+        "values": jnp.moveaxis(out.rgb[..., 3:], -1, 0),
+    }
 
 
 def combine(face: dict | None, mouth: dict | None, face_views, mouth_views, background=None):
@@ -114,17 +128,26 @@ def make_frame_fn(cfg, heads, *, width: int, height: int, branch: str = "fused")
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
     if not cfg.train.deform:
-        raise ValueError("the workdir was trained with train.deform=False (static heads): "
-                         "no deformation network, no uncertainty")  # fmt: skip
+        raise ValueError(
+            "the workdir was trained with train.deform=False (static heads): "
+            "no deformation network, no uncertainty"
+        )
     names = {p: heads[p][0].spec.view_names for p in ("face", "mouth")}
     use = ("face", "mouth") if branch == "fused" else (branch,)
 
     @jax.jit
     def fn(frame):
-        maps = {p: branch_maps(*heads[p], frame, width=width, height=height, backend=cfg.backend)
-                for p in use}  # fmt: skip
-        rgb, _, m = combine(maps.get("face"), maps.get("mouth"), names["face"], names["mouth"],
-                            to_float(frame["background"]))  # fmt: skip
+        maps = {
+            p: branch_maps(*heads[p], frame, width=width, height=height, backend=cfg.backend)
+            for p in use
+        }
+        rgb, _, m = combine(
+            maps.get("face"),
+            maps.get("mouth"),
+            names["face"],
+            names["mouth"],
+            to_float(frame["background"]),
+        )
         return rgb, m
 
     f_views = list(names["face"]) if "face" in use else []
@@ -150,8 +173,9 @@ TITLES = {"aleatoric": "aleatoric", "epistemic": "epistemic", "view_weights": "f
 CMAPS = {"aleatoric": "magma", "epistemic": "viridis", "view_weights": "cividis"}
 
 
-def figure(rgb: np.ndarray, real: np.ndarray, maps: dict, views, ranges: dict,
-           title: str = "") -> np.ndarray:  # fmt: skip
+def figure(
+    rgb: np.ndarray, real: np.ndarray, maps: dict, views, ranges: dict, title: str = ""
+) -> np.ndarray:
     """One frame's panel grid: frame | real | error, then one row per quantity, one column per view.
 
     Args:
@@ -171,13 +195,23 @@ def figure(rgb: np.ndarray, real: np.ndarray, maps: dict, views, ranges: dict,
 
     w = rgb.shape[1]
     panel = max(1.6, w / 100.0)
-    fig, ax = plt.subplots(len(QUANTITIES), 1 + len(views), squeeze=False,
-                           figsize=(panel * (1 + len(views)) + 1.2, panel * len(QUANTITIES) + 0.5),
-                           dpi=100, layout="constrained")  # fmt: skip
+    fig, ax = plt.subplots(
+        len(QUANTITIES),
+        1 + len(views),
+        squeeze=False,
+        figsize=(panel * (1 + len(views)) + 1.2, panel * len(QUANTITIES) + 0.5),
+        dpi=100,
+        layout="constrained",
+    )
     err = np.abs(np.asarray(rgb) - np.asarray(real)).mean(-1)
     for r, (img, name) in enumerate(((rgb, "rendered"), (real, "real"), (err, "|error|"))):
-        ax[r, 0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1 if r < 2 else 0.5,
-                        interpolation="nearest")  # fmt: skip
+        ax[r, 0].imshow(
+            img,
+            cmap="gray" if img.ndim == 2 else None,
+            vmin=0,
+            vmax=1 if r < 2 else 0.5,
+            interpolation="nearest",
+        )
         ax[r, 0].set_title(name, fontsize=8)
     for r, q in enumerate(QUANTITIES):
         lo, hi = ranges[q]
@@ -187,8 +221,9 @@ def figure(rgb: np.ndarray, real: np.ndarray, maps: dict, views, ranges: dict,
         cmap = matplotlib.colormaps[CMAPS[q]].with_extremes(bad="white")
         for c, v in enumerate(views):
             m = np.asarray(maps[q][c])
-            im = ax[r, c + 1].imshow(np.ma.masked_invalid(m), cmap=cmap, norm=norm,
-                                     interpolation="nearest")  # fmt: skip
+            im = ax[r, c + 1].imshow(
+                np.ma.masked_invalid(m), cmap=cmap, norm=norm, interpolation="nearest"
+            )
             ax[r, c + 1].set_title(f"{TITLES[q]}: {v}", fontsize=8)
         fig.colorbar(
             im, ax=list(ax[r, 1:]), shrink=0.9, extend="both" if q != "view_weights" else "neither"
@@ -222,8 +257,15 @@ def parse_frames(spec: str | None, subject) -> np.ndarray:
     return idx
 
 
-def render_uncertainty(workdir: str, subject_path: str, *, frames: str | None = None,
-                       out_dir: str | None = None, branch: str = "fused", log=print) -> dict:  # fmt: skip
+def render_uncertainty(
+    workdir: str,
+    subject_path: str,
+    *,
+    frames: str | None = None,
+    out_dir: str | None = None,
+    branch: str = "fused",
+    log=print,
+) -> dict:
     """Writes the uncertainty figure of every selected frame as PNG and all of them as an mp4.
 
     Args:
@@ -279,8 +321,9 @@ def render_uncertainty(workdir: str, subject_path: str, *, frames: str | None = 
             for q in QUANTITIES:
                 sums[q].append(np.nanmean(maps[q].reshape(len(views), -1), axis=1))
             if writer is None:
-                writer = VideoWriter(mp4, fps=subject.fps, size=img.shape[:2], audio=audio,
-                                     sample_rate=SAMPLE_RATE)  # fmt: skip
+                writer = VideoWriter(
+                    mp4, fps=subject.fps, size=img.shape[:2], audio=audio, sample_rate=SAMPLE_RATE
+                )
             writer.write(img)
             if n % 25 == 0:
                 log(f"uncertainty maps: {n + 1}/{len(idx)} frames")

@@ -77,11 +77,14 @@ class DensifyConfig:
 
     def __post_init__(self):
         if self.bg_cleanup not in CLEANUP_MODES:
-            raise ValueError(f"model.gaussians.<part>.bg_cleanup = {self.bg_cleanup!r}; choose "
-                             f"one of {CLEANUP_MODES}")  # fmt: skip
+            raise ValueError(
+                f"model.gaussians.<part>.bg_cleanup = {self.bg_cleanup!r}; choose "
+                f"one of {CLEANUP_MODES}"
+            )
         if self.bg_fade_scale <= 0:
-            raise ValueError(f"model.gaussians.<part>.bg_fade_scale = {self.bg_fade_scale}: "
-                             "must be > 0")  # fmt: skip
+            raise ValueError(
+                f"model.gaussians.<part>.bg_fade_scale = {self.bg_fade_scale}: must be > 0"
+            )
 
 
 # The schedule fields of DensifyConfig: read from the training config (`train.<part>`), the
@@ -171,11 +174,14 @@ def accumulate_grad_stats(
 def _quat_to_rotmat(q: jax.Array) -> jax.Array:
     """(N, 4) (w, x, y, z) → (N, 3, 3), after normalisation."""
     w, x, y, z = jnp.moveaxis(q / jnp.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
-    return jnp.stack([
-        jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], axis=-2)  # fmt: skip
+    return jnp.stack(
+        [
+            jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=-2,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -276,14 +282,21 @@ def background_cleanup(
       after a prune); "fade" keeps their moments (the authors edit the parameters in place).
     """
     colours = eval_sh(state.sh, state.means - campos, state.sh_degree)
-    hit = (state.active & (colours[:, 0] < cfg.bg_red_max) & (colours[:, 1] > cfg.bg_green_min)
-           & (colours[:, 2] < cfg.bg_blue_max))  # fmt: skip
+    hit = (
+        state.active
+        & (colours[:, 0] < cfg.bg_red_max)
+        & (colours[:, 1] > cfg.bg_green_min)
+        & (colours[:, 2] < cfg.bg_blue_max)
+    )
     if cfg.bg_cleanup == "off":
         return state, stats, jnp.zeros_like(hit)
     if cfg.bg_cleanup == "prune":
         keep = lambda x: jnp.where(hit, 0.0, x)
-        stats = GradStats(grad_accum=keep(stats.grad_accum), count=keep(stats.count),
-                          max_radii=keep(stats.max_radii))  # fmt: skip
+        stats = GradStats(
+            grad_accum=keep(stats.grad_accum),
+            count=keep(stats.count),
+            max_radii=keep(stats.max_radii),
+        )
         return free(state, hit), stats, hit
     if cfg.bg_fade_raw:
         raw = state.scales_raw / cfg.bg_fade_scale

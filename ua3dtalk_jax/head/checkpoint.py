@@ -38,9 +38,11 @@ class Checkpointer:
     def __init__(self, directory: str, *, max_to_keep: int = 3):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+            max_to_keep=max_to_keep,
+            create=True,
+            enable_async_checkpointing=False,
             cleanup_tmp_directories=True,
-        )  # fmt: skip
+        )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )

@@ -28,15 +28,24 @@ def build_encoder(e, n_classes: int, exp_dim: int) -> SpeechEmotionEncoder:
     samples = emotion_inputs.window_samples(e)
     n_frames = w2v.n_frames(samples) if w2v is not None else wav_frames(samples)
     if n_frames < 1:
-        raise ValueError(f"stage1.emotion.window_s={e.window_s}: {samples} samples give no "
-                         "wav2vec 2.0 frame")  # fmt: skip
+        raise ValueError(
+            f"stage1.emotion.window_s={e.window_s}: {samples} samples give no wav2vec 2.0 frame"
+        )
     return SpeechEmotionEncoder(
-        n_classes=n_classes, exp_dim=exp_dim, n_wav_frames=n_frames,
-        alexnet_pool=e.alexnet_pool, alexnet_trainable=e.alexnet_trainable,
-        lstm_hidden=e.lstm_hidden, lstm_layers=e.lstm_layers, wav_channels=e.wav_channels,
-        wav_dim=e.wav_dim, feature_dim=e.feature_dim, dropout=e.dropout, wav2vec=w2v,
+        n_classes=n_classes,
+        exp_dim=exp_dim,
+        n_wav_frames=n_frames,
+        alexnet_pool=e.alexnet_pool,
+        alexnet_trainable=e.alexnet_trainable,
+        lstm_hidden=e.lstm_hidden,
+        lstm_layers=e.lstm_layers,
+        wav_channels=e.wav_channels,
+        wav_dim=e.wav_dim,
+        feature_dim=e.feature_dim,
+        dropout=e.dropout,
+        wav2vec=w2v,
         wav2vec_normalize=processor_normalizes(path) if path else True,
-    )  # fmt: skip
+    )
 
 
 STREAM_BUCKET_S = 8.0  # seconds: inference streams are padded to multiples of this
@@ -74,8 +83,11 @@ def emotion_features(model: SpeechEmotionEncoder, params, stream: dict, centres,
     centres = np.asarray(centres)
     n = len(centres)
     padded = _padded(stream, e)
-    frozen = e if isinstance(e, ml_collections.FrozenConfigDict) else (
-        ml_collections.FrozenConfigDict(e))  # hashable: a static argument
+    frozen = (
+        e
+        if isinstance(e, ml_collections.FrozenConfigDict)
+        else (ml_collections.FrozenConfigDict(e))
+    )  # hashable: a static argument
     outs = []
     for a in range(0, n, PREDICT_CHUNK):
         idx = np.minimum(np.arange(a, a + PREDICT_CHUNK), n - 1)

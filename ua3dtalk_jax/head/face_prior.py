@@ -94,8 +94,9 @@ def paste(lipwav: np.ndarray, refs: dict, ref_idx: np.ndarray) -> np.ndarray:
     out = np.empty((len(lipwav), t, t, 3), np.float32)
     for i, (crop, k) in enumerate(zip(np.asarray(lipwav, np.float32), ref_idx)):
         a = refs["affine"][k].astype(np.float64)
-        gen = cv2.warpAffine(crop, a, (t, t), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        gen = cv2.warpAffine(
+            crop, a, (t, t), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         w = cv2.warpAffine(mask, a, (t, t), flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
         out[i] = w * gen + (1.0 - w) * (refs["frames"][k].astype(np.float32) / 255.0)
     return out
@@ -106,6 +107,8 @@ def lipwav_exp(face: FacePrior, lipwav: np.ndarray) -> np.ndarray:
     lw = np.asarray(lipwav)
     refs = {"frames": face.frames, "affine": face.affine}
     k = len(face.frames)
-    chunks = (paste(lw[a : a + CHUNK], refs, np.arange(a, min(a + CHUNK, len(lw))) % k)
-              for a in range(0, len(lw), CHUNK))  # fmt: skip
+    chunks = (
+        paste(lw[a : a + CHUNK], refs, np.arange(a, min(a + CHUNK, len(lw))) % k)
+        for a in range(0, len(lw), CHUNK)
+    )
     return coefficients((face.model, face.variables), chunks)[:, EXP].astype(np.float32)

@@ -44,8 +44,19 @@ CACHE_NAME = "stage1_features"
 SOURCES = ("stage1", "subject")  # `stage1.features.source`
 WIDTHS = (("f_exp", 64), ("f_tone", 64), ("f_emo", 128))
 # the subject frame keys of a stage-2 frame dict (training batches, held-out renders)
-KEYS = ("image", "viewmat", "K", "aud", "au_exp", "head_mask", "mouth_mask", "teeth_mask",
-        "hair_mask", "lips_rect", "background")  # fmt: skip
+KEYS = (
+    "image",
+    "viewmat",
+    "K",
+    "aud",
+    "au_exp",
+    "head_mask",
+    "mouth_mask",
+    "teeth_mask",
+    "hair_mask",
+    "lips_rect",
+    "background",
+)
 
 
 def compute_features(model: Stage1Model, wav: np.ndarray, fps: float, n_frames: int) -> dict:
@@ -62,19 +73,28 @@ def compute_features(model: Stage1Model, wav: np.ndarray, fps: float, n_frames: 
     cfg = model.cfg
     mel = jnp.asarray(np.transpose(features.mel_chunks(wav, fps, n_frames), (0, 2, 1)))
     refs = jnp.asarray(model.refs, jnp.float32) / 255.0
-    p = prior.prior_features(model.models, model.params, refs, mel, cfg.stylenet.seq_len,
-                             model.face)  # fmt: skip
+    p = prior.prior_features(
+        model.models, model.params, refs, mel, cfg.stylenet.seq_len, model.face
+    )
     stream = {k: jnp.asarray(v) for k, v in emotion_inputs.emotion_stream(wav, cfg.emotion).items()}
     centres = emotion_inputs.frame_centres(n_frames, fps)
-    e = emo.emotion_features(model.models["emotion"], model.params["emotion"], stream, centres,
-                             cfg.emotion)  # fmt: skip
+    e = emo.emotion_features(
+        model.models["emotion"], model.params["emotion"], stream, centres, cfg.emotion
+    )
     f_exp, f_tone = model.prior_out(np.asarray(p["f_exp"]), np.asarray(p["f_tone"]))
     out = {"f_exp": f_exp, "f_tone": f_tone, "f_emo": e["f_emo"]}
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
-def stage1_features(source, stage1, *, fps: float | None = None, n_frames: int | None = None,
-                    emotion: str | None = None, cache: bool = True) -> dict:  # fmt: skip
+def stage1_features(
+    source,
+    stage1,
+    *,
+    fps: float | None = None,
+    n_frames: int | None = None,
+    emotion: str | None = None,
+    cache: bool = True,
+) -> dict:
     """f_exp, f_tone, f_emo-attn per video frame of a subject or of novel audio.
 
     Args:
@@ -102,8 +122,9 @@ def stage1_features(source, stage1, *, fps: float | None = None, n_frames: int |
 
     if is_subject and cache and ckpt is not None:
         params = {"stage1_sha256": checkpoint_digest(ckpt), "fps": fps, "n": n}
-        flat = cached_array(source.path, CACHE_NAME, params, compute,
-                            source=os.path.join(source.path, "aud.wav"))  # fmt: skip
+        flat = cached_array(
+            source.path, CACHE_NAME, params, compute, source=os.path.join(source.path, "aud.wav")
+        )
     else:
         flat = compute()
     out, a = {}, 0
@@ -136,13 +157,18 @@ def subject_features(subject, features) -> dict:
       ValueError: from `Subject.ua_extras` (the file at fault named).
     """
     extras = subject.ua_extras()
-    missing = [f for k, (train, val, _) in layout.UA_EXTRAS.items() if k not in extras
-               for f in (train, val)]  # fmt: skip
+    missing = [
+        f
+        for k, (train, val, _) in layout.UA_EXTRAS.items()
+        if k not in extras
+        for f in (train, val)
+    ]
     if missing:
         raise FileNotFoundError(
             f"{subject.path}: stage1.features.source=subject needs UA-3DTalk's precomputed "
             f"features; missing {', '.join(missing)} (or train stage 1: "
-            "stage1.features.source=stage1)")
+            "stage1.features.source=stage1)"
+        )
     train = np.asarray(subject.split("train"))
     mean, std = prior_stats(extras["f_exp"][train], extras["f_tone"][train], len(train))
     f_exp, f_tone = standardise_prior(extras["f_exp"], extras["f_tone"], mean, std, features)
@@ -171,4 +197,3 @@ def frame_with_features(subject, features, i: int) -> dict:
     for k, v in features.items():
         f[k] = np.asarray(v[i], np.float32)
     return f
-

@@ -47,22 +47,36 @@ def generator_mel(mel: jax.Array, idx) -> jax.Array:
 def build_models(cfg, exp_dim: int) -> dict:
     """The four Prior Extraction modules for a stage-1 config."""
     return {
-        "syncnet": SyncNet(tuple(cfg.syncnet.face_specs), tuple(cfg.syncnet.audio_specs),
-                           cfg.syncnet.norm, cfg.syncnet.calibrated,
-                           cfg.syncnet.centre),
-        "lip_expert": LipExpert(tuple(cfg.lip_expert.channels), tuple(cfg.lip_expert.audio_specs),
-                                cfg.lip_expert.norm, cfg.lip_expert.audio_norm,
-                                cfg.lip_expert.audio_all_stages,
-                                cfg.lip_expert.audio_proj),
-        "expr_prior": ExpressionPrior(tuple(cfg.expr_prior.channels), exp_dim,
-                                      cfg.expr_prior.feature_dim, cfg.expr_prior.norm),
-        "stylenet": StyleNet(cfg.stylenet.lstm_hidden, cfg.stylenet.lstm_layers,
-                             tuple(cfg.stylenet.mlp), cfg.stylenet.out_dim, cfg.stylenet.dropout,
-                             tuple(cfg.stylenet.frame_mlp),
-                             cfg.stylenet.frame_dropout,
-                             cfg.stylenet.out_scale),
+        "syncnet": SyncNet(
+            tuple(cfg.syncnet.face_specs),
+            tuple(cfg.syncnet.audio_specs),
+            cfg.syncnet.norm,
+            cfg.syncnet.calibrated,
+            cfg.syncnet.centre,
+        ),
+        "lip_expert": LipExpert(
+            tuple(cfg.lip_expert.channels),
+            tuple(cfg.lip_expert.audio_specs),
+            cfg.lip_expert.norm,
+            cfg.lip_expert.audio_norm,
+            cfg.lip_expert.audio_all_stages,
+            cfg.lip_expert.audio_proj,
+        ),
+        "expr_prior": ExpressionPrior(
+            tuple(cfg.expr_prior.channels), exp_dim, cfg.expr_prior.feature_dim, cfg.expr_prior.norm
+        ),
+        "stylenet": StyleNet(
+            cfg.stylenet.lstm_hidden,
+            cfg.stylenet.lstm_layers,
+            tuple(cfg.stylenet.mlp),
+            cfg.stylenet.out_dim,
+            cfg.stylenet.dropout,
+            tuple(cfg.stylenet.frame_mlp),
+            cfg.stylenet.frame_dropout,
+            cfg.stylenet.out_scale,
+        ),
         "fuse": FuseNet(cfg.fuse.hidden, exp_dim),
-    }  # fmt: skip
+    }
 
 
 def init_params(models: dict, cfg, key: jax.Array, exp_dim: int) -> dict:
@@ -71,7 +85,9 @@ def init_params(models: dict, cfg, key: jax.Array, exp_dim: int) -> dict:
     ks = jax.random.split(key, 5)
     mel = jnp.zeros((1, 80, 16))
     return {
-        "syncnet": models["syncnet"].init(ks[0], mel, jnp.zeros((1, s - s // 2, s, 3 * t)))["params"],
+        "syncnet": models["syncnet"].init(ks[0], mel, jnp.zeros((1, s - s // 2, s, 3 * t)))[
+            "params"
+        ],
         "lip_expert": models["lip_expert"].init(ks[1], jnp.zeros((1, s, s, 6)), mel)["params"],
         "expr_prior": models["expr_prior"].init(ks[2], jnp.zeros((1, s, s, 3)))["params"],
         "stylenet": models["stylenet"].init(ks[3], jnp.zeros((1, 2, 80, 16)))["params"],
@@ -94,8 +110,9 @@ WINDOW_CHUNK = 512  # StyleNet windows per call: a 4,000-frame clip at the cpu p
 def _generate(lip: LipExpert, params, refs, mel, idx):
     """Lip-wav images of frames `idx`; the gathers stay inside the program (eager ones are slow)."""
     r = refs[idx % refs.shape[0]]
-    return lip.apply({"params": params}, jnp.concatenate([mask_lower_half(r), r], -1),
-                     generator_mel(mel, idx))[0]  # fmt: skip
+    return lip.apply(
+        {"params": params}, jnp.concatenate([mask_lower_half(r), r], -1), generator_mel(mel, idx)
+    )[0]
 
 
 def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> jax.Array:
@@ -112,8 +129,9 @@ def lipwav_images(lip: LipExpert, params, refs: jax.Array, mel: jax.Array) -> ja
     Returns:
       (N, S, S, 3) float in [0, 1].
     """
-    return jnp.asarray(np.concatenate([g for _, g in _lipwav_chunks(lip, params, refs, mel)])
-                       [: mel.shape[0]])  # fmt: skip
+    return jnp.asarray(
+        np.concatenate([g for _, g in _lipwav_chunks(lip, params, refs, mel)])[: mel.shape[0]]
+    )
 
 
 def _lipwav_chunks(lip: LipExpert, params, refs, mel):
@@ -132,9 +150,15 @@ def _encode(prior_net: ExpressionPrior, params, images):
     return prior_net.apply({"params": params}, images)[1]["f_exp"]
 
 
-def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array,
-                        face: face_prior.FacePrior | None = None, *,
-                        images: bool = False) -> dict:  # fmt: skip
+def expression_features(
+    models: dict,
+    params: dict,
+    refs: jax.Array,
+    mel: jax.Array,
+    face: face_prior.FacePrior | None = None,
+    *,
+    images: bool = False,
+) -> dict:
     """f_exp (N, 64) of an audio clip (no video needed): from the expression-prior regressor, or
     Deep3DFaceRecon's exp coefficients when `face` is given; with `images` also the lip-wav images
     (N, S, S, 3) as "lipwav".
@@ -151,8 +175,9 @@ def expression_features(models: dict, params: dict, refs: jax.Array, mel: jax.Ar
     for a, gen in _lipwav_chunks(models["lip_expert"], params["lip_expert"], refs, mel):
         m = min(GEN_CHUNK, n - a)  # rows past the clip's end repeat its last frame
         x = gen[np.minimum(np.arange(GEN_CHUNK), m - 1)]
-        chunks.append(np.asarray(_encode(models["expr_prior"], params["expr_prior"],
-                                         jnp.asarray(x))))  # fmt: skip
+        chunks.append(
+            np.asarray(_encode(models["expr_prior"], params["expr_prior"], jnp.asarray(x)))
+        )
         if images:
             kept.append(gen[:m])
     out = {"f_exp": jnp.asarray(np.concatenate(chunks)[:n])}
@@ -193,8 +218,9 @@ def tone_features(models: dict, params: dict, mel: jax.Array, f_exp: jax.Array, 
         outs = []
         for a in range(0, len(starts), WINDOW_CHUNK):
             part = starts[a : a + WINDOW_CHUNK]
-            windows = np.zeros((bucket(len(part), WINDOW_BUCKET), seq_len, *mel.shape[1:]),
-                               np.float32)  # fmt: skip
+            windows = np.zeros(
+                (bucket(len(part), WINDOW_BUCKET), seq_len, *mel.shape[1:]), np.float32
+            )
             windows[: len(part)] = mel_np[part[:, None] + np.arange(seq_len)]
             outs.append(np.asarray(_style_windows(style, sp, jnp.asarray(windows)))[: len(part)])
         outs = np.concatenate(outs)
@@ -204,8 +230,14 @@ def tone_features(models: dict, params: dict, mel: jax.Array, f_exp: jax.Array, 
     return {"f_tone": f_tone, "f_gen_exp": gen}
 
 
-def prior_features(models: dict, params: dict, refs: jax.Array, mel: jax.Array, seq_len: int,
-                   face: face_prior.FacePrior | None = None):  # fmt: skip
+def prior_features(
+    models: dict,
+    params: dict,
+    refs: jax.Array,
+    mel: jax.Array,
+    seq_len: int,
+    face: face_prior.FacePrior | None = None,
+):
     """f_exp (N, 64), f_tone (N, 64) and f_gen-exp (N, E) of an audio clip (no video needed);
     `face`: the Deep3DFaceRecon path (`expression_features`)."""
     e = expression_features(models, params, refs, mel, face)

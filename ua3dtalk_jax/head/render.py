@@ -23,8 +23,13 @@ from ua3dtalk_jax.render import rasterize
 
 def frame_inputs(frame: dict) -> FrameInputs:
     """The MotionNetwork conditioning of one frame (or of a batch, with a leading axis)."""
-    return FrameInputs(aud=frame["aud"], au_exp=frame["au_exp"], f_exp=frame["f_exp"],
-                       f_tone=frame["f_tone"], f_emo=frame["f_emo"])  # fmt: skip
+    return FrameInputs(
+        aud=frame["aud"],
+        au_exp=frame["au_exp"],
+        f_exp=frame["f_exp"],
+        f_tone=frame["f_tone"],
+        f_emo=frame["f_emo"],
+    )
 
 
 def deform(net, params, gaussians, frame: dict, *, mode: str, rng):
@@ -34,10 +39,21 @@ def deform(net, params, gaussians, frame: dict, *, mode: str, rng):
 
 
 def render_branch(
-    net, params, gaussians, frame: dict, *, width: int, height: int, background=GREEN,
-    use_deform: bool = True, mode: str = "eval", rng=None, offset=None, backend: str = "auto",
+    net,
+    params,
+    gaussians,
+    frame: dict,
+    *,
+    width: int,
+    height: int,
+    background=GREEN,
+    use_deform: bool = True,
+    mode: str = "eval",
+    rng=None,
+    offset=None,
+    backend: str = "auto",
     attention: bool = False,
-) -> dict:  # fmt: skip
+) -> dict:
     """Renders one branch for one frame.
 
     Args:
@@ -62,8 +78,20 @@ def render_branch(
     viewmat, k = frame["viewmat"], frame["K"]
     means, quats, scales, opac, colors = activated(g, camera_center(viewmat))
     bg = jnp.asarray(background, jnp.float32)
-    out = rasterize(means, quats, scales, opac, colors, viewmat, k, width=width, height=height,
-                    background=bg, backend=backend, means2d_offset=offset)  # fmt: skip
+    out = rasterize(
+        means,
+        quats,
+        scales,
+        opac,
+        colors,
+        viewmat,
+        k,
+        width=width,
+        height=height,
+        background=bg,
+        backend=backend,
+        means2d_offset=offset,
+    )
     res = {
         "rgb": out.rgb,
         "alpha": out.alpha,
@@ -75,14 +103,32 @@ def render_branch(
     if attention:
         att = jnp.stack([aux["aud_ch_att_norm"], aux["eye_att_norm"], jnp.zeros_like(opac)], -1)
         geo = jax.tree.map(jax.lax.stop_gradient, (means, quats, scales, opac))
-        maps = rasterize(*geo, att, viewmat, k, width=width, height=height,
-                         background=jnp.zeros((3,), jnp.float32), backend=backend)  # fmt: skip
+        maps = rasterize(
+            *geo,
+            att,
+            viewmat,
+            k,
+            width=width,
+            height=height,
+            background=jnp.zeros((3,), jnp.float32),
+            backend=backend,
+        )
         res["att"] = maps.rgb[..., :2]
     return res
 
 
-def render_fused(face, mouth, frame: dict, *, width: int, height: int, backend: str = "auto",
-                 mode: str = "eval", rng=None, use_deform: bool = True) -> dict:  # fmt: skip
+def render_fused(
+    face,
+    mouth,
+    frame: dict,
+    *,
+    width: int,
+    height: int,
+    backend: str = "auto",
+    mode: str = "eval",
+    rng=None,
+    use_deform: bool = True,
+) -> dict:
     """Face over mouth over the frame's torso/background image (the fuse step and inference).
 
     Args:
@@ -91,7 +137,13 @@ def render_fused(face, mouth, frame: dict, *, width: int, height: int, backend: 
     Returns:
       {"rgb" (H, W, 3) fused image, "face": face render dict, "mouth": mouth render dict}.
     """
-    kw = {"width": width, "height": height, "backend": backend, "use_deform": use_deform, "mode": mode}
+    kw = {
+        "width": width,
+        "height": height,
+        "backend": backend,
+        "use_deform": use_deform,
+        "mode": mode,
+    }
     keys = (None, None) if rng is None else tuple(jax.random.split(rng))
     f = render_branch(*face, frame, rng=keys[0], **kw)
     m = render_branch(*mouth, frame, rng=keys[1], **kw)

@@ -47,8 +47,7 @@ class Stage1Model:
         """f_exp, f_tone as stage 2 receives them (`cfg.features`: standardised × scale, or as is)."""
         if self.prior_mean is None:
             return f_exp, f_tone
-        return standardise_prior(f_exp, f_tone, self.prior_mean, self.prior_std,
-                                 self.cfg.features)  # fmt: skip
+        return standardise_prior(f_exp, f_tone, self.prior_mean, self.prior_std, self.cfg.features)
 
 
 def standardise_prior(f_exp, f_tone, mean, std, features) -> tuple:
@@ -61,8 +60,10 @@ def standardise_prior(f_exp, f_tone, mean, std, features) -> tuple:
     if features is None or not features.standardise:
         return f_exp, f_tone
     d = f_exp.shape[-1]
-    z = [(f - mean[a:b]) / std[a:b] * features.scale
-         for f, (a, b) in ((f_exp, (0, d)), (f_tone, (d, None)))]  # fmt: skip
+    z = [
+        (f - mean[a:b]) / std[a:b] * features.scale
+        for f, (a, b) in ((f_exp, (0, d)), (f_tone, (d, None)))
+    ]
     return z[0], z[1]
 
 
@@ -75,17 +76,26 @@ def prior_stats(f_exp, f_tone, n_train: int) -> tuple[np.ndarray, np.ndarray]:
 def save_stage1(model: Stage1Model, path: str, metrics: dict | None = None) -> str:
     """Writes the checkpoint to the folder `path` (`Workdir.stage1_dir`); returns its path."""
     path = os.path.abspath(path)
-    tree = {"params": model.params, "refs": model.refs, "exp_mean": model.exp_mean,
-            "exp_std": model.exp_std, "class_means": model.class_means}  # fmt: skip
+    tree = {
+        "params": model.params,
+        "refs": model.refs,
+        "exp_mean": model.exp_mean,
+        "exp_std": model.exp_std,
+        "class_means": model.class_means,
+    }
     if model.prior_mean is not None:
         tree |= {"prior_mean": model.prior_mean, "prior_std": model.prior_std}
     if model.face is not None:
         tree |= {"face_frames": model.face.frames, "face_affine": model.face.affine}
-    meta = {"config": model.cfg.to_dict(), VERSION_KEY: VERSION,
-            "exp_dim": int(model.exp_mean.shape[0]), "n_refs": len(model.refs),
-            "metrics": jax.tree.map(float, metrics or {}),
-            "prior_stats": model.prior_mean is not None,
-            "face_refs": 0 if model.face is None else len(model.face.frames)}  # fmt: skip
+    meta = {
+        "config": model.cfg.to_dict(),
+        VERSION_KEY: VERSION,
+        "exp_dim": int(model.exp_mean.shape[0]),
+        "n_refs": len(model.refs),
+        "metrics": jax.tree.map(float, metrics or {}),
+        "prior_stats": model.prior_mean is not None,
+        "face_refs": 0 if model.face is None else len(model.face.frames),
+    }
     ck = Checkpointer(path, max_to_keep=1)
     ck.save(0, tree, meta)
     ck.close()
@@ -98,7 +108,8 @@ def load_stage1(path: str) -> Stage1Model:
     if not finished_steps(path):
         raise FileNotFoundError(
             f"{path}: no finished stage-1 checkpoint; run `python -m experiments.train "
-            "--stage=1` (or --stage=all) with this --workdir")  # fmt: skip
+            "--stage=1` (or --stage=all) with this --workdir"
+        )
     ck = Checkpointer(path, max_to_keep=1)
     meta = ck._manager.restore(ck.latest_step(), args=_meta_args())["meta"]
     cfg = saved_stage1(meta["config"], meta.get(VERSION_KEY, 0))  # none: written before versions
@@ -107,17 +118,22 @@ def load_stage1(path: str) -> Stage1Model:
     models["emotion"] = emo.build_encoder(cfg.emotion, len(EMOTIONS), e_dim)
     shapes = jax.eval_shape(lambda k: _init_all(models, cfg, k, e_dim), jax.random.PRNGKey(0))
     s = cfg.data.face_size
-    like = {"params": jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes),
-            "refs": np.zeros((int(meta["n_refs"]), s, s, 3), np.uint8),
-            "exp_mean": np.zeros(e_dim, np.float32), "exp_std": np.zeros(e_dim, np.float32),
-            "class_means": np.zeros((len(EMOTIONS), cfg.emotion.feature_dim), np.float32)}  # fmt: skip
+    like = {
+        "params": jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes),
+        "refs": np.zeros((int(meta["n_refs"]), s, s, 3), np.uint8),
+        "exp_mean": np.zeros(e_dim, np.float32),
+        "exp_std": np.zeros(e_dim, np.float32),
+        "class_means": np.zeros((len(EMOTIONS), cfg.emotion.feature_dim), np.float32),
+    }
     if meta.get("prior_stats", False):  # older checkpoints have none (features passed on as is)
         width = cfg.expr_prior.feature_dim + cfg.stylenet.out_dim
         like |= {k: np.zeros(width, np.float32) for k in ("prior_mean", "prior_std")}
     k_face = int(meta.get("face_refs", 0))
     if k_face:
-        like |= {"face_frames": np.zeros((k_face, *face_prior.ALIGNED_SHAPE), np.uint8),
-                 "face_affine": np.zeros((k_face, 2, 3), np.float32)}  # fmt: skip
+        like |= {
+            "face_frames": np.zeros((k_face, *face_prior.ALIGNED_SHAPE), np.uint8),
+            "face_affine": np.zeros((k_face, 2, 3), np.float32),
+        }
     tree, _ = ck.restore(like)
     ck.close()
     params = jax.tree.map(jnp.asarray, tree["params"])
@@ -127,11 +143,20 @@ def load_stage1(path: str) -> Stage1Model:
         net = face_prior.load_network(cfg)
         if net is None:
             raise ValueError(f"{path}: a Deep3DFaceRecon stage 1 whose config names no weights")
-        face = face_prior.FacePrior(*net, np.asarray(tree["face_frames"]),
-                                     np.asarray(tree["face_affine"]))  # fmt: skip
-    return Stage1Model(cfg, models, params, np.asarray(tree["refs"]), np.asarray(tree["exp_mean"]),
-                       np.asarray(tree["exp_std"]), np.asarray(tree["class_means"]), *stats,
-                       face)  # fmt: skip
+        face = face_prior.FacePrior(
+            *net, np.asarray(tree["face_frames"]), np.asarray(tree["face_affine"])
+        )
+    return Stage1Model(
+        cfg,
+        models,
+        params,
+        np.asarray(tree["refs"]),
+        np.asarray(tree["exp_mean"]),
+        np.asarray(tree["exp_std"]),
+        np.asarray(tree["class_means"]),
+        *stats,
+        face,
+    )
 
 
 def _meta_args():
@@ -145,6 +170,10 @@ def _init_all(models, cfg, key, e_dim):
     e = cfg.emotion
     wt, sw = emo.emotion_inputs.window_frames(e), emo.emotion_inputs.window_samples(e)
     h, w = e.image_hw
-    p["emotion"] = models["emotion"].init(key, jnp.zeros((1, h, w, 3)), jnp.zeros(
-        (1, -(-wt // e.mfcc_stride), e.n_mfcc)), jnp.zeros((1, sw)))["params"]  # fmt: skip
+    p["emotion"] = models["emotion"].init(
+        key,
+        jnp.zeros((1, h, w, 3)),
+        jnp.zeros((1, -(-wt // e.mfcc_stride), e.n_mfcc)),
+        jnp.zeros((1, sw)),
+    )["params"]
     return p

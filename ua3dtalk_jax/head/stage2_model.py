@@ -49,9 +49,12 @@ def load_stage2(path: str, cfg):
         workdir = os.path.dirname(os.path.dirname(path))
         raise FileNotFoundError(
             f"{path}: no trained stage-2 model; run `python -m experiments.train --stage=2` "
-            f"(or --stage=all) with --workdir={workdir}")
-    like = {p: jax.eval_shape(functools.partial(branch_arrays, cfg, p), jax.random.PRNGKey(0))
-            for p in ("face", "mouth")}  # fmt: skip
+            f"(or --stage=all) with --workdir={workdir}"
+        )
+    like = {
+        p: jax.eval_shape(functools.partial(branch_arrays, cfg, p), jax.random.PRNGKey(0))
+        for p in ("face", "mouth")
+    }
     nets = {p: build_network(cfg.model, p) for p in ("face", "mouth")}
     like = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), like)
     ck = Checkpointer(path, max_to_keep=1)
@@ -60,7 +63,9 @@ def load_stage2(path: str, cfg):
     finally:
         ck.close()
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: written as {meta.get('format')!r}, this version reads {FORMAT!r}")
+        raise ValueError(
+            f"{path}: written as {meta.get('format')!r}, this version reads {FORMAT!r}"
+        )
     tree = jax.tree.map(jnp.asarray, tree)
     heads = {p: (nets[p], tree[p]["net"], tree[p]["gaussians"]) for p in ("face", "mouth")}
     return cfg, heads
@@ -93,9 +98,17 @@ def branch_arrays(cfg, part: str, key: jax.Array) -> dict:
     """
     g = cfg.model.gaussians[part]
     k_g, k_n = jax.random.split(key)
-    gaussians = init_gaussians(k_g, g.capacity, num_points=g.init_num, box=g.init_box,
-                               sh_degree=g.sh_degree, init_opacity=g.init_opacity)  # fmt: skip
+    gaussians = init_gaussians(
+        k_g,
+        g.capacity,
+        num_points=g.init_num,
+        box=g.init_box,
+        sh_degree=g.sh_degree,
+        init_opacity=g.init_opacity,
+    )
     net = build_network(cfg.model, part)
     xyz = gaussians.means[:NET_INIT_POINTS]
-    return {"gaussians": gaussians,
-            "net": net.init(k_n, xyz, dummy_inputs(cfg.model), mode="eval")["params"]}  # fmt: skip
+    return {
+        "gaussians": gaussians,
+        "net": net.init(k_n, xyz, dummy_inputs(cfg.model), mode="eval")["params"],
+    }

@@ -36,18 +36,33 @@ def make_validator(cfg, subject, features, workdir, writer=None):
         f = {k: jnp.asarray(v) for k, v in frame_with_features(subject, features, idx).items()}
         if phase == "fuse":
             heads = {p: (net[p], state[p].net, state[p].gaussians) for p in ("face", "mouth")}
-            pred = render_fused(heads["face"], heads["mouth"], f, width=w, height=h,
-                                backend=cfg.backend, use_deform=cfg.train.deform)["rgb"]  # fmt: skip
+            pred = render_fused(
+                heads["face"],
+                heads["mouth"],
+                f,
+                width=w,
+                height=h,
+                backend=cfg.backend,
+                use_deform=cfg.train.deform,
+            )["rgb"]
         else:
-            pred = render_branch(net, state.net, state.gaussians, f, width=w, height=h,
-                                 use_deform=cfg.train.deform and it > cfg.train[phase].warmup,
-                                 backend=cfg.backend)["rgb"]  # fmt: skip
+            pred = render_branch(
+                net,
+                state.net,
+                state.gaussians,
+                f,
+                width=w,
+                height=h,
+                use_deform=cfg.train.deform and it > cfg.train[phase].warmup,
+                backend=cfg.backend,
+            )["rgb"]
         gt = np.asarray(to_float(f["image"]))
         pred = np.asarray(pred)
         err = np.abs(pred - gt)
         _png(Workdir(workdir).val_png(phase, it), [pred, gt, err])
         if writer is not None:
-            writer.add_image(f"{phase}/pred_gt_err", np.concatenate([pred, gt, err], 1), it,
-                             dataformats="HWC")  # fmt: skip
+            writer.add_image(
+                f"{phase}/pred_gt_err", np.concatenate([pred, gt, err], 1), it, dataformats="HWC"
+            )
 
     return validate

@@ -110,7 +110,8 @@ class Workdir:
             raise Stage1Missing(
                 f"{self.stage1_dir}: no stage-1 checkpoint. Stage 2 consumes stage 1's features: "
                 "run `python -m experiments.train --stage=1` (or --stage=all) with this --workdir "
-                "first.")  # fmt: skip
+                "first."
+            )
 
     # -- config and version ------------------------------------------------------------------
 
@@ -130,13 +131,19 @@ class Workdir:
         try:
             current = get_config(preset).to_dict()
         except ValueError as e:
-            raise ValueError(f"{self.config_path}: preset {preset!r} unknown to this version") from e
-        missing, extra = sorted(_keys(current) - _keys(saved)), sorted(_keys(saved) - _keys(current))
+            raise ValueError(
+                f"{self.config_path}: preset {preset!r} unknown to this version"
+            ) from e
+        missing, extra = (
+            sorted(_keys(current) - _keys(saved)),
+            sorted(_keys(saved) - _keys(current)),
+        )
         if missing or extra:
             raise ValueError(
                 f"{self.path} was written by another version of ua3dtalk_jax (config keys "
                 f"missing: {missing[:6] or 'none'}; unknown: {extra[:6] or 'none'}); retrain it "
-                "with this one")  # fmt: skip
+                "with this one"
+            )
 
     def check_config(self, cfg, *, save: bool = True) -> None:
         """Saves the config (with `save`), or checks that the workdir was trained with the same one.
@@ -157,11 +164,13 @@ class Workdir:
                 f"{self.path} was trained on {trained_on(was.data, was.model.audio)} audio "
                 f"features; this run reads {trained_on(cfg.data, cfg.model.audio)}: pass "
                 f"--set=data.audio_feature={was.data.audio_feature} (the subject must still have "
-                "those features) or use a new --workdir")  # fmt: skip
+                "those features) or use a new --workdir"
+            )
         if diff:
             raise ValueError(
                 f"{self.path} was trained with another config (differs in {', '.join(diff[:8])}); "
-                "use a new --workdir or the same flags to resume")
+                "use a new --workdir or the same flags to resume"
+            )
 
     def stage1_config(self) -> dict:
         """The stage-1 section of config.json, as this version reads it (`configs.migrate`)."""
@@ -205,9 +214,11 @@ class Workdir:
         for c in cands:
             if os.path.isdir(c):
                 return c
-        raise FileNotFoundError(f"--subject={subject}: no subject directory at "
-                                f"{' or '.join(cands)}; pass the subject the workdir was trained "
-                                "on")  # fmt: skip
+        raise FileNotFoundError(
+            f"--subject={subject}: no subject directory at "
+            f"{' or '.join(cands)}; pass the subject the workdir was trained "
+            "on"
+        )
 
     def write_summary(self, summary: dict) -> None:
         """Replaces summary.json whole (a reader never sees half a file)."""
@@ -228,7 +239,8 @@ class Workdir:
                 raise ValueError(
                     f"emotion={emotion!r}: an emotion override needs stage 1's per-class f_emo "
                     "means; this model reads the subject's precomputed features "
-                    "(stage1.features.source=subject)")  # fmt: skip
+                    "(stage1.features.source=subject)"
+                )
             return features_lib.subject_features(subject, cfg.stage1.features)
         self.require_stage1()
         return features_lib.stage1_features(subject, self.stage1_dir, emotion=emotion)
@@ -256,20 +268,25 @@ class Workdir:
         except (FileNotFoundError, ValueError):
             raise
         except Exception as e:  # orbax: a tree that does not match this version's model
-            raise ValueError(f"{self.model_dir}: cannot be restored by this version "
-                             f"({type(e).__name__}: {str(e)[:300]})") from e  # fmt: skip
+            raise ValueError(
+                f"{self.model_dir}: cannot be restored by this version "
+                f"({type(e).__name__}: {str(e)[:300]})"
+            ) from e
         stage1 = None
         if drivable:
             check_drivable(cfg, self.path)
             if not self.has_stage1():
                 raise FileNotFoundError(
-                    f"{self.stage1_dir}: no stage-1 checkpoint (needed for new audio's features)")
+                    f"{self.stage1_dir}: no stage-1 checkpoint (needed for new audio's features)"
+                )
             stage1 = self.load_stage1()
         if subject is None:
             subject = self.recorded_subject()
             if subject is None:
-                raise FileNotFoundError(f"{self.path}: no subject.json; pass subject= the subject "
-                                        "directory it was trained on")  # fmt: skip
+                raise FileNotFoundError(
+                    f"{self.path}: no subject.json; pass subject= the subject "
+                    "directory it was trained on"
+                )
         subj = open_for_model(os.fspath(subject), cfg.data, cfg.model.audio)
         return TrainedModel(cfg, heads, subj, stage1, os.path.abspath(self.path))
 
@@ -282,7 +299,8 @@ def check_drivable(cfg, workdir: str) -> None:
             "(stage1.features.source=subject), which new audio does not have; train this "
             "project's stage 1 for a model that new audio can drive (stage1.features.source="
             "stage1); `python -m experiments.evaluate` still renders and scores its held-out "
-            "frames")  # fmt: skip
+            "frames"
+        )
 
 
 def _keys(d: dict, prefix: str = "") -> set[str]:

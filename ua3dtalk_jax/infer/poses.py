@@ -111,11 +111,15 @@ def read_viewmats(path: str) -> np.ndarray:
             doc = json.load(f)
         c2w = np.asarray([fr["transform_matrix"] for fr in doc["frames"]], np.float64)
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"--poses={path}: not a transforms file with frames[].transform_matrix "
-                         f"({type(e).__name__}: {e})") from None  # fmt: skip
+        raise ValueError(
+            f"--poses={path}: not a transforms file with frames[].transform_matrix "
+            f"({type(e).__name__}: {e})"
+        ) from None
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or len(c2w) == 0:
-        raise ValueError(f"--poses={path}: transform_matrix entries have shape {c2w.shape[1:]} "
-                         f"over {len(c2w)} frames, expected ≥ 1 of (4, 4)")  # fmt: skip
+        raise ValueError(
+            f"--poses={path}: transform_matrix entries have shape {c2w.shape[1:]} "
+            f"over {len(c2w)} frames, expected ≥ 1 of (4, 4)"
+        )
     _check_rigid(path, c2w)
     return viewmat_from_c2w_gl(c2w)
 

@@ -92,12 +92,15 @@ def emotion_spec(
     def check(label: str, flag: str) -> str:
         label = label.strip().lower()
         if label != "audio" and label not in EMOTIONS:
-            raise ValueError(f"{flag}: unknown emotion {label!r}; choose audio or one of "
-                             f"{', '.join(EMOTIONS)}")  # fmt: skip
+            raise ValueError(
+                f"{flag}: unknown emotion {label!r}; choose audio or one of {', '.join(EMOTIONS)}"
+            )
         if levels is not None and label != "audio" and label not in levels:
-            warnings.warn(f"{flag}: the subject's training frames show no {label!r}; its feature "
-                          f"is the mean of all labelled frames (trained: {sorted(levels)})",
-                          stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"{flag}: the subject's training frames show no {label!r}; its feature "
+                f"is the mean of all labelled frames (trained: {sorted(levels)})",
+                stacklevel=3,
+            )
         return label
 
     if emotion:
@@ -126,8 +129,9 @@ def emotion_spec(
         terms.append((label, w))
     if sum(w for _, w in terms) <= 0:
         raise ValueError(f"{flag}: the weights sum to 0")
-    return "+".join(f"{lb}:{w:.6g}" if lb == "audio" else f"{lb}@{alpha(lb):.6g}:{w:.6g}"
-                    for lb, w in terms)  # fmt: skip
+    return "+".join(
+        f"{lb}:{w:.6g}" if lb == "audio" else f"{lb}@{alpha(lb):.6g}:{w:.6g}" for lb, w in terms
+    )
 
 
 def check_output(out: str) -> str:
@@ -144,8 +148,16 @@ def check_output(out: str) -> str:
     return out
 
 
-def synthesize(model: TrainedModel, audio, out: str, *, emotion: str | None = None,
-               poses: str = "val", features=None, progress: bool = True) -> dict:  # fmt: skip
+def synthesize(
+    model: TrainedModel,
+    audio,
+    out: str,
+    *,
+    emotion: str | None = None,
+    poses: str = "val",
+    features=None,
+    progress: bool = True,
+) -> dict:
     """Renders a talking-head video of `audio` to `out` (nothing is left at `out` on failure).
 
     Args:
@@ -175,8 +187,9 @@ def synthesize(model: TrainedModel, audio, out: str, *, emotion: str | None = No
     subject = model.subject
     track = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else wav
     t_first = 0.0
-    with VideoWriter(out, fps=subject.fps, size=subject.size, audio=track,
-                     sample_rate=SAMPLE_RATE) as writer:  # fmt: skip
+    with VideoWriter(
+        out, fps=subject.fps, size=subject.size, audio=track, sample_rate=SAMPLE_RATE
+    ) as writer:
         pending = None
         t_loop = time.perf_counter()
         for t in tqdm(range(n), desc="rendering", unit="frame", disable=not progress):
@@ -192,9 +205,12 @@ def synthesize(model: TrainedModel, audio, out: str, *, emotion: str | None = No
         t_rest = time.perf_counter() - t_loop - t_first
     seconds = time.perf_counter() - t_start
     return {
-        "path": out, "frames": n, "fps": subject.fps, "size": subject.size,
+        "path": out,
+        "frames": n,
+        "fps": subject.fps,
+        "size": subject.size,
         "audio_seconds": len(wav) / SAMPLE_RATE,
         "render_fps": (n - 1) / t_rest if n > 1 and t_rest > 0 else float("nan"),
-        "first_frame_seconds": t_first, "seconds": seconds,
-    }  # fmt: skip
-
+        "first_frame_seconds": t_first,
+        "seconds": seconds,
+    }

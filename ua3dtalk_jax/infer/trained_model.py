@@ -82,13 +82,20 @@ def load_waveform(audio, sample_rate: int | None = None, *, name: str = "audio")
     if peak < SILENCE_PEAK:
         raise ValueError(
             f"{what}: the audio is silent (peak {peak:.2g} < {SILENCE_PEAK:g}, −60 dBFS); "
-            "a talking head needs speech")  # fmt: skip
+            "a talking head needs speech"
+        )
     return wav
 
 
-def audio_features(model: TrainedModel, audio, emotion: str | None = None, *,
-                   features=None, sample_rate: int | None = None,
-                   name: str = "audio") -> dict:  # fmt: skip
+def audio_features(
+    model: TrainedModel,
+    audio,
+    emotion: str | None = None,
+    *,
+    features=None,
+    sample_rate: int | None = None,
+    name: str = "audio",
+) -> dict:
     """Per-frame features of a clip at the subject's fps (see the module docstring).
 
     Args:
@@ -118,8 +125,10 @@ def audio_features(model: TrainedModel, audio, emotion: str | None = None, *,
     if feats_in is None:
         n = n_wav
         if n == 0:
-            raise ValueError(f"{what}: {len(wav) / audio_lib.SAMPLE_RATE * 1e3:.1f} ms of audio "
-                             f"is shorter than half a video frame at {s.fps:g} fps")  # fmt: skip
+            raise ValueError(
+                f"{what}: {len(wav) / audio_lib.SAMPLE_RATE * 1e3:.1f} ms of audio "
+                f"is shorter than half a video frame at {s.fps:g} fps"
+            )
         aud = audio_lib.f_audio(wav, s.fps, n, n_mels=s.audio_dim, window=s.audio_window)
     else:
         aud, n = feats_in, len(feats_in)
@@ -128,7 +137,8 @@ def audio_features(model: TrainedModel, audio, emotion: str | None = None, *,
             raise ValueError(
                 f"{src} has {n} frames of audio features but {what} lasts "
                 f"{len(wav) / audio_lib.SAMPLE_RATE:.2f} s = {n_wav} frames at {s.fps:g} fps; "
-                "compute both from the same clip")  # fmt: skip
+                "compute both from the same clip"
+            )
     out = stage1_features(wav, model.stage1, fps=s.fps, n_frames=n)
     feats = {"aud": aud, **out, "f_emo_audio": out["f_emo"]}
     return with_emotion(model, feats, emotion)
@@ -146,8 +156,7 @@ def infer_command(cfg, workdir: str) -> str:
     if kind in precomputed.FILES:
         stem = precomputed.FILES[kind].removeprefix("aud").removesuffix(".npy")
         tail = f" --audio_features=NEW{stem}.npy"
-    return (f"python -m experiments.infer --workdir={workdir} --audio=NEW.wav{tail} "
-            "--out=OUT.mp4")  # fmt: skip
+    return f"python -m experiments.infer --workdir={workdir} --audio=NEW.wav{tail} --out=OUT.mp4"
 
 
 def check_audio_features(cfg, workdir: str, features):
@@ -165,13 +174,15 @@ def check_audio_features(cfg, workdir: str, features):
         if features is not None:
             raise ValueError(
                 f"{workdir}: the model was trained on {want}, computed from the audio itself; "
-                f"drop the audio features: {infer_command(cfg, workdir)}")  # fmt: skip
+                f"drop the audio features: {infer_command(cfg, workdir)}"
+            )
         return None
     if features is None:
         raise ValueError(
             f"{workdir}: the model was trained on {want} features, which this project cannot "
             "compute from audio; pass the new clip's windows from the same tool beside its wav: "
-            f"{infer_command(cfg, workdir)}")  # fmt: skip
+            f"{infer_command(cfg, workdir)}"
+        )
     if isinstance(features, (str, os.PathLike)):
         src = os.fspath(features)
         arr = precomputed.load_windows(src, cfg.data.audio_feature)
@@ -180,8 +191,10 @@ def check_audio_features(cfg, workdir: str, features):
         arr = arr[:, None, :] if arr.ndim == 2 else arr
     a = cfg.model.audio
     if arr.ndim != 3 or arr.shape[1:] != (a.steps, a.in_dim) or len(arr) == 0:
-        raise ValueError(f"{src}: windows of shape {tuple(arr.shape)}, but the model was trained "
-                         f"on {want}; compute them with the same tool")  # fmt: skip
+        raise ValueError(
+            f"{src}: windows of shape {tuple(arr.shape)}, but the model was trained "
+            f"on {want}; compute them with the same tool"
+        )
     return arr
 
 
@@ -223,8 +236,9 @@ def frame_conditioning(model: TrainedModel, feats: dict, t: int, pose: dict) -> 
     if missing:
         raise KeyError(f"pose lacks {missing}; expected keys {POSE_KEYS}")
     if pose["background"].shape != (*model.size, 3):
-        raise ValueError(f"pose background {pose['background'].shape} is not the subject's "
-                         f"{(*model.size, 3)}")  # fmt: skip
+        raise ValueError(
+            f"pose background {pose['background'].shape} is not the subject's {(*model.size, 3)}"
+        )
     # AudioAttNet context t−4 … t+3, zero outside the clip (Subject.frame's "aud" rule).
     idx = t + np.arange(-(AUD_CONTEXT // 2), AUD_CONTEXT // 2)
     inside = (idx >= 0) & (idx < n)
@@ -299,8 +313,9 @@ def inference_net(net):
 @functools.partial(jax.jit, static_argnames=("nets", "width", "height", "backend", "use_deform"))
 def _render(trees, frame, *, nets, width, height, backend, use_deform):
     face, mouth = ((net, *tree) for net, tree in zip(nets, trees))
-    out = render_fused(face, mouth, frame, width=width, height=height, backend=backend,
-                       use_deform=use_deform)  # fmt: skip
+    out = render_fused(
+        face, mouth, frame, width=width, height=height, backend=backend, use_deform=use_deform
+    )
     return out["rgb"]
 
 
@@ -318,8 +333,15 @@ def render(model: TrainedModel, frame: dict) -> jax.Array:
     trees = tuple(tuple(model.heads[p][1:]) for p in PARTS)
     h, w = np.shape(frame["background"])[:2]
     inputs = {k: frame[k] for k in (*_NET_KEYS, "viewmat", "K", "background")}
-    return _render(trees, inputs, nets=nets, width=w, height=h, backend=model.cfg.backend,
-                   use_deform=bool(model.cfg.train.deform))  # fmt: skip
+    return _render(
+        trees,
+        inputs,
+        nets=nets,
+        width=w,
+        height=h,
+        backend=model.cfg.backend,
+        use_deform=bool(model.cfg.train.deform),
+    )
 
 
 def read_uncertainty(model: TrainedModel, part: str, frame: dict) -> dict:

@@ -68,8 +68,9 @@ def _fill(shape_hw, colour) -> jax.Array:
     return jnp.broadcast_to(jnp.asarray(colour, jnp.float32), tuple(shape_hw) + (3,))
 
 
-def face_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng,
-              size_key=None) -> tuple[jax.Array, dict]:  # fmt: skip
+def face_loss(
+    cfg, r: dict, frame: dict, flags: dict, v: Variant, rng, size_key=None
+) -> tuple[jax.Array, dict]:
     """Loss of one face-branch render `r` (see module docstring).
 
     Args:
@@ -108,8 +109,9 @@ def face_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng,
         h, w = gt.shape[:2]
         lips = regularizers.rect_mask(frame["lips_rect"], h, w)[..., None]
         crop = image_losses.crop_lpips(pred, target, frame["lips_rect"], size=cfg.train.lips_crop)
-        patch = _patch_lpips(cfg, "face", jnp.where(lips, green, pred),
-                             jnp.where(lips, green, target), rng, size_key)  # fmt: skip
+        patch = _patch_lpips(
+            cfg, "face", jnp.where(lips, green, pred), jnp.where(lips, green, target), rng, size_key
+        )
         return b.lpips_lips * crop + b.lpips_patch * patch
 
     if reaches_late(b, v) and (b.lpips_lips > 0 or b.lpips_patch > 0):
@@ -123,16 +125,20 @@ def _patch_lpips(cfg, part, pred, target, rng, size_key):
     sizes = t[field]
     largest = image_losses.even_sizes(*sizes, t.patch_size_step)[-1]
     if largest > min(pred.shape[0], pred.shape[1]):
-        raise ValueError(f"train.{field} = {tuple(sizes)}: patches of {largest} px do not fit the "
-                         f"subject's {pred.shape[0]}×{pred.shape[1]} frames; pass a smaller "
-                         f"range, e.g. --set=train.{field}=\"(32, 32)\"")  # fmt: skip
+        raise ValueError(
+            f"train.{field} = {tuple(sizes)}: patches of {largest} px do not fit the "
+            f"subject's {pred.shape[0]}×{pred.shape[1]} frames; pass a smaller "
+            f'range, e.g. --set=train.{field}="(32, 32)"'
+        )
     size_key = rng if size_key is None else size_key
-    return image_losses.patch_lpips(pred, target, sizes=tuple(sizes), step=t.patch_size_step,
-                         size_key=size_key, rng=rng)  # fmt: skip
+    return image_losses.patch_lpips(
+        pred, target, sizes=tuple(sizes), step=t.patch_size_step, size_key=size_key, rng=rng
+    )
 
 
-def mouth_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng,
-               size_key=None) -> tuple[jax.Array, dict]:  # fmt: skip
+def mouth_loss(
+    cfg, r: dict, frame: dict, flags: dict, v: Variant, rng, size_key=None
+) -> tuple[jax.Array, dict]:
     """Loss of one mouth-branch render `r` (see module docstring; `r` rendered over
     `background(flags)`). rng, size_key: as `face_loss`."""
     b, lam = cfg.train.mouth, cfg.train.lambda_ssim
@@ -148,8 +154,10 @@ def mouth_loss(cfg, r: dict, frame: dict, flags: dict, v: Variant, rng,
     if v.deform:
         loss += b.reg_alpha * regularizers.alpha_mask(r["alpha"], lips)
     if reaches_late(b, v) and b.lpips_patch > 0:
-        loss += _late(flags["late"], lambda: b.lpips_patch * _patch_lpips(
-            cfg, "mouth", pred, target, rng, size_key))  # fmt: skip
+        loss += _late(
+            flags["late"],
+            lambda: b.lpips_patch * _patch_lpips(cfg, "mouth", pred, target, rng, size_key),
+        )
     return loss, {"l1": l1, "psnr": image_losses.psnr(pred, target)}
 
 
@@ -161,6 +169,8 @@ def fuse_loss(cfg, fused: dict, frame: dict, late, rng, size_key=None) -> tuple[
     l1, ds = image_losses.l1(pred, gt), image_losses.d_ssim(pred, gt)
     loss = l1 + cfg.train.lambda_ssim * ds
     if cfg.train.gamma_lpips > 0:
-        loss += _late(late, lambda: cfg.train.gamma_lpips * _patch_lpips(
-            cfg, "mouth", pred, gt, rng, size_key))  # fmt: skip
+        loss += _late(
+            late,
+            lambda: cfg.train.gamma_lpips * _patch_lpips(cfg, "mouth", pred, gt, rng, size_key),
+        )
     return loss, {"l1": l1, "psnr": image_losses.psnr(pred, gt)}

@@ -72,7 +72,9 @@ def ssim_map(a: jax.Array, b: jax.Array) -> jax.Array:
     if a.shape != b.shape:
         raise ValueError(f"ssim: shapes differ: {a.shape} vs {b.shape}")
     if a.shape[-3] < SSIM_WINDOW or a.shape[-2] < SSIM_WINDOW:
-        raise ValueError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {a.shape}")
+        raise ValueError(
+            f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {a.shape}"
+        )
     lead = a.shape[:-3]
     a = a.reshape((-1,) + a.shape[-3:])
     b = b.reshape((-1,) + b.shape[-3:])
@@ -128,7 +130,9 @@ def lpips(pred: jax.Array, target: jax.Array, *, net: str = "alexnet") -> jax.Ar
     if pred.ndim != 4 or pred.shape[-1] != 3 or pred.shape != target.shape:
         raise ValueError(f"lpips expects two (B, H, W, 3) images, got {pred.shape}, {target.shape}")
     if min(pred.shape[1:3]) < LPIPS_MIN_SIZE:
-        raise ValueError(f"lpips needs images of at least {LPIPS_MIN_SIZE}² px, got {pred.shape[1:3]}")
+        raise ValueError(
+            f"lpips needs images of at least {LPIPS_MIN_SIZE}² px, got {pred.shape[1:3]}"
+        )
     params = lpips_params(net)
     out = _lpips_module(net).apply(params, pred * 2.0 - 1.0, target * 2.0 - 1.0)
     return out.reshape(pred.shape[0])
@@ -144,8 +148,9 @@ def even_sizes(lo: int, hi: int, step: int = 2) -> tuple[int, ...]:
     """
     lo, hi, step = int(lo), int(hi), int(step)
     if lo < LPIPS_MIN_SIZE:
-        raise ValueError(f"patch sizes ({lo}, {hi}): LPIPS needs patches of at least "
-                         f"{LPIPS_MIN_SIZE} px")  # fmt: skip
+        raise ValueError(
+            f"patch sizes ({lo}, {hi}): LPIPS needs patches of at least {LPIPS_MIN_SIZE} px"
+        )
     if step <= 0 or step % 2:
         raise ValueError(f"patch size step {step}: must be a positive even number")
     sizes = tuple(range(lo + lo % 2, hi + 1, step))

@@ -26,4 +26,4 @@ __all__ = [
     "ensemble_moments",
     "gaussian_fusion",
     "motion_spec",
-]  # fmt: skip
+]

@@ -88,7 +88,9 @@ class DeformHeads(nn.Module):
         raw = {}
         for name in self.outputs:
             y = nn.Dense(self.hidden, name=f"{name}_0")(nn.relu(h))
-            init = nn.initializers.zeros if name in self.zero_init else nn.initializers.lecun_normal()
+            init = (
+                nn.initializers.zeros if name in self.zero_init else nn.initializers.lecun_normal()
+            )
             raw[name] = nn.Dense(HEAD_WIDTHS[name], kernel_init=init, name=f"{name}_1")(nn.relu(y))
         return scale_outputs(raw, dict(self.scales)), {"h": h}
 
@@ -111,8 +113,12 @@ class ConcatMLPHeads(nn.Module):
         """Args: features (N, Σ view widths). Returns ({name: (N, k)}, {})."""
         widths = [HEAD_WIDTHS[n] for n in self.outputs]
         starts = np.cumsum([0] + widths)
-        zero = tuple(int(c) for n, a, w in zip(self.outputs, starts, widths)
-                     if n in self.zero_init for c in range(a, a + w))  # fmt: skip
+        zero = tuple(
+            int(c)
+            for n, a, w in zip(self.outputs, starts, widths)
+            if n in self.zero_init
+            for c in range(a, a + w)
+        )
         y = BiasFreeMLP(sum(widths), self.hidden, self.layers, zero, name="sigma_net")(features)
         splits = jnp.split(y, starts[1:-1].tolist(), axis=-1)
         raw = dict(zip(self.outputs, splits))

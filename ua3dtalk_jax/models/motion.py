@@ -172,8 +172,9 @@ class MotionNetwork(nn.Module):
         chex.assert_rank([inputs.f_exp, inputs.f_tone, inputs.f_emo], 1)
         n = xyz.shape[0]
 
-        grid = HexPlaneField(sp.grid_bound, sp.grid_res, sp.grid_multires, sp.grid_channels,
-                             name="xyz_grid")  # fmt: skip
+        grid = HexPlaneField(
+            sp.grid_bound, sp.grid_res, sp.grid_multires, sp.grid_channels, name="xyz_grid"
+        )
         enc_x, _ = grid(xyz)
         audio, aux = AudioView(sp.audio_dim, sp.channel_attention, sp.eye, name="audio")(
             inputs.aud, inputs.au_exp, enc_x
@@ -186,8 +187,9 @@ class MotionNetwork(nn.Module):
                 (jnp.broadcast_to(f, (n, f.shape[0])), True) for f in (inputs.f_exp, inputs.f_tone)
             ]
         if sp.emotion:
-            encoder = EmotionEncoder(sp.emo_dim, sp.grid_bound, sp.emo_res, sp.emo_multires,
-                                     name="emotion")  # fmt: skip
+            encoder = EmotionEncoder(
+                sp.emo_dim, sp.grid_bound, sp.emo_res, sp.emo_multires, name="emotion"
+            )
             views.append((encoder(inputs.f_emo, xyz)[0], False))
         scales = (("xyz", sp.xyz_scale), ("rot", (1.0,) * 4), ("scale", (1.0,) * 3))
 
@@ -198,8 +200,9 @@ class MotionNetwork(nn.Module):
             out, _ = heads(fused, enc_x)
         else:
             concat = jnp.concatenate([f for f, _ in views] + [enc_x], axis=-1)
-            heads = ConcatMLPHeads(sp.outputs, scales, sp.hidden, zero_init=sp.zero_init,
-                                   name="decoder")  # fmt: skip
+            heads = ConcatMLPHeads(
+                sp.outputs, scales, sp.hidden, zero_init=sp.zero_init, name="decoder"
+            )
             out, _ = heads(concat)
 
         zeros = lambda k: jnp.zeros((n, k), xyz.dtype)
@@ -214,8 +217,10 @@ class MotionNetwork(nn.Module):
         if mode == "eval" and sp.fusion in ("lowrank", "mean"):
             xs = [jnp.concatenate([f, enc_x], axis=-1) if x else f for f, x in views]
             if self.is_initializing():  # creates the blocks' parameters (same names as "dense")
-                outs = [UncertaintyBlock(sp.hidden, sp.latent, sp.members, name=f"unc_{v}")(x)
-                        for v, x in zip(sp.view_names, xs)]  # fmt: skip
+                outs = [
+                    UncertaintyBlock(sp.hidden, sp.latent, sp.members, name=f"unc_{v}")(x)
+                    for v, x in zip(sp.view_names, xs)
+                ]
                 aux = ensemble_fusion_lowrank(*(jnp.stack(z) for z in zip(*outs)))
             else:
                 block = UncertaintyBlock(sp.hidden, sp.latent, sp.members, parent=None)

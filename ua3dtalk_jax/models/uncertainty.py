@@ -243,23 +243,35 @@ def ensemble_fused_mean(mu: jax.Array, logvar: jax.Array) -> jax.Array:
     g = a_inv[:, :, None] * w  # A⁻¹W
     m = jnp.eye(t, dtype=mu.dtype)[:, :, None] + jnp.einsum("vdsn,vdtn->vstn", w, g)
     # Z = L_M⁻¹ (A⁻¹W)ᵀ per view, so that A⁻¹W M⁻¹ WᵀA⁻¹ = Zᵀ Z
-    z = jnp.stack([small_linalg.solve_lower_batch_last(small_linalg.cholesky_batch_last(m[i]),
-                                                       jnp.swapaxes(g[i], 0, 1))
-                   for i in range(v)])  # (V, T, D, N)  # fmt: skip
-    info = jnp.sum(a_inv * mean - jnp.einsum("vtdn,vtn->vdn", z, jnp.einsum("vtdn,vdn->vtn", z,
-                                                                            mean)), 0)  # fmt: skip
+    z = jnp.stack(
+        [
+            small_linalg.solve_lower_batch_last(
+                small_linalg.cholesky_batch_last(m[i]), jnp.swapaxes(g[i], 0, 1)
+            )
+            for i in range(v)
+        ]
+    )  # (V, T, D, N)
+    info = jnp.sum(
+        a_inv * mean - jnp.einsum("vtdn,vtn->vdn", z, jnp.einsum("vtdn,vdn->vtn", z, mean)), 0
+    )
     zf = z.reshape(v * t, d, n)
     eye = jnp.eye(d, dtype=mu.dtype)[:, :, None]
     precision = jnp.sum(a_inv, 0)[:, None] * eye - jnp.einsum("kin,kjn->ijn", zf, zf)
     trace = jnp.sum(jnp.diagonal(precision, 0, 0, 1), -1)  # (N,): `_jittered`'s jitter
-    low = small_linalg.cholesky_batch_last(precision + (JITTER_REL * jnp.abs(trace / d)
-                                                        + JITTER_ABS) * eye)  # fmt: skip
+    low = small_linalg.cholesky_batch_last(
+        precision + (JITTER_REL * jnp.abs(trace / d) + JITTER_ABS) * eye
+    )
     y = small_linalg.solve_lower_batch_last(low, info[:, None])
     return small_linalg.solve_upper_t_batch_last(low, y)[:, 0].T
 
 
-def ensemble_fusion_chunked(block: UncertaintyBlock, params: list, xs: list,
-                            chunk: int | None = None, mean_only: bool = False) -> dict:  # fmt: skip
+def ensemble_fusion_chunked(
+    block: UncertaintyBlock,
+    params: list,
+    xs: list,
+    chunk: int | None = None,
+    mean_only: bool = False,
+) -> dict:
     """Runs each view's ensemble on its features and fuses them (`ensemble_fusion_lowrank`),
     `chunk` Gaussians at a time (default `FUSION_CHUNK`, or `MEAN_CHUNK` with `mean_only`).
 
@@ -276,8 +288,11 @@ def ensemble_fusion_chunked(block: UncertaintyBlock, params: list, xs: list,
     def run(xc):
         outs = [block.apply({"params": p}, x) for p, x in zip(params, xc)]
         mu, logvar = (jnp.stack(z) for z in zip(*outs))
-        return {"fused_mu": ensemble_fused_mean(mu, logvar)} if mean_only else _fusion_lowrank(
-            mu, logvar)
+        return (
+            {"fused_mu": ensemble_fused_mean(mu, logvar)}
+            if mean_only
+            else _fusion_lowrank(mu, logvar)
+        )
 
     n = xs[0].shape[0]
     if not chunk or n <= chunk:
@@ -309,8 +324,9 @@ def _fusion_lowrank(mu: jax.Array, logvar: jax.Array) -> dict:
     m = jnp.eye(t, dtype=mu.dtype) + jnp.swapaxes(w, -1, -2) @ g
     gm = g @ small_linalg.spd_inverse(0.5 * (m + jnp.swapaxes(m, -1, -2)))  # A⁻¹W M⁻¹
     # Σ̂⁻¹μ̂ and tr(Σ̂⁻¹) per view; the fused precision Σ diag(A⁻¹) − Σ (A⁻¹W M⁻¹)(A⁻¹W)ᵀ
-    info = a_inv * mean - jnp.einsum("v...dt,v...t->v...d", gm, jnp.einsum("v...dt,v...d->v...t",
-                                                                         g, mean))  # fmt: skip
+    info = a_inv * mean - jnp.einsum(
+        "v...dt,v...t->v...d", gm, jnp.einsum("v...dt,v...d->v...t", g, mean)
+    )
     traces = jnp.sum(a_inv, axis=-1) - jnp.sum(gm * g, axis=(-2, -1))
     flat = lambda x: jnp.moveaxis(x, 0, -2).reshape(x.shape[1:-2] + (-1, x.shape[-1]))
     low_rank = jnp.swapaxes(flat(jnp.swapaxes(gm, -1, -2)), -1, -2) @ flat(jnp.swapaxes(g, -1, -2))

@@ -61,8 +61,7 @@ def frames_to_use(video: str, audio: str | None, video_frames: int, audio_s: flo
     source = f"the audio ({audio})" if audio else "its audio track"
     shorter, longer = sorted((audio_s, video_s))
     if shorter < MIN_OVERLAP * longer:
-        fix = ("give the audio recorded with this video" if audio
-               else "give the speech with --audio")  # fmt: skip
+        fix = "give the audio recorded with this video" if audio else "give the speech with --audio"
         raise PreprocessError(
             f"{video}: the video is {video_s:.2f} s but {source} is {audio_s:.2f} s; less than "
             f"{MIN_OVERLAP:.0%} overlaps, so they are not one recording: {fix}, or cut both to "

@@ -64,9 +64,10 @@ def speaker_dir(root: str, speaker: str | None = None) -> str:
 
 def _speakers(root: str) -> str:
     found = sorted(
-        d for d in (os.listdir(root) if os.path.isdir(root) else [])
+        d
+        for d in (os.listdir(root) if os.path.isdir(root) else [])
         if os.path.isdir(os.path.join(root, d, "video"))
-    )  # fmt: skip
+    )
     return "speakers found: " + (", ".join(found) if found else "none")
 
 

@@ -141,8 +141,9 @@ def preprocess(
         if log is not None:
             log(note)
     try:
-        work_lib.step(work, "track.npz",
-                      lambda: _track(clips, info, box, work, max_missing, **opts))  # fmt: skip
+        work_lib.step(
+            work, "track.npz", lambda: _track(clips, info, box, work, max_missing, **opts)
+        )
         work_lib.step(work, "fit.npz", lambda: _fit(work, info, size))
         _write(clips, info, box, work, out_dir, params, source, **opts)
     except PreprocessError:  # the input is refused: nothing to resume (a crash keeps the steps)
@@ -216,8 +217,12 @@ def _crop(clips, info, crop, fps: float, size: int) -> dict:
     if auto:
         crop = video_lib.crop_from_face_boxes(np.array(boxes), w, h)
     notes.append(checks.upscale_note(clips[0].video, crop[2], size))
-    return {"box": list(crop), "auto": auto, "face_px": round(width, 1),
-            "notes": [n for n in notes if n]}  # fmt: skip
+    return {
+        "box": list(crop),
+        "auto": auto,
+        "face_px": round(width, 1),
+        "notes": [n for n in notes if n],
+    }
 
 
 def _display(meta: dict):
@@ -242,9 +247,21 @@ def _track(clips, info, box, work, max_missing, *, fps, size, progress, workers)
         for a, b in _chunks(meta["frames"], workers):
             label = f"track {ci + 1}/{len(clips)} [{a}:{b or meta['frames']}]"
             b = meta["frames"] if b is None else b  # frames past the audio's end are not kept
-            jobs.append({"path": c.video, "fps": fps, "size": size, "crop": box["box"], "start": a,
-                         "stop": b, "display": _display(meta), "bg_every": bg_every,
-                         "max_bg": BG_SAMPLES, "progress": progress, "label": label})  # fmt: skip
+            jobs.append(
+                {
+                    "path": c.video,
+                    "fps": fps,
+                    "size": size,
+                    "crop": box["box"],
+                    "start": a,
+                    "stop": b,
+                    "display": _display(meta),
+                    "bg_every": bg_every,
+                    "max_bg": BG_SAMPLES,
+                    "progress": progress,
+                    "label": label,
+                }
+            )
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
             parts = pool.map(track_range, jobs, chunksize=1)
@@ -301,11 +318,19 @@ def _fit(work: str, info: dict, size: int) -> None:
     mean, basis, std = exp_lib.fit_basis(posefree)
     closure = exp_lib.blink_closure(exp_lib.eye_aspect_ratio(posefree))
     work_lib.save_npz(
-        os.path.join(work, "fit.npz"), landmarks=lms, canon=canon, rigid=rigid,
-        focal=np.float64(focal), viewmats=viewmats, reproj=reproj.astype(np.float32),
-        exp=exp_lib.project(posefree, mean, basis, std), exp_mean=mean, exp_basis=basis,
-        exp_std=std, au45=exp_lib.au45(closure),
-    )  # fmt: skip
+        os.path.join(work, "fit.npz"),
+        landmarks=lms,
+        canon=canon,
+        rigid=rigid,
+        focal=np.float64(focal),
+        viewmats=viewmats,
+        reproj=reproj.astype(np.float32),
+        exp=exp_lib.project(posefree, mean, basis, std),
+        exp_mean=mean,
+        exp_basis=basis,
+        exp_std=std,
+        au45=exp_lib.au45(closure),
+    )
 
 
 def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progress, workers):
@@ -318,8 +343,15 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
     order = [k for k, c in enumerate(clips) if c.split == "train"]
     order += [k for k, c in enumerate(clips) if c.split == "val"]
     offsets = np.cumsum([0] + [m["frames"] for m in info["clips"]])
-    writer = SubjectWriter(out_dir, fps=fps, height=size, width=size, focal=float(fit["focal"]),
-                           source=source, overwrite=os.path.isdir(out_dir))  # fmt: skip
+    writer = SubjectWriter(
+        out_dir,
+        fps=fps,
+        height=size,
+        width=size,
+        focal=float(fit["focal"]),
+        source=source,
+        overwrite=os.path.isdir(out_dir),
+    )
     segmenter = mask_lib.PersonSegmenter()
     val_start, eyes, index = None, [], []
     try:
@@ -328,11 +360,22 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
             if c.split == "val" and val_start is None:
                 val_start = len(writer)
             meta = info["clips"][k]
-            frames = video_lib.read_frames(c.video, fps=fps, size=size, crop=box["box"],
-                                           stop=meta["frames"], display=_display(meta))  # fmt: skip
+            frames = video_lib.read_frames(
+                c.video,
+                fps=fps,
+                size=size,
+                crop=box["box"],
+                stop=meta["frames"],
+                display=_display(meta),
+            )
             label = f"write {order.index(k) + 1}/{len(clips)}"
-            bar = tqdm(mask_lib.temporal_person(frames, segmenter), desc=label, unit="fr",
-                       total=meta["frames"], disable=not progress)  # fmt: skip
+            bar = tqdm(
+                mask_lib.temporal_person(frames, segmenter),
+                desc=label,
+                unit="fr",
+                total=meta["frames"],
+                disable=not progress,
+            )
             for j, (image, person_prob) in enumerate(bar):
                 i = offsets[k] + j
                 if i >= offsets[k + 1]:
@@ -343,13 +386,18 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
                 index.append(i)
                 gt = mask_lib.composite_gt(image, m["person"], bg)
                 writer.add_frame(
-                    image, viewmat=fit["viewmats"][i],
+                    image,
+                    viewmat=fit["viewmats"][i],
                     masks={n: m[n] for n in ("face", "mouth", "teeth", "hair", "neck", "torso")},
-                    gt_image=gt, torso_rgba=mask_lib.torso_image(gt, m),
-                    landmarks68=lm_lib.to_dlib68(pts[:, :2]), landmarks=pts[:, :2],
-                    aus={"AU45_r": float(fit["au45"][i])}, emotion=c.emotion,
-                    intensity=c.intensity if c.emotion else None, exp=fit["exp"][i],
-                )  # fmt: skip
+                    gt_image=gt,
+                    torso_rgba=mask_lib.torso_image(gt, m),
+                    landmarks68=lm_lib.to_dlib68(pts[:, :2]),
+                    landmarks=pts[:, :2],
+                    aus={"AU45_r": float(fit["au45"][i])},
+                    emotion=c.emotion,
+                    intensity=c.intensity if c.emotion else None,
+                    exp=fit["exp"][i],
+                )
         if len(writer) != info["frames"]:
             raise PreprocessError(f"second decode gave {len(writer)} frames, not {info['frames']}")
     finally:
@@ -362,15 +410,21 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
     writer.add_array("eye_boxes", np.stack(eyes))
     writer.add_array("source_frame", np.array(index, np.int32))
     missing = np.nonzero(~tr["found"])[0]
-    writer.add_metadata(preprocess={
-        "digest": params["digest"], "crop": box["box"], "auto_crop": box["auto"],
-        "clips": [dataclasses.asdict(c) for c in clips], "clip_order": order,
-        "interpolated": lm_lib.frame_ranges(missing),
-        "multiple_faces": lm_lib.frame_ranges(np.nonzero(tr["multi"])[0]),
-        "reprojection_px": float(np.mean(fit["reproj"])),
-        "background_inpainted": float(1 - tr["bg_seen"].mean()),
-        "face_px": box.get("face_px"), "notes": info.get("notes", []) + box.get("notes", []),
-    })  # fmt: skip
+    writer.add_metadata(
+        preprocess={
+            "digest": params["digest"],
+            "crop": box["box"],
+            "auto_crop": box["auto"],
+            "clips": [dataclasses.asdict(c) for c in clips],
+            "clip_order": order,
+            "interpolated": lm_lib.frame_ranges(missing),
+            "multiple_faces": lm_lib.frame_ranges(np.nonzero(tr["multi"])[0]),
+            "reprojection_px": float(np.mean(fit["reproj"])),
+            "background_inpainted": float(1 - tr["bg_seen"].mean()),
+            "face_px": box.get("face_px"),
+            "notes": info.get("notes", []) + box.get("notes", []),
+        }
+    )
     writer.finish(val_start=val_start)
 
 
@@ -379,6 +433,5 @@ def _reordered_audio(work, offsets, order, fps) -> np.ndarray:
 
     wav, _ = soundfile.read(os.path.join(work, "aud.wav"), dtype="float32")
     per_frame = video_lib.AUDIO_RATE / fps
-    parts = [wav[round(offsets[k] * per_frame) : round(offsets[k + 1] * per_frame)]
-             for k in order]  # fmt: skip
+    parts = [wav[round(offsets[k] * per_frame) : round(offsets[k + 1] * per_frame)] for k in order]
     return np.concatenate(parts)

@@ -146,9 +146,15 @@ def fit_pose(cam: np.ndarray, pts2d: np.ndarray, canon: np.ndarray, rigid, focal
     k = _intrinsics(focal, w, h)
     rvec0, tvec0 = cv2.Rodrigues(r_world)[0], (t / s).reshape(3, 1)
     ok, rvec, tvec = cv2.solvePnP(
-        world, pts2d[rigid].astype(np.float64), k, None, rvec0.copy(), tvec0.copy(), True,
+        world,
+        pts2d[rigid].astype(np.float64),
+        k,
+        None,
+        rvec0.copy(),
+        tvec0.copy(),
+        True,
         cv2.SOLVEPNP_ITERATIVE,
-    )  # fmt: skip
+    )
     if not ok:
         rvec, tvec = rvec0, tvec0
     proj = cv2.projectPoints(world, rvec, tvec, k, None)[0][:, 0]

@@ -34,9 +34,14 @@ def track_range(job: dict) -> dict:
     size = job["size"]
     lms, found, multi, bg_frames, bg_person = [], [], [], [], []
     frames = video_lib.read_frames(
-        job["path"], fps=job["fps"], size=size, crop=job["crop"], start=job["start"],
-        stop=job["stop"], display=job.get("display"),
-    )  # fmt: skip
+        job["path"],
+        fps=job["fps"],
+        size=size,
+        crop=job["crop"],
+        start=job["start"],
+        stop=job["stop"],
+        display=job.get("display"),
+    )
     bar = tqdm(frames, desc=job.get("label", "track"), unit="fr", disable=not job["progress"])
     try:
         for i, frame in enumerate(bar):

@@ -24,8 +24,11 @@ def params(clips, fps, size, crop) -> dict:
     (dataclasses), each file's size and mtime, fps, size, crop."""
     files = []
     for c in clips:
-        stamp = [(os.path.getsize(p), int(os.path.getmtime(p))) if os.path.isfile(p) else None
-                 for p in (c.video, c.audio) if p]  # fmt: skip
+        stamp = [
+            (os.path.getsize(p), int(os.path.getmtime(p))) if os.path.isfile(p) else None
+            for p in (c.video, c.audio)
+            if p
+        ]
         files.append([*dataclasses.astuple(c), stamp])
     doc = {"clips": files, "fps": float(fps), "size": int(size), "crop": crop and list(crop)}
     doc["digest"] = hashlib.sha1(json.dumps(doc).encode()).hexdigest()

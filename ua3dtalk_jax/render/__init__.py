@@ -74,9 +74,11 @@ def resolve_backend(backend: str, dtype=jnp.float32) -> str:
     platform = jax.default_backend()
     f64_off_cpu = jnp.dtype(dtype) == jnp.float64 and platform != "cpu"
     if backend == "ffi" and f64_off_cpu:
-        raise ValueError(f"backend='ffi' on {platform} takes float32 inputs (the CUDA kernel "
-                         "has no float64 version); got float64: use backend='reference' or "
-                         "'auto'")  # fmt: skip
+        raise ValueError(
+            f"backend='ffi' on {platform} takes float32 inputs (the CUDA kernel "
+            "has no float64 version); got float64: use backend='reference' or "
+            "'auto'"
+        )
     if backend != "auto":
         return backend
     built = available_backends()
@@ -97,8 +99,9 @@ def _check(name: str, x, shape: tuple, dtypes) -> None:
         raise ValueError(f"{name} must be float32 (or float64 with x64), got dtype {x.dtype}")
 
 
-def _check_inputs(means, quats, scales, opacities, colors, viewmat, K, background,
-                  means2d_offset, width, height) -> int:  # fmt: skip
+def _check_inputs(
+    means, quats, scales, opacities, colors, viewmat, K, background, means2d_offset, width, height
+) -> int:
     """`rasterize`'s argument checks (each error names the argument); returns C."""
     if not (isinstance(width, (int, np.integer)) and isinstance(height, (int, np.integer))):
         raise ValueError(f"width and height must be ints, got {width!r}, {height!r}")
@@ -165,16 +168,35 @@ def rasterize(
     Raises:
       ValueError: an argument has the wrong shape or dtype, or width/height < 1.
     """
-    num_channels = _check_inputs(means, quats, scales, opacities, colors, viewmat, K, background,
-                                 means2d_offset, width, height)  # fmt: skip
+    num_channels = _check_inputs(
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmat,
+        K,
+        background,
+        means2d_offset,
+        width,
+        height,
+    )
     if background is None:
         background = jnp.zeros((num_channels,), means.dtype)
     backend = resolve_backend(backend, means.dtype)
 
     proj: Projected = project(
-        means, quats, scales, opacities, viewmat, K,
-        width=width, height=height, near_plane=near_plane, eps2d=eps2d,
-    )  # fmt: skip
+        means,
+        quats,
+        scales,
+        opacities,
+        viewmat,
+        K,
+        width=width,
+        height=height,
+        near_plane=near_plane,
+        eps2d=eps2d,
+    )
     means2d = proj.means2d
     if means2d_offset is not None:
         means2d = means2d + means2d_offset
@@ -182,9 +204,16 @@ def rasterize(
     bg = jnp.concatenate([background, jnp.zeros((1,), background.dtype)])
     impl = reference if backend == "reference" else _ffi_module()
     out, alpha = impl.rasterize_to_pixels(
-        means2d, proj.conics, values, proj.opacities, proj.depths, proj.radii, bg,
-        width=width, height=height,
-    )  # fmt: skip
+        means2d,
+        proj.conics,
+        values,
+        proj.opacities,
+        proj.depths,
+        proj.radii,
+        bg,
+        width=width,
+        height=height,
+    )
     return RenderOutput(
         rgb=out[..., :num_channels],
         alpha=alpha,

@@ -106,8 +106,9 @@ def _call(target, out_types, operands, width, height, **flags):
     return results
 
 
-def _forward_call(means2d, conics, colors, opacities, depths, radii, background, width, height,
-                  keep_bins=False):  # fmt: skip
+def _forward_call(
+    means2d, conics, colors, opacities, depths, radii, background, width, height, keep_bins=False
+):
     batch, dtype = means2d.shape[:-2], means2d.dtype
     out_types = (
         jax.ShapeDtypeStruct((*batch, height, width, colors.shape[-1]), dtype),  # render
@@ -116,8 +117,9 @@ def _forward_call(means2d, conics, colors, opacities, depths, radii, background,
         jax.ShapeDtypeStruct((*batch, 2), jnp.int32),  # bins_token
     )
     operands = (means2d, conics, colors, opacities, depths, radii, background)
-    return _call(_target("fwd", dtype), out_types, operands, width, height,
-                 keep_bins=int(keep_bins))  # fmt: skip
+    return _call(
+        _target("fwd", dtype), out_types, operands, width, height, keep_bins=int(keep_bins)
+    )
 
 
 def _backward_call(inputs, transmittance, last, v_render, v_alpha, bins_token, width, height):
@@ -129,8 +131,9 @@ def _backward_call(inputs, transmittance, last, v_render, v_alpha, bins_token, w
     if bins_token is None:
         bins_token = jnp.zeros((*means2d.shape[:-2], 2), jnp.int32)
     operands = (*inputs, transmittance, last, v_render, v_alpha, bins_token)
-    return _call(_target("bwd", means2d.dtype), out_types, operands, width, height,
-                 use_token=int(use_token))  # fmt: skip
+    return _call(
+        _target("bwd", means2d.dtype), out_types, operands, width, height, use_token=int(use_token)
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
@@ -169,8 +172,9 @@ def _like_primal(ct, primal):
 _rasterize.defvjp(_rasterize_fwd, _rasterize_bwd)
 
 
-def kernel_forward(means2d, conics, colors, opacities, depths, radii, background, *, width,
-                   height, keep_bins=False):  # fmt: skip
+def kernel_forward(
+    means2d, conics, colors, opacities, depths, radii, background, *, width, height, keep_bins=False
+):
     """The forward kernel of the current platform, called directly (no custom_vjp).
 
     Any leading dimensions are views. Args as `rasterize_to_pixels`, already of one float dtype
@@ -179,12 +183,30 @@ def kernel_forward(means2d, conics, colors, opacities, depths, radii, background
     position in its tile's list of each pixel's last blended Gaussian, -1 for none,
     bins_token (..., 2) int32: the kept lists' token, zeros without keep_bins).
     """
-    return tuple(_forward_call(means2d, conics, colors, opacities, depths, radii, background,
-                               width, height, keep_bins))  # fmt: skip
+    return tuple(
+        _forward_call(
+            means2d, conics, colors, opacities, depths, radii, background, width, height, keep_bins
+        )
+    )
 
 
-def kernel_backward(means2d, conics, colors, opacities, depths, radii, background, transmittance,
-                    last, v_render, v_alpha, *, width, height, bins_token=None):  # fmt: skip
+def kernel_backward(
+    means2d,
+    conics,
+    colors,
+    opacities,
+    depths,
+    radii,
+    background,
+    transmittance,
+    last,
+    v_render,
+    v_alpha,
+    *,
+    width,
+    height,
+    bins_token=None,
+):
     """The backward kernel of the current platform, called directly.
 
     Args: the forward's inputs, its transmittance and last, the cotangents of render
@@ -193,8 +215,9 @@ def kernel_backward(means2d, conics, colors, opacities, depths, radii, backgroun
     v_colors, v_opacities), each shaped like its input.
     """
     inputs = (means2d, conics, colors, opacities, depths, radii, background)
-    return tuple(_backward_call(inputs, transmittance, last, v_render, v_alpha, bins_token,
-                                width, height))  # fmt: skip
+    return tuple(
+        _backward_call(inputs, transmittance, last, v_render, v_alpha, bins_token, width, height)
+    )
 
 
 def rasterize_to_pixels(

@@ -43,9 +43,7 @@ def motion_factor(select_iter: int, bg_iter: int) -> optax.Schedule:
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
-        return jnp.where(
-            step < select_iter, 0.5 ** (step / select_iter), 0.1 ** (step / bg_iter)
-        )
+        return jnp.where(step < select_iter, 0.5 ** (step / select_iter), 0.1 ** (step / bg_iter))
 
     return schedule
 

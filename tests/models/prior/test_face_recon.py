@@ -19,7 +19,7 @@ from tests.fixtures.face_recon.make_fixtures import (
     SMALL,
     STAGES,
     sample_stage,
-    seeded_state_dict,  # fmt: skip
+    seeded_state_dict,
 )
 from ua3dtalk_jax.models.prior.face_recon import N_COEFFS, coeff_slices, load_face_recon
 
@@ -27,8 +27,15 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "face
 # float32 XLA vs torch (oneDNN) on CPU, summation orders differ: measured max abs error 9e-8
 # (stem) .. 6.6e-7 (coefficients) at values of O(1); 1e-5 leaves a 15× margin, far below any
 # wrong layer (a transposed kernel, a missing ReLU or BN eps give errors of O(0.1)).
-STAGE_ATOL = {"stem": 1e-5, "layer1": 1e-5, "layer2": 1e-5, "layer3": 1e-5, "layer4": 1e-5,
-              "pooled": 1e-5, "coeffs": 1e-5}  # fmt: skip
+STAGE_ATOL = {
+    "stem": 1e-5,
+    "layer1": 1e-5,
+    "layer2": 1e-5,
+    "layer3": 1e-5,
+    "layer4": 1e-5,
+    "pooled": 1e-5,
+    "coeffs": 1e-5,
+}
 
 
 def _fixture(name):
@@ -64,7 +71,11 @@ def test_resnet50_matches_torchvision_at_every_stage(tmp_path):
     write_torch_file(path, {"net_recon": seeded_state_dict(FULL), "epoch": 20})
     model, variables = load_face_recon(path)
     assert (model.stem, model.widths, model.blocks, model.expansion) == (
-        64, (64, 128, 256, 512), (3, 4, 6, 3), 4)  # fmt: skip
+        64,
+        (64, 128, 256, 512),
+        (3, 4, 6, 3),
+        4,
+    )
     n_params = sum(v.size for v in jax.tree.leaves(variables["params"]))
     assert n_params == 23_508_032 + 2048 * N_COEFFS + N_COEFFS  # torchvision's backbone + heads
     _check_stages(_stages(model, variables, _images()), _fixture("resnet50"), "resnet50")
@@ -91,17 +102,26 @@ def test_bare_prefixed_legacy_and_safetensors_files_give_the_same_net(tmp_path, 
     write_safetensors(str(tmp_path / "sadtalker.safetensors"), st | others)
     for name in (*files, "legacy.pth", "sadtalker.safetensors"):
         model, variables = load_face_recon(str(tmp_path / name))
-        np.testing.assert_allclose(np.asarray(model.apply(variables, x)), ref, rtol=0,
-                                   atol=STAGE_ATOL["coeffs"], err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(
+            np.asarray(model.apply(variables, x)),
+            ref,
+            rtol=0,
+            atol=STAGE_ATOL["coeffs"],
+            err_msg=name,
+        )
 
 
 @pytest.mark.parametrize("case", ["missing", "shape", "extra", "head", "fc", "not_recon"])
 def test_bad_checkpoints_name_the_file_and_the_tensor(tmp_path, small_sd, case):
     sd = dict(small_sd)
-    want = {"missing": "backbone.layer2.0.downsample.1.running_var",
-            "shape": "backbone.layer1.1.conv2.weight", "extra": "backbone.layer1.0.se.weight",
-            "head": "final_layers.1.weight", "fc": "backbone.fc.weight",
-            "not_recon": "not a Deep3DFaceRecon"}[case]  # fmt: skip
+    want = {
+        "missing": "backbone.layer2.0.downsample.1.running_var",
+        "shape": "backbone.layer1.1.conv2.weight",
+        "extra": "backbone.layer1.0.se.weight",
+        "head": "final_layers.1.weight",
+        "fc": "backbone.fc.weight",
+        "not_recon": "not a Deep3DFaceRecon",
+    }[case]
     if case == "missing":
         del sd[want]
     elif case == "shape":

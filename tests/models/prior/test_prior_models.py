@@ -36,8 +36,11 @@ def _det(model, *args, **kw):
     params = model.init(jax.random.PRNGKey(0), *args, **kw)
     out = model.apply(params, *args, **kw)
     alone = model.apply(params, *(a[-1:] for a in args), **kw)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x[-1:], y, rtol=BATCH_TOL,
-                                                         atol=BATCH_TOL), out, alone)  # fmt: skip
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x[-1:], y, rtol=BATCH_TOL, atol=BATCH_TOL),
+        out,
+        alone,
+    )
     return out, params
 
 
@@ -93,15 +96,22 @@ def test_info_nce_matches_its_formula_and_rewards_alignment():
 
 def test_paper_syncnet_is_wav2lip_sized():
     """The paper preset's encoders reduce Wav2Lip's 48×96×15 faces and 80×16 mels to 1×1×512."""
-    model = SyncNet(wav2lip_face_specs((32, 64, 128, 256, 512)),
-                    wav2lip_audio_specs((32, 64, 128, 256, 512)))  # fmt: skip
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 80, 16)), jnp.zeros((1, 48, 96, 15)))
+    model = SyncNet(
+        wav2lip_face_specs((32, 64, 128, 256, 512)), wav2lip_audio_specs((32, 64, 128, 256, 512))
     )
-    face = jax.eval_shape(lambda p: model.apply(p, jnp.zeros((1, 48, 96, 15)),
-                                                method=lambda m, x: m.face_encoder(x)), shapes)  # fmt: skip
-    audio = jax.eval_shape(lambda p: model.apply(p, jnp.zeros((1, 80, 16, 1)),
-                                                 method=lambda m, x: m.audio_encoder(x)), shapes)  # fmt: skip
+    shapes = jax.eval_shape(
+        lambda: model.init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 80, 16)), jnp.zeros((1, 48, 96, 15))
+        )
+    )
+    face = jax.eval_shape(
+        lambda p: model.apply(p, jnp.zeros((1, 48, 96, 15)), method=lambda m, x: m.face_encoder(x)),
+        shapes,
+    )
+    audio = jax.eval_shape(
+        lambda p: model.apply(p, jnp.zeros((1, 80, 16, 1)), method=lambda m, x: m.audio_encoder(x)),
+        shapes,
+    )
     assert face.shape == (1, 1, 1, 512) and audio.shape == (1, 1, 1, 512)
 
 
@@ -143,7 +153,9 @@ def test_lip_expert_options_feed_the_audio_to_every_decoder_stage(audio_norm):
     p_base = base.init(jax.random.PRNGKey(0), faces, mel)
     # every decoder stage's first conv takes a_dim more input channels; nothing else changes
     assert len(jax.tree.leaves(p_wide)) == len(jax.tree.leaves(p_base))
-    n_extra = sum(x.size for x in jax.tree.leaves(p_wide)) - sum(x.size for x in jax.tree.leaves(p_base))
+    n_extra = sum(x.size for x in jax.tree.leaves(p_wide)) - sum(
+        x.size for x in jax.tree.leaves(p_base)
+    )
     assert n_extra == a_dim * 9 * sum(ch)  # 3×3 kernels, one per decoder stage of width c
     norms = lambda p: [k for k in p["params"]["ConvStack_0"]["ConvBlock_0"]]
     assert ("GroupNorm_0" in norms(p_wide)) == (audio_norm == "group")

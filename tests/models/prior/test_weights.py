@@ -25,8 +25,10 @@ NET_ATOL = 1e-5  # unit embeddings / cosines after 17 folded layers vs the unfol
 
 def _state_dict(rng):
     sd = {}
-    for enc, specs, cin in (("face_encoder", wav2lip_face_specs(WIDTHS), 15),
-                            ("audio_encoder", wav2lip_audio_specs(WIDTHS), 1)):  # fmt: skip
+    for enc, specs, cin in (
+        ("face_encoder", wav2lip_face_specs(WIDTHS), 15),
+        ("audio_encoder", wav2lip_audio_specs(WIDTHS), 1),
+    ):
         for i, (f, kh, kw, *_rest) in enumerate(specs):
             p = f"{enc}.{i}.conv_block."
             sd[p + "0.weight"] = rng.normal(0, 0.2, (f, cin, kh, kw))
@@ -59,16 +61,21 @@ def test_converter_reads_the_checkpoint_and_folds_batchnorm(tmp_path, legacy):
     x = x_rgb[..., bgr_to_rgb_channels(15)]
     p = "face_encoder.0.conv_block."
     w = jnp.asarray(np.transpose(sd[p + "0.weight"], (2, 3, 1, 0)), jnp.float32)
-    conv = jax.lax.conv_general_dilated(x, w, (1, 1), ((3, 3), (3, 3)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + sd[p + "0.bias"]  # fmt: skip
+    conv = (
+        jax.lax.conv_general_dilated(
+            x, w, (1, 1), ((3, 3), (3, 3)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + sd[p + "0.bias"]
+    )
     bn = (conv - sd[p + "1.running_mean"]) / np.sqrt(sd[p + "1.running_var"] + BN_EPS)
     ref = jax.nn.relu(bn * sd[p + "1.weight"] + sd[p + "1.bias"])
     blk = ConvBlock(WIDTHS[0], (7, 7), (1, 1), (3, 3), norm="none")
     out = blk.apply({"params": params["face_encoder"]["ConvBlock_0"]}, x_rgb)
     np.testing.assert_allclose(out, ref, atol=FOLD_ATOL)
     raw = load_wav2lip_syncnet(path, rgb=False)  # the file's own (BGR) channel order
-    np.testing.assert_allclose(blk.apply({"params": raw["face_encoder"]["ConvBlock_0"]}, x), ref,
-                               atol=FOLD_ATOL)  # fmt: skip
+    np.testing.assert_allclose(
+        blk.apply({"params": raw["face_encoder"]["ConvBlock_0"]}, x), ref, atol=FOLD_ATOL
+    )
     sim, _ = model.apply({"params": params}, jnp.zeros((2, 80, 16)), jnp.zeros((2, 48, 96, 15)))
     assert sim.shape == (2,)
 
@@ -91,8 +98,9 @@ def _reference_embedding(sd, enc, specs, x):
     for i, (_f, _kh, _kw, sh, sw, ph, pw, res) in enumerate(specs):
         p = f"{enc}.{i}.conv_block."
         w = jnp.asarray(np.transpose(sd[p + "0.weight"], (2, 3, 1, 0)), jnp.float32)
-        y = jax.lax.conv_general_dilated(x, w, (sh, sw), ((ph, ph), (pw, pw)),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+        y = jax.lax.conv_general_dilated(
+            x, w, (sh, sw), ((ph, ph), (pw, pw)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
         y = y + sd[p + "0.bias"]
         y = (y - sd[p + "1.running_mean"]) / np.sqrt(sd[p + "1.running_var"] + BN_EPS)
         y = y * sd[p + "1.weight"] + sd[p + "1.bias"]
@@ -115,8 +123,9 @@ def test_converted_syncnet_reproduces_the_whole_wav2lip_forward(tmp_path):
     faces_rgb = jax.random.uniform(k2, (3, 48, 96, 15))
     sim, emb = model.apply({"params": params}, mel, faces_rgb)
     a = _reference_embedding(sd, "audio_encoder", wav2lip_audio_specs(WIDTHS), mel[..., None])
-    f = _reference_embedding(sd, "face_encoder", wav2lip_face_specs(WIDTHS),
-                             faces_rgb[..., bgr_to_rgb_channels(15)])  # fmt: skip
+    f = _reference_embedding(
+        sd, "face_encoder", wav2lip_face_specs(WIDTHS), faces_rgb[..., bgr_to_rgb_channels(15)]
+    )
     np.testing.assert_allclose(emb["audio"], a, atol=NET_ATOL)
     np.testing.assert_allclose(emb["face"], f, atol=NET_ATOL)
     np.testing.assert_allclose(sim, jnp.sum(a * f, -1), atol=NET_ATOL)

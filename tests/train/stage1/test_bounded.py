@@ -61,10 +61,15 @@ def test_expression_features_streamed_equal_the_whole_array(tiny):
     np.testing.assert_array_equal(np.asarray(got["lipwav"]), lw)
     n = len(lw)
     idx = [
-        np.minimum(np.arange(a, a + head_prior.GEN_CHUNK), n - 1) for a in range(0, n, head_prior.GEN_CHUNK)
+        np.minimum(np.arange(a, a + head_prior.GEN_CHUNK), n - 1)
+        for a in range(0, n, head_prior.GEN_CHUNK)
     ]
-    want = np.concatenate([head_prior._encode(models["expr_prior"], params["expr_prior"], jnp.asarray(lw[i]))
-                           for i in idx])[:n]  # fmt: skip
+    want = np.concatenate(
+        [
+            head_prior._encode(models["expr_prior"], params["expr_prior"], jnp.asarray(lw[i]))
+            for i in idx
+        ]
+    )[:n]
     np.testing.assert_array_equal(np.asarray(got["f_exp"]), want)
     plain = head_prior.expression_features(models, params, refs, mel)
     assert "lipwav" not in plain

@@ -21,8 +21,11 @@ CHANCE = 1.0 / len(EMOTIONS)
 
 def test_clips_corpus_windows_lie_inside_their_clips():
     e = stage1_config("tiny").emotion
-    wavs = [np.full(8000, 0.1, np.float32), np.full(4000, -0.2, np.float32),
-            np.ones(800, np.float32)]
+    wavs = [
+        np.full(8000, 0.1, np.float32),
+        np.full(4000, -0.2, np.float32),
+        np.ones(800, np.float32),
+    ]
     c = emotion_inputs.clips_corpus(wavs, [3, 5, 1], e)
     gap = emotion_inputs.window_samples(e) // 2
     starts = np.cumsum([0] + [len(w) + gap for w in wavs])[:-1]
@@ -30,7 +33,7 @@ def test_clips_corpus_windows_lie_inside_their_clips():
     for centre, label in zip(c["centres"], c["labels"], strict=True):
         k = [3, 5, 1].index(label)
         assert starts[k] <= centre < starts[k] + len(wavs[k])
-    wav = c["stream"]["wav"][emotion_inputs.window_samples(e) // 2:]  # stream pads half a window
+    wav = c["stream"]["wav"][emotion_inputs.window_samples(e) // 2 :]  # stream pads half a window
     np.testing.assert_allclose(wav[c["centres"][:5]], 0.1)
     np.testing.assert_allclose(wav[c["centres"][5:7]], -0.2)
     with pytest.raises(ValueError, match="at least one clip"):
@@ -94,6 +97,8 @@ def test_pretraining_on_synthetic_speech_recognises_unseen_sentences():
     st, h = run_steps(step, init_state(params, tx), corpus, jax.random.PRNGKey(1), e.pretrain_steps)
     out = head_emotion.emotion_features(model, st.params, test["stream"], test["centres"], e)
     acc = emo.accuracy(out["logits"], test["labels"])
-    print(f"synthetic-speech pre-training {e.pretrain_steps} steps {h['seconds']:.1f}s "
-          f"accuracy on unseen sentences {acc:.3f}")
+    print(
+        f"synthetic-speech pre-training {e.pretrain_steps} steps {h['seconds']:.1f}s "
+        f"accuracy on unseen sentences {acc:.3f}"
+    )
     assert acc >= 2 * CHANCE

@@ -102,9 +102,12 @@ def test_a_broken_wav2vec_folder_is_named(tmp_path):
 def _scratch_inputs(e):
     k = jax.random.split(jax.random.PRNGKey(1), 3)
     wt = emotion_inputs.window_frames(e)
-    return (jax.random.normal(k[0], (2, *e.image_hw, 3)),
-            jax.random.normal(k[1], (2, -(-wt // e.mfcc_stride), 40)),
-            jax.random.normal(k[2], (2, emotion_inputs.window_samples(e))), k[0])  # fmt: skip
+    return (
+        jax.random.normal(k[0], (2, *e.image_hw, 3)),
+        jax.random.normal(k[1], (2, -(-wt // e.mfcc_stride), 40)),
+        jax.random.normal(k[2], (2, emotion_inputs.window_samples(e))),
+        k[0],
+    )
 
 
 def test_without_weights_the_encoder_computes_what_it_did_before():
@@ -113,7 +116,8 @@ def test_without_weights_the_encoder_computes_what_it_did_before():
     params, _ = emo.init_encoder(model, e, jax.random.PRNGKey(3))
     assert "wav_encoder" in params and "wav2vec2" not in params and "fusion_1" not in params
     spec, mfcc, wav, key = _scratch_inputs(e)
-    logits, _, inter = model.apply({"params": params}, spec, mfcc, wav, train=True,
-                                   rngs={"dropout": key})  # fmt: skip
+    logits, _, inter = model.apply(
+        {"params": params}, spec, mfcc, wav, train=True, rngs={"dropout": key}
+    )
     assert float(np.sum(inter["f_emo"])) == pytest.approx(SCRATCH_F_EMO_SUM, rel=SCRATCH_RTOL)
     np.testing.assert_allclose(logits[0, :3], SCRATCH_LOGITS, rtol=SCRATCH_RTOL, atol=1e-6)

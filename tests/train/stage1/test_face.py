@@ -98,10 +98,12 @@ def test_frame_points_prefer_the_mesh_and_fill_missing_frames():
     lm68[2] = 0
     p = sf.frame_points(lm68, mesh, (64, 64))
     np.testing.assert_allclose(p[0], face_align.five_points(mesh[0]))
-    np.testing.assert_allclose(sf.frame_points(lm68, None, (64, 64))[1],
-                               face_align.five_points(lm68[1]))  # fmt: skip
-    np.testing.assert_allclose(sf.frame_points(lm68, None, (64, 64))[2],
-                               face_align.missing_points((64, 64)))  # fmt: skip
+    np.testing.assert_allclose(
+        sf.frame_points(lm68, None, (64, 64))[1], face_align.five_points(lm68[1])
+    )
+    np.testing.assert_allclose(
+        sf.frame_points(lm68, None, (64, 64))[2], face_align.missing_points((64, 64))
+    )
 
 
 def test_configs_without_the_prior_section_read_as_the_regressor_path(tmp_path):
@@ -160,21 +162,27 @@ def test_stage1_with_face_recon_weights_end_to_end(tmp_path_factory):
 
     corpus = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=False)
     lines = []
-    model, m = train_stage1(data, cfg, str(root / "work"), corpus=corpus, corpus_classes=8,
-                            log=lines.append)  # fmt: skip
+    model, m = train_stage1(
+        data, cfg, str(root / "work"), corpus=corpus, corpus_classes=8, log=lines.append
+    )
     assert m["expr_prior"] == {"face_recon": 1.0}  # the regressor is not trained
     assert np.isfinite(m["f_exp"]["r2_val"])
-    assert any(line.startswith("f_exp: held-out R²") and "Deep3DFaceRecon" in line
-               for line in lines)  # fmt: skip
+    assert any(
+        line.startswith("f_exp: held-out R²") and "Deep3DFaceRecon" in line for line in lines
+    )
 
     # f_exp of frame j: its lip-wav crop pasted into reference j mod K, through the network
     refs = np.asarray(model.refs, np.float32) / 255.0
-    feats = head_prior.expression_features(model.models, model.params, refs, data.mel, model.face,
-                                     images=True)
+    feats = head_prior.expression_features(
+        model.models, model.params, refs, data.mel, model.face, images=True
+    )
     j = 11
-    pasted = face_prior.paste(np.asarray(feats["lipwav"][j : j + 1]), data.face_refs, np.array([j % k]))
-    np.testing.assert_allclose(feats["f_exp"][j], face_prior.coefficients(net, pasted)[0, EXP],
-                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    pasted = face_prior.paste(
+        np.asarray(feats["lipwav"][j : j + 1]), data.face_refs, np.array([j % k])
+    )
+    np.testing.assert_allclose(
+        feats["f_exp"][j], face_prior.coefficients(net, pasted)[0, EXP], rtol=1e-4, atol=1e-5
+    )
 
     # the checkpoint: aligned references stored, the network reloaded from the config's path
     restored = Workdir(str(root / "work")).load_stage1()

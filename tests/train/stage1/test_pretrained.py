@@ -62,9 +62,16 @@ def test_pretrained_syncnet_config_builds_the_loaded_module(syncnet_file):
         models = head_prior.build_models(c, EXP_DIM)
         net = models["syncnet"]
         assert (net.face_specs, net.audio_specs, net.norm, net.calibrated, net.centre) == (
-            ref.face_specs, ref.audio_specs, "none", False, False)  # fmt: skip
-        like = jax.eval_shape(lambda k: head_prior.init_params(models, c, k, EXP_DIM),  # noqa: B023
-                              jax.random.PRNGKey(0))  # fmt: skip
+            ref.face_specs,
+            ref.audio_specs,
+            "none",
+            False,
+            False,
+        )
+        like = jax.eval_shape(
+            lambda k: head_prior.init_params(models, c, k, EXP_DIM),  # noqa: B023
+            jax.random.PRNGKey(0),
+        )
         assert jax.tree.map(np.shape, like["syncnet"]) == jax.tree.map(np.shape, params)
     k1, k2 = jax.random.split(jax.random.PRNGKey(1))
     mel, faces = jax.random.normal(k1, (3, 80, 16)), jax.random.uniform(k2, (3, 48, 96, 15))
@@ -78,9 +85,11 @@ def test_lip_step_with_the_pretrained_syncnet_runs(syncnet_file):
     models = head_prior.build_models(cfg, EXP_DIM)
     s = cfg.data.face_size
     rng = np.random.default_rng(2)
-    data = {"crops": jnp.asarray(rng.integers(0, 256, (N_FRAMES, s, s, 3), np.uint8)),
-            "mel": jnp.asarray(rng.normal(0, 1, (N_FRAMES, 80, 16)), jnp.float32),
-            "syncnet": sync_params}  # fmt: skip
+    data = {
+        "crops": jnp.asarray(rng.integers(0, 256, (N_FRAMES, s, s, 3), np.uint8)),
+        "mel": jnp.asarray(rng.normal(0, 1, (N_FRAMES, 80, 16)), jnp.float32),
+        "syncnet": sync_params,
+    }
     lp = models["lip_expert"].init(jax.random.PRNGKey(3), jnp.zeros((1, s, s, 6)), data["mel"][:1])
     step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], N_FRAMES)
     _, m = step(init_state(lp["params"], tx), data, jax.random.PRNGKey(4))
@@ -116,9 +125,11 @@ def test_lip_step_sync_loss_reads_the_offset_chunk(offset):
     cfg.syncnet.mel_offset = offset
     s, t = cfg.data.face_size, cfg.data.sync_frames
     markers = np.array([0.2, 0.8, 0.5, 0.5, 0.5, 0.5], np.float32)
-    data = {"crops": jnp.zeros((len(markers), s, s, 3), jnp.uint8),
-            "mel": jnp.asarray(markers[:, None, None] * np.ones((1, 80, 16), np.float32)),
-            "syncnet": {}}  # fmt: skip
+    data = {
+        "crops": jnp.zeros((len(markers), s, s, 3), jnp.uint8),
+        "mel": jnp.asarray(markers[:, None, None] * np.ones((1, 80, 16), np.float32)),
+        "syncnet": {},
+    }
     lip = head_prior.build_models(cfg, EXP_DIM)["lip_expert"]
     lp = lip.init(jax.random.PRNGKey(0), jnp.zeros((1, s, s, 6)), data["mel"][:1])
     step, tx = prior.make_lip_step(cfg, lip, MarkerSync(), t)

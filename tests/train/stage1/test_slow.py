@@ -74,13 +74,16 @@ def test_syncnet_separates_shifted_windows(tmp_path_factory):
     params = syncnet.init(key, np.zeros((1, 80, 16)), np.zeros((1, s - s // 2, s, 3 * frames)))
     arrays = {"crops": data.crops, "mel": data.mel}
     step, tx = prior.make_syncnet_step(cfg, syncnet, data.n_train)
-    st, h = run_steps(step, init_state(params["params"], tx), arrays, jax.random.PRNGKey(1),
-                      SYNC_STEPS)  # fmt: skip
+    st, h = run_steps(
+        step, init_state(params["params"], tx), arrays, jax.random.PRNGKey(1), SYNC_STEPS
+    )
     auc = prior.sync_auc(syncnet, st.params, arrays, data.n_train, data.n, frames, SHIFT)
-    print(f"syncnet on the synthetic subject ({data.n_train}+{data.n - data.n_train} frames, "
-          f"generated in {gen_s:.1f}s): {SYNC_STEPS} steps {h['seconds']:.1f}s loss "
-          f"{h['loss'][-10:].mean():.3f} held-out AUC({SHIFT}-frame shift) {auc:.3f}, "
-          f"{time.perf_counter() - t0:.1f}s in all")  # fmt: skip
+    print(
+        f"syncnet on the synthetic subject ({data.n_train}+{data.n - data.n_train} frames, "
+        f"generated in {gen_s:.1f}s): {SYNC_STEPS} steps {h['seconds']:.1f}s loss "
+        f"{h['loss'][-10:].mean():.3f} held-out AUC({SHIFT}-frame shift) {auc:.3f}, "
+        f"{time.perf_counter() - t0:.1f}s in all"
+    )
     assert auc >= MIN_AUC
 
 
@@ -94,7 +97,9 @@ def test_emotion_pretraining_beats_chance(data_cfg):
     step, tx = emo.make_emotion_step(e, model, finetune=False)
     st, h = run_steps(step, init_state(params, tx), corpus, jax.random.PRNGKey(1), EMO_STEPS)
     val = np.arange(data.n_train, data.n)
-    out = head_emotion.emotion_features(model, st.params, data.stream, np.asarray(data.centres)[val], e)
+    out = head_emotion.emotion_features(
+        model, st.params, data.stream, np.asarray(data.centres)[val], e
+    )
     acc = emo.accuracy(out["logits"], np.asarray(data.emotion)[val])
     print(f"emotion pretrain {EMO_STEPS} steps {h['seconds']:.1f}s held-out acc {acc:.3f}")
     assert acc >= 2 * CHANCE

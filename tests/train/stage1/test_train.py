@@ -50,8 +50,16 @@ def procedural_subject(seconds=8.0, fps=25, size=64, seed=0, exp_dim=8):
     for i in range(n):
         im = np.full((size, size, 3), 40, np.uint8)
         cx = c + 2 * np.sin(i / 17)
-        cv2.ellipse(im, (int(cx), int(c)), (int(size * 0.3), int(size * 0.4)), 0, 0, 360,
-                    (200, 160, 140), -1)  # fmt: skip
+        cv2.ellipse(
+            im,
+            (int(cx), int(c)),
+            (int(size * 0.3), int(size * 0.4)),
+            0,
+            0,
+            360,
+            (200, 160, 140),
+            -1,
+        )
         brow = int(c - size * 0.18 - 2 * (emo_f[i] % 3))
         cv2.line(im, (int(cx - 10), brow), (int(cx - 3), brow), (60, 40, 30), 2)
         cv2.line(im, (int(cx + 3), brow), (int(cx + 10), brow), (60, 40, 30), 2)
@@ -62,15 +70,23 @@ def procedural_subject(seconds=8.0, fps=25, size=64, seed=0, exp_dim=8):
     exp = np.zeros((n, exp_dim), np.float32)
     exp[:, 0], exp[:, 1] = opening, emo_f % 3
     exp[:, 2:] = 0.5 * np.eye(8)[emo_f][:, : exp_dim - 2]
-    return {"images": images, "landmarks": np.asarray(lms, np.float32), "wav": wav, "fps": fps, "exp": exp,
-                "emotion": emo_f, "n_train": int(n * 10 / 11)}  # fmt: skip
+    return {
+        "images": images,
+        "landmarks": np.asarray(lms, np.float32),
+        "wav": wav,
+        "fps": fps,
+        "exp": exp,
+        "emotion": emo_f,
+        "n_train": int(n * 10 / 11),
+    }
 
 
 def make_data(cfg, **kw) -> Stage1Data:
     s = procedural_subject(**kw)
     crops = face_crops(s["images"], s["landmarks"], cfg.data)
-    return Stage1Data.from_arrays(crops, s["wav"], s["fps"], s["exp"], s["emotion"], s["n_train"],
-                                  cfg.emotion)  # fmt: skip
+    return Stage1Data.from_arrays(
+        crops, s["wav"], s["fps"], s["exp"], s["emotion"], s["n_train"], cfg.emotion
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +138,9 @@ def test_lip_expert_step_with_the_cpu_options_overfits(setup):
     cfg.lip_expert.update(audio_norm="none", audio_all_stages=True, mouth_weight=10.0)
     models = head_prior.build_models(cfg, data.exp_dim)
     s = cfg.data.face_size
-    lp = models["lip_expert"].init(jax.random.PRNGKey(1), np.zeros((1, s, s, 6)), np.zeros((1, 80, 16)))
+    lp = models["lip_expert"].init(
+        jax.random.PRNGKey(1), np.zeros((1, s, s, 6)), np.zeros((1, 80, 16))
+    )
     step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
     overfit(step, init_state(lp["params"], tx), dict(arrays, syncnet=params["syncnet"]))
 
@@ -130,7 +148,9 @@ def test_lip_expert_step_with_the_cpu_options_overfits(setup):
 def test_mouth_weight_map_and_generator_mel():
     w = np.asarray(prior.mouth_weight_map(40, 10.0))[..., 0]
     assert w.shape == (40, 40) and abs(w.mean() - 1.0) < 1e-6
-    assert w[30, 20] / w[0, 0] == pytest.approx(10.0) and w[30, 5] == w[0, 0]  # box rows 20–31, cols 10–29
+    assert (
+        w[30, 20] / w[0, 0] == pytest.approx(10.0) and w[30, 5] == w[0, 0]
+    )  # box rows 20–31, cols 10–29
     assert w[19, 20] == w[0, 0] and w[20, 10] > w[0, 0] and w[32, 20] == w[0, 0]
     np.testing.assert_array_equal(prior.mouth_weight_map(8, 1.0), np.ones((8, 8, 1)))
     mel = np.arange(10)[:, None, None] * np.ones((10, 80, 16))
@@ -180,11 +200,14 @@ def test_prior_features_standardised_with_train_statistics():
     for z in (e[:40], t[:40]):
         np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
         np.testing.assert_allclose(z.std(0), cfg.features.scale, rtol=1e-4)
-    np.testing.assert_allclose(e[40:], (f_exp[40:] - mean[:64]) / std[:64] * cfg.features.scale,
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        e[40:], (f_exp[40:] - mean[:64]) / std[:64] * cfg.features.scale, rtol=1e-5
+    )
     # the paper preset, and checkpoints written before the statistics, pass them on unchanged
-    for m in (Stage1Model(stage1_config("paper"), {}, {}, None, None, None, None, mean, std),
-              Stage1Model(cfg, {}, {}, None, None, None, None)):  # fmt: skip
+    for m in (
+        Stage1Model(stage1_config("paper"), {}, {}, None, None, None, None, mean, std),
+        Stage1Model(cfg, {}, {}, None, None, None, None),
+    ):
         assert m.prior_out(f_exp, f_tone)[0] is f_exp
 
 

@@ -35,8 +35,13 @@ class FakeSubject:
         mouth = np.zeros((H, W), bool)
         if not self.empty_mouth:
             mouth[18:22, 12:20] = True
-        f = {"image": self.images[i], "head_mask": head, "mouth_mask": mouth,
-             "teeth_mask": np.zeros((H, W), bool), "K": self.k.astype(np.float32)}  # fmt: skip
+        f = {
+            "image": self.images[i],
+            "head_mask": head,
+            "mouth_mask": mouth,
+            "teeth_mask": np.zeros((H, W), bool),
+            "K": self.k.astype(np.float32),
+        }
         return {k: f[k] for k in keys}
 
 
@@ -66,8 +71,9 @@ def test_points_land_in_the_region_with_its_colours(part):
     mask = region(s.frame(0, ("head_mask", "mouth_mask", "teeth_mask")), part)
     assert mask[ij[:, 1], ij[:, 0]].all()
     # every colour is the colour of its pixel in one of the two frames
-    ok = [(np.abs(s.images[:, y, x] / 255.0 - c).max(-1) < 1e-6).any()
-          for (x, y), c in zip(ij, cols)]  # fmt: skip
+    ok = [
+        (np.abs(s.images[:, y, x] / 255.0 - c).max(-1) < 1e-6).any() for (x, y), c in zip(ij, cols)
+    ]
     assert all(ok)
     again = image_points(s, part, 200, seed=0, frames=2)
     np.testing.assert_array_equal(again[0], pts)  # a function of the seed (resumable)

@@ -39,8 +39,12 @@ WARMUP = 4  # static steps before the first deformed one
 EXTENT = 0.2  # scene extent (scales the position learning rate only)
 ADAMW_EPS = 1e-8
 LR_RTOL = 1e-4  # float32 round-off of one AdamW update recomputed from its moments
-NO_FLAGS = {"hair": np.bool_(False), "erode": np.bool_(False), "late": np.bool_(False),
-            "final": np.bool_(False)}  # fmt: skip
+NO_FLAGS = {
+    "hair": np.bool_(False),
+    "erode": np.bool_(False),
+    "late": np.bool_(False),
+    "final": np.bool_(False),
+}
 
 
 def _frame() -> dict:
@@ -71,8 +75,9 @@ def _frame() -> dict:
 def _random_like(tree, seed: int, scale: float = 1.0):
     """Normal values of the leaves' shapes (NumPy: no per-shape compilation)."""
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda x: jnp.asarray(scale * rng.standard_normal(x.shape), jnp.float32),
-                        tree)  # fmt: skip
+    return jax.tree.map(
+        lambda x: jnp.asarray(scale * rng.standard_normal(x.shape), jnp.float32), tree
+    )
 
 
 def _mouth_branch(cfg):
@@ -80,18 +85,33 @@ def _mouth_branch(cfg):
     network weights of the real shapes: the network's eager init takes ~30 s on 2 shared cores,
     its shapes (`jax.eval_shape`) under a second, and the update does not care about the values."""
     b, g = cfg.train.mouth, cfg.model.gaussians.mouth
-    gaussians = init_gaussians(jax.random.PRNGKey(1), g.capacity, num_points=g.init_num,
-                               box=g.init_box, sh_degree=g.sh_degree,
-                               init_opacity=g.init_opacity)  # fmt: skip
+    gaussians = init_gaussians(
+        jax.random.PRNGKey(1),
+        g.capacity,
+        num_points=g.init_num,
+        box=g.init_box,
+        sh_degree=g.sh_degree,
+        init_opacity=g.init_opacity,
+    )
     net = build_network(cfg.model, "mouth")
-    shapes = jax.eval_shape(functools.partial(net.init, mode="eval"), jax.random.PRNGKey(0),
-                            gaussians.means, dummy_inputs(cfg.model))["params"]  # fmt: skip
+    shapes = jax.eval_shape(
+        functools.partial(net.init, mode="eval"),
+        jax.random.PRNGKey(0),
+        gaussians.means,
+        dummy_inputs(cfg.model),
+    )["params"]
     params = _random_like(shapes, 3, scale=0.1)
     g_tx = gaussian_optimizer(b, EXTENT, gaussians.sh.shape[1], part="mouth")
     n_tx = network_optimizer(b, params)
-    state = BranchState(gaussians=gaussians, net=params, g_opt=g_tx.init(trainable(gaussians)),
-                        n_opt=n_tx.init(params), stats=init_grad_stats(g.capacity),
-                        step=jnp.zeros((), jnp.int32), key=jax.random.PRNGKey(2))  # fmt: skip
+    state = BranchState(
+        gaussians=gaussians,
+        net=params,
+        g_opt=g_tx.init(trainable(gaussians)),
+        n_opt=n_tx.init(params),
+        stats=init_grad_stats(g.capacity),
+        step=jnp.zeros((), jnp.int32),
+        key=jax.random.PRNGKey(2),
+    )
     return state, g_tx, n_tx
 
 
@@ -113,14 +133,20 @@ def mouth():
 
 
 def _adam(opt_state):
-    return [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
-        x, optax.ScaleByAdamState)) if isinstance(x, optax.ScaleByAdamState)]  # fmt: skip
+    return [
+        x
+        for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+        if isinstance(x, optax.ScaleByAdamState)
+    ]
 
 
 def _schedule_counts(opt_state):
     kind = optax.ScaleByScheduleState
-    return [int(x.count) for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kind))
-            if isinstance(x, kind)]  # fmt: skip
+    return [
+        int(x.count)
+        for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kind))
+        if isinstance(x, kind)
+    ]
 
 
 def _equal(a, b):
@@ -149,8 +175,12 @@ def test_first_deformed_step_uses_the_rate_of_its_iteration(mouth):
     new = mouth["step"](warm, True, np.bool_(False))
     factor = float(motion_factor(b.lr_select_iter, b.lr_bg_iter)(WARMUP))
     assert abs(factor - 1.0) > 0.05
-    base = {"grid": b.lr_grid, "audio_att": b.lr_audio_att, "audio_net": b.lr_audio_net,
-            "net": b.lr_net}  # fmt: skip
+    base = {
+        "grid": b.lr_grid,
+        "audio_att": b.lr_audio_att,
+        "audio_net": b.lr_audio_net,
+        "net": b.lr_net,
+    }
     old, now = _paths(warm.net), _paths(new.net)
     moments = {}
     for adam in _adam(new.n_opt):
@@ -191,7 +221,9 @@ def test_final_phase_trains_over_black_and_the_loop_sets_it_for_the_mouth_only()
     cfg = get_config("tiny")
     b = cfg.train.mouth
     assert [bool(flags(b, "mouth", it)["final"]) for it in (b.final_from - 1, b.final_from)] == [
-        False, True]  # fmt: skip
+        False,
+        True,
+    ]
     assert not any(bool(flags(cfg.train.face, "face", it)["final"]) for it in range(30))
     frame = {k: jnp.asarray(v) for k, v in _frame().items()}
     frame["mouth_mask"] = jnp.zeros((S, S), bool)  # nothing of the mouth: the target is all bg

@@ -87,8 +87,9 @@ def test_resumed_branch_ends_where_an_uninterrupted_one_does(trained, tmp_path):
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
-        state, _ = train_branch(cfg, "face", subject, features, resumed, extent=extent,
-                                mesh=parallel.global_mesh())  # fmt: skip
+        state, _ = train_branch(
+            cfg, "face", subject, features, resumed, extent=extent, mesh=parallel.global_mesh()
+        )
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     # Iterations 20-30 are all full-ensemble steps (ensemble_from < 20): one variant, traced once
@@ -110,9 +111,15 @@ def test_stage2_without_stage1_names_the_fix(tmp_path):
 
 
 def test_overrides_parse_values_and_reject_unknown_keys():
-    cfg = apply_overrides(get_config("tiny"), ["train.face.iterations=40", "seed=3",
-                                                   "model.ablation.uncertainty=False",
-                                                   "train.lambda_ssim=1"])  # fmt: skip
+    cfg = apply_overrides(
+        get_config("tiny"),
+        [
+            "train.face.iterations=40",
+            "seed=3",
+            "model.ablation.uncertainty=False",
+            "train.lambda_ssim=1",
+        ],
+    )
     assert cfg.train.face.iterations == 40 and cfg.seed == 3
     assert cfg.model.ablation.uncertainty is False and cfg.train.lambda_ssim == 1.0
     with pytest.raises(ValueError, match="train.face.nope"):
@@ -245,11 +252,25 @@ def test_two_devices_and_two_processes_take_the_step_of_one(trained):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     port = str(_free_port())
     multi = [sys.executable, "-c", _MH_SCRIPT, trained["subject"], "multi"]
-    procs = [subprocess.Popen(multi + [str(i), port], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            multi + [str(i), port],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
     env2 = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT, trained["subject"]], env=env2,
-                          check=False, capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _DP_SCRIPT, trained["subject"]],
+        env=env2,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     outs = [p.communicate(timeout=600) for p in procs]
     assert proc.returncode == 0, proc.stderr[-3000:]
     for p, (_, err) in zip(procs, outs):

@@ -31,10 +31,24 @@ import dataclasses
 
 import numpy as np
 
-EXP_NAMES = ("jaw_open", "lip_round", "lip_spread", "lip_press", "smile_left", "smile_right",
-             "lip_corner_down", "upper_lip_raise", "nose_wrinkle", "brow_inner_raise",
-             "brow_outer_raise", "brow_lower", "eye_wide", "eye_squint", "blink",
-             "cheek_raise")  # fmt: skip
+EXP_NAMES = (
+    "jaw_open",
+    "lip_round",
+    "lip_spread",
+    "lip_press",
+    "smile_left",
+    "smile_right",
+    "lip_corner_down",
+    "upper_lip_raise",
+    "nose_wrinkle",
+    "brow_inner_raise",
+    "brow_outer_raise",
+    "brow_lower",
+    "eye_wide",
+    "eye_squint",
+    "blink",
+    "cheek_raise",
+)
 E = len(EXP_NAMES)
 FACE_UNITS = 0.2  # head units per face width W (face_model.FACE_WIDTH)
 N_FACE = 478

@@ -53,14 +53,20 @@ def generator_metadata(subject_dir: str) -> dict | None:
     meta = doc.get("metadata", {})
     if meta.get("generator") != GENERATOR or "clips" not in meta:
         return None
-    return {**meta, "fps": float(doc["fps"]), "size": int(doc["height"]),
-            "num_frames": int(doc["num_frames"])}  # fmt: skip
+    return {
+        **meta,
+        "fps": float(doc["fps"]),
+        "size": int(doc["height"]),
+        "num_frames": int(doc["num_frames"]),
+    }
 
 
 def _clips(meta: dict, emotion) -> tuple[list, list]:
     """The recorded clips and the same clips showing `emotion` (see `counterfactual_exp`)."""
-    true = [SimpleNamespace(start_s=c["start_s"], emotion=c["emotion"], intensity=c["intensity"])
-            for c in meta["clips"]]  # fmt: skip
+    true = [
+        SimpleNamespace(start_s=c["start_s"], emotion=c["emotion"], intensity=c["intensity"])
+        for c in meta["clips"]
+    ]
     alt = []
     for c in true:
         shown = emotion if isinstance(emotion, str) else emotion.get(c.emotion, c.emotion)
@@ -71,8 +77,9 @@ def _clips(meta: dict, emotion) -> tuple[list, list]:
     return true, alt
 
 
-def counterfactual_exp(exp: np.ndarray, meta: dict, emotion: str | Mapping[str, str],
-                       strength: float = 1.0) -> np.ndarray:  # fmt: skip
+def counterfactual_exp(
+    exp: np.ndarray, meta: dict, emotion: str | Mapping[str, str], strength: float = 1.0
+) -> np.ndarray:
     """The whole timeline's expression with the clips' emotions replaced (module docstring).
 
     Args:
@@ -101,8 +108,9 @@ def counterfactual_exp(exp: np.ndarray, meta: dict, emotion: str | Mapping[str, 
     return out.astype(np.float32)
 
 
-def rerender(subject, frames: Sequence[int], emotion: str | Mapping[str, str],
-             strength: float = 1.0) -> np.ndarray:  # fmt: skip
+def rerender(
+    subject, frames: Sequence[int], emotion: str | Mapping[str, str], strength: float = 1.0
+) -> np.ndarray:
     """Frames of a synthetic subject re-rendered with another emotion by its generator.
 
     Args:

@@ -41,16 +41,137 @@ N_BORDER = 6  # anchor points per side of the far border
 N_FACE = 478  # MediaPipe FaceMesh with refine_landmarks (468 + 10 iris)
 N_MESH = 468  # the iris points are landmarks only, not mesh vertices
 
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
-             109)  # fmt: skip
-INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178,
-              88, 95)  # fmt: skip
+FACE_OVAL = (
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+)
+INNER_LIPS = (
+    78,
+    191,
+    80,
+    81,
+    82,
+    13,
+    312,
+    311,
+    310,
+    415,
+    308,
+    324,
+    318,
+    402,
+    317,
+    14,
+    87,
+    178,
+    88,
+    95,
+)
 # MediaPipe → iBUG-68 (PeizhiYan/Mediapipe_2_Dlib_Landmarks); a pair is averaged.
-TO_68 = (127, 234, 93, (132, 58), (58, 172), 136, 150, 176, 152, 400, 379, 365, (397, 288), 361,
-         323, 454, 356, 70, 63, 105, 66, 107, 336, 296, 334, 293, 300, (168, 6), (197, 195), 5, 4,
-         75, 97, 2, 326, 305, 33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380, 61, 39,
-         37, 0, 267, 269, 291, 321, 314, 17, 84, 91, 78, 82, 13, 312, 308, 317, 14, 87)  # fmt: skip
+TO_68 = (
+    127,
+    234,
+    93,
+    (132, 58),
+    (58, 172),
+    136,
+    150,
+    176,
+    152,
+    400,
+    379,
+    365,
+    (397, 288),
+    361,
+    323,
+    454,
+    356,
+    70,
+    63,
+    105,
+    66,
+    107,
+    336,
+    296,
+    334,
+    293,
+    300,
+    (168, 6),
+    (197, 195),
+    5,
+    4,
+    75,
+    97,
+    2,
+    326,
+    305,
+    33,
+    160,
+    158,
+    133,
+    153,
+    144,
+    362,
+    385,
+    387,
+    263,
+    373,
+    380,
+    61,
+    39,
+    37,
+    0,
+    267,
+    269,
+    291,
+    321,
+    314,
+    17,
+    84,
+    91,
+    78,
+    82,
+    13,
+    312,
+    308,
+    317,
+    14,
+    87,
+)
 _TO68_A = np.array([p[0] if isinstance(p, tuple) else p for p in TO_68])
 _TO68_B = np.array([p[1] if isinstance(p, tuple) else p for p in TO_68])
 
@@ -203,9 +324,12 @@ def build_face_model(photo=None, *, size: int = 256, seed: int = 0) -> FaceModel
     s = res / crop
     affine = np.array([[s, 0, res / 2 - s * centre[0]], [0, s, res / 2 - s * centre[1]]])
     tex_rgb = cv2.warpAffine(
-        rgb, affine, (res, res), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC,
+        rgb,
+        affine,
+        (res, res),
+        flags=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC,
         borderMode=cv2.BORDER_REPLICATE,
-    )  # fmt: skip
+    )
     lm_t = detect_landmarks_batch([tex_rgb])[0]
     if lm_t is None:
         raise ValueError(f"{name}: the face is lost in the {res}² head-and-shoulders crop")
@@ -230,11 +354,14 @@ def build_face_model(photo=None, *, size: int = 256, seed: int = 0) -> FaceModel
         weights += [weight] * len(oval2)
     lo, hi = -0.5 * size, 1.5 * size
     edge = np.linspace(lo, hi, N_BORDER, endpoint=False)
-    border = np.concatenate([
-        np.stack([edge, np.full_like(edge, lo)], 1), np.stack([np.full_like(edge, hi), edge], 1),
-        np.stack([hi + lo - edge, np.full_like(edge, hi)], 1),
-        np.stack([np.full_like(edge, lo), hi + lo - edge], 1),
-    ])  # fmt: skip
+    border = np.concatenate(
+        [
+            np.stack([edge, np.full_like(edge, lo)], 1),
+            np.stack([np.full_like(edge, hi), edge], 1),
+            np.stack([hi + lo - edge, np.full_like(edge, hi)], 1),
+            np.stack([np.full_like(edge, lo), hi + lo - edge], 1),
+        ]
+    )
     anchors2 = np.concatenate(ring_pts + [border])
     weights += [0.0] * len(border)
     anchor_cam = _unproject(anchors2, np.full(len(anchors2), z0 + ANCHOR_DEPTH), focal, size)
@@ -255,10 +382,19 @@ def build_face_model(photo=None, *, size: int = 256, seed: int = 0) -> FaceModel
         mouth[key] = _unproject(px[:, :2], px[:, 2], focal, size) - t0
     mouth["tongue"] = mouth["tongue"][0]
     return FaceModel(
-        size=size, focal=focal, t0=t0, verts=verts, uv=pix * TEX_SCALE, tris=tris, basis=basis,
-        head_weight=head_weight, texture=texture, background=make_background(size, seed),
-        mouth=mouth, source=name,
-    )  # fmt: skip
+        size=size,
+        focal=focal,
+        t0=t0,
+        verts=verts,
+        uv=pix * TEX_SCALE,
+        tris=tris,
+        basis=basis,
+        head_weight=head_weight,
+        texture=texture,
+        background=make_background(size, seed),
+        mouth=mouth,
+        source=name,
+    )
 
 
 def _unproject(pix: np.ndarray, z: np.ndarray, focal: float, size: int) -> np.ndarray:

@@ -160,8 +160,15 @@ def generate_subject(
         np.searchsorted(starts, np.arange(n) / fps, side="right") - 1, 0, len(clips) - 1
     )
 
-    writer = SubjectWriter(out_dir, fps=fps, height=size, width=size, focal=model.focal,
-                           source="synthetic", overwrite=overwrite)  # fmt: skip
+    writer = SubjectWriter(
+        out_dir,
+        fps=fps,
+        height=size,
+        width=size,
+        focal=model.focal,
+        source="synthetic",
+        overwrite=overwrite,
+    )
     writer.set_background(model.background)
     writer.set_audio(wav, speech.SAMPLE_RATE)
     tasks = [(model, exp[a : a + CHUNK], viewmats[a : a + CHUNK]) for a in range(0, n, CHUNK)]
@@ -210,11 +217,17 @@ def _write_frames(writer, chunks, exp, viewmats, clips, which):
         for out in chunk:
             clip = clips[which[i]]
             writer.add_frame(
-                out["image"], viewmat=viewmats[i], masks=out["masks"], torso_rgba=out["torso_rgba"],
+                out["image"],
+                viewmat=viewmats[i],
+                masks=out["masks"],
+                torso_rgba=out["torso_rgba"],
                 landmarks68=out["landmarks68"],
-                landmarks=out["landmarks"], aus=_aus(exp[i]), emotion=clip.emotion,
-                intensity=clip.intensity, exp=exp[i],
-            )  # fmt: skip
+                landmarks=out["landmarks"],
+                aus=_aus(exp[i]),
+                emotion=clip.emotion,
+                intensity=clip.intensity,
+                exp=exp[i],
+            )
             i += 1
 
 
@@ -226,13 +239,18 @@ def generate_preset(out_dir: str, preset: str = "default", **overrides) -> str:
 
 
 def _stale_message(path: str, version) -> str:
-    newer = [f"{v}: {VERSION_CHANGES[v]}" for v in sorted(VERSION_CHANGES)
-             if isinstance(version, int) and version < v <= GENERATOR_VERSION]  # fmt: skip
+    newer = [
+        f"{v}: {VERSION_CHANGES[v]}"
+        for v in sorted(VERSION_CHANGES)
+        if isinstance(version, int) and version < v <= GENERATOR_VERSION
+    ]
     what = f" ({'; '.join(newer)})" if newer else ""
-    return (f"{path}: built by synthetic generator version {version}, this is version "
-            f"{GENERATOR_VERSION}{what}; remove it (rm -r {path}) and run again to rebuild it "
-            "(a workdir trained on the old one resumes from its checkpoints: use a new --workdir "
-            "to train on the new one)")  # fmt: skip
+    return (
+        f"{path}: built by synthetic generator version {version}, this is version "
+        f"{GENERATOR_VERSION}{what}; remove it (rm -r {path}) and run again to rebuild it "
+        "(a workdir trained on the old one resumes from its checkpoints: use a new --workdir "
+        "to train on the new one)"
+    )
 
 
 def ensure_synthetic(

@@ -219,7 +219,14 @@ def synthesize(
     sos = scipy.signal.butter(4, VOWEL_BAND_HZ, btype="band", fs=SAMPLE_RATE, output="sos")
     band = scipy.signal.sosfiltfilt(sos, wav)
     energies = np.array(
-        [np.sqrt(np.mean(band[int(a * SAMPLE_RATE) : max(int(b * SAMPLE_RATE), int(a * SAMPLE_RATE) + 1)] ** 2))
-         for a, b, _ in phonemes]
-    )  # fmt: skip
+        [
+            np.sqrt(
+                np.mean(
+                    band[int(a * SAMPLE_RATE) : max(int(b * SAMPLE_RATE), int(a * SAMPLE_RATE) + 1)]
+                    ** 2
+                )
+            )
+            for a, b, _ in phonemes
+        ]
+    )
     return Utterance(wav, phonemes, energies)

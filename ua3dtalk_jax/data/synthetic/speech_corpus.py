@@ -19,8 +19,9 @@ from ua3dtalk_jax.types import EMOTIONS
 LEVELS = (1, 2, 3)
 
 
-def emotional_speech(clips_per_level: int, seed: int = 0,
-                     sentences: tuple[str, ...] = speech.TRAIN_SENTENCES):  # fmt: skip
+def emotional_speech(
+    clips_per_level: int, seed: int = 0, sentences: tuple[str, ...] = speech.TRAIN_SENTENCES
+):
     """Clips of every emotion × intensity (neutral only at 1, with 3× the clips).
 
     Args:

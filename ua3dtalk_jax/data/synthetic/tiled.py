@@ -33,8 +33,12 @@ from ua3dtalk_jax.data.cameras import c2w_gl_from_viewmat
 from ua3dtalk_jax.data.subject import Subject, f_audio_cache_params
 from ua3dtalk_jax.types import EMOTIONS
 
-_FRAME_DIRS = ((layout.GT_DIR, None), (layout.PARSING_DIR, ".png"), (layout.TORSO_DIR, ".png"),
-               (layout.TEETH_DIR, ".npy"))  # fmt: skip
+_FRAME_DIRS = (
+    (layout.GT_DIR, None),
+    (layout.PARSING_DIR, ".png"),
+    (layout.TORSO_DIR, ".png"),
+    (layout.TEETH_DIR, ".npy"),
+)
 
 
 def tile_subject(src: str, dst: str, n_frames: int, *, overwrite: bool = False) -> str:
@@ -64,11 +68,24 @@ def tile_subject(src: str, dst: str, n_frames: int, *, overwrite: bool = False) 
     _tile_tables(s, dst, ids)
     _tile_audio(s, dst, pos)
     shutil.copy(os.path.join(src, layout.BACKGROUND), os.path.join(dst, layout.BACKGROUND))
-    info = dict(s.info or {"format": layout.FORMAT_NAME, "version": layout.FORMAT_VERSION,
-                           "fps": s.fps, "height": s.size[0], "width": s.size[1],
-                           "focal": s.focal, "image_ext": s.image_ext})  # fmt: skip
-    info.update(num_frames=int(n_frames), val_start=layout.split_point(n_frames), arrays=[],
-                source=f"tiled from {os.path.abspath(src)} ({n} frames)")  # fmt: skip
+    info = dict(
+        s.info
+        or {
+            "format": layout.FORMAT_NAME,
+            "version": layout.FORMAT_VERSION,
+            "fps": s.fps,
+            "height": s.size[0],
+            "width": s.size[1],
+            "focal": s.focal,
+            "image_ext": s.image_ext,
+        }
+    )
+    info.update(
+        num_frames=int(n_frames),
+        val_start=layout.split_point(n_frames),
+        arrays=[],
+        source=f"tiled from {os.path.abspath(src)} ({n} frames)",
+    )
     info.setdefault("files", {})["lms"] = s.has(os.path.join(layout.ORI_DIR, f"{ids[0]}.lms"))
     with open(os.path.join(dst, layout.SUBJECT_JSON), "w") as f:
         json.dump(info, f, indent=1)
@@ -102,9 +119,16 @@ def _write_transforms(s: Subject, dst: str, pos: np.ndarray) -> None:
     h, w = s.size
     for name, part in (("train", pos[:split]), ("val", pos[split:])):
         first = 0 if name == "train" else split
-        frames = [{"img_id": first + k, "aud_id": first + k,
-                   "transform_matrix": c2w_gl_from_viewmat(s.viewmat(int(p)).astype(np.float64))
-                   .tolist()} for k, p in enumerate(part)]  # fmt: skip
+        frames = [
+            {
+                "img_id": first + k,
+                "aud_id": first + k,
+                "transform_matrix": c2w_gl_from_viewmat(
+                    s.viewmat(int(p)).astype(np.float64)
+                ).tolist(),
+            }
+            for k, p in enumerate(part)
+        ]
         doc = {"focal_len": s.focal, "cx": w / 2, "cy": h / 2, "frames": frames}
         with open(os.path.join(dst, layout.TRANSFORMS[name]), "w") as f:
             json.dump(doc, f)
@@ -120,8 +144,9 @@ def _tile_tables(s: Subject, dst: str, ids: np.ndarray) -> None:
         f.writelines(rows[int(i)] + "\n" for i in ids)
     if s.has(layout.EMOTION_CSV):
         labels = [None if e < 0 else EMOTIONS[e] for e in s.emotion[ids]]
-        layout.write_emotion_csv(os.path.join(dst, layout.EMOTION_CSV), labels,
-                                 list(s.intensity[ids]))  # fmt: skip
+        layout.write_emotion_csv(
+            os.path.join(dst, layout.EMOTION_CSV), labels, list(s.intensity[ids])
+        )
     for name in (layout.EXP_NPY, layout.LANDMARKS_NPY, layout.MOUTH_BOXES):
         if s.has(name):
             np.save(os.path.join(dst, name), np.load(os.path.join(s.path, name))[ids])

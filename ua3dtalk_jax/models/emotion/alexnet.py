@@ -21,8 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 # (features, kernel, stride, padding, max-pool after) — torchvision alexnet.features
-LAYERS = ((64, 11, 4, 2, True), (192, 5, 1, 2, True), (384, 3, 1, 1, False),
-          (256, 3, 1, 1, False), (256, 3, 1, 1, True))  # fmt: skip
+LAYERS = (
+    (64, 11, 4, 2, True),
+    (192, 5, 1, 2, True),
+    (384, 3, 1, 1, False),
+    (256, 3, 1, 1, False),
+    (256, 3, 1, 1, True),
+)
 
 
 def adaptive_avg_pool(x: jax.Array, out: int) -> jax.Array:
@@ -77,4 +82,3 @@ def load_imagenet_alexnet() -> dict | None:
         tree = pickle.load(fh)
     convs = tree["AlexNet_0"]
     return {k: {n: jnp.asarray(np.asarray(v)) for n, v in convs[k].items()} for k in sorted(convs)}
-

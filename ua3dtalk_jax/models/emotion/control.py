@@ -50,7 +50,7 @@ def label_feature(means: np.ndarray, label: int | str, intensity: float = 1.0) -
 
 
 def parse_spec(spec: str) -> list[tuple[str, float, float]]:
-    """"happy@0.8:0.5+audio:0.5" → [("happy", 0.8, 0.5), ("audio", 1.0, 0.5)] (weights sum to 1).
+    """ "happy@0.8:0.5+audio:0.5" → [("happy", 0.8, 0.5), ("audio", 1.0, 0.5)] (weights sum to 1).
 
     A single term's ":x" is its intensity ("happy:0.7"); inside a blend ":x" is the weight and
     "@y" the intensity.

@@ -75,8 +75,10 @@ def read_config(path: str) -> Wav2Vec2Config:
     """The `Wav2Vec2Config` of the folder `path` (or of the folder holding the file `path`)."""
     cfg_path = os.path.join(model_folder(path), "config.json")
     if not os.path.isfile(cfg_path):
-        raise FileNotFoundError(f"{cfg_path}: no such file (a Hugging Face wav2vec 2.0 folder has "
-                                "config.json beside its weights)")  # fmt: skip
+        raise FileNotFoundError(
+            f"{cfg_path}: no such file (a Hugging Face wav2vec 2.0 folder has "
+            "config.json beside its weights)"
+        )
     try:
         with open(cfg_path) as fh:
             d = json.load(fh)
@@ -150,12 +152,16 @@ def params_from_state_dict(state_dict: dict, config: Wav2Vec2Config, source: str
 
     def take(key: str, want: tuple) -> np.ndarray:
         if key not in sd:
-            raise ValueError(f"{source}: no tensor {key!r} (with or without the 'wav2vec2.' "
-                             "prefix); is this the wav2vec 2.0 config.json describes?")  # fmt: skip
+            raise ValueError(
+                f"{source}: no tensor {key!r} (with or without the 'wav2vec2.' "
+                "prefix); is this the wav2vec 2.0 config.json describes?"
+            )
         a = np.asarray(sd[key], np.float32)
         if tuple(a.shape) != tuple(want):
-            raise ValueError(f"{source}: tensor {key!r} has shape {tuple(a.shape)}, but "
-                             f"config.json gives {tuple(want)}")  # fmt: skip
+            raise ValueError(
+                f"{source}: tensor {key!r} has shape {tuple(a.shape)}, but "
+                f"config.json gives {tuple(want)}"
+            )
         used.add(key)
         return a
 
@@ -167,17 +173,22 @@ def params_from_state_dict(state_dict: dict, config: Wav2Vec2Config, source: str
         if leaf == "scale":
             return take(f"{key}.weight", shape)
         torch_shape = shape[::-1] if len(shape) == 2 else (shape[2], shape[1], shape[0])
-        w = (_pos_conv_weight(sd, take, torch_shape) if key + "." == _POS_CONV
-             else take(f"{key}.weight", torch_shape))  # fmt: skip
+        w = (
+            _pos_conv_weight(sd, take, torch_shape)
+            if key + "." == _POS_CONV
+            else take(f"{key}.weight", torch_shape)
+        )
         return w.T.copy() if w.ndim == 2 else np.ascontiguousarray(np.transpose(w, (2, 1, 0)))
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(expected_shapes(config), is_leaf=_is_shape)
     leaves = [convert(tuple(p.key for p in path), shape) for path, shape in flat]
     unused = sorted(k for k in sd if k.startswith(_MODEL_SCOPES) and k not in used)
     if unused:
-        raise ValueError(f"{source}: tensor {unused[0]!r} has no place in the model config.json "
-                         f"describes ({len(unused)} such; e.g. conv_bias, feat_extract_norm, "
-                         "num_hidden_layers)")  # fmt: skip
+        raise ValueError(
+            f"{source}: tensor {unused[0]!r} has no place in the model config.json "
+            f"describes ({len(unused)} such; e.g. conv_bias, feat_extract_norm, "
+            "num_hidden_layers)"
+        )
     return jax.tree.unflatten(treedef, leaves)
 
 

@@ -82,8 +82,10 @@ class Wav2Vec2Config:
         if kind != "wav2vec2":
             raise ValueError(f"{source}: model_type {kind!r}, not 'wav2vec2'")
         if d.get("add_adapter", False) or d.get("adapter_attn_dim") is not None:
-            raise ValueError(f"{source}: wav2vec 2.0 with adapters (add_adapter/adapter_attn_dim) "
-                             "is not supported")  # fmt: skip
+            raise ValueError(
+                f"{source}: wav2vec 2.0 with adapters (add_adapter/adapter_attn_dim) "
+                "is not supported"
+            )
         kw = {}
         for f in dataclasses.fields(cls):
             if f.name in d:
@@ -97,22 +99,30 @@ class Wav2Vec2Config:
         """Raises ValueError (naming `source` and the field) where the sizes do not fit together."""
         n = len(self.conv_dim)
         if n == 0 or len(self.conv_kernel) != n or len(self.conv_stride) != n:
-            raise ValueError(f"{source}: conv_dim, conv_kernel and conv_stride must have one "
-                             f"equal, non-zero length, got {self.conv_dim}, {self.conv_kernel}, "
-                             f"{self.conv_stride}")  # fmt: skip
+            raise ValueError(
+                f"{source}: conv_dim, conv_kernel and conv_stride must have one "
+                f"equal, non-zero length, got {self.conv_dim}, {self.conv_kernel}, "
+                f"{self.conv_stride}"
+            )
         if self.feat_extract_norm not in ("group", "layer"):
-            raise ValueError(f"{source}: feat_extract_norm {self.feat_extract_norm!r}, "
-                             "not 'group' or 'layer'")  # fmt: skip
+            raise ValueError(
+                f"{source}: feat_extract_norm {self.feat_extract_norm!r}, not 'group' or 'layer'"
+            )
         for name in ("hidden_act", "feat_extract_activation"):
             if getattr(self, name) not in ACTIVATIONS:
-                raise ValueError(f"{source}: {name} {getattr(self, name)!r} is not one of "
-                                 f"{sorted(ACTIVATIONS)}")  # fmt: skip
+                raise ValueError(
+                    f"{source}: {name} {getattr(self, name)!r} is not one of {sorted(ACTIVATIONS)}"
+                )
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"{source}: hidden_size {self.hidden_size} is not a multiple of "
-                             f"num_attention_heads {self.num_attention_heads}")  # fmt: skip
+            raise ValueError(
+                f"{source}: hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
         if self.hidden_size % self.num_conv_pos_embedding_groups:
-            raise ValueError(f"{source}: hidden_size {self.hidden_size} is not a multiple of "
-                             f"num_conv_pos_embedding_groups {self.num_conv_pos_embedding_groups}")
+            raise ValueError(
+                f"{source}: hidden_size {self.hidden_size} is not a multiple of "
+                f"num_conv_pos_embedding_groups {self.num_conv_pos_embedding_groups}"
+            )
 
     def n_frames(self, n_samples: int) -> int:
         """Frames the feature encoder gives for `n_samples` (base: 48000 → 149, 16000 → 49)."""
@@ -146,11 +156,22 @@ class ConvLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(self.features, (self.kernel,), (self.stride,), padding="VALID",
-                    use_bias=self.bias, precision="highest", name="conv")(x)  # fmt: skip
+        x = nn.Conv(
+            self.features,
+            (self.kernel,),
+            (self.stride,),
+            padding="VALID",
+            use_bias=self.bias,
+            precision="highest",
+            name="conv",
+        )(x)
         if self.norm == "group":
-            x = nn.GroupNorm(num_groups=self.features, epsilon=TORCH_NORM_EPS,
-                             use_fast_variance=False, name="layer_norm")(x)  # fmt: skip
+            x = nn.GroupNorm(
+                num_groups=self.features,
+                epsilon=TORCH_NORM_EPS,
+                use_fast_variance=False,
+                name="layer_norm",
+            )(x)
         elif self.norm == "layer":
             x = _layer_norm(TORCH_NORM_EPS, "layer_norm")(x)
         return ACTIVATIONS[self.act](x)
@@ -167,8 +188,9 @@ class FeatureEncoder(nn.Module):
         x = wav[..., None]
         for i, (f, k, s) in enumerate(zip(c.conv_dim, c.conv_kernel, c.conv_stride, strict=True)):
             norm = "layer" if c.feat_extract_norm == "layer" else ("group" if i == 0 else "none")
-            x = ConvLayer(f, k, s, c.conv_bias, norm, c.feat_extract_activation,
-                          name=f"conv_layers_{i}")(x)  # fmt: skip
+            x = ConvLayer(
+                f, k, s, c.conv_bias, norm, c.feat_extract_activation, name=f"conv_layers_{i}"
+            )(x)
         return x
 
 
@@ -181,9 +203,14 @@ class PositionalConvEmbedding(nn.Module):
     def __call__(self, h: jax.Array) -> jax.Array:
         c = self.config
         k = c.num_conv_pos_embeddings
-        p = nn.Conv(c.hidden_size, (k,), padding=((k // 2, k // 2),),
-                    feature_group_count=c.num_conv_pos_embedding_groups, precision="highest",
-                    name="conv")(h)  # fmt: skip
+        p = nn.Conv(
+            c.hidden_size,
+            (k,),
+            padding=((k // 2, k // 2),),
+            feature_group_count=c.num_conv_pos_embedding_groups,
+            precision="highest",
+            name="conv",
+        )(h)
         if k % 2 == 0:  # HF's Wav2Vec2SamePadLayer: padding k//2 gives one frame too many
             p = p[:, :-1]
         return ACTIVATIONS[c.feat_extract_activation](p)
@@ -202,8 +229,7 @@ class SelfAttention(nn.Module):
         proj = lambda name: nn.Dense(self.hidden, precision="highest", name=name)
         q, k, v = (proj(n)(x).reshape(b, t, self.heads, d) for n in ("q_proj", "k_proj", "v_proj"))
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision="highest") * d**-0.5
-        out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v,
-                         precision="highest")  # fmt: skip
+        out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v, precision="highest")
         return proj("out_proj")(out.reshape(b, t, self.hidden))
 
 
@@ -287,12 +313,13 @@ class Wav2Vec2Model(nn.Module):
         if wav.ndim != 2:
             raise ValueError(f"wav2vec 2.0 input: want (batch, samples), got shape {wav.shape}")
         if wav.shape[1] < c.min_samples():
-            raise ValueError(f"wav2vec 2.0 input: {wav.shape[1]} samples, fewer than the "
-                             f"{c.min_samples()} that give one frame")  # fmt: skip
+            raise ValueError(
+                f"wav2vec 2.0 input: {wav.shape[1]} samples, fewer than the "
+                f"{c.min_samples()} that give one frame"
+            )
         x = FeatureEncoder(c, name="feature_extractor")(jnp.asarray(wav, jnp.float32))
         extract, h = FeatureProjection(c, name="feature_projection")(x)
         last, states = Encoder(c, name="encoder")(h)
         if output_hidden_states:
-            return {"last_hidden_state": last, "hidden_states": states,
-                    "extract_features": extract}  # fmt: skip
+            return {"last_hidden_state": last, "hidden_states": states, "extract_features": extract}
         return last

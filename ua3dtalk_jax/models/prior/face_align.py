@@ -32,13 +32,15 @@ import numpy as np
 TARGET = 224
 RESCALE = 102.0
 # Deep3DFaceRecon's load_lm3d: 5 points of BFM's similarity_Lm3D_all.mat (eyes, nose, mouth)
-LM3D_STD = np.array([
-    [-0.31148657, 0.29036078, 0.13377953],
-    [0.30979887, 0.28972036, 0.13179526],
-    [0.0032535, -0.04617932, 0.55244243],
-    [-0.25216928, -0.38133916, 0.22405732],
-    [0.2484662, -0.38128236, 0.22235769],
-])  # fmt: skip
+LM3D_STD = np.array(
+    [
+        [-0.31148657, 0.29036078, 0.13377953],
+        [0.30979887, 0.28972036, 0.13179526],
+        [0.0032535, -0.04617932, 0.55244243],
+        [-0.25216928, -0.38133916, 0.22405732],
+        [0.2484662, -0.38128236, 0.22235769],
+    ]
+)
 IBUG_5 = ((36, 39), (42, 45), (30,), (48,), (54,))  # extract_5p's groups, 0-based
 # the same points on the MediaPipe mesh (preprocess.landmarks.DLIB68_FROM_MEDIAPIPE's entries)
 MEDIAPIPE_5 = ((33, 133), (362, 263), (4,), (61,), (291,))
@@ -121,8 +123,9 @@ def align_face(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def template_points() -> np.ndarray:
     """(5, 2) where a frontal face's 5 points land in the aligned image (x = col, y = row)."""
-    return np.stack([TARGET / 2 + RESCALE * LM3D_STD[:, 0],
-                     TARGET / 2 - 1 - RESCALE * LM3D_STD[:, 1]], axis=1)  # fmt: skip
+    return np.stack(
+        [TARGET / 2 + RESCALE * LM3D_STD[:, 0], TARGET / 2 - 1 - RESCALE * LM3D_STD[:, 1]], axis=1
+    )
 
 
 def missing_points(hw: tuple[int, int]) -> np.ndarray:

@@ -58,8 +58,14 @@ def coeff_slices() -> dict[str, slice]:
 
 
 def _conv(features: int, k: int, stride: int, name: str) -> nn.Conv:
-    return nn.Conv(features, (k, k), (stride, stride), padding=[(k // 2, k // 2)] * 2,
-                   use_bias=False, name=name)  # fmt: skip
+    return nn.Conv(
+        features,
+        (k, k),
+        (stride, stride),
+        padding=[(k // 2, k // 2)] * 2,
+        use_bias=False,
+        name=name,
+    )
 
 
 def _bn(name: str) -> nn.BatchNorm:
@@ -102,10 +108,17 @@ class FaceReconNet(nn.Module):
           (B, 257) float32: id 80, exp 64, tex 80, angle 3, gamma 27, trans 3.
         """
         if img.ndim != 4 or img.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
-            raise ValueError(f"FaceReconNet: img must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) "
-                             f"RGB in [0, 1], got {img.shape}")  # fmt: skip
-        x = nn.relu(_bn("bn1")(nn.Conv(self.stem, (7, 7), (2, 2), padding=[(3, 3)] * 2,
-                                       use_bias=False, name="conv1")(img)))  # fmt: skip
+            raise ValueError(
+                f"FaceReconNet: img must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) "
+                f"RGB in [0, 1], got {img.shape}"
+            )
+        x = nn.relu(
+            _bn("bn1")(
+                nn.Conv(
+                    self.stem, (7, 7), (2, 2), padding=[(3, 3)] * 2, use_bias=False, name="conv1"
+                )(img)
+            )
+        )
         x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1)] * 2)
         self.sow("intermediates", "stem", x)
         for i, j, width, out, stride, down in block_plan(self):
@@ -152,7 +165,8 @@ def net_recon_state_dict(obj, path: str) -> dict[str, np.ndarray]:
     if "backbone.conv1.weight" not in out or "final_layers.0.weight" not in out:
         raise ValueError(
             f"{path}: not a Deep3DFaceRecon net_recon (no backbone.conv1.weight / "
-            f"final_layers.0.weight among {len(out)} tensors, e.g. {sorted(out)[:3]})")
+            f"final_layers.0.weight among {len(out)} tensors, e.g. {sorted(out)[:3]})"
+        )
     return out
 
 
@@ -167,10 +181,11 @@ def layout_from_state_dict(sd: dict, path: str) -> FaceReconNet:
     if not blocks or sorted(blocks) != list(range(1, len(blocks) + 1)):
         raise ValueError(f"{path}: backbone stages {sorted(blocks)}, expected layer1..layerN")
     if "backbone.layer1.0.conv3.weight" not in sd:
-        raise ValueError(f"{path}: backbone.layer1.0.conv3.weight missing: not a bottleneck "
-                         "ResNet (Deep3DFaceRecon's resnet50)")  # fmt: skip
-    widths = tuple(int(sd[f"backbone.layer{i}.0.conv1.weight"].shape[0])
-                   for i in sorted(blocks))  # fmt: skip
+        raise ValueError(
+            f"{path}: backbone.layer1.0.conv3.weight missing: not a bottleneck "
+            "ResNet (Deep3DFaceRecon's resnet50)"
+        )
+    widths = tuple(int(sd[f"backbone.layer{i}.0.conv1.weight"].shape[0]) for i in sorted(blocks))
     expansion = int(sd["backbone.layer1.0.conv3.weight"].shape[0]) // widths[0]
     counts = tuple(blocks[i] for i in sorted(blocks))
     stem = int(sd["backbone.conv1.weight"].shape[0])
@@ -184,8 +199,11 @@ def _torch_names(net: FaceReconNet) -> list[tuple[tuple, str, str]]:
     names += [(("bn1", f), f"backbone.bn1.{t}", "bn") for f, t in bn]
     for i, j, *_, down in block_plan(net):
         name, tk = f"layer{i}_{j}", f"backbone.layer{i}.{j}."
-        parts = [("conv1", "bn1", "conv1", "bn1"), ("conv2", "bn2", "conv2", "bn2"),
-                 ("conv3", "bn3", "conv3", "bn3")]  # fmt: skip
+        parts = [
+            ("conv1", "bn1", "conv1", "bn1"),
+            ("conv2", "bn2", "conv2", "bn2"),
+            ("conv3", "bn3", "conv3", "bn3"),
+        ]
         if down:
             parts.append(("downsample_conv", "downsample_bn", "downsample.0", "downsample.1"))
         for fc, fb, tc, tb in parts:
@@ -200,8 +218,9 @@ def params_from_state_dict(sd: dict, net: FaceReconNet, path: str) -> dict:
     Raises:
       ValueError: naming the file and the tensor that is missing, of the wrong shape, or unknown.
     """
-    like = jax.eval_shape(net.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32))  # fmt: skip
+    like = jax.eval_shape(
+        net.init, jax.random.PRNGKey(0), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32)
+    )
     out = {"params": {}, "batch_stats": {}}
     used = set()
 
@@ -211,8 +230,9 @@ def params_from_state_dict(sd: dict, net: FaceReconNet, path: str) -> dict:
         v = np.asarray(sd[key], np.float32)
         used.add(key)
         if v.shape != want:
-            raise ValueError(f"{path}: tensor {key} has shape {v.shape}, expected {want} "
-                             f"({net_name(net)})")  # fmt: skip
+            raise ValueError(
+                f"{path}: tensor {key} has shape {v.shape}, expected {want} ({net_name(net)})"
+            )
         return v
 
     for fpath, key, kind in _torch_names(net):
@@ -230,8 +250,10 @@ def params_from_state_dict(sd: dict, net: FaceReconNet, path: str) -> dict:
     out["params"]["head"] = {"kernel": np.concatenate(ws).T, "bias": np.concatenate(bs)}
     extra = sorted(k for k in set(sd) - used if not k.endswith("num_batches_tracked"))
     if extra:
-        raise ValueError(f"{path}: {len(extra)} tensors that a {net_name(net)} does not have, "
-                         f"e.g. {', '.join(extra[:3])}")  # fmt: skip
+        raise ValueError(
+            f"{path}: {len(extra)} tensors that a {net_name(net)} does not have, "
+            f"e.g. {', '.join(extra[:3])}"
+        )
     got = jax.tree.map(np.shape, out)
     want = jax.tree.map(lambda a: tuple(a.shape), like)
     if got != want:  # every Flax variable filled once, at its shape (a converter bug otherwise)
@@ -240,8 +262,10 @@ def params_from_state_dict(sd: dict, net: FaceReconNet, path: str) -> dict:
 
 
 def net_name(net: FaceReconNet) -> str:
-    return (f"ResNet (stem {net.stem}, widths {net.widths}, blocks {net.blocks}, "
-            f"×{net.expansion}) with {len(HEADS)} heads")  # fmt: skip
+    return (
+        f"ResNet (stem {net.stem}, widths {net.widths}, blocks {net.blocks}, "
+        f"×{net.expansion}) with {len(HEADS)} heads"
+    )
 
 
 def _get(tree: dict, path: tuple):

@@ -101,8 +101,9 @@ def wav2lip_syncnet(path: str, rgb: bool = True):
     """
     params = load_wav2lip_syncnet(path, rgb)
     face = params["face_encoder"]
-    widths = tuple(int(face[f"ConvBlock_{j}"]["Conv_0"]["kernel"].shape[-1])
-                   for j in FACE_STAGE_FIRST_BLOCK)  # fmt: skip
+    widths = tuple(
+        int(face[f"ConvBlock_{j}"]["Conv_0"]["kernel"].shape[-1]) for j in FACE_STAGE_FIRST_BLOCK
+    )
     if len(face) != len(wav2lip_face_specs(widths)):
         raise ValueError(f"{path}: {len(face)} face convs, Wav2Lip's colour SyncNet has 17")
     model = SyncNet(wav2lip_face_specs(widths), wav2lip_audio_specs(widths), norm="none")

@@ -73,7 +73,10 @@ class Stage1Data:
             n_train=int(n_train),
             fps=float(fps),
             wav=np.asarray(wav, np.float32),
-            stream={k: jnp.asarray(v) for k, v in emotion_inputs.emotion_stream(wav, emotion_cfg).items()},
+            stream={
+                k: jnp.asarray(v)
+                for k, v in emotion_inputs.emotion_stream(wav, emotion_cfg).items()
+            },
             centres=jnp.asarray(emotion_inputs.frame_centres(n, fps)),
             exp_stats=(mean, std),
         )
@@ -100,8 +103,9 @@ class Stage1Data:
         crops = face_crops(images, lms, cfg.data)
         wav = subject.wav()
         mel = features.mel_chunks(wav, subject.fps, n)
-        data = cls.from_arrays(crops, wav, subject.fps, np.stack(exp), np.stack(emo), len(train),
-                               cfg.emotion, mel=mel)  # fmt: skip
+        data = cls.from_arrays(
+            crops, wav, subject.fps, np.stack(exp), np.stack(emo), len(train), cfg.emotion, mel=mel
+        )
         net = face_prior.load_network(cfg)
         if net is None:
             return data
@@ -126,11 +130,13 @@ class Stage1Data:
         """
         z, mean, std = standardise(stage1_face.real_exp(net, images, points), self.n_train)
         ref = reference_indices(self.n_train, cfg.data.n_refs)
-        boxes = face_boxes(landmarks, cfg.data.crop_scale, cfg.data.smooth_frames,
-                           images.shape[1:3])[ref]  # fmt: skip
+        boxes = face_boxes(
+            landmarks, cfg.data.crop_scale, cfg.data.smooth_frames, images.shape[1:3]
+        )[ref]
         refs = stage1_face.paste_refs(images[ref], points[ref], boxes, cfg.data.face_size)
-        return dataclasses.replace(self, exp=jnp.asarray(z), exp_stats=(mean, std),
-                                   tracked_exp=self.exp, face_refs=refs)  # fmt: skip
+        return dataclasses.replace(
+            self, exp=jnp.asarray(z), exp_stats=(mean, std), tracked_exp=self.exp, face_refs=refs
+        )
 
 
 class FrameImages:
@@ -153,7 +159,9 @@ class FrameImages:
     def __getitem__(self, idx) -> np.ndarray:
         if isinstance(idx, (int, np.integer)):
             return self._read(np.arange(self.n)[idx])
-        return np.stack([self._read(i) for i in np.arange(self.n)[idx]]).reshape(-1, *self.shape[1:])
+        return np.stack([self._read(i) for i in np.arange(self.n)[idx]]).reshape(
+            -1, *self.shape[1:]
+        )
 
     def __iter__(self):
         return (self._read(i) for i in range(self.n))

@@ -50,9 +50,15 @@ AUC_SHIFT = 5  # frames; the issue's separation test
 VAL_CHUNK = 512  # held-out crops per call of the regressor's validation (memory bounded in N)
 
 
-def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
-                face: face_prior.FacePrior | None = None,
-                progress: Progress | None = None) -> tuple[dict, dict, dict]:  # fmt: skip
+def train_prior(
+    data: Stage1Data,
+    cfg,
+    key,
+    log=None,
+    syncnet=None,
+    face: face_prior.FacePrior | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict, dict, dict]:
     """Steps 1–4; `syncnet`: frozen SyncNet params (`prior.pretrained_syncnet`), not trained then;
     `face`: Deep3DFaceRecon gives f_exp (`stage1_face`), the regressor is not trained then;
     `progress`: where the modules checkpoint and resume (`loop.Progress`).
@@ -67,21 +73,43 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
 
     if syncnet is None:
         step, tx = prior.make_syncnet_step(cfg, models["syncnet"], data.n_train)
-        st, h = run_steps(step, init_state(params["syncnet"], tx), arrays,
-                          jax.random.fold_in(key, 1), cfg.syncnet.steps, log, "syncnet", progress)
+        st, h = run_steps(
+            step,
+            init_state(params["syncnet"], tx),
+            arrays,
+            jax.random.fold_in(key, 1),
+            cfg.syncnet.steps,
+            log,
+            "syncnet",
+            progress,
+        )
         params["syncnet"], m["syncnet"] = st.params, _summary(h)
     else:
         params["syncnet"], m["syncnet"] = jax.tree.map(jnp.asarray, syncnet), {"pretrained": 1.0}
     for split, (lo, hi) in {"train": (0, data.n_train), "val": (data.n_train, data.n)}.items():
         if hi - lo > t + AUC_SHIFT:
             m["syncnet"][f"auc_{split}"] = prior.sync_auc(
-                models["syncnet"], params["syncnet"], arrays, lo, hi, t, AUC_SHIFT,
-                cfg.syncnet.mel_offset)  # fmt: skip
+                models["syncnet"],
+                params["syncnet"],
+                arrays,
+                lo,
+                hi,
+                t,
+                AUC_SHIFT,
+                cfg.syncnet.mel_offset,
+            )
 
     step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
-    st, h = run_steps(step, init_state(params["lip_expert"], tx),
-                      dict(arrays, syncnet=params["syncnet"]), jax.random.fold_in(key, 2),
-                      cfg.lip_expert.steps, log, "lip_expert", progress)  # fmt: skip
+    st, h = run_steps(
+        step,
+        init_state(params["lip_expert"], tx),
+        dict(arrays, syncnet=params["syncnet"]),
+        jax.random.fold_in(key, 2),
+        cfg.lip_expert.steps,
+        log,
+        "lip_expert",
+        progress,
+    )
     params["lip_expert"] = st.params
     m["lip_expert"] = _summary(h)
 
@@ -94,34 +122,55 @@ def train_prior(data: Stage1Data, cfg, key, log=None, syncnet=None,
     m["f_exp"] = _f_exp_r2(data, feats["f_exp"], face is not None, log)
     step, tx = prior.make_style_step(cfg, models["stylenet"], models["fuse"], data.n_train)
     sp = {"stylenet": params["stylenet"], "fuse": params["fuse"]}
-    st, h = run_steps(step, init_state(sp, tx), dict(arrays, f_exp=feats["f_exp"]),
-                      jax.random.fold_in(key, 4), cfg.stylenet.steps, log, "stylenet_fuse",
-                      progress)  # fmt: skip
+    st, h = run_steps(
+        step,
+        init_state(sp, tx),
+        dict(arrays, f_exp=feats["f_exp"]),
+        jax.random.fold_in(key, 4),
+        cfg.stylenet.steps,
+        log,
+        "stylenet_fuse",
+        progress,
+    )
     params.update(st.params)
     m["stylenet_fuse"] = _summary(h)
     tone = head_prior.tone_features(models, params, data.mel, feats["f_exp"], cfg.stylenet.seq_len)
     if data.n > data.n_train:
         m["stylenet_fuse"]["val_loss"] = float(
-            _recon(tone["f_gen_exp"][data.n_train:], data.exp[data.n_train:]))  # fmt: skip
+            _recon(tone["f_gen_exp"][data.n_train :], data.exp[data.n_train :])
+        )
     m["prior_stats"] = prior_stats(feats["f_exp"], tone["f_tone"], data.n_train)
     return models, params, m
 
 
-def _train_regressor(data: Stage1Data, cfg, models, params, arrays, key, log,
-                     progress: Progress | None = None) -> dict:  # fmt: skip
+def _train_regressor(
+    data: Stage1Data, cfg, models, params, arrays, key, log, progress: Progress | None = None
+) -> dict:
     """Step 3 without Deep3DFaceRecon: the expression-prior regressor on real crops (sets
     params["expr_prior"]); returns its metrics."""
     step, tx = prior.make_prior_step(cfg, models["expr_prior"], data.n_train)
-    st, h = run_steps(step, init_state(params["expr_prior"], tx), arrays,
-                      jax.random.fold_in(key, 3), cfg.expr_prior.steps, log, "expr_prior",
-                      progress)  # fmt: skip
+    st, h = run_steps(
+        step,
+        init_state(params["expr_prior"], tx),
+        arrays,
+        jax.random.fold_in(key, 3),
+        cfg.expr_prior.steps,
+        log,
+        "expr_prior",
+        progress,
+    )
     params["expr_prior"] = st.params
     m = _summary(h)
     if data.n > data.n_train:
-        pred = jnp.concatenate([
-            models["expr_prior"].apply({"params": st.params}, to_float(data.crops[a : a + VAL_CHUNK]))[0]
-            for a in range(data.n_train, data.n, VAL_CHUNK)])  # fmt: skip
-        m["val_loss"] = float(_recon(pred, data.exp[data.n_train:]))
+        pred = jnp.concatenate(
+            [
+                models["expr_prior"].apply(
+                    {"params": st.params}, to_float(data.crops[a : a + VAL_CHUNK])
+                )[0]
+                for a in range(data.n_train, data.n, VAL_CHUNK)
+            ]
+        )
+        m["val_loss"] = float(_recon(pred, data.exp[data.n_train :]))
     return m
 
 
@@ -138,8 +187,16 @@ def _f_exp_r2(data: Stage1Data, f_exp, face_recon: bool, log) -> dict:
     return {"r2_val": r2}
 
 
-def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, log=None,
-                  progress: Progress | None = None, seed: int = 0):  # fmt: skip
+def train_emotion(
+    data: Stage1Data,
+    cfg,
+    key,
+    corpus=None,
+    corpus_classes=None,
+    log=None,
+    progress: Progress | None = None,
+    seed: int = 0,
+):
     """Step 5. `corpus` (with `corpus_classes`) defaults to the one `cfg.emotion.corpus` names
     (`seed`: the run seed, which picks the synthetic corpus's sentences); `progress` as in
     `train_prior`.
@@ -156,8 +213,16 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     params, imagenet = emo.init_encoder(pre_model, e, jax.random.fold_in(key, 0))
     m = {"alexnet_imagenet": imagenet, "wav2vec_pretrained": bool(e.wav2vec_weights)}
     step, tx = emo.make_emotion_step(e, pre_model, finetune=False)
-    st, h = run_steps(step, init_state(params, tx), corpus, jax.random.fold_in(key, 1),
-                      e.pretrain_steps, log, "emotion_pretrain", progress)  # fmt: skip
+    st, h = run_steps(
+        step,
+        init_state(params, tx),
+        corpus,
+        jax.random.fold_in(key, 1),
+        e.pretrain_steps,
+        log,
+        "emotion_pretrain",
+        progress,
+    )
     m["pretrain"] = _summary(h)
     model = head_emotion.build_encoder(e, n_classes, data.exp_dim)
     val = np.arange(data.n_train, data.n)
@@ -169,14 +234,24 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
             "and one class mean for every emotion (an emotion override changes nothing)"
         )
     if pre_classes == n_classes and val_labelled:
-        out = head_emotion.emotion_features(model, st.params, data.stream, np.asarray(data.centres)[val], e)
+        out = head_emotion.emotion_features(
+            model, st.params, data.stream, np.asarray(data.centres)[val], e
+        )
         m["pretrain"]["val_acc"] = emo.accuracy(out["logits"], labels[val])
     fresh, _ = emo.init_encoder(model, e, jax.random.fold_in(key, 2))
     params = emo.adapt_heads(st.params, fresh)
     ft = emo.corpus_from_frames(data, np.arange(data.n_train), with_exp=True)
     step, tx = emo.make_emotion_step(e, model, finetune=True)
-    st, h = run_steps(step, init_state(params, tx), ft, jax.random.fold_in(key, 3),
-                      e.finetune_steps, log, "emotion_finetune", progress)  # fmt: skip
+    st, h = run_steps(
+        step,
+        init_state(params, tx),
+        ft,
+        jax.random.fold_in(key, 3),
+        e.finetune_steps,
+        log,
+        "emotion_finetune",
+        progress,
+    )
     m["finetune"] = _summary(h)
     out = head_emotion.emotion_features(model, st.params, data.stream, np.asarray(data.centres), e)
     if val_labelled:
@@ -188,8 +263,16 @@ def train_emotion(data: Stage1Data, cfg, key, corpus=None, corpus_classes=None, 
     return model, st.params, means, m
 
 
-def train_stage1(data: Stage1Data, cfg, workdir: str, *, seed: int = 0, corpus=None,
-                 corpus_classes=None, log=None) -> tuple[Stage1Model, dict]:  # fmt: skip
+def train_stage1(
+    data: Stage1Data,
+    cfg,
+    workdir: str,
+    *,
+    seed: int = 0,
+    corpus=None,
+    corpus_classes=None,
+    log=None,
+) -> tuple[Stage1Model, dict]:
     """Trains every stage-1 module on `data` and saves the checkpoint under workdir/stage1,
     resuming from workdir/stage1_progress (module docstring) when a run was stopped.
 
@@ -216,16 +299,27 @@ def train_stage1(data: Stage1Data, cfg, workdir: str, *, seed: int = 0, corpus=N
     # it (XLA releases the GIL; the small stage-1 programs leave part of a 2-core CPU idle). Each
     # keeps its own keys, so the results are the same as one after the other.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stage1-emotion") as pool:
-        emotion = pool.submit(train_emotion, data, cfg, jax.random.fold_in(key, 20), corpus,
-                              corpus_classes, log, progress, seed)  # fmt: skip
-        models, params, m = train_prior(data, cfg, jax.random.fold_in(key, 10), log, syncnet,
-                                        face, progress)  # fmt: skip
+        emotion = pool.submit(
+            train_emotion,
+            data,
+            cfg,
+            jax.random.fold_in(key, 20),
+            corpus,
+            corpus_classes,
+            log,
+            progress,
+            seed,
+        )
+        models, params, m = train_prior(
+            data, cfg, jax.random.fold_in(key, 10), log, syncnet, face, progress
+        )
         enc, ep, means, m["emotion"] = emotion.result()
     stats = m.pop("prior_stats")
     models["emotion"], params["emotion"] = enc, ep
     refs = np.asarray(data.crops)[reference_indices(data.n_train, cfg.data.n_refs)]
-    model = Stage1Model(cfg, models, params, refs, *map(np.asarray, data.exp_stats), means, *stats,
-                        face)  # fmt: skip
+    model = Stage1Model(
+        cfg, models, params, refs, *map(np.asarray, data.exp_stats), means, *stats, face
+    )
     save_stage1(model, Workdir(workdir).stage1_dir, m)
     shutil.rmtree(progress.root, ignore_errors=True)  # the final checkpoint supersedes it
     return model, m
@@ -240,7 +334,8 @@ def _face_prior(cfg, data: Stage1Data) -> face_prior.FacePrior | None:
     if data.face_refs is None:
         raise ValueError(
             f"stage1.prior.face_recon_weights={face_prior.weights_path(cfg)}: the stage-1 data "
-            "has no aligned frames (build it with Stage1Data.from_subject and this config)")
+            "has no aligned frames (build it with Stage1Data.from_subject and this config)"
+        )
     return face_prior.FacePrior(*net, data.face_refs["frames"], data.face_refs["affine"])
 
 

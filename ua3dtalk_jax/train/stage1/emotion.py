@@ -52,15 +52,21 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
     wav = load_wav2vec2(path)[1]["params"] if path else None  # read and checked before the init
     wt, sw = emotion_inputs.window_frames(e), emotion_inputs.window_samples(e)
     h, w = e.image_hw
-    params = model.init(key, jnp.zeros((1, h, w, 3)), jnp.zeros((1, wt // e.mfcc_stride
-                        + (wt % e.mfcc_stride > 0), e.n_mfcc)), jnp.zeros((1, sw)))["params"]  # fmt: skip
+    params = model.init(
+        key,
+        jnp.zeros((1, h, w, 3)),
+        jnp.zeros((1, wt // e.mfcc_stride + (wt % e.mfcc_stride > 0), e.n_mfcc)),
+        jnp.zeros((1, sw)),
+    )["params"]
     imagenet = load_imagenet_alexnet() if e.alexnet_pretrained else None
     if imagenet is not None:
         params = dict(params, alexnet=imagenet)
     if wav is not None:
         if jax.tree.structure(wav) != jax.tree.structure(params.get("wav2vec2")):
-            raise ValueError(f"stage1.emotion.wav2vec_weights={path}: the encoder was not built "
-                             "for it (use build_encoder with the same config)")  # fmt: skip
+            raise ValueError(
+                f"stage1.emotion.wav2vec_weights={path}: the encoder was not built "
+                "for it (use build_encoder with the same config)"
+            )
         params = dict(params, wav2vec2=wav)
     return params, imagenet is not None
 
@@ -85,23 +91,28 @@ def pretraining_corpus(e, data, log=None, seed: int = 0) -> tuple[dict, int]:
         corpus = corpus_from_frames(data, np.arange(data.n_train), with_exp=False)
         classes = len(EMOTIONS)
         if corpus["labels"].shape[0] == 0:
-            raise ValueError("stage1.emotion.corpus=subject: the subject has no emotion labels "
-                             "(emotion.csv); use stage1.emotion.corpus=synthetic or iemocap:<root>")
+            raise ValueError(
+                "stage1.emotion.corpus=subject: the subject has no emotion labels "
+                "(emotion.csv); use stage1.emotion.corpus=synthetic or iemocap:<root>"
+            )
     elif spec == "synthetic":
         wavs, labels = emotional_speech(e.corpus_clips, seed=seed)
         corpus, classes = emotion_inputs.clips_corpus(wavs, labels, e), len(EMOTIONS)
     elif spec.startswith("iemocap:"):
-        utts = iemocap.list_utterances(spec[len("iemocap:"):], e.iemocap_labels)
+        utts = iemocap.list_utterances(spec[len("iemocap:") :], e.iemocap_labels)
         corpus = iemocap.iemocap_corpus(utts, e)
         classes = len(iemocap.class_names(e.iemocap_labels))
     else:
         raise ValueError(
-            f"stage1.emotion.corpus={spec!r}: use synthetic, subject or iemocap:<root>")
+            f"stage1.emotion.corpus={spec!r}: use synthetic, subject or iemocap:<root>"
+        )
     corpus = jax.tree.map(jnp.asarray, corpus)
     if log is not None:
         minutes = corpus["stream"]["wav"].shape[0] / features.SAMPLE_RATE / 60
-        log(f"emotion pre-training corpus {spec}: {minutes:.1f} min, "
-            f"{corpus['labels'].shape[0]} windows, {classes} classes")
+        log(
+            f"emotion pre-training corpus {spec}: {minutes:.1f} min, "
+            f"{corpus['labels'].shape[0]} windows, {classes} classes"
+        )
     return corpus, classes
 
 
@@ -112,8 +123,11 @@ def corpus_from_frames(data, frames: np.ndarray, with_exp: bool) -> dict:
     if not with_exp:
         frames = frames[labels >= 0]
         labels = labels[labels >= 0]
-    out = {"stream": data.stream, "centres": jnp.asarray(np.asarray(data.centres)[frames]),
-           "labels": jnp.asarray(labels, jnp.int32)}  # fmt: skip
+    out = {
+        "stream": data.stream,
+        "centres": jnp.asarray(np.asarray(data.centres)[frames]),
+        "labels": jnp.asarray(labels, jnp.int32),
+    }
     if with_exp:
         out["exp"] = jnp.asarray(np.asarray(data.exp)[frames])
     return out
@@ -131,8 +145,9 @@ def make_emotion_step(e, model: SpeechEmotionEncoder, finetune: bool):
         labels = data["labels"][j]
 
         def loss_fn(p):
-            logits, exp, _ = model.apply({"params": p}, x["spec"], x["mfcc"], x["wav"],
-                                         train=True, rngs={"dropout": k2})  # fmt: skip
+            logits, exp, _ = model.apply(
+                {"params": p}, x["spec"], x["mfcc"], x["wav"], train=True, rngs={"dropout": k2}
+            )
             if finetune:
                 return finetune_loss(logits, labels, exp, data["exp"][j], e.exp_weight)
             ce, acc = cross_entropy(logits, labels)

@@ -45,9 +45,15 @@ def frame_points(landmarks: np.ndarray, dense: np.ndarray | None, hw: tuple) -> 
 
 def real_exp(net, images: np.ndarray, points: np.ndarray) -> np.ndarray:
     """f_gt-exp (N, 64): the network on the aligned real frames (N, H, W, 3) uint8."""
-    chunks = (np.stack([face_align.align_face(im, p)[0] for im, p in
-                        zip(images[a : a + CHUNK], points[a : a + CHUNK])])
-              for a in range(0, len(images), CHUNK))  # fmt: skip
+    chunks = (
+        np.stack(
+            [
+                face_align.align_face(im, p)[0]
+                for im, p in zip(images[a : a + CHUNK], points[a : a + CHUNK])
+            ]
+        )
+        for a in range(0, len(images), CHUNK)
+    )
     return coefficients(net, chunks)[:, EXP].astype(np.float32)
 
 
@@ -65,8 +71,9 @@ def paste_refs(images: np.ndarray, points: np.ndarray, boxes: np.ndarray, face_s
     for im, p, (cx, cy, side) in zip(images, points, boxes):
         aligned, img_to_al = face_align.align_face(im, p)
         a = face_size / side  # `head.crops.face_crops`: crop = a·(image − centre) + S/2
-        crop_to_img = np.array([[1 / a, 0.0, cx - face_size / (2 * a)],
-                                [0.0, 1 / a, cy - face_size / (2 * a)]])  # fmt: skip
+        crop_to_img = np.array(
+            [[1 / a, 0.0, cx - face_size / (2 * a)], [0.0, 1 / a, cy - face_size / (2 * a)]]
+        )
         affines.append(_compose(img_to_al, crop_to_img))
         frames.append(aligned)
     return {"frames": np.stack(frames), "affine": np.stack(affines).astype(np.float32)}
@@ -74,8 +81,9 @@ def paste_refs(images: np.ndarray, points: np.ndarray, boxes: np.ndarray, face_s
 
 def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The (2, 3) affine outer ∘ inner."""
-    return np.concatenate([outer[:, :2] @ inner[:, :2], outer[:, :2] @ inner[:, 2:] + outer[:, 2:]],
-                          axis=1)  # fmt: skip
+    return np.concatenate(
+        [outer[:, :2] @ inner[:, :2], outer[:, :2] @ inner[:, 2:] + outer[:, 2:]], axis=1
+    )
 
 
 def exp_r2(f_exp, target, n_train: int) -> float:

@@ -57,8 +57,9 @@ class Progress:
 
     def __init__(self, root: str, every: int, fingerprint=None):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"stage1.checkpoint_every={every!r}: must be a whole number of "
-                             "steps ≥ 1")  # fmt: skip
+            raise ValueError(
+                f"stage1.checkpoint_every={every!r}: must be a whole number of steps ≥ 1"
+            )
         self.root, self.every = os.path.abspath(root), every
         text = json.dumps(fingerprint, sort_keys=True, default=str)
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -79,19 +80,25 @@ class Progress:
         if (meta.get("fingerprint"), meta.get("n_steps")) != (self.fingerprint, n_steps):
             raise ValueError(
                 f"{ck.directory}: a stage-1 checkpoint of another config or subject (or step "
-                f"count); delete {self.root} to train stage 1 afresh")  # fmt: skip
+                f"count); delete {self.root} to train stage 1 afresh"
+            )
         hist = {k: list(map(float, v)) for k, v in meta["history"].items()}
         return jax.tree.map(jax.numpy.asarray, restored), hist, int(meta["step"])
 
     def save(self, ck: Checkpointer, state: TrainState, step: int, n_steps: int, hist: dict):
-        ck.save(step, state, {"n_steps": n_steps, "history": hist,
-                              "fingerprint": self.fingerprint})  # fmt: skip
+        ck.save(step, state, {"n_steps": n_steps, "history": hist, "fingerprint": self.fingerprint})
 
 
 def run_steps(
-    step: Callable, state: TrainState, data: dict, key: jax.Array, n_steps: int,
-    log: Callable[[str], None] | None = None, name: str = "", progress: Progress | None = None,
-) -> tuple[TrainState, dict]:  # fmt: skip
+    step: Callable,
+    state: TrainState,
+    data: dict,
+    key: jax.Array,
+    n_steps: int,
+    log: Callable[[str], None] | None = None,
+    name: str = "",
+    progress: Progress | None = None,
+) -> tuple[TrainState, dict]:
     """Runs `n_steps` steps; returns the state and {metric: (n_steps,) array, "seconds": float}.
 
     The first step's compile time is included in "seconds" and reported apart as "compile_s".
@@ -105,8 +112,14 @@ def run_steps(
         if ck is not None:
             state, hist, start = progress.restore(ck, state, n_steps)
             if log is not None and start:
-                log(f"{name}: " + ("finished before, restored" if start == n_steps
-                                   else f"resumed at step {start}/{n_steps}"))  # fmt: skip
+                log(
+                    f"{name}: "
+                    + (
+                        "finished before, restored"
+                        if start == n_steps
+                        else f"resumed at step {start}/{n_steps}"
+                    )
+                )
         t0 = time.perf_counter()
         compile_s = 0.0
         for i in range(start, n_steps):
@@ -117,8 +130,10 @@ def run_steps(
             for k, v in metrics.items():
                 hist.setdefault(k, []).append(float(v))
             if log is not None and (i % max(1, n_steps // 5) == 0 or i == n_steps - 1):
-                log(f"{name} step {i + 1}/{n_steps} "
-                    + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))  # fmt: skip
+                log(
+                    f"{name} step {i + 1}/{n_steps} "
+                    + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                )
             if ck is not None and ((i + 1) % progress.every == 0 or i + 1 == n_steps):
                 progress.save(ck, state, i + 1, n_steps, hist)
     finally:

@@ -71,12 +71,20 @@ def pretrained_syncnet(cfg):
             f"stage1.syncnet.pretrained={path}: a Wav2Lip SyncNet takes {WAV2LIP_FRAMES} frames "
             f"of {WAV2LIP_FACE}² face crops, but stage1.data.face_size={s}, "
             f"stage1.data.sync_frames={t}; use --config=paper or --set=stage1.data.face_size="
-            f"{WAV2LIP_FACE} (and stage1.data.sync_frames={WAV2LIP_FRAMES})")
+            f"{WAV2LIP_FACE} (and stage1.data.sync_frames={WAV2LIP_FRAMES})"
+        )
     model, params = wav2lip_syncnet(path)
     out = cfg.copy_and_resolve_references()
-    out.syncnet.update(face_specs=model.face_specs, audio_specs=model.audio_specs, norm=model.norm,
-                       calibrated=model.calibrated, centre=model.centre, nce_weight=0.0, steps=0,
-                       mel_offset=WAV2LIP_MEL_OFFSET)  # fmt: skip
+    out.syncnet.update(
+        face_specs=model.face_specs,
+        audio_specs=model.audio_specs,
+        norm=model.norm,
+        calibrated=model.calibrated,
+        centre=model.centre,
+        nce_weight=0.0,
+        steps=0,
+        mel_offset=WAV2LIP_MEL_OFFSET,
+    )
     return out, params
 
 
@@ -120,15 +128,25 @@ def make_syncnet_step(cfg, model: SyncNet, n_train: int):
 
     @jax.jit
     def step(state: TrainState, data: dict, key: jax.Array):
-        mel, faces, label, mel_sync = sync_pairs(key, data["crops"], data["mel"], 0, n_train,
-                                                 c.batch, cfg.data.sync_frames, c.min_shift,
-                                                 c.max_shift, c.mel_offset)  # fmt: skip
+        mel, faces, label, mel_sync = sync_pairs(
+            key,
+            data["crops"],
+            data["mel"],
+            0,
+            n_train,
+            c.batch,
+            cfg.data.sync_frames,
+            c.min_shift,
+            c.max_shift,
+            c.mel_offset,
+        )
 
         def loss_fn(p):
             v = {"params": p}
             f = model.apply(v, faces, method=SyncNet.embed_face)  # one face pass for both terms
-            a = model.apply(v, jnp.concatenate([mel, mel_sync]) if nce_w else mel,
-                            method=SyncNet.embed_audio)  # fmt: skip
+            a = model.apply(
+                v, jnp.concatenate([mel, mel_sync]) if nce_w else mel, method=SyncNet.embed_audio
+            )
             sim, _ = model.apply(v, a[: len(f)], f, method=SyncNet.score)
             bce = sync_bce(sim, label)
             if not nce_w:
@@ -143,11 +161,14 @@ def make_syncnet_step(cfg, model: SyncNet, n_train: int):
     return step, tx
 
 
-AUC_CHUNK = 1024  # windows per SyncNet call of `sync_auc`: memory bounded whatever the clip's length
+AUC_CHUNK = (
+    1024  # windows per SyncNet call of `sync_auc`: memory bounded whatever the clip's length
+)
 
 
-def sync_auc(model: SyncNet, params, data: dict, lo: int, hi: int, frames: int, shift: int,
-             offset: int = 0) -> float:  # fmt: skip
+def sync_auc(
+    model: SyncNet, params, data: dict, lo: int, hi: int, frames: int, shift: int, offset: int = 0
+) -> float:
     """AUC of in-sync vs `shift`-frame-shifted pairs over every window start in [lo, hi); faces
     from s are in sync with the mel chunk of s + offset (`sync_mel`). The windows are scored
     `AUC_CHUNK` at a time (each window's score is its own: the chunks change no score)."""
@@ -187,8 +208,11 @@ def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):
             gen, _ = lip.apply({"params": p}, inp, mel_i)
             gen = gen.reshape(b, t, sz, sz, 3)
             l1 = jnp.mean(jnp.abs(gen - target) * l1_map)
-            sim, _ = sync.apply({"params": data["syncnet"]}, sync_mel(data["mel"], s, offset),
-                                stack_lower_halves(gen))  # fmt: skip
+            sim, _ = sync.apply(
+                {"params": data["syncnet"]},
+                sync_mel(data["mel"], s, offset),
+                stack_lower_halves(gen),
+            )
             sl = sync_bce(sim, jnp.ones_like(sim))
             return (1.0 - w) * l1 + w * sl, {"l1": l1, "sync": sl}
 
@@ -229,8 +253,9 @@ def make_style_step(cfg, style: StyleNet, fuse: FuseNet, n_train: int):
         f_exp = jnp.where(keep, data["f_exp"][idx], 0.0)  # whole sequences dropped
 
         def loss_fn(p):
-            tone, _ = style.apply({"params": p["stylenet"]}, data["mel"][idx], train=True,
-                                  rngs={"dropout": k2})  # fmt: skip
+            tone, _ = style.apply(
+                {"params": p["stylenet"]}, data["mel"][idx], train=True, rngs={"dropout": k2}
+            )
             gen, _ = fuse.apply({"params": p["fuse"]}, f_exp, tone)
             return recon_loss(gen, data["exp"][idx])
 
@@ -238,5 +263,3 @@ def make_style_step(cfg, style: StyleNet, fuse: FuseNet, n_train: int):
         return apply_grads(state, g, tx), {"loss": loss}
 
     return step, tx
-
-

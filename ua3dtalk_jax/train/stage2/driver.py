@@ -25,8 +25,9 @@ from ua3dtalk_jax.train.stage2.loop import train_branch, train_fuse
 from ua3dtalk_jax.train.stage2.state import scene_extent
 
 
-def run_stage2(cfg, subject, workdir: str, *, log=print, writer=None, on_frame=None,
-               evaluate=None) -> dict:  # fmt: skip
+def run_stage2(
+    cfg, subject, workdir: str, *, log=print, writer=None, on_frame=None, evaluate=None
+) -> dict:
     """Trains stage 2 and, with `evaluate`, scores the held-out split.
 
     Args:
@@ -46,21 +47,45 @@ def run_stage2(cfg, subject, workdir: str, *, log=print, writer=None, on_frame=N
     times, branches = {}, {}
     for part in ("face", "mouth"):
         t = time.time()
-        branches[part] = train_branch(cfg, part, subject, features, workdir, extent=extent,
-                                      mesh=mesh, writer=writer, log=log, validate=validate)  # fmt: skip
+        branches[part] = train_branch(
+            cfg,
+            part,
+            subject,
+            features,
+            workdir,
+            extent=extent,
+            mesh=mesh,
+            writer=writer,
+            log=log,
+            validate=validate,
+        )
         times[part] = time.time() - t
     t = time.time()
-    states = train_fuse(cfg, subject, features, workdir, branches, extent=extent, mesh=mesh,
-                        writer=writer, log=log, validate=validate)  # fmt: skip
+    states = train_fuse(
+        cfg,
+        subject,
+        features,
+        workdir,
+        branches,
+        extent=extent,
+        mesh=mesh,
+        writer=writer,
+        log=log,
+        validate=validate,
+    )
     times["fuse"] = time.time() - t
     save_stage2(cfg, wd.model_dir, states, extent)
     summary = {}
     if evaluate is not None:
         t = time.time()
         heads = {p: (branches[p][1], states[p].net, states[p].gaussians) for p in ("face", "mouth")}
-        summary["heldout"] = evaluate(cfg, subject, features, heads, on_frame=on_frame,
-                                      use_deform=cfg.train.deform)  # fmt: skip
+        summary["heldout"] = evaluate(
+            cfg, subject, features, heads, on_frame=on_frame, use_deform=cfg.train.deform
+        )
         times["eval"] = time.time() - t
-    summary |= {"seconds": times, "extent": extent,
-                "gaussians": {p: int(np.sum(states[p].gaussians.active)) for p in states}}  # fmt: skip
+    summary |= {
+        "seconds": times,
+        "extent": extent,
+        "gaussians": {p: int(np.sum(states[p].gaussians.active)) for p in states},
+    }
     return summary

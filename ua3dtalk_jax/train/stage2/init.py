@@ -40,8 +40,9 @@ def lift(pixels: np.ndarray, depth: np.ndarray, viewmat: np.ndarray, k: np.ndarr
     return (cam - t) @ r  # R^T (x − t), row-wise
 
 
-def image_points(subject, part: str, num: int, seed: int, *, frames: int = 8,
-                 depth_jitter: float = 0.005) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
+def image_points(
+    subject, part: str, num: int, seed: int, *, frames: int = 8, depth_jitter: float = 0.005
+) -> tuple[np.ndarray, np.ndarray, float]:
     """`num` points lifted from the branch's region of `frames` training frames.
 
     Args:
@@ -75,10 +76,16 @@ def image_points(subject, part: str, num: int, seed: int, *, frames: int = 8,
         views.append(np.full(len(xs), len(views)))
     n_px = sum(len(p) for p in pix)
     if n_px == 0:
-        raise ValueError(f"{subject.path}: the {part} region is empty in training frames "
-                         f"{ids.tolist()}; check the parsing masks")  # fmt: skip
+        raise ValueError(
+            f"{subject.path}: the {part} region is empty in training frames "
+            f"{ids.tolist()}; check the parsing masks"
+        )
     pick = rng.choice(n_px, size=num, replace=num > n_px)
-    pix, cols, views = np.concatenate(pix)[pick], np.concatenate(cols)[pick], np.concatenate(views)[pick]
+    pix, cols, views = (
+        np.concatenate(pix)[pick],
+        np.concatenate(cols)[pick],
+        np.concatenate(views)[pick],
+    )
     pix = pix + rng.uniform(-0.5, 0.5, pix.shape)
     points = np.empty((num, 3))
     for v, i in enumerate(ids):

@@ -58,8 +58,9 @@ class Phase:
 
     def __init__(self, name, total, cfg, workdir, writer=None, log=print):
         self.name, self.total, self.cfg, self.log, self.writer = name, total, cfg, log, writer
-        self.ckpt = Checkpointer(Workdir(workdir).phase_dir(name),
-                                 max_to_keep=cfg.train.keep_checkpoints)  # fmt: skip
+        self.ckpt = Checkpointer(
+            Workdir(workdir).phase_dir(name), max_to_keep=cfg.train.keep_checkpoints
+        )
         self.bad = 0
         self.t0 = time.time()
         self.bar = None
@@ -89,8 +90,13 @@ class Phase:
         return self.ckpt.latest_step() == self.total
 
     def progress(self, start: int):
-        self.bar = tqdm(total=self.total, initial=start, desc=f"stage2/{self.name}",
-                        dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+        self.bar = tqdm(
+            total=self.total,
+            initial=start,
+            desc=f"stage2/{self.name}",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
         self.t0, self.i0 = time.time(), start
 
     def after_step(self, it: int, metrics, state) -> tuple[object, int] | None:
@@ -106,8 +112,12 @@ class Phase:
                     raise FloatingPointError(
                         f"[{self.name}] training diverged at iteration {it}: "
                         f"{self.cfg.train.max_bad_steps} non-finite steps in a row "
-                        + ("before the first checkpoint" if self.ckpt.latest_step() is None
-                           else f"after {MAX_ROLLBACKS} roll-backs"))  # fmt: skip
+                        + (
+                            "before the first checkpoint"
+                            if self.ckpt.latest_step() is None
+                            else f"after {MAX_ROLLBACKS} roll-backs"
+                        )
+                    )
                 self.log(f"[{self.name}] {self.cfg.train.max_bad_steps} bad steps: rolling back")
                 return self.restore(state)
         self.bar.update(1)
@@ -117,8 +127,9 @@ class Phase:
             m = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
             self.window = []
             rate = (it + 1 - self.i0) / max(time.time() - self.t0, 1e-9)
-            self.bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}",
-                                 its=f"{rate:.1f}")  # fmt: skip
+            self.bar.set_postfix(
+                loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}", its=f"{rate:.1f}"
+            )
             with open(self.history, "a") as fh:
                 fh.write(json.dumps({"iteration": it + 1, "iters_per_s": rate, **m}) + "\n")
             if self.writer is not None:
@@ -163,8 +174,12 @@ def variant(cfg, b, it: int) -> Variant:
 def flags(b, part: str, it: int) -> dict:
     hair = part == "face" and b.warmup < it < b.hair_until and it % 7 != 0
     final = part == "mouth" and it >= b.final_from
-    return {"hair": np.bool_(hair), "erode": np.bool_(part == "face" and it >= b.mouth_erode_from),
-            "late": np.bool_(it >= b.lpips_from), "final": np.bool_(final)}
+    return {
+        "hair": np.bool_(hair),
+        "erode": np.bool_(part == "face" and it >= b.mouth_erode_from),
+        "late": np.bool_(it >= b.lpips_from),
+        "final": np.bool_(final),
+    }
 
 
 def global_batch(cfg, mesh) -> int:
@@ -172,8 +187,9 @@ def global_batch(cfg, mesh) -> int:
     return int(-(-cfg.data.batch_size * jax.process_count() // n) * n)
 
 
-def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=None, log=print,
-                 validate=None):  # fmt: skip
+def train_branch(
+    cfg, part, subject, features, workdir, *, extent, mesh, writer=None, log=print, validate=None
+):
     """Trains one branch to `train.<part>.iterations`; returns (BranchState, MotionNetwork).
 
     Args:
@@ -197,8 +213,7 @@ def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=
     def step(state, batch, it):
         v = variant(cfg, b, it)
         if v not in steps:
-            steps[v] = make_branch_step(cfg, part, net, g_tx, n_tx, v, width=w, height=h,
-                                        mesh=mesh)  # fmt: skip
+            steps[v] = make_branch_step(cfg, part, net, g_tx, n_tx, v, width=w, height=h, mesh=mesh)
         return steps[v](state, batch, flags(b, part, it))
 
     def after(state, it):
@@ -215,9 +230,11 @@ def train_branch(cfg, part, subject, features, workdir, *, extent, mesh, writer=
         return state
 
     state = _run(cfg, ph, state, start, sampler, mesh, step, after)
-    log(f"[{part}] {b.iterations} iterations, {int(np.sum(state.gaussians.active))} Gaussians, "
+    log(
+        f"[{part}] {b.iterations} iterations, {int(np.sum(state.gaussians.active))} Gaussians, "
         f"{len(steps)} compiled step variants, {ph.cleaned} green-background Gaussians hit by "
-        f"the clean-up ({dcfg.bg_cleanup})")  # fmt: skip
+        f"the clean-up ({dcfg.bg_cleanup})"
+    )
     return state, net
 
 
@@ -231,8 +248,13 @@ def _run(cfg, ph: Phase, state, start: int, sampler: FrameSampler, mesh, step, a
     rows = parallel.process_slice(sampler.batch)
 
     def prefetcher(it):
-        return Prefetcher(lambda i: _slice(sampler.load(i), rows), it, ph.total,
-                          depth=cfg.data.prefetch, workers=cfg.data.num_workers)  # fmt: skip
+        return Prefetcher(
+            lambda i: _slice(sampler.load(i), rows),
+            it,
+            ph.total,
+            depth=cfg.data.prefetch,
+            workers=cfg.data.num_workers,
+        )
 
     # Every state that does not come out of the step itself (initialised, restored, densified,
     # SH-grown) is placed like the step's replicated outputs; otherwise each such change of
@@ -271,15 +293,18 @@ def _slice(batch: dict, rows: slice) -> dict:
 
 def _densify(dcfg, state, it, extent, ph, strict: bool):
     key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 99)
-    g, info = densify_and_prune(dcfg, state.gaussians, state.stats, key, extent=extent,
-                                iteration=it)  # fmt: skip
+    g, info = densify_and_prune(
+        dcfg, state.gaussians, state.stats, key, extent=extent, iteration=it
+    )
     if strict:
         check_capacity(info, g.capacity)
     elif int(info.n_overflow) > 0 and not ph.warned_capacity:
         ph.warned_capacity = True
-        ph.log(f"[{ph.name}] iteration {it}: the {g.capacity}-slot Gaussian buffer is full; "
-               f"{int(info.n_overflow)} densification candidates skipped (warned once; raise "
-               f"model.gaussians.{ph.name}.capacity, or set train.strict_capacity=True to stop)")
+        ph.log(
+            f"[{ph.name}] iteration {it}: the {g.capacity}-slot Gaussian buffer is full; "
+            f"{int(info.n_overflow)} densification candidates skipped (warned once; raise "
+            f"model.gaussians.{ph.name}.capacity, or set train.strict_capacity=True to stop)"
+        )
     return state.replace(
         gaussians=g,
         g_opt=zero_moments(state.g_opt, info.changed),
@@ -295,8 +320,19 @@ def _clean(dcfg, state, campos, ph):
     return state.replace(gaussians=g, stats=stats, g_opt=g_opt)
 
 
-def train_fuse(cfg, subject, features, workdir, branches, *, extent, mesh, writer=None,
-               log=print, validate=None):  # fmt: skip
+def train_fuse(
+    cfg,
+    subject,
+    features,
+    workdir,
+    branches,
+    *,
+    extent,
+    mesh,
+    writer=None,
+    log=print,
+    validate=None,
+):
     """The fuse step over the trained branches {"face": (state, net), "mouth": (state, net)}.
 
     Returns:
@@ -305,11 +341,17 @@ def train_fuse(cfg, subject, features, workdir, branches, *, extent, mesh, write
     f = cfg.train.fuse
     h, w = subject.size
     nets = {p: branches[p][1] for p in ("face", "mouth")}
-    txs = {p: gaussian_optimizer(cfg.train[p], extent, branches[p][0].gaussians.sh.shape[1],
-                                 fuse=f, part=p) for p in ("face", "mouth")}  # fmt: skip
+    txs = {
+        p: gaussian_optimizer(
+            cfg.train[p], extent, branches[p][0].gaussians.sh.shape[1], fuse=f, part=p
+        )
+        for p in ("face", "mouth")
+    }
     states = {p: branches[p][0] for p in ("face", "mouth")}
-    states = {p: s.replace(g_opt=txs[p].init(trainable(s.gaussians)), step=s.step * 0)
-              for p, s in states.items()}  # fmt: skip
+    states = {
+        p: s.replace(g_opt=txs[p].init(trainable(s.gaussians)), step=s.step * 0)
+        for p, s in states.items()
+    }
     ph = Phase("fuse", f.iterations, cfg, workdir, writer, log)
     states, start = ph.restore(states)
     if start >= f.iterations:

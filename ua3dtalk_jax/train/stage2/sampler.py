@@ -49,11 +49,14 @@ class FrameSampler:
         self.au25 = np.array([s["au25"] for s in scal], np.float32)
         self.mouth_px = None
         if part == "mouth" and bcfg.min_mouth_pixels > 0:
-            self.mouth_px = np.array([
-                int(np.sum(m["mouth_mask"] | m["teeth_mask"]))
-                for m in (subject.frame(int(i), keys=("mouth_mask", "teeth_mask"))
-                          for i in self.train)
-            ])  # fmt: skip
+            self.mouth_px = np.array(
+                [
+                    int(np.sum(m["mouth_mask"] | m["teeth_mask"]))
+                    for m in (
+                        subject.frame(int(i), keys=("mouth_mask", "teeth_mask")) for i in self.train
+                    )
+                ]
+            )
 
     def indices(self, it: int) -> np.ndarray:
         """(batch,) frame indices of iteration `it` (pure function of seed, branch, it)."""
@@ -71,8 +74,11 @@ class FrameSampler:
         b = self.b
         if b is None:
             return True
-        if (self.mouth_px is not None and self.mouth_px[j] < b.min_mouth_pixels
-                and np.any(self.mouth_px >= b.min_mouth_pixels)):
+        if (
+            self.mouth_px is not None
+            and self.mouth_px[j] < b.min_mouth_pixels
+            and np.any(self.mouth_px >= b.min_mouth_pixels)
+        ):
             return False
         if self.part == "face" and it % b.curriculum_every == 0:
             if it < b.warmup:

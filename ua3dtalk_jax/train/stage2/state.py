@@ -98,8 +98,9 @@ def gaussian_optimizer(bcfg, extent: float, num_coeffs: int, *, fuse=None, part=
     sh_rate = np.full((1, num_coeffs, 1), bcfg.lr_f_rest, np.float32)
     sh_rate[0, 0, 0] = bcfg.lr_f_dc
     rates = {
-        "means": scaled(extent, exponential_lr(bcfg.lr_xyz_init, bcfg.lr_xyz_final,
-                                               bcfg.lr_xyz_steps)),
+        "means": scaled(
+            extent, exponential_lr(bcfg.lr_xyz_init, bcfg.lr_xyz_final, bcfg.lr_xyz_steps)
+        ),
         "scales_raw": bcfg.lr_scaling,
         "quats": bcfg.lr_rotation,
         "opacity_logits": bcfg.lr_opacity,
@@ -108,8 +109,13 @@ def gaussian_optimizer(bcfg, extent: float, num_coeffs: int, *, fuse=None, part=
     if fuse is not None:
         sh_rate = np.full((1, num_coeffs, 1), fuse.lr_f_rest, np.float32)
         sh_rate[0, 0, 0] = fuse.lr_f_dc
-        rates = {"means": 0.0, "scales_raw": 0.0, "quats": 0.0, "sh": sh_rate,
-                 "opacity_logits": fuse.lr_opacity if part == "face" else 0.0}  # fmt: skip
+        rates = {
+            "means": 0.0,
+            "scales_raw": 0.0,
+            "quats": 0.0,
+            "sh": sh_rate,
+            "opacity_logits": fuse.lr_opacity if part == "face" else 0.0,
+        }
     return optax.chain(optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-15), field_lr(rates))
 
 
@@ -162,10 +168,10 @@ def init_branch(cfg, part: str, key: jax.Array, extent: float, subject=None):
         raise ValueError(f"model.gaussians.{part}.init = {g.init!r}; choose one of {INIT_MODES}")
     kw = {"sh_degree": g.sh_degree, "init_opacity": g.init_opacity}
     if g.init == "image" and subject is not None:
-        pts, cols, spacing = image_points(subject, part, g.init_num, cfg.seed,
-                                          frames=g.init_frames)  # fmt: skip
-        gaussians = init_gaussians(k_g, g.capacity, points=pts, colors=jnp.asarray(cols),
-                                   max_scale=2.0 * spacing, **kw)  # fmt: skip
+        pts, cols, spacing = image_points(subject, part, g.init_num, cfg.seed, frames=g.init_frames)
+        gaussians = init_gaussians(
+            k_g, g.capacity, points=pts, colors=jnp.asarray(cols), max_scale=2.0 * spacing, **kw
+        )
     else:
         gaussians = init_gaussians(k_g, g.capacity, num_points=g.init_num, box=g.init_box, **kw)
     net = build_network(cfg.model, part)

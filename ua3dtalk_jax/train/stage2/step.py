@@ -40,8 +40,7 @@ def _select(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
-def make_branch_step(cfg, part: str, net, g_tx, n_tx, v: Variant, *, width: int, height: int,
-                     mesh):  # fmt: skip
+def make_branch_step(cfg, part: str, net, g_tx, n_tx, v: Variant, *, width: int, height: int, mesh):
     """The jitted step of one branch and variant.
 
     Returns:
@@ -67,9 +66,21 @@ def make_branch_step(cfg, part: str, net, g_tx, n_tx, v: Variant, *, width: int,
 
             def one(frame, offset, k):
                 k_m, k_l = jax.random.split(k)
-                r = render_branch(net, n_params, gs, frame, width=width, height=height,
-                                  background=bg, use_deform=v.deform, mode=v.mode, rng=k_m,
-                                  offset=offset, backend=backend, attention=attention)  # fmt: skip
+                r = render_branch(
+                    net,
+                    n_params,
+                    gs,
+                    frame,
+                    width=width,
+                    height=height,
+                    background=bg,
+                    use_deform=v.deform,
+                    mode=v.mode,
+                    rng=k_m,
+                    offset=offset,
+                    backend=backend,
+                    attention=attention,
+                )
                 loss, m = loss_of(cfg, r, frame, flags, v, k_l, size_key)
                 return loss, (m, r["radii"])
 
@@ -79,15 +90,17 @@ def make_branch_step(cfg, part: str, net, g_tx, n_tx, v: Variant, *, width: int,
         offsets = jnp.zeros((nb, n, 2), jnp.float32)
         g_params = trainable(state.gaussians)
         (loss, (m, radii)), grads = jax.value_and_grad(total, argnums=(0, 1, 2), has_aux=True)(
-            g_params, state.net, offsets)  # fmt: skip
+            g_params, state.net, offsets
+        )
         g_grad, n_grad, off_grad = grads
         # The mean over devices of per-device means = the mean over the global batch; the
         # per-frame screen gradients (of the local mean) are rescaled to single-frame units.
         g_grad, n_grad, loss, m = jax.lax.pmean((g_grad, n_grad, loss, m), parallel.AXIS)
         stats = state.stats
         for i in range(nb):
-            stats = accumulate_grad_stats(stats, off_grad[i] * nb, radii[i],
-                                          width=width, height=height)  # fmt: skip
+            stats = accumulate_grad_stats(
+                stats, off_grad[i] * nb, radii[i], width=width, height=height
+            )
         delta = jax.tree.map(lambda a, b: a - b, stats, state.stats)
         delta = jax.lax.psum(delta, parallel.AXIS)
         stats = state.stats.replace(
@@ -131,11 +144,15 @@ def updated_state(state, g_grad, n_grad, g_tx, n_tx, deform: bool, final):
         n_opt = _select(final, idle_opt, n_opt)
     else:
         net, n_opt = state.net, idle_opt
-    new_g = {k: jnp.where(final, g_params[k], x) if k in FINAL_FROZEN else x
-             for k, x in new_g.items()}  # fmt: skip
-    return state.replace(gaussians=state.gaussians.replace(**new_g), net=net,
-                         g_opt=_keep_fields(final, g_opt, state.g_opt, FINAL_FROZEN),
-                         n_opt=n_opt)  # fmt: skip
+    new_g = {
+        k: jnp.where(final, g_params[k], x) if k in FINAL_FROZEN else x for k, x in new_g.items()
+    }
+    return state.replace(
+        gaussians=state.gaussians.replace(**new_g),
+        net=net,
+        g_opt=_keep_fields(final, g_opt, state.g_opt, FINAL_FROZEN),
+        n_opt=n_opt,
+    )
 
 
 def _keep_fields(on, new_opt, old_opt, fields):
@@ -172,14 +189,26 @@ def make_fuse_step(cfg, nets, txs, *, width: int, height: int, mesh):
             # Only the colours and the face opacity train: the frozen fields are cut from the
             # graph, so no gradient flows back through the deformation networks.
             live = {"face": ("sh", "opacity_logits"), "mouth": ("sh",)}
-            params = {p: {k: v if k in live[p] else jax.lax.stop_gradient(v)
-                          for k, v in params[p].items()} for p in params}  # fmt: skip
-            branch = {p: (nets[p], states[p].net, states[p].gaussians.replace(**params[p]))
-                      for p in ("face", "mouth")}  # fmt: skip
+            params = {
+                p: {
+                    k: v if k in live[p] else jax.lax.stop_gradient(v) for k, v in params[p].items()
+                }
+                for p in params
+            }
+            branch = {
+                p: (nets[p], states[p].net, states[p].gaussians.replace(**params[p]))
+                for p in ("face", "mouth")
+            }
 
             def one(frame, k):
-                fused = render_fused(branch["face"], branch["mouth"], frame, width=width,
-                                     height=height, backend=backend)  # fmt: skip
+                fused = render_fused(
+                    branch["face"],
+                    branch["mouth"],
+                    frame,
+                    width=width,
+                    height=height,
+                    backend=backend,
+                )
                 return fuse_loss(cfg, fused, frame, late, k, size_key)
 
             losses, m = jax.vmap(one)(batch, keys)
