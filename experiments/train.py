@@ -26,6 +26,12 @@ _VIDEO = flags.DEFINE_bool("video", True, "Write the rendered held-out frames as
 _COORD = flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
+_SIDE = flags.DEFINE_bool(
+    "side_by_side",
+    True,
+    "Train stage 2's face and mouth branches at once, in two threads, as the paper does (the "
+    "same result as one after the other; single-process runs only).",
+)
 _CACHE = cli.define_compile_cache()
 
 
@@ -61,6 +67,7 @@ def main(argv):
             on_frame=video,
             subject=opened,
             evaluate=evaluate_heldout,
+            side_by_side=_SIDE.value,
         )
     except BaseException:
         if video is not None:

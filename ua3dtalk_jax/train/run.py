@@ -127,12 +127,15 @@ def train(
     on_frame=None,
     subject=None,
     evaluate=None,
+    side_by_side: bool = True,
 ) -> dict:
     """Runs stage 1 and/or stage 2, then (with `evaluate`) the held-out evaluation, as flax's
     `train_and_evaluate`; returns the summary (stage 2 also writes summary.json).
 
     `evaluate`: `eval.heldout.evaluate_heldout` (the CLI passes it; train/ does not import
     eval/, which comes after it in the data flow); None leaves "heldout" out of the summary.
+
+    `side_by_side`: stage 2's face and mouth branches at once (`stage2.driver.run_stage2`).
 
     `subject`: the `prepare` result when the caller has already checked the run (the CLI does,
     so that its refusals come before anything is trained); None prepares here.
@@ -156,7 +159,14 @@ def train(
         writer = SummaryWriter(Workdir(workdir).tensorboard_dir)
         try:
             out["stage2"] = run_stage2(
-                cfg, subject, workdir, log=log, writer=writer, on_frame=on_frame, evaluate=evaluate
+                cfg,
+                subject,
+                workdir,
+                log=log,
+                writer=writer,
+                on_frame=on_frame,
+                evaluate=evaluate,
+                side_by_side=side_by_side,
             )
         finally:
             writer.close()

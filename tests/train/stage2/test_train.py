@@ -9,6 +9,7 @@ dir, so the resumed branch reuses the executables of the first run.
 import json
 import os
 import shutil
+import threading
 
 import jax
 import numpy as np
@@ -22,6 +23,7 @@ from ua3dtalk_jax.gaussians import densify_config
 from ua3dtalk_jax.head.checkpoint import Checkpointer
 from ua3dtalk_jax.head.workdir import Stage1Missing, Workdir
 from ua3dtalk_jax.train import parallel
+from ua3dtalk_jax.train.side_by_side import Stopped
 from ua3dtalk_jax.train.stage2.driver import run_stage2
 from ua3dtalk_jax.train.stage2.loop import train_branch
 from ua3dtalk_jax.train.stage2.state import init_branch, scene_extent
@@ -282,3 +284,40 @@ def test_two_devices_and_two_processes_take_the_step_of_one(trained):
         two = _result(stdout)
         assert (two["devices"], two["processes"]) == (2, 2)
         _assert_same_step(two, one)
+
+
+class _SetAfter(threading.Event):
+    """A stop event that reads as set from its `n`-th check on (the loop checks once per
+    iteration, so the branch stops before iteration n − 1 + its start)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.checks, self.n = 0, n
+
+    def is_set(self):
+        self.checks += 1
+        return self.checks >= self.n
+
+
+@pytest.mark.slow
+def test_a_stopped_branch_checkpoints_and_side_by_side_equals_alone(trained, tmp_path):
+    """The shared tiny run trained face and mouth side by side (`run.train`'s default). Its mouth
+    branch trained alone here ends with the same parameters; stopped at iteration 7 (as when the
+    face branch fails beside it), the branch checkpoints there and resumes to the same end."""
+    cfg, workdir = trained["cfg"], trained["workdir"]
+    assert trained["out"]["stage2"]["seconds"]["branches"] > 0  # the side-by-side path ran
+    assert 7 % cfg.train.checkpoint_every and cfg.train.mouth.iterations == 30
+    subject = Subject.open(trained["subject"])
+    features = Workdir(workdir).stage1_features(subject)
+    extent = scene_extent(np.stack([subject.viewmat(int(i)) for i in subject.split("train")]))
+    alone = str(tmp_path / "alone")
+    kw = {"extent": extent, "mesh": parallel.global_mesh(), "log": lambda *_: None}
+    with pytest.raises(Stopped, match="iteration 7"):
+        train_branch(cfg, "mouth", subject, features, alone, stop=_SetAfter(8), **kw)
+    assert Checkpointer(os.path.join(alone, "stage2", "mouth")).all_steps() == [7]
+    state, _ = train_branch(cfg, "mouth", subject, features, alone, **kw)
+    like = init_branch(cfg, "mouth", jax.random.PRNGKey(0), extent)[0]
+    side, meta = Checkpointer(os.path.join(workdir, "stage2", "mouth")).restore(like, 30)
+    assert meta["iteration"] == 30
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(side)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=RESUME_TOL, rtol=RESUME_TOL)

@@ -2,8 +2,9 @@
 
 `run_stage2(cfg, subject, workdir)` needs the stage-1 checkpoint in workdir (its per-frame f_exp,
 f_tone, f_emo-attn come from `head.features.stage1_features`) unless `stage1.features.source` is
-"subject" (the subject's UA-3DTalk extras instead), trains face → mouth → fuse (each resumable),
-writes workdir/stage2/model (the trained heads, `head.stage2_model`) and returns the summary
+"subject" (the subject's UA-3DTalk extras instead), trains the face and mouth branches side by
+side (two threads; one after the other across several processes), then the fuse step (each
+resumable), writes workdir/stage2/model (the trained heads, `head.stage2_model`) and returns the summary
 (`train.run` writes it to summary.json). Validation renders go to workdir/val/*.png as
 prediction | ground truth | |error| strips, and to TensorBoard (workdir/tb) (`head.validation`).
 With `evaluate` (`eval.heldout.evaluate_heldout`, passed in: train/ does not import eval/) the
@@ -12,8 +13,10 @@ held-out split is scored too.
 
 from __future__ import annotations
 
+import functools
 import time
 
+import jax
 import numpy as np
 
 from ua3dtalk_jax.data.stage2_audio import match_subject
@@ -21,22 +24,37 @@ from ua3dtalk_jax.head.stage2_model import save_stage2
 from ua3dtalk_jax.head.validation import make_validator
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.train import parallel
+from ua3dtalk_jax.train.side_by_side import run as side_by_side_run
 from ua3dtalk_jax.train.stage2.loop import train_branch, train_fuse
 from ua3dtalk_jax.train.stage2.state import scene_extent
 
+PARTS = ("face", "mouth")
+
 
 def run_stage2(
-    cfg, subject, workdir: str, *, log=print, writer=None, on_frame=None, evaluate=None
+    cfg,
+    subject,
+    workdir: str,
+    *,
+    log=print,
+    writer=None,
+    on_frame=None,
+    evaluate=None,
+    side_by_side: bool = True,
 ) -> dict:
     """Trains stage 2 and, with `evaluate`, scores the held-out split.
 
     Args:
+      side_by_side: train the face and mouth branches at once, in two threads (the CLI's
+        `--side_by_side`; each branch is a function of its own keys and frames, so the result is
+        that of one after the other); False, or several processes: one after the other.
       evaluate: `eval.heldout.evaluate_heldout` or a function of its signature; None: the summary
         has no "heldout" entry.
       on_frame: `on_frame(index, rgb)` receives every rendered held-out frame (e.g. to write a
         video).
     Returns:
-      the summary dict (`train.run` writes it): "heldout", "seconds", "extent", "gaussians".
+      the summary dict (`train.run` writes it): "heldout", "seconds" (per phase; "branches": the
+      wall time of face and mouth together), "extent", "gaussians".
     """
     match_subject(cfg.data, cfg.model.audio, subject)
     wd = Workdir(workdir)
@@ -44,10 +62,11 @@ def run_stage2(
     mesh = parallel.global_mesh()
     extent = scene_extent(np.stack([subject.viewmat(int(i)) for i in subject.split("train")]))
     validate = make_validator(cfg, subject, features, workdir, writer)
-    times, branches = {}, {}
-    for part in ("face", "mouth"):
+    times = {}
+
+    def branch(part, stop=None, position=0):
         t = time.time()
-        branches[part] = train_branch(
+        out = train_branch(
             cfg,
             part,
             subject,
@@ -58,8 +77,19 @@ def run_stage2(
             writer=writer,
             log=log,
             validate=validate,
+            stop=stop,
+            position=position,
         )
         times[part] = time.time() - t
+        return out
+
+    t = time.time()
+    if side_by_side and jax.process_count() == 1:
+        jobs = {p: functools.partial(branch, p, position=i) for i, p in enumerate(PARTS)}
+        branches = side_by_side_run(jobs)  # each job is branch(part, stop)
+    else:  # several processes: every host must issue the same collectives in the same order
+        branches = {p: branch(p) for p in PARTS}
+    times["branches"] = time.time() - t
     t = time.time()
     states = train_fuse(
         cfg,

@@ -45,6 +45,7 @@ from ua3dtalk_jax.head.checkpoint import Checkpointer
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.losses.branches import Variant
 from ua3dtalk_jax.train import parallel
+from ua3dtalk_jax.train.side_by_side import Stopped
 from ua3dtalk_jax.train.stage2.sampler import FrameSampler, Prefetcher
 from ua3dtalk_jax.train.stage2.state import gaussian_optimizer, init_branch, zero_moments
 from ua3dtalk_jax.train.stage2.step import make_branch_step, make_fuse_step
@@ -89,13 +90,15 @@ class Phase:
     def done(self) -> bool:
         return self.ckpt.latest_step() == self.total
 
-    def progress(self, start: int):
+    def progress(self, start: int, position: int = 0):
+        """Starts the progress bar (`position`: its line, for branches trained side by side)."""
         self.bar = tqdm(
             total=self.total,
             initial=start,
             desc=f"stage2/{self.name}",
             dynamic_ncols=True,
             mininterval=1.0,
+            position=position,
         )
         self.t0, self.i0 = time.time(), start
 
@@ -188,7 +191,19 @@ def global_batch(cfg, mesh) -> int:
 
 
 def train_branch(
-    cfg, part, subject, features, workdir, *, extent, mesh, writer=None, log=print, validate=None
+    cfg,
+    part,
+    subject,
+    features,
+    workdir,
+    *,
+    extent,
+    mesh,
+    writer=None,
+    log=print,
+    validate=None,
+    stop=None,
+    position=0,
 ):
     """Trains one branch to `train.<part>.iterations`; returns (BranchState, MotionNetwork).
 
@@ -196,6 +211,9 @@ def train_branch(
       cfg: run config; part: "face" or "mouth"; subject: `data.Subject`; features: stage-1 arrays.
       workdir: run directory; extent: scene extent; mesh: the device mesh.
       validate: optional callable(part, state, net, it) for periodic validation renders.
+      stop: optional `threading.Event` (branches trained side by side): once set, the branch checkpoints
+        where it is and raises `side_by_side.Stopped`.
+      position: the progress bar's line.
     """
     b = cfg.train[part]
     h, w = subject.size
@@ -229,7 +247,7 @@ def train_branch(
             validate(part, state, net, it)
         return state
 
-    state = _run(cfg, ph, state, start, sampler, mesh, step, after)
+    state = _run(cfg, ph, state, start, sampler, mesh, step, after, stop, position)
     log(
         f"[{part}] {b.iterations} iterations, {int(np.sum(state.gaussians.active))} Gaussians, "
         f"{len(steps)} compiled step variants, {ph.cleaned} green-background Gaussians hit by "
@@ -238,12 +256,25 @@ def train_branch(
     return state, net
 
 
-def _run(cfg, ph: Phase, state, start: int, sampler: FrameSampler, mesh, step, after):
+def _run(
+    cfg,
+    ph: Phase,
+    state,
+    start: int,
+    sampler: FrameSampler,
+    mesh,
+    step,
+    after,
+    stop=None,
+    position: int = 0,
+):
     """The loop of one phase from iteration `start` to `ph.total`.
 
     `step(state, batch, it)` → (state, metrics) runs iteration `it`; `after(state, it)` → state
     runs once `it` iterations are done (densification, validation), before the checkpoint. A
-    roll-back (Phase.after_step) restarts the frame prefetcher at the restored iteration.
+    roll-back (Phase.after_step) restarts the frame prefetcher at the restored iteration. A set
+    `stop` event ends the loop between iterations: the state is checkpointed (a resumed run goes
+    on from there) and `side_by_side.Stopped` raised.
     """
     rows = parallel.process_slice(sampler.batch)
 
@@ -264,10 +295,14 @@ def _run(cfg, ph: Phase, state, start: int, sampler: FrameSampler, mesh, step, a
 
     state = place(state)
     pre = prefetcher(start)
-    ph.progress(start)
+    ph.progress(start, position)
     it = start
     try:
         while it < ph.total:
+            if stop is not None and stop.is_set():
+                if it > start and it % cfg.train.checkpoint_every:
+                    ph.save(state, it)
+                raise Stopped(f"[{ph.name}] stopped at iteration {it} (checkpointed)")
             batch = parallel.put_batch(pre.get(it), mesh)
             state, metrics = step(state, batch, it)
             back = ph.after_step(it, metrics, state)
