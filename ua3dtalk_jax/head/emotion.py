@@ -21,6 +21,17 @@ from ua3dtalk_jax.models.emotion.wav2vec import processor_normalizes, read_confi
 PREDICT_CHUNK = 64  # windows per jitted inference call
 
 
+def example_inputs(e) -> tuple:
+    """Zero inputs of one window for `init`: (spectrogram image, MFCC frames, samples)."""
+    wt, sw = emotion_inputs.window_frames(e), emotion_inputs.window_samples(e)
+    h, w = e.image_hw
+    return (
+        jnp.zeros((1, h, w, 3)),
+        jnp.zeros((1, -(-wt // e.mfcc_stride), e.n_mfcc)),
+        jnp.zeros((1, sw)),
+    )
+
+
 def build_encoder(e, n_classes: int, exp_dim: int) -> SpeechEmotionEncoder:
     """The encoder for the `emotion` sub-config (its wav2vec 2.0 sizes from the folder's config)."""
     path = str(e.wav2vec_weights)

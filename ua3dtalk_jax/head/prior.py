@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ua3dtalk_jax.head import face_prior
+from ua3dtalk_jax.models.init import init_params as init_module
 from ua3dtalk_jax.models.prior.expression_prior import ExpressionPrior
 from ua3dtalk_jax.models.prior.fuse import FuseNet
 from ua3dtalk_jax.models.prior.lip_expert import LipExpert, mask_lower_half
@@ -85,13 +86,11 @@ def init_params(models: dict, cfg, key: jax.Array, exp_dim: int) -> dict:
     ks = jax.random.split(key, 5)
     mel = jnp.zeros((1, 80, 16))
     return {
-        "syncnet": models["syncnet"].init(ks[0], mel, jnp.zeros((1, s - s // 2, s, 3 * t)))[
-            "params"
-        ],
-        "lip_expert": models["lip_expert"].init(ks[1], jnp.zeros((1, s, s, 6)), mel)["params"],
-        "expr_prior": models["expr_prior"].init(ks[2], jnp.zeros((1, s, s, 3)))["params"],
-        "stylenet": models["stylenet"].init(ks[3], jnp.zeros((1, 2, 80, 16)))["params"],
-        "fuse": models["fuse"].init(ks[4], jnp.zeros((1, 64)), jnp.zeros((1, 64)))["params"],
+        "syncnet": init_module(models["syncnet"], ks[0], mel, jnp.zeros((1, s - s // 2, s, 3 * t))),
+        "lip_expert": init_module(models["lip_expert"], ks[1], jnp.zeros((1, s, s, 6)), mel),
+        "expr_prior": init_module(models["expr_prior"], ks[2], jnp.zeros((1, s, s, 3))),
+        "stylenet": init_module(models["stylenet"], ks[3], jnp.zeros((1, 2, 80, 16))),
+        "fuse": init_module(models["fuse"], ks[4], jnp.zeros((1, 64)), jnp.zeros((1, 64))),
     }
 
 

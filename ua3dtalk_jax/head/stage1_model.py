@@ -22,6 +22,7 @@ from ua3dtalk_jax.configs.migrate import VERSION, VERSION_KEY
 from ua3dtalk_jax.head import emotion as emo
 from ua3dtalk_jax.head import face_prior, prior
 from ua3dtalk_jax.head.checkpoint import Checkpointer, finished_steps
+from ua3dtalk_jax.models.init import init_params
 from ua3dtalk_jax.types import EMOTIONS
 
 
@@ -167,13 +168,5 @@ def _meta_args():
 
 def _init_all(models, cfg, key, e_dim):
     p = prior.init_params({k: v for k, v in models.items() if k != "emotion"}, cfg, key, e_dim)
-    e = cfg.emotion
-    wt, sw = emo.emotion_inputs.window_frames(e), emo.emotion_inputs.window_samples(e)
-    h, w = e.image_hw
-    p["emotion"] = models["emotion"].init(
-        key,
-        jnp.zeros((1, h, w, 3)),
-        jnp.zeros((1, -(-wt // e.mfcc_stride), e.n_mfcc)),
-        jnp.zeros((1, sw)),
-    )["params"]
+    p["emotion"] = init_params(models["emotion"], key, *emo.example_inputs(cfg.emotion))
     return p

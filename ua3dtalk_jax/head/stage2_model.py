@@ -16,6 +16,7 @@ import numpy as np
 
 from ua3dtalk_jax.gaussians import init_gaussians
 from ua3dtalk_jax.head.checkpoint import Checkpointer, finished_steps
+from ua3dtalk_jax.models.init import init_params
 from ua3dtalk_jax.models.motion import FrameInputs, MotionNetwork, motion_spec
 
 FORMAT = "ua3dtalk_jax/stage2/v1"
@@ -110,5 +111,5 @@ def branch_arrays(cfg, part: str, key: jax.Array) -> dict:
     xyz = gaussians.means[:NET_INIT_POINTS]
     return {
         "gaussians": gaussians,
-        "net": net.init(k_n, xyz, dummy_inputs(cfg.model), mode="eval")["params"],
+        "net": init_params(net, k_n, xyz, dummy_inputs(cfg.model), mode="eval"),
     }

@@ -105,16 +105,25 @@ def test_sync_mel_reads_the_offset_chunk_clamped():
 
 class MarkerSync:
     """A stand-in SyncNet: `sim` is the mel window's marker (its first entry), faces ignored, or,
-    with `faces=True`, 1 where the mel marker is the first face's marker + 1 (Wav2Lip's pairing)."""
+    with `faces=True`, 1 where the mel marker is the first face's marker + 1 (Wav2Lip's pairing).
+    Its "embeddings" are the markers; `method` as SyncNet's (embed_audio, embed_face, score)."""
 
     def __init__(self, faces=False):
         self.faces = faces
 
-    def apply(self, _variables, mel, faces):
+    def apply(self, _variables, *args, method="__call__"):
+        if method == "embed_audio":
+            return args[0][:, 0, :1]  # (B, 1): the mel marker
+        if method == "embed_face":
+            return jnp.round(args[0][:, 0, 0, :1] * 255.0)  # frame 0's red channel
+        if method == "__call__":
+            args = (self.apply(None, args[0], method="embed_audio"),) + (
+                self.apply(None, args[1], method="embed_face"),
+            )
+        a, f = args
         if not self.faces:
-            return mel[:, 0, 0], {}
-        face = jnp.round(faces[:, 0, 0, 0] * 255.0)  # frame 0's red channel
-        return (jnp.round(mel[:, 0, 0]) == face + 1).astype(jnp.float32), {}
+            return a[:, 0], {}
+        return (jnp.round(a[:, 0]) == f[:, 0] + 1).astype(jnp.float32), {}
 
 
 @pytest.mark.parametrize("offset", [0, 1])

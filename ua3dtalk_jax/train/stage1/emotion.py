@@ -27,6 +27,7 @@ import optax
 
 from ua3dtalk_jax.audio import emotion_inputs, features
 from ua3dtalk_jax.data import iemocap
+from ua3dtalk_jax.head import emotion as head_emotion
 from ua3dtalk_jax.models.emotion.alexnet import load_imagenet_alexnet
 from ua3dtalk_jax.models.emotion.encoder import (
     SpeechEmotionEncoder,
@@ -34,6 +35,7 @@ from ua3dtalk_jax.models.emotion.encoder import (
     finetune_loss,
 )
 from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2
+from ua3dtalk_jax.models.init import init_params
 from ua3dtalk_jax.train.stage1.loop import TrainState, apply_grads
 from ua3dtalk_jax.types import EMOTIONS
 
@@ -50,14 +52,7 @@ def init_encoder(model: SpeechEmotionEncoder, e, key: jax.Array) -> tuple[dict, 
     """
     path = str(e.wav2vec_weights)
     wav = load_wav2vec2(path)[1]["params"] if path else None  # read and checked before the init
-    wt, sw = emotion_inputs.window_frames(e), emotion_inputs.window_samples(e)
-    h, w = e.image_hw
-    params = model.init(
-        key,
-        jnp.zeros((1, h, w, 3)),
-        jnp.zeros((1, wt // e.mfcc_stride + (wt % e.mfcc_stride > 0), e.n_mfcc)),
-        jnp.zeros((1, sw)),
-    )["params"]
+    params = init_params(model, key, *head_emotion.example_inputs(e))
     imagenet = load_imagenet_alexnet() if e.alexnet_pretrained else None
     if imagenet is not None:
         params = dict(params, alexnet=imagenet)

@@ -20,6 +20,8 @@ s + `syncnet.mel_offset` (0 for ours; 1 for a user's Wav2Lip SyncNet, `pretraine
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,29 +163,46 @@ def make_syncnet_step(cfg, model: SyncNet, n_train: int):
     return step, tx
 
 
-AUC_CHUNK = (
-    1024  # windows per SyncNet call of `sync_auc`: memory bounded whatever the clip's length
-)
+AUC_CHUNK = 256  # windows per SyncNet call of `sync_auc` (the last one padded): memory bounded
 
 
 def sync_auc(
     model: SyncNet, params, data: dict, lo: int, hi: int, frames: int, shift: int, offset: int = 0
 ) -> float:
     """AUC of in-sync vs `shift`-frame-shifted pairs over every window start in [lo, hi); faces
-    from s are in sync with the mel chunk of s + offset (`sync_mel`). The windows are scored
-    `AUC_CHUNK` at a time (each window's score is its own: the chunks change no score)."""
+    from s are in sync with the mel chunk of s + offset (`sync_mel`).
+
+    Each window's audio and faces are embedded once (`AUC_CHUNK` windows per call; each
+    embedding is its own, so the chunks change nothing) and the pairs are scored from the
+    embeddings: in sync (s, s), shifted audio (s + shift, s) and shifted faces (s, s + shift).
+    """
     starts = np.arange(lo, hi - frames - shift + 1)
-    f = jax.jit(lambda m, x: model.apply({"params": params}, m, x)[0])
-    mel = lambda i: sync_mel(data["mel"], i, offset)
-    faces = lambda i: stack_lower_halves(to_float(data["crops"][i[:, None] + jnp.arange(frames)]))
-    pos, neg_audio, neg_faces = [], [], []
-    for a in range(0, len(starts), AUC_CHUNK):
-        s = jnp.asarray(starts[a : a + AUC_CHUNK])
-        x = faces(s)
-        pos.append(f(mel(s), x))
-        neg_audio.append(f(mel(s + shift), x))
-        neg_faces.append(f(mel(s), faces(s + shift)))
-    return roc_auc(jnp.concatenate(pos), jnp.concatenate(neg_audio + neg_faces))
+    windows = np.arange(lo, hi - frames + 1)  # every start s and s + shift
+    chunks = [
+        _embed_windows(model, params, data, windows[a : a + AUC_CHUNK], frames, offset)
+        for a in range(0, len(windows), AUC_CHUNK)
+    ]
+    a, f = (jnp.concatenate([c[k] for c in chunks]) for k in (0, 1))
+    i = jnp.asarray(starts - lo)
+    j = i + shift
+    score = lambda x, y: model.apply({"params": params}, x, y, method="score")[0]
+    return roc_auc(score(a[i], f[i]), jnp.concatenate([score(a[j], f[i]), score(a[i], f[j])]))
+
+
+def _embed_windows(model: SyncNet, params, data: dict, idx: np.ndarray, frames: int, offset: int):
+    """(audio, face) unit embeddings (n, D) of the windows starting at `idx` (n ≤ AUC_CHUNK; padded
+    to AUC_CHUNK so that every call runs one compiled program)."""
+    n = len(idx)
+    padded = np.concatenate([idx, np.full(AUC_CHUNK - n, idx[-1])]) if n < AUC_CHUNK else idx
+    a, f = _embed(model, params, data, jnp.asarray(padded), frames, offset)
+    return a[:n], f[:n]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _embed(model: SyncNet, params, data: dict, idx: jax.Array, frames: int, offset: int):
+    faces = stack_lower_halves(to_float(data["crops"][idx[:, None] + jnp.arange(frames)]))
+    a = model.apply({"params": params}, sync_mel(data["mel"], idx, offset), method="embed_audio")
+    return a, model.apply({"params": params}, faces, method="embed_face")
 
 
 def make_lip_step(cfg, lip: LipExpert, sync: SyncNet, n_train: int):

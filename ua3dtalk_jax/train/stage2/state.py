@@ -33,6 +33,7 @@ import optax
 from ua3dtalk_jax.gaussians import GaussianState, GradStats, init_gaussians, init_grad_stats
 from ua3dtalk_jax.gaussians.params import trainable
 from ua3dtalk_jax.head.stage2_model import NET_INIT_POINTS, build_network, dummy_inputs
+from ua3dtalk_jax.models.init import init_params
 from ua3dtalk_jax.train.optim import (
     adamw_network,
     exponential_lr,
@@ -179,7 +180,7 @@ def init_branch(cfg, part: str, key: jax.Array, extent: float, subject=None):
     # buffer ran a full-ensemble forward over every slot, op by op: at the paper's 65,536 slots
     # that held > 6 GB and took minutes). Same keys, so the same values as before.
     xyz = gaussians.means[:NET_INIT_POINTS]
-    params = net.init(k_n, xyz, dummy_inputs(cfg.model), mode="eval")["params"]
+    params = init_params(net, k_n, xyz, dummy_inputs(cfg.model), mode="eval")
     g_tx = gaussian_optimizer(bcfg, extent, gaussians.sh.shape[1], part=part)
     n_tx = network_optimizer(bcfg, params)
     state = BranchState(
