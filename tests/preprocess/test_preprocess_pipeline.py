@@ -66,16 +66,6 @@ def test_subject_layout_and_content(astro):
         assert os.path.isfile(os.path.join(out, name + ".npy"))
 
 
-def test_tracking_is_split_between_workers():
-    """The face-mesh pass (the slow step) gets one contiguous range per worker (the fixture above
-    runs two processes); clips shorter than two MIN_CHUNKs stay in one (spawning costs ~2 s)."""
-    m = track.MIN_CHUNK
-    assert track.chunks(2 * m, 2) == [(0, m), (m, None)]
-    assert track.chunks(5 * m + 1, 2) == [(0, (5 * m + 1) // 2), ((5 * m + 1) // 2, None)]
-    assert track.chunks(2 * m - 1, 2) == [(0, None)]
-    assert track.chunks(10 * m, 1) == [(0, None)]
-
-
 def test_rerun_skips_a_finished_subject(astro, monkeypatch):
     path, out = astro
     stamp = os.path.getmtime(os.path.join(out, "subject.json"))
