@@ -1,4 +1,4 @@
-"""The track step (`preprocess/track.py`): how a clip's frames are split between worker processes."""
+"""The track step (`preprocess/track.py`): a clip's frames split between worker processes."""
 
 from ua3dtalk_jax.preprocess import track
 

@@ -117,10 +117,10 @@ def read_aus(path: str, max_img_id: int):
 
 
 def read_landmarks(path: str, img_ids: np.ndarray, has_lms: bool, n_train: int):
-    """(landmarks (N, 68, 2), lips_rect (N, 4) i32, mouth_open (N,) f32, mouth_bounds), row = position.
+    """(landmarks (N, 68, 2), lips_rect (N, 4) i32, mouth_open (N,) f32, mouth_bounds).
 
-    From the .lms files when the subject has them, else from mouth_boxes.npy (zero landmarks);
-    mouth_bounds = (min, max) opening over the train split.
+    Rows are frame positions. From the .lms files when the subject has them, else from
+    mouth_boxes.npy (zero landmarks); mouth_bounds = (min, max) opening over the train split.
     """
     boxes_path = os.path.join(path, layout.MOUTH_BOXES)
     if has_lms:

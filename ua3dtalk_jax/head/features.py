@@ -101,7 +101,8 @@ def stage1_features(
       stage1: a `Stage1Model` or its checkpoint folder (`Workdir.stage1_dir`; cached then).
       fps: frame rate (a subject's own by default; 25 for bare audio).
       n_frames: N (a subject's length; round(S·fps/16000) for bare audio).
-      emotion: None/"audio" keeps the audio's f_emo-attn; else an `emotion_control` spec ("happy:0.8").
+      emotion: None/"audio" keeps the audio's f_emo-attn; else a `head.emotion_control` spec
+        ("happy:0.8").
       cache: for a subject, read/write `stage1_features.npy` in its directory.
     Returns:
       {"f_exp": (N, 64), "f_tone": (N, 64), "f_emo": (N, 128)} float32.

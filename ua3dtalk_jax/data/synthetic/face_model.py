@@ -1,9 +1,10 @@
 """Photo → textured 3D face mesh: MediaPipe landmarks lifted to a head-centred 3D model.
 
 A portrait photo (default `skimage.data.astronaut()`) is searched with MediaPipe FaceMesh (478
-points; `mediapipe_face.py`). A square head-and-shoulders crop (face ≈ `FACE_FRACTION` of the width) is resampled into
-a texture of TEX_SCALE × the frame size; MediaPipe runs again on that crop, and the person is cut out
-with SelfieSegmentation so it can be composited over a smooth synthetic background (bc.jpg exact).
+points; `mediapipe_face.py`). A square head-and-shoulders crop (face ≈ `FACE_FRACTION` of the width)
+is resampled into a texture of TEX_SCALE × the frame size; MediaPipe runs again on that crop, and
+the person is cut out with SelfieSegmentation so it can be composited over a smooth synthetic
+background (bc.jpg exact).
 
 Geometry (head units, OpenCV axes x right, y down, z forward): a static pinhole camera with focal
 `FOCAL_FRACTION`·S px and the principal point at the frame centre looks along +z; the world origin
