@@ -45,6 +45,7 @@ _CACHE = cli.define_compile_cache()
 
 def main(argv):
     del argv
+    from ua3dtalk_jax.head import emotion_control
     from ua3dtalk_jax.head.workdir import Workdir, check_drivable
     from ua3dtalk_jax.infer import synthesize as syn
     from ua3dtalk_jax.infer import trained_model as tm
@@ -55,7 +56,9 @@ def main(argv):
     try:
         cli.require(workdir=_WORKDIR.value, out=_OUT.value)
         syn.check_output(_OUT.value)
-        syn.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value)  # flag errors first
+        emotion_control.emotion_spec(
+            _EMOTION.value, _INTENSITY.value, _MIX.value
+        )  # flag errors first
         if _POSES.value not in MODES:
             read_viewmats(_POSES.value)
         wd = Workdir(_WORKDIR.value)
@@ -70,9 +73,8 @@ def main(argv):
         tm.load_waveform(_AUDIO.value)
         enable_compile_cache(_CACHE.value)
         model = wd.load_trained(wd.subject_dir(_SUBJECT.value, _DATA_ROOT.value))
-        spec = syn.emotion_spec(
-            _EMOTION.value, _INTENSITY.value, _MIX.value, syn.class_levels(model.subject)
-        )
+        levels = emotion_control.class_levels(model.subject)
+        spec = emotion_control.emotion_spec(_EMOTION.value, _INTENSITY.value, _MIX.value, levels)
         res = syn.synthesize(
             model,
             _AUDIO.value,

@@ -26,7 +26,7 @@ Functions (shapes: N video frames, G Gaussian slots, M live Gaussians, V fused v
     audio_features(model, audio, emotion=None,  per-frame features of a clip (N frames at the
                    features=None)               subject's fps): aud (N, Wa, F), f_exp (N, 64),
                                                 f_tone (N, 64), f_emo (N, 128); `emotion` is a
-                                                `models.emotion.control` spec ("happy@1.5:1",
+                                                `head.emotion_control` spec ("happy@1.5:1",
                                                 "happy:0.7+sad:0.3"), None = from the audio;
                                                 also f_emo_audio, the audio's own f_emo. A
                                                 model trained on precomputed DeepSpeech /
@@ -54,10 +54,11 @@ every later frame of the same model reuses the executable. The model is read-onl
 frames are plain dicts of numpy arrays, the outputs jax arrays.
 """
 
+from ua3dtalk_jax.head.emotion_control import class_levels, emotion_spec, with_emotion
 from ua3dtalk_jax.head.trained import TrainedModel
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.infer.poses import PoseSchedule, pingpong, pose_schedule, read_viewmats
-from ua3dtalk_jax.infer.synthesize import class_levels, emotion_spec, synthesize
+from ua3dtalk_jax.infer.synthesize import synthesize
 from ua3dtalk_jax.infer.trained_model import (
     Deformed,
     audio_features,
@@ -67,7 +68,6 @@ from ua3dtalk_jax.infer.trained_model import (
     read_uncertainty,
     render,
     subject_pose,
-    with_emotion,
 )
 
 __all__ = [

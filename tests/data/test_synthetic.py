@@ -16,7 +16,14 @@ import skimage.data
 import soundfile
 
 from ua3dtalk_jax.data import Subject
-from ua3dtalk_jax.data.synthetic import animation, face_model, generate, render, speech
+from ua3dtalk_jax.data.synthetic import (
+    animation,
+    face_model,
+    generate,
+    mediapipe_face,
+    render,
+    speech,
+)
 from ua3dtalk_jax.data.synthetic.blendshapes import EXP_NAMES, E
 from ua3dtalk_jax.types import EMOTIONS
 
@@ -70,7 +77,7 @@ def model128():
 
 def _landmarks(model, viewmat, exp):
     cam = render.camera_vertices(model, exp, viewmat)
-    return face_model.project(cam, model.focal, model.size)[: face_model.N_FACE]
+    return face_model.project(cam, model.focal, model.size)[: mediapipe_face.N_FACE]
 
 
 def _unit(name, value=1.0):
@@ -159,7 +166,7 @@ def test_mediapipe_agrees_with_written_landmarks_at_256(moving256):
     subject = Subject.open(moving256)
     lms = np.load(os.path.join(moving256, "landmarks.npy"))
     idx = np.linspace(0, len(subject) - 1, 8).round().astype(int)
-    found = face_model.detect_landmarks_batch(
+    found = mediapipe_face.detect_landmarks_batch(
         [subject.frame(int(i), keys=["image"])["image"] for i in idx]
     )
     assert all(f is not None for f in found)
@@ -177,7 +184,7 @@ def test_mediapipe_finds_the_face_at_128_in_every_expression():
         exp[EXP_NAMES.index("blink")] = float(k == 2)
         viewmat = animation.head_viewmats(40, 25, model.t0, rng, True)[5 * k]
         images.append(render.render_frame(model, exp, viewmat)["image"])
-    found = face_model.detect_landmarks_batch(images)
+    found = mediapipe_face.detect_landmarks_batch(images)
     assert np.mean([f is not None for f in found]) >= DETECTION_RATE
 
 
@@ -372,7 +379,7 @@ def test_static_camera_and_face_half_the_frame(tiny, moving256):
     subject = Subject.open(tiny)
     assert np.ptp(subject.viewmats, axis=0).max() == 0  # no head motion unless asked
     for path in (tiny, moving256):
-        lms = np.load(os.path.join(path, "landmarks.npy"))[:, list(face_model.FACE_OVAL)]
+        lms = np.load(os.path.join(path, "landmarks.npy"))[:, list(mediapipe_face.FACE_OVAL)]
         share = np.median(np.ptp(lms[..., 0], axis=1)) / Subject.open(path).size[1]
         assert FACE_FRACTION[0] < share < FACE_FRACTION[1], (path, share)
 

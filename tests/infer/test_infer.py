@@ -22,6 +22,7 @@ from absl.testing import flagsaver
 from tests.tools import import_tool
 from ua3dtalk_jax.audio.features import SAMPLE_RATE, load_audio
 from ua3dtalk_jax.data import video as V
+from ua3dtalk_jax.head import emotion_control
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.infer import synthesize as syn
 from ua3dtalk_jax.infer import trained_model as tm
@@ -109,7 +110,9 @@ def test_m4a_static_poses_and_emotion(model, speech, tmp_path):
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)]
     subprocess.run(cmd, check=True)
     os.remove(wav)
-    spec = syn.emotion_spec("happy", 3, None, syn.class_levels(model.subject))
+    spec = emotion_control.emotion_spec(
+        "happy", 3, None, emotion_control.class_levels(model.subject)
+    )
     res = syn.synthesize(
         model, str(m4a), str(tmp_path / "o.mp4"), emotion=spec, poses="static", progress=False
     )
@@ -226,28 +229,6 @@ def test_cli_errors_name_the_flag(tiny_trained, tmp_path):
         with pytest.raises(SystemExit, match=match):
             _run_cli(**{**base, **over})
     assert sorted(os.listdir(tmp_path)) == ["a.wav"]
-
-
-def test_emotion_spec():
-    levels = {"happy": 2.0, "sad": 1.5}
-    assert syn.emotion_spec() is None
-    assert syn.emotion_spec("happy") == "happy@1:1"
-    assert syn.emotion_spec("Happy", 3, levels=levels) == "happy@1.5:1"
-    assert syn.emotion_spec("audio") == "audio"
-    with pytest.warns(UserWarning, match="training frames show no 'angry'"):
-        assert syn.emotion_spec("angry", levels=levels) == "angry@1:1"
-    mix = syn.emotion_spec(emotion_mix="happy:0.7, sad:0.3,audio:1", intensity=1, levels=levels)
-    assert mix == "happy@0.5:0.7+sad@0.666667:0.3+audio:1"
-    for bad, match in [
-        ("happy:1,happy:2", "twice"),
-        ("happy:x", "not a number"),
-        ("happy:0,sad:0", "sum to 0"),
-        ("joy:1", "unknown emotion"),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            syn.emotion_spec(emotion_mix=bad)
-    with pytest.raises(ValueError, match="--intensity needs"):
-        syn.emotion_spec(intensity=2)
 
 
 def test_render_runs_the_mean_only_fusion_equal_to_the_dense_form(model, speech):

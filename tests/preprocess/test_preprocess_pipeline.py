@@ -12,7 +12,7 @@ import pytest
 from tests.preprocess import media
 from ua3dtalk_jax.data import Subject
 from ua3dtalk_jax.data.writer import SubjectWriter
-from ua3dtalk_jax.preprocess import pipeline
+from ua3dtalk_jax.preprocess import pipeline, track
 
 N, SRC, SIZE, FPS = 75, media.ASTRONAUT_SIDE, 128, 25
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def astro(tmp_path_factory):
         str(root / "a.mp4"), media.astronaut_frames(N, SRC), FPS, media.tone(3)
     )
     mp = pytest.MonkeyPatch()
-    mp.setattr(pipeline, "MIN_CHUNK", 30)  # two worker processes even for 75 frames
+    mp.setattr(track, "MIN_CHUNK", 30)  # two worker processes even for 75 frames
     try:
         out = pipeline.preprocess(
             path, str(root / "subj"), fps=FPS, size=SIZE, workers=2, progress=False
@@ -66,20 +66,10 @@ def test_subject_layout_and_content(astro):
         assert os.path.isfile(os.path.join(out, name + ".npy"))
 
 
-def test_tracking_is_split_between_workers():
-    """The face-mesh pass (the slow step) gets one contiguous range per worker (the fixture above
-    runs two processes); clips shorter than two MIN_CHUNKs stay in one (spawning costs ~2 s)."""
-    m = pipeline.MIN_CHUNK
-    assert pipeline._chunks(2 * m, 2) == [(0, m), (m, None)]
-    assert pipeline._chunks(5 * m + 1, 2) == [(0, (5 * m + 1) // 2), ((5 * m + 1) // 2, None)]
-    assert pipeline._chunks(2 * m - 1, 2) == [(0, None)]
-    assert pipeline._chunks(10 * m, 1) == [(0, None)]
-
-
 def test_rerun_skips_a_finished_subject(astro, monkeypatch):
     path, out = astro
     stamp = os.path.getmtime(os.path.join(out, "subject.json"))
-    monkeypatch.setattr(pipeline, "track_range", None)  # any real work would now fail
+    monkeypatch.setattr(pipeline, "track_clips", None)  # any real work would now fail
     assert pipeline.preprocess(path, out, fps=FPS, size=SIZE, progress=False) == out
     assert os.path.getmtime(os.path.join(out, "subject.json")) == stamp
     with pytest.raises(FileExistsError, match="other inputs"):

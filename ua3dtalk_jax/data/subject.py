@@ -1,9 +1,9 @@
 """The Subject API: one person's preprocessed clip, read from disk frame by frame.
 
 Reads the TalkingGaussian / ER-NeRF layout unchanged, plus our optional files (see `layout.py`).
-Everything small (cameras, AUs, landmarks, labels, audio feature windows) is loaded at `open`;
-images, parsing, torso and teeth masks are read from disk in `frame(i)`, so an hour of video never
-sits in memory.
+Everything small (cameras, AUs, landmarks, labels, audio feature windows) is loaded at `open`, by
+`subject_tables.py` and `subject_audio.py`; images, parsing, torso and teeth masks are read from
+disk in `frame(i)`, so an hour of video never sits in memory.
 
 Frame indices: `frame(i)` takes a position i in 0..len-1 over the frames of transforms_train.json
 followed by those of transforms_val.json (for every layout we know, position == img_id). Per-frame
@@ -43,24 +43,19 @@ come from `ua_extras()`, not from `frame(i)`.
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 
 import cv2
 import numpy as np
 
 from ua3dtalk_jax.audio import features as audio_features
-from ua3dtalk_jax.audio import precomputed
 from ua3dtalk_jax.audio.cache import cached_array
-from ua3dtalk_jax.data import layout
-from ua3dtalk_jax.data.cameras import intrinsics, viewmat_from_c2w_gl
-from ua3dtalk_jax.data.torch_file import read_torch_file
+from ua3dtalk_jax.data import layout, subject_audio
+from ua3dtalk_jax.data import subject_tables as tables
+from ua3dtalk_jax.data.cameras import intrinsics
 
 DEFAULT_TG_FPS = 25.0
 AUD_CONTEXT = 8  # AudioAttNet window: frames i-4 .. i+3 (TalkingGaussian att_mode 2)
-MAX_AV_MISMATCH_S = 1.0  # beyond this an audio/video length difference is an error
-AU25_CLIP_PERCENTILE = 95
 
 FRAME_KEYS = (
     "image",
@@ -115,9 +110,11 @@ class Subject:
             raise FileNotFoundError(f"{path}: subject directory not found")
         if os.path.exists(self._p(layout.INCOMPLETE)):
             raise ValueError(f"{self._p(layout.INCOMPLETE)}: the writer did not finish this dir")
-        self.info = self._read_info()
+        self.info = tables.read_info(path)
         self.fps = float(fps or self.info.get("fps", DEFAULT_TG_FPS))
-        self._read_transforms()
+        self.focal, self.img_ids, self.aud_ids, self.viewmats, self._n_train = (
+            tables.read_transforms(path)
+        )
         n = len(self.img_ids)
         self.num_ids = int(max(self.img_ids.max(), self.aud_ids.max())) + 1
         self._background_rgb = self._imread(self._p(layout.BACKGROUND), cv2.IMREAD_COLOR)
@@ -125,10 +122,19 @@ class Subject:
         self.K = intrinsics(self.focal, *self.size)
         self.image_ext = self.info.get("image_ext") or self._detect_ext(layout.GT_DIR)
         self._check_frame_files()
-        self._read_aus()
-        self._read_landmarks()
-        self._read_labels()
-        self._load_audio_features(audio_feature)
+        max_id = int(self.img_ids.max())
+        self.au_exp, self.au25, self.au25_stats = tables.read_aus(self._p(layout.AU_CSV), max_id)
+        has_lms = self.info.get("files", {}).get("lms", True)
+        self.landmarks, self.lips_rect, self.mouth_open, self.mouth_bounds = tables.read_landmarks(
+            path, self.img_ids, has_lms, self._n_train
+        )
+        labels = tables.read_labels(path, self.num_ids, self.img_ids)
+        self.emotion, self.intensity, self.exp, self.exp_source, self.dense_landmarks = labels
+        self.exp_dim = self.exp.shape[1]
+        self.audio, self.audio_kind, self.audio_source = subject_audio.load_windows(
+            path, self.info, self.fps, self.num_ids, audio_feature
+        )
+        self.audio_window, self.audio_dim = self.audio.shape[1:]
         self._split = {"train": np.arange(self._n_train), "val": np.arange(self._n_train, n)}
 
     # ---- public API -------------------------------------------------------------------------
@@ -220,7 +226,7 @@ class Subject:
                 raise FileNotFoundError(f"{missing}: missing (its {name} partner exists)")
             counts = (self._n_train, len(self) - self._n_train)
             out[name] = np.concatenate(
-                [_ua_rows(self._p(f), n, width) for f, n in zip((train, val), counts)]
+                [tables.ua_rows(self._p(f), n, width) for f, n in zip((train, val), counts)]
             )
         return out
 
@@ -236,7 +242,7 @@ class Subject:
             source=wav_path,
         )
 
-    # ---- loading helpers --------------------------------------------------------------------
+    # ---- per-frame reads --------------------------------------------------------------------
 
     def _p(self, *parts) -> str:
         return os.path.join(self.path, *parts)
@@ -255,52 +261,6 @@ class Subject:
         if hasattr(self, "size") and img.shape[:2] != self.size:
             raise ValueError(f"{path}: image size {img.shape[:2]} differs from subject {self.size}")
         return img
-
-    def _read_info(self) -> dict:
-        path = self._p(layout.SUBJECT_JSON)
-        if not os.path.exists(path):
-            return {}
-        try:
-            with open(path) as f:
-                info = json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path}: malformed json ({e})") from None
-        if info.get("format") != layout.FORMAT_NAME:
-            raise ValueError(f"{path}: not a {layout.FORMAT_NAME} file")
-        if info.get("version", 0) > layout.FORMAT_VERSION:
-            raise ValueError(f"{path}: format version {info['version']} is newer than supported")
-        return info
-
-    def _read_transforms(self):
-        ids, aud_ids, mats, counts, focals = [], [], [], [], []
-        for name in (layout.TRANSFORMS["train"], layout.TRANSFORMS["val"]):
-            path = self._p(name)
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"{path}: missing (required by the TalkingGaussian layout)")
-            try:
-                with open(path) as f:
-                    doc = json.load(f)
-                focals.append(float(doc["focal_len"]))
-                frames = doc["frames"]
-                ids += [int(fr["img_id"]) for fr in frames]
-                aud_ids += [int(fr.get("aud_id", fr["img_id"])) for fr in frames]
-                mats += [np.asarray(fr["transform_matrix"], np.float64) for fr in frames]
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(
-                    f"{path}: malformed transforms ({type(e).__name__}: {e})"
-                ) from None
-            counts.append(len(frames))
-        if not ids:
-            raise ValueError(f"{self._p(layout.TRANSFORMS['train'])}: no frames")
-        if abs(focals[0] - focals[1]) > 1e-6 * focals[0]:
-            raise ValueError(f"{self.path}: focal_len differs between train and val json")
-        self.focal = focals[0]
-        self.img_ids = np.asarray(ids, np.int64)
-        self.aud_ids = np.asarray(aud_ids, np.int64)
-        if min(ids) < 0 or min(aud_ids) < 0:
-            raise ValueError(f"{self._p(layout.TRANSFORMS['train'])}: negative frame id")
-        self.viewmats = viewmat_from_c2w_gl(np.stack(mats))
-        self._n_train = counts[0]
 
     def _detect_ext(self, folder: str) -> str:
         first = int(self.img_ids[0])
@@ -321,131 +281,6 @@ class Subject:
                     f"{self._p(folder, f'{missing[0]}{ext}')}: file not found "
                     f"({len(missing)} of {len(self.img_ids)} frames missing in {folder}/)"
                 )
-
-    def _read_aus(self):
-        path = self._p(layout.AU_CSV)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: missing (OpenFace action units, needed for blink)")
-        aus = layout.read_au_csv(path)
-        for name in (*layout.AU_EXP, "AU25_r"):
-            if name not in aus:
-                raise ValueError(f"{path}: column ' {name}' missing")
-        n_rows = len(aus["AU45_r"])
-        if n_rows <= self.img_ids.max():
-            raise ValueError(
-                f"{path}: {n_rows} rows but frames go up to img_id {self.img_ids.max()}"
-            )
-        au_exp = np.stack([aus[k] for k in layout.AU_EXP], -1)
-        au_exp[:, 5] = np.clip(au_exp[:, 5], 0, 2)
-        self.au_exp = au_exp.astype(np.float32)
-        au25 = aus["AU25_r"]
-        au25 = np.clip(au25, 0, np.percentile(au25, AU25_CLIP_PERCENTILE))
-        self.au25 = au25.astype(np.float32)
-        self.au25_stats = tuple(float(np.percentile(au25, q)) for q in (25, 50, 75)) + (
-            float(au25.max()),
-        )
-
-    def _read_landmarks(self):
-        n = len(self.img_ids)
-        has_lms = self.info.get("files", {}).get("lms", True)
-        boxes_path = self._p(layout.MOUTH_BOXES)
-        if has_lms:
-            lms = np.stack(
-                [layout.read_lms(self._p(layout.ORI_DIR, f"{i}.lms")) for i in self.img_ids]
-            )
-            self.landmarks = lms
-            self.lips_rect = layout.lips_rects(lms)
-            self.mouth_open = layout.mouth_openings(lms)
-        elif os.path.exists(boxes_path):
-            boxes = np.load(boxes_path)[self.img_ids]
-            self.landmarks = np.zeros((n, 68, 2), np.float32)
-            self.lips_rect = boxes[:, :4].astype(np.int32)
-            self.mouth_open = boxes[:, 4].astype(np.float32)
-        else:
-            raise FileNotFoundError(f"{boxes_path}: missing (subject has no .lms landmarks)")
-        train_open = self.mouth_open[: self._n_train] if self._n_train else self.mouth_open
-        self.mouth_bounds = (float(train_open.min()), float(train_open.max()))
-
-    def _read_labels(self):
-        n = self.num_ids
-        path = self._p(layout.EMOTION_CSV)
-        if os.path.exists(path):
-            self.emotion, self.intensity = layout.read_emotion_csv(path, n)
-        else:
-            self.emotion, self.intensity = np.full(n, -1, np.int32), np.zeros(n, np.int32)
-        self.exp, self.exp_source = np.zeros((n, 0), np.float32), None
-        if self.has(layout.EXP_NPY):
-            self.exp = self._per_id_array(layout.EXP_NPY, ndim=2).astype(np.float32)
-            self.exp_source = layout.EXP_NPY
-        elif self.has(layout.TRACK_PARAMS):  # plain TalkingGaussian dir: the tracker's BFM exp
-            rows = int(self.img_ids.max()) + 1
-            self.exp = layout.read_track_exp(self._p(layout.TRACK_PARAMS), rows)
-            self.exp_source = layout.TRACK_PARAMS
-        self.exp_dim = self.exp.shape[1]
-        self.dense_landmarks = None
-        if self.has(layout.LANDMARKS_NPY):
-            self.dense_landmarks = self._per_id_array(layout.LANDMARKS_NPY, ndim=3)
-
-    def _per_id_array(self, name: str, ndim: int) -> np.ndarray:
-        path = self._p(name)
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path}: unreadable array ({e})") from None
-        if arr.ndim != ndim or len(arr) < self.num_ids:
-            raise ValueError(
-                f"{path}: shape {arr.shape}, expected {ndim}-D with ≥ {self.num_ids} rows (one per "
-                "frame)"
-            )
-        return arr
-
-    def _load_audio_features(self, choice: str):
-        kind = precomputed.kind_of_file(choice) or precomputed.check_choice(choice)
-        if kind == precomputed.AUTO:
-            kind = next((k for k, f in precomputed.FILES.items() if self.has(f)), precomputed.MEL)
-        need = self.num_ids
-        if kind != precomputed.MEL:
-            name = precomputed.FILES[kind]
-            if not self.has(name):
-                raise FileNotFoundError(
-                    f"{self._p(name)}: missing; data.audio_feature={kind} reads it (auto picks "
-                    f"whichever of {', '.join(precomputed.FILES.values())} exists, else mel "
-                    "from aud.wav)"
-                )
-            feats = precomputed.load_windows(self._p(name), kind)
-            self._check_av(self._p(name), len(feats) / self.fps, need)
-        else:
-            name = layout.WAV
-            src = self._p(layout.WAV)
-            if not os.path.exists(src):
-                raise FileNotFoundError(f"{src}: missing (and no precomputed aud_*.npy)")
-            self._check_av(src, _wav_seconds(src), need)
-            n_mels = int(self.info.get("audio", {}).get("n_mels", audio_features.F_AUDIO_DIM))
-            params = f_audio_cache_params(self.fps, need, n_mels)
-
-            def compute():
-                return audio_features.f_audio(self.wav(), self.fps, need, n_mels=n_mels)
-
-            feats = cached_array(self.path, layout.MEL_FEATURE, params, compute, source=src)
-        if len(feats) != need:
-            pad = max(need - len(feats), 0)
-            feats = np.concatenate([feats[:need], np.repeat(feats[-1:], pad, axis=0)])
-        self.audio = np.asarray(feats, np.float32)
-        self.audio_kind = kind
-        self.audio_source = name
-        self.audio_window, self.audio_dim = self.audio.shape[1:]
-
-    def _check_av(self, path: str, source_s: float, n_frames: int):
-        video_s = n_frames / self.fps
-        diff = source_s - video_s
-        if abs(diff) > MAX_AV_MISMATCH_S:
-            raise ValueError(
-                f"{path}: audio lasts {source_s:.2f} s but the {n_frames} frames at {self.fps:g} fps "
-                f"last {video_s:.2f} s (difference over {MAX_AV_MISMATCH_S:g} s)"
-            )
-        if abs(diff) * self.fps >= 1:
-            what = "padded" if diff < 0 else "trimmed"
-            warnings.warn(f"{path}: audio and video differ by {diff:+.3f} s; audio {what}")
 
     def _teeth(self, img_id: int) -> np.ndarray:
         if not self._has_teeth:
@@ -469,36 +304,3 @@ class Subject:
         alpha = torso[..., 3:] / 255.0
         bg = torso[..., :3] * alpha + self._background_rgb * (1 - alpha)
         return bg.astype(np.uint8)
-
-
-def _ua_rows(path: str, n: int, width: int) -> np.ndarray:
-    """A UA extra .pth (a tensor, or a list of [D] / [1, D] tensors) → (n, width) float32."""
-    obj = read_torch_file(path)
-    if not (isinstance(obj, (list, tuple)) or (isinstance(obj, np.ndarray) and obj.ndim >= 1)):
-        kind = type(obj).__name__
-        raise ValueError(f"{path}: expected a tensor or a list of tensors, got {kind}")
-    try:
-        rows = [np.asarray(x, np.float32).reshape(-1) for x in obj]
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: entries are not numeric tensors ({e})") from None
-    if len(rows) != n:
-        raise ValueError(f"{path}: {len(rows)} entries but its transforms json lists {n} frames")
-    bad = next((k for k, r in enumerate(rows) if r.size != width), None)
-    if bad is not None:
-        raise ValueError(f"{path}: entry {bad} has {rows[bad].size} values, expected {width}")
-    return np.stack(rows) if rows else np.zeros((0, width), np.float32)
-
-
-def f_audio_cache_params(fps: float, n_frames: int, n_mels: int) -> dict:
-    """The parameters aud_mel.npy is keyed on (shared by the writer and the loader)."""
-    window = audio_features.F_AUDIO_WINDOW
-    return {"fps": float(fps), "n": int(n_frames), "n_mels": int(n_mels), "window": window, "v": 1}
-
-
-def _wav_seconds(path: str) -> float:
-    import soundfile
-
-    try:
-        return soundfile.info(path).duration
-    except (soundfile.LibsndfileError, RuntimeError):
-        return len(audio_features.load_audio(path)) / audio_features.SAMPLE_RATE

@@ -10,7 +10,7 @@ Hugging Face wav2vec 2.0 checkpoints. Three formats:
     object, then the sorted storage keys, then per storage an int64 element count and its
     little-endian bytes (persistent ids carry a 6th field, a storage view or None);
   * safetensors: an 8-byte little-endian header length, a JSON header {name: dtype, shape,
-    data_offsets}, then the raw data.
+    data_offsets}, then the raw data (parsed and checked by `safetensors_file.py`).
 
 Every pickle (the legacy header pickles too) goes through one restricted unpickler (`torch_pickle`)
 that, like `torch.load(weights_only=True)`, resolves only OrderedDict, the tensor-rebuild functions
@@ -52,9 +52,6 @@ The three keyword limits are arguments of `read_torch_file`, `read_safetensors` 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
-import math
 import os
 import pickle
 import struct
@@ -62,14 +59,13 @@ import zipfile
 
 import numpy as np
 
+from ua3dtalk_jax.data import safetensors_file
 from ua3dtalk_jax.data.torch_pickle import (
     DTYPES,
     LEGACY_MAGIC,
     Refused,
     Storage,
     add_arrays,
-    bf16_to_f32,
-    is_count,
     plan,
     short,
     substitute,
@@ -84,19 +80,6 @@ MAX_HEADER_BYTES = 16 << 20
 MAX_EXPANSION = 4
 EXPANSION_FLOOR = 1 << 20
 
-_ST_DTYPES = {
-    "F64": "<f8",
-    "F32": "<f4",
-    "F16": "<f2",
-    "BF16": "<u2",
-    "I64": "<i8",
-    "I32": "<i4",
-    "I16": "<i2",
-    "I8": "i1",
-    "U8": "u1",
-    "BOOL": "?",
-}
-_ST_DETECT_MAX = 100 << 20  # the safetensors format's own limit on the JSON header
 _MALFORMED = (
     pickle.UnpicklingError,
     RuntimeError,
@@ -287,74 +270,16 @@ def read_safetensors(
     """
     path = os.fspath(path)
     _require_file(path)
-    if not _is_safetensors(path):
+    if not safetensors_file.is_safetensors(path):
         raise ValueError(f"{path}: not a safetensors file")
     try:
         with open(path, "rb") as fh:
-            return _read_safetensors(fh, os.path.getsize(path), max_elements, max_inflated)
+            size = os.path.getsize(path)
+            return safetensors_file.read(fh, size, max_elements, max_inflated, MAX_HEADER_BYTES)
     except Refused as e:
         raise ValueError(f"{path}: {e}") from None
     except (ValueError, RecursionError) as e:  # JSON syntax, nesting, encoding
         raise ValueError(f"{path}: unreadable safetensors header ({e})") from None
-
-
-def _read_safetensors(fh, size: int, max_elements: int, max_inflated: int) -> dict:
-    n = int.from_bytes(fh.read(8), "little")
-    if n > MAX_HEADER_BYTES:
-        raise Refused(f"its header is {n} bytes, more than MAX_HEADER_BYTES={MAX_HEADER_BYTES}")
-    entries = _st_entries(json.loads(fh.read(n)), size - 8 - n)
-    total = sum(math.prod(shape) for _, _, shape, _, _ in entries)
-    if total > max_elements:
-        raise Refused(f"its tensors hold {total} elements, more than max_elements={max_elements}")
-    need = 8 + n + sum(b - a for *_, a, b in entries)
-    if need > max_inflated:
-        raise Refused(f"reading it takes {need} bytes, more than max_inflated={max_inflated}")
-    out = {}
-    for name, code, shape, a, b in entries:
-        fh.seek(8 + n + a)
-        raw = bytearray(b - a)  # (writable: the array owns it, no copy)
-        if fh.readinto(raw) != b - a:
-            raise Refused(f"{name} truncated")
-        arr = np.frombuffer(raw, _ST_DTYPES[code]).reshape(shape)
-        out[name] = bf16_to_f32(arr) if code == "BF16" else arr
-    return out
-
-
-def _st_entries(header, data_size: int) -> list[tuple]:
-    """[(name, dtype code, shape, start, end)] of a safetensors header, checked: the format's
-    fields and types, each tensor's bytes matching its shape, inside the data, none overlapping."""
-    if not isinstance(header, dict):
-        raise Refused(f"its header is a JSON {type(header).__name__}, not an object")
-    entries = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
-            raise Refused(f"header entry {name}: {short(info)}, not {{dtype, shape, data_offsets}}")
-        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if not isinstance(code, str) or code not in _ST_DTYPES:
-            raise Refused(f"unsupported safetensors dtype {short(code)} of {name}")
-        if not isinstance(shape, list) or not all(map(is_count, shape)):
-            raise Refused(f"{name}: shape {short(shape)} is not a list of sizes")
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(map(is_count, offsets))
-            and offsets[0] <= offsets[1] <= data_size
-        ):
-            raise Refused(f"{name} lies outside the file's data ({short(offsets)}, {data_size} B)")
-        nbytes = math.prod(shape) * np.dtype(_ST_DTYPES[code]).itemsize
-        if offsets[1] - offsets[0] != nbytes:
-            raise Refused(
-                f"{name}: {shape} {code} is {nbytes} bytes, its data_offsets span "
-                f"{offsets[1] - offsets[0]}"
-            )
-        entries.append((name, code, tuple(shape), *offsets))
-    spans = sorted((a, b, name) for name, _, _, a, b in entries)
-    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
-        if start < end:
-            raise Refused(f"{first} and {second} overlap in the file's data")
-    return entries
 
 
 def read_checkpoint(
@@ -373,7 +298,7 @@ def read_checkpoint(
     """
     path = os.fspath(path)
     _require_file(path)
-    if not zipfile.is_zipfile(path) and _is_safetensors(path):
+    if not zipfile.is_zipfile(path) and safetensors_file.is_safetensors(path):
         return read_safetensors(path, max_elements=max_elements, max_inflated=max_inflated)
     return read_torch_file(
         path, max_elements=max_elements, max_inflated=max_inflated, max_depth=max_depth
@@ -407,12 +332,3 @@ def read_state_dict(
 def _require_file(path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: file not found")
-
-
-def _is_safetensors(path: str) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    if len(head) < 9:
-        return False
-    n = int.from_bytes(head[:8], "little")
-    return 0 < n <= min(_ST_DETECT_MAX, os.path.getsize(path) - 8) and head[8:9] == b"{"

@@ -27,7 +27,7 @@ from ua3dtalk_jax.audio import features as audio_features
 from ua3dtalk_jax.audio.cache import save_cached
 from ua3dtalk_jax.data import layout
 from ua3dtalk_jax.data.cameras import c2w_gl_from_viewmat
-from ua3dtalk_jax.data.subject import MAX_AV_MISMATCH_S, f_audio_cache_params
+from ua3dtalk_jax.data.subject_audio import MAX_AV_MISMATCH_S, f_audio_cache_params
 from ua3dtalk_jax.types import EMOTIONS
 
 MOUTH_BOX_MARGIN = 0.5  # the outer lips extend ~half the inner-mouth size beyond the mouth mask

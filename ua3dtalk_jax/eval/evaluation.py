@@ -357,8 +357,24 @@ def evaluate(
         "sync_own": m["sync_own"],
         "emotion_subject": m["emotion"]["subject"],
     }
-    stem = f"eval_{split}"
-    out_dir = out_dir or workdir
+    paths, text = _write_tables(rows, erows, notes, extra, out_dir or workdir, f"eval_{split}")
+    return {
+        "rows": rows,
+        "emotion": erows,
+        "notes": notes,
+        "table": text,
+        "paths": paths,
+        "extra": extra,
+        "frames": fr,
+    }
+
+
+def _write_tables(rows, erows, notes, extra, out_dir: str, stem: str) -> tuple[dict, str]:
+    """Writes the tables as <stem>.* (and <stem>_emotion.*), the notes appended to the .md.
+
+    Returns:
+      (the paths `metrics.write_results` wrote, the printed text: the tables and the notes).
+    """
     paths = metrics.write_results(rows, out_dir, stem=stem, columns=COLUMNS, extra=extra)
     if erows:
         metrics.write_results(erows, out_dir, stem=f"{stem}_emotion")
@@ -370,12 +386,4 @@ def evaluate(
         text += "\nNotes:\n" + "".join(f"- {n}\n" for n in notes)
         with open(paths["md"], "a") as f:
             f.write("\nNotes:\n" + "".join(f"- {n}\n" for n in notes))
-    return {
-        "rows": rows,
-        "emotion": erows,
-        "notes": notes,
-        "table": text,
-        "paths": paths,
-        "extra": extra,
-        "frames": fr,
-    }
+    return paths, text

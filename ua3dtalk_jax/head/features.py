@@ -12,7 +12,7 @@ checkpoint's train-frame statistics when its config asks for it (`Stage1Model.pr
 subject the result is cached in the subject dir as `stage1_features.npy` (N, 256), keyed by a
 SHA-256 of the stage-1 checkpoint's files: a copy of the same checkpoint (every ablation
 configuration gets one) reuses the cache, a retrained stage 1 recomputes it.
-An optional emotion spec (`models.emotion.control`) overrides f_emo-attn after the cache.
+An optional emotion spec (`head.emotion_control`) overrides f_emo-attn after the cache.
 
 `subject_features(subject, features)` is the other source (`stage1.features.source=subject`): the
 UA-3DTalk extras a subject folder may carry (`Subject.ua_extras`), for training stage 2 on the
@@ -31,14 +31,13 @@ from ua3dtalk_jax.audio import emotion_inputs, features
 from ua3dtalk_jax.audio.cache import cached_array
 from ua3dtalk_jax.data import layout
 from ua3dtalk_jax.head import emotion as emo
-from ua3dtalk_jax.head import prior
+from ua3dtalk_jax.head import emotion_control, prior
 from ua3dtalk_jax.head.stage1_model import (
     Stage1Model,
     load_stage1,
     prior_stats,
     standardise_prior,
 )
-from ua3dtalk_jax.models.emotion import control
 
 CACHE_NAME = "stage1_features"
 SOURCES = ("stage1", "subject")  # `stage1.features.source`
@@ -102,7 +101,8 @@ def stage1_features(
       stage1: a `Stage1Model` or its checkpoint folder (`Workdir.stage1_dir`; cached then).
       fps: frame rate (a subject's own by default; 25 for bare audio).
       n_frames: N (a subject's length; round(S·fps/16000) for bare audio).
-      emotion: None/"audio" keeps the audio's f_emo-attn; else a `control` spec ("happy:0.8").
+      emotion: None/"audio" keeps the audio's f_emo-attn; else a `head.emotion_control` spec
+        ("happy:0.8").
       cache: for a subject, read/write `stage1_features.npy` in its directory.
     Returns:
       {"f_exp": (N, 64), "f_tone": (N, 64), "f_emo": (N, 128)} float32.
@@ -131,7 +131,7 @@ def stage1_features(
     for k, w in WIDTHS:
         out[k] = np.asarray(flat[:, a : a + w], np.float32)
         a += w
-    out["f_emo"] = control.apply_spec(out["f_emo"], stage1.class_means, emotion)
+    out["f_emo"] = emotion_control.apply_spec(out["f_emo"], stage1.class_means, emotion)
     return out
 
 

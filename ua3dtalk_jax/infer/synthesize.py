@@ -13,18 +13,16 @@ track is the input file whole (its duration differs from N/fps by at most half a
 
 Emotion control (beyond the paper, whose inference is purely audio-driven): f_emo-attn, the input
 of the face branch's emotion view (Eq. 6), is replaced for every frame by the stage-1 class-mean
-feature of a label — μ_neutral + α (μ_label − μ_neutral), `models.emotion.control` — or by a convex
-blend of labels (and "audio", the clip's own feature). Lip motion still follows the audio (f_audio,
-f_exp and f_tone are untouched); the label moves what the emotion view learned to move. MEAD
-intensity levels map to α = level / ī, ī being the mean labelled level of that emotion in the
-subject's training frames (2 when unlabelled), so the level the class mean stands for gives α = 1.
+feature of a label — μ_neutral + α (μ_label − μ_neutral) — or by a convex blend of labels (and
+"audio", the clip's own feature); `head.emotion_control` holds it, from the class means to the
+CLI flags' spec. Lip motion still follows the audio (f_audio, f_exp and f_tone are untouched); the
+label moves what the emotion view learned to move.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import warnings
 
 import numpy as np
 from tqdm import tqdm
@@ -34,104 +32,6 @@ from ua3dtalk_jax.data.video import VideoWriter
 from ua3dtalk_jax.head.trained import TrainedModel
 from ua3dtalk_jax.infer import trained_model as tm
 from ua3dtalk_jax.infer.poses import pose_schedule
-from ua3dtalk_jax.types import EMOTIONS
-
-INTENSITIES = (1, 2, 3)  # MEAD levels
-DEFAULT_LEVEL = 2.0  # the mean level assumed when the subject has no labels for an emotion
-
-
-def class_levels(subject) -> dict[str, float]:
-    """Mean labelled MEAD level (ī above) of each emotion present in the subject's training frames.
-
-    Emotions absent from the training frames are absent here: stage 1 has no class mean of their
-    own for them (`control.class_means` falls back to the mean of all labelled frames).
-    """
-    ids = subject.img_ids[subject.split("train")]
-    emo, level = subject.emotion[ids], subject.intensity[ids]
-    out = {}
-    for c, name in enumerate(EMOTIONS):
-        sel = (emo == c) & (level > 0)
-        if sel.any():
-            out[name] = float(level[sel].mean())
-    return out
-
-
-def emotion_spec(
-    emotion: str | None = None,
-    intensity: int | None = None,
-    emotion_mix: str | None = None,
-    levels: dict | None = None,
-) -> str | None:
-    """The `models.emotion.control` spec of the CLI's emotion flags (None = audio-driven).
-
-    Args:
-      emotion: a label of `types.EMOTIONS` (or "audio").
-      intensity: MEAD level 1–3 (None: the class mean, α = 1).
-      emotion_mix: "happy:0.7,sad:0.3" — labels (or "audio") with non-negative weights,
-        normalised to sum 1; `intensity` applies to every label in it.
-      levels: `class_levels(subject)` (ī per label, default 2). When given, a label missing from it
-        draws a warning: the subject never showed it in training, so its feature is the overall
-        mean and looks like no emotion in particular.
-    Raises:
-      ValueError naming the flag: both --emotion and --emotion_mix, --intensity without either or
-        outside 1–3, an unknown label, a malformed or duplicate term, a negative or all-zero
-        weight.
-    """
-    if emotion and emotion_mix:
-        raise ValueError("--emotion and --emotion_mix are exclusive: pass one of them")
-    if intensity is not None:
-        if not (emotion or emotion_mix):
-            raise ValueError("--intensity needs --emotion or --emotion_mix")
-        if intensity not in INTENSITIES:
-            raise ValueError(f"--intensity={intensity}: must be one of {INTENSITIES}")
-    known = levels or {}
-
-    def alpha(label: str) -> float:
-        return 1.0 if intensity is None else intensity / known.get(label, DEFAULT_LEVEL)
-
-    def check(label: str, flag: str) -> str:
-        label = label.strip().lower()
-        if label != "audio" and label not in EMOTIONS:
-            raise ValueError(
-                f"{flag}: unknown emotion {label!r}; choose audio or one of {', '.join(EMOTIONS)}"
-            )
-        if levels is not None and label != "audio" and label not in levels:
-            warnings.warn(
-                f"{flag}: the subject's training frames show no {label!r}; its feature "
-                f"is the mean of all labelled frames (trained: {sorted(levels)})",
-                stacklevel=3,
-            )
-        return label
-
-    if emotion:
-        label = check(emotion, f"--emotion={emotion}")
-        return "audio" if label == "audio" else f"{label}@{alpha(label):.6g}:1"
-    if not emotion_mix:
-        return None
-    flag = f"--emotion_mix={emotion_mix}"
-    terms, seen = [], set()
-    for raw in emotion_mix.split(","):
-        name, sep, weight = raw.partition(":")
-        if not sep or not name.strip() or not weight.strip():
-            raise ValueError(f"{flag}: term {raw!r} is not LABEL:WEIGHT (e.g. happy:0.7,sad:0.3)")
-        label = check(name, flag)
-        if label in seen:
-            raise ValueError(f"{flag}: {label!r} appears twice")
-        seen.add(label)
-        try:
-            w = float(weight)
-        except ValueError:
-            raise ValueError(
-                f"{flag}: weight {weight.strip()!r} of {label!r} is not a number"
-            ) from None
-        if not np.isfinite(w) or w < 0:
-            raise ValueError(f"{flag}: weight of {label!r} must be a finite number ≥ 0, got {w}")
-        terms.append((label, w))
-    if sum(w for _, w in terms) <= 0:
-        raise ValueError(f"{flag}: the weights sum to 0")
-    return "+".join(
-        f"{lb}:{w:.6g}" if lb == "audio" else f"{lb}@{alpha(lb):.6g}:{w:.6g}" for lb, w in terms
-    )
 
 
 def check_output(out: str) -> str:
@@ -164,7 +64,7 @@ def synthesize(
       model: a `head.trained.TrainedModel` (`Workdir.load_trained`).
       audio: an audio file path (muxed as it is) or a 16 kHz mono float array.
       out: the video file (.mp4).
-      emotion: a `models.emotion.control` spec (`emotion_spec` builds one from the CLI flags);
+      emotion: a `head.emotion_control` spec (its `emotion_spec` builds one from the CLI flags);
         None is audio-driven.
       poses: "val", "static" or a pose file (`infer.poses`).
       features: the clip's precomputed audio windows (.npy path or array) for a model trained on

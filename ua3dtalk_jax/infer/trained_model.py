@@ -19,7 +19,7 @@ Per-frame features (N video frames at the subject's fps, N = round(S · fps / 16
                         given as `features` (TalkingGaussian's `--aud`), N = their count
     f_exp  (N, 64)      expression prior, f_tone (N, 64), f_emo (N, 128) f_emo-attn: the frozen
                         stage 1 (`head.features.stage1_features`), with an optional emotion spec
-                        (`models.emotion.control`) replacing or blending f_emo (`with_emotion`;
+                        (`head.emotion_control`) replacing or blending f_emo (`with_emotion`;
                         the audio's own one stays in f_emo_audio)
 
 A frame dict holds viewmat (4, 4), K (3, 3), au_exp (6,), background (H, W, 3) uint8 (from a pose,
@@ -43,11 +43,11 @@ from ua3dtalk_jax.audio import precomputed
 from ua3dtalk_jax.data.stage2_audio import trained_on
 from ua3dtalk_jax.data.subject import AUD_CONTEXT
 from ua3dtalk_jax.gaussians import GaussianState
+from ua3dtalk_jax.head.emotion_control import with_emotion
 from ua3dtalk_jax.head.features import stage1_features
 from ua3dtalk_jax.head.render import deform as deform_branch
 from ua3dtalk_jax.head.render import render_fused
 from ua3dtalk_jax.head.trained import TrainedModel
-from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.models.motion import DeformOut
 
 PARTS = ("face", "mouth")
@@ -102,7 +102,7 @@ def audio_features(
       model: a `TrainedModel`.
       audio: a file path or a waveform (see `load_waveform`): stage 1's input.
       emotion: None/"audio" (f_emo-attn from the audio, the paper's setting) or a
-        `models.emotion.control` spec ("happy", "happy:0.7", "happy@1.2:0.7+sad:0.3").
+        `head.emotion_control` spec ("happy", "happy:0.7", "happy@1.2:0.7+sad:0.3").
       features: for a model trained on precomputed windows (`TrainedModel.needs_audio_features`),
         the clip's windows from the same tool: a .npy path or an array, in any layout
         `audio.precomputed.load_windows` reads; None for a model trained on our mel windows.
@@ -196,16 +196,6 @@ def check_audio_features(cfg, workdir: str, features):
             f"on {want}; compute them with the same tool"
         )
     return arr
-
-
-def with_emotion(model: TrainedModel, feats: dict, emotion: str | None) -> dict:
-    """`feats` with f_emo set from an emotion spec (cheap: no audio is reprocessed).
-
-    The same `control.apply_spec` that `head.features.stage1_features(emotion=...)` applies,
-    on the audio's own f_emo-attn ("f_emo_audio"), with the stage-1 class means.
-    """
-    f_emo = control.apply_spec(feats["f_emo_audio"], model.stage1.class_means, emotion)
-    return {**feats, "f_emo": f_emo}
 
 
 def subject_pose(model: TrainedModel, position: int) -> dict:

@@ -36,9 +36,7 @@ in the metadata ("notes").
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
-import multiprocessing
 import os
 import shutil
 
@@ -52,13 +50,11 @@ from ua3dtalk_jax.preprocess import masks as mask_lib
 from ua3dtalk_jax.preprocess import pose as pose_lib
 from ua3dtalk_jax.preprocess import video as video_lib
 from ua3dtalk_jax.preprocess import workdir as work_lib
-from ua3dtalk_jax.preprocess.track import track_range
+from ua3dtalk_jax.preprocess.track import track_clips
 
 MIN_FRAMES = 50  # 2 s at 25 fps: below this the 10/11 split leaves under 5 validation frames
 MAX_MISSING = 0.1  # faceless frames tolerated (interpolated) before the clip is refused
 CROP_SAMPLES = 16  # frames per clip searched for faces to place the automatic crop
-BG_SAMPLES = 48  # frames kept for the background plate (48 · 512² · 4 B ≈ 50 MB)
-MIN_CHUNK = 200  # frames; shorter clips are tracked in one process (spawn costs ~2 s)
 WORK_SUFFIX = ".work"
 
 
@@ -142,7 +138,7 @@ def preprocess(
             log(note)
     try:
         work_lib.step(
-            work, "track.npz", lambda: _track(clips, info, box, work, max_missing, **opts)
+            work, "track.npz", lambda: track_clips(clips, info, box, work, max_missing, **opts)
         )
         work_lib.step(work, "fit.npz", lambda: _fit(work, info, size))
         _write(clips, info, box, work, out_dir, params, source, **opts)
@@ -225,78 +221,6 @@ def _crop(clips, info, crop, fps: float, size: int) -> dict:
     }
 
 
-def _display(meta: dict):
-    """read_frames' `display` for a clip: its square-pixel size when its pixels are not square."""
-    return None if meta.get("sar", 1.0) == 1.0 else (meta["width"], meta["height"])
-
-
-def _chunks(n: int, workers: int):
-    k = max(1, min(workers, n // MIN_CHUNK))
-    edges = np.linspace(0, n, k + 1).astype(int)
-    return [
-        (int(a), int(b) if j < k - 1 else None)
-        for j, (a, b) in enumerate(itertools.pairwise(edges))
-    ]
-
-
-def _track(clips, info, box, work, max_missing, *, fps, size, progress, workers) -> None:
-    total = info["frames"]
-    bg_every = max(1, total // BG_SAMPLES)
-    jobs = []
-    for ci, (c, meta) in enumerate(zip(clips, info["clips"])):
-        for a, b in _chunks(meta["frames"], workers):
-            label = f"track {ci + 1}/{len(clips)} [{a}:{b or meta['frames']}]"
-            b = meta["frames"] if b is None else b  # frames past the audio's end are not kept
-            jobs.append(
-                {
-                    "path": c.video,
-                    "fps": fps,
-                    "size": size,
-                    "crop": box["box"],
-                    "start": a,
-                    "stop": b,
-                    "display": _display(meta),
-                    "bg_every": bg_every,
-                    "max_bg": BG_SAMPLES,
-                    "progress": progress,
-                    "label": label,
-                }
-            )
-    if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            parts = pool.map(track_range, jobs, chunksize=1)
-    else:
-        parts = [track_range(j) for j in jobs]
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("landmarks", "found", "multi")}
-    if len(cat["found"]) != total:
-        raise PreprocessError(f"decoded {len(cat['found'])} frames, expected {total}")
-    missing = np.nonzero(~cat["found"])[0]
-    if len(missing) > max_missing * total:
-        raise PreprocessError(
-            f"{clips[0].video}: no face in {len(missing)} of {total} frames (more than "
-            f"{max_missing:.0%}): frames {lm_lib.frame_ranges(missing)}"
-        )
-    plate = mask_lib.BackgroundPlate((size, size), BG_SAMPLES)
-    for p in parts:
-        for frame, person in zip(p["bg_frames"], p["bg_person"]):
-            plate.add(frame, person)
-    bg, seen = plate.plate()
-    import cv2
-
-    cv2.imwrite(os.path.join(work, "bc.tmp.png"), cv2.cvtColor(bg, cv2.COLOR_RGB2BGR))
-    os.replace(os.path.join(work, "bc.tmp.png"), os.path.join(work, "bc.png"))
-    wavs = []
-    for k, (c, meta) in enumerate(zip(clips, info["clips"])):
-        path = os.path.join(work, f"aud_{k}.wav")
-        video_lib.extract_audio(c.audio or c.video, path, n_frames=meta["frames"], fps=fps)
-        wavs.append(path)
-    import soundfile
-
-    audio = np.concatenate([soundfile.read(p, dtype="float32")[0] for p in wavs])
-    soundfile.write(os.path.join(work, "aud.wav"), audio, video_lib.AUDIO_RATE, subtype="PCM_16")
-    work_lib.save_npz(os.path.join(work, "track.npz"), **cat, bg_seen=seen)
-
-
 def _fit(work: str, info: dict, size: int) -> None:
     tr = np.load(os.path.join(work, "track.npz"))
     raw, found = tr["landmarks"], tr["found"]
@@ -335,7 +259,6 @@ def _fit(work: str, info: dict, size: int) -> None:
 
 def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progress, workers):
     import cv2
-    from tqdm import tqdm
 
     fit = np.load(os.path.join(work, "fit.npz"))
     tr = np.load(os.path.join(work, "track.npz"))
@@ -352,6 +275,32 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
         source=source,
         overwrite=os.path.isdir(out_dir),
     )
+    decoded = (clips, info, box, order, offsets)
+    val_start, eyes, index = _write_frames(writer, decoded, fit, bg, fps, size, progress)
+    writer.set_background(bg)
+    writer.set_audio(_reordered_audio(work, offsets, order, fps), video_lib.AUDIO_RATE)
+    for name in ("exp_mean", "exp_basis", "exp_std"):
+        writer.add_array(name, fit[name])
+    writer.add_array("canonical_shape", pose_lib.world_shape(fit["canon"]))
+    writer.add_array("eye_boxes", np.stack(eyes))
+    writer.add_array("source_frame", np.array(index, np.int32))
+    writer.add_metadata(preprocess=_metadata(clips, info, box, order, params, fit, tr))
+    writer.finish(val_start=val_start)
+
+
+def _write_frames(writer, decoded, fit, bg, fps, size, progress):
+    """The second decode: every frame, train clips first, masked and added to `writer`.
+
+    Args:
+      decoded: (clips, probe info, crop info, clip order, first frame of each clip in the fit).
+
+    Returns:
+      (val_start: the writer's first validation frame or None, eye boxes per frame, the fit's
+      frame index per frame).
+    """
+    from tqdm import tqdm
+
+    clips, info, box, order, offsets = decoded
     segmenter = mask_lib.PersonSegmenter()
     val_start, eyes, index = None, [], []
     try:
@@ -366,7 +315,7 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
                 size=size,
                 crop=box["box"],
                 stop=meta["frames"],
-                display=_display(meta),
+                display=video_lib.display_size(meta),
             )
             label = f"write {order.index(k) + 1}/{len(clips)}"
             bar = tqdm(
@@ -384,48 +333,49 @@ def _write(clips, info, box, work, out_dir, params, source, *, fps, size, progre
                 m = mask_lib.region_masks(image, pts, person_prob)
                 eyes.append(mask_lib.eye_boxes(pts))
                 index.append(i)
-                gt = mask_lib.composite_gt(image, m["person"], bg)
-                writer.add_frame(
-                    image,
-                    viewmat=fit["viewmats"][i],
-                    masks={n: m[n] for n in ("face", "mouth", "teeth", "hair", "neck", "torso")},
-                    gt_image=gt,
-                    torso_rgba=mask_lib.torso_image(gt, m),
-                    landmarks68=lm_lib.to_dlib68(pts[:, :2]),
-                    landmarks=pts[:, :2],
-                    aus={"AU45_r": float(fit["au45"][i])},
-                    emotion=c.emotion,
-                    intensity=c.intensity if c.emotion else None,
-                    exp=fit["exp"][i],
-                )
+                _add_frame(writer, c, image, m, pts, fit, i, bg)
         if len(writer) != info["frames"]:
             raise PreprocessError(f"second decode gave {len(writer)} frames, not {info['frames']}")
     finally:
         segmenter.close()
-    writer.set_background(bg)
-    writer.set_audio(_reordered_audio(work, offsets, order, fps), video_lib.AUDIO_RATE)
-    for name in ("exp_mean", "exp_basis", "exp_std"):
-        writer.add_array(name, fit[name])
-    writer.add_array("canonical_shape", pose_lib.world_shape(fit["canon"]))
-    writer.add_array("eye_boxes", np.stack(eyes))
-    writer.add_array("source_frame", np.array(index, np.int32))
-    missing = np.nonzero(~tr["found"])[0]
-    writer.add_metadata(
-        preprocess={
-            "digest": params["digest"],
-            "crop": box["box"],
-            "auto_crop": box["auto"],
-            "clips": [dataclasses.asdict(c) for c in clips],
-            "clip_order": order,
-            "interpolated": lm_lib.frame_ranges(missing),
-            "multiple_faces": lm_lib.frame_ranges(np.nonzero(tr["multi"])[0]),
-            "reprojection_px": float(np.mean(fit["reproj"])),
-            "background_inpainted": float(1 - tr["bg_seen"].mean()),
-            "face_px": box.get("face_px"),
-            "notes": info.get("notes", []) + box.get("notes", []),
-        }
+    return val_start, eyes, index
+
+
+def _add_frame(writer, clip, image, m, pts, fit, i: int, bg) -> None:
+    """Frame i (of the fit) of `clip`: its region masks `m`, landmarks `pts` (478, 3), composited
+    over the background plate `bg`."""
+    gt = mask_lib.composite_gt(image, m["person"], bg)
+    writer.add_frame(
+        image,
+        viewmat=fit["viewmats"][i],
+        masks={n: m[n] for n in ("face", "mouth", "teeth", "hair", "neck", "torso")},
+        gt_image=gt,
+        torso_rgba=mask_lib.torso_image(gt, m),
+        landmarks68=lm_lib.to_dlib68(pts[:, :2]),
+        landmarks=pts[:, :2],
+        aus={"AU45_r": float(fit["au45"][i])},
+        emotion=clip.emotion,
+        intensity=clip.intensity if clip.emotion else None,
+        exp=fit["exp"][i],
     )
-    writer.finish(val_start=val_start)
+
+
+def _metadata(clips, info, box, order, params, fit, tr) -> dict:
+    """subject.json's metadata.preprocess: the inputs, the crop and what was adapted."""
+    missing = np.nonzero(~tr["found"])[0]
+    return {
+        "digest": params["digest"],
+        "crop": box["box"],
+        "auto_crop": box["auto"],
+        "clips": [dataclasses.asdict(c) for c in clips],
+        "clip_order": order,
+        "interpolated": lm_lib.frame_ranges(missing),
+        "multiple_faces": lm_lib.frame_ranges(np.nonzero(tr["multi"])[0]),
+        "reprojection_px": float(np.mean(fit["reproj"])),
+        "background_inpainted": float(1 - tr["bg_seen"].mean()),
+        "face_px": box.get("face_px"),
+        "notes": info.get("notes", []) + box.get("notes", []),
+    }
 
 
 def _reordered_audio(work, offsets, order, fps) -> np.ndarray:

@@ -159,6 +159,11 @@ def read_frames(
         raise _failure(path, "decoding failed", err)
 
 
+def display_size(meta: dict):
+    """read_frames' `display` for a clip: its square-pixel size when its pixels are not square."""
+    return None if meta.get("sar", 1.0) == 1.0 else (meta["width"], meta["height"])
+
+
 def count_frames(path: str, *, fps: float) -> int:
     """Number of frames `read_frames` yields at `fps` (decodes at 16×16; cheap)."""
     return sum(1 for _ in read_frames(path, fps=fps, size=16))

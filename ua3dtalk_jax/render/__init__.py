@@ -197,6 +197,16 @@ def rasterize(
         near_plane=near_plane,
         eps2d=eps2d,
     )
+    return _composite(proj, colors, background, means2d_offset, backend, width, height)
+
+
+def _composite(proj: Projected, colors, background, means2d_offset, backend, width, height):
+    """Blends the projected Gaussians' colours and depths front to back with `backend`'s kernel.
+
+    Depth rides along as one extra channel (a zero background), so depth = Σ wᵢ zᵢ exactly as
+    colour. Returns the `RenderOutput`.
+    """
+    num_channels = colors.shape[1]
     means2d = proj.means2d
     if means2d_offset is not None:
         means2d = means2d + means2d_offset

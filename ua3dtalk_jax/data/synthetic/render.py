@@ -18,14 +18,8 @@ import numpy as np
 
 from ua3dtalk_jax.data import torso
 from ua3dtalk_jax.data.synthetic import blendshapes
-from ua3dtalk_jax.data.synthetic.face_model import (
-    FACE_OVAL,
-    INNER_LIPS,
-    N_FACE,
-    FaceModel,
-    project,
-    to_68,
-)
+from ua3dtalk_jax.data.synthetic.face_model import FaceModel, project
+from ua3dtalk_jax.data.synthetic.mediapipe_face import FACE_OVAL, INNER_LIPS, N_FACE, to_68
 
 SUPERSAMPLE = 2
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel triangle corners

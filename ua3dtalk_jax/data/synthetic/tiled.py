@@ -30,7 +30,8 @@ from ua3dtalk_jax.audio import precomputed
 from ua3dtalk_jax.audio.cache import save_cached
 from ua3dtalk_jax.data import layout
 from ua3dtalk_jax.data.cameras import c2w_gl_from_viewmat
-from ua3dtalk_jax.data.subject import Subject, f_audio_cache_params
+from ua3dtalk_jax.data.subject import Subject
+from ua3dtalk_jax.data.subject_audio import f_audio_cache_params
 from ua3dtalk_jax.types import EMOTIONS
 
 _FRAME_DIRS = (

@@ -34,11 +34,11 @@ import numpy as np
 
 from ua3dtalk_jax.data.images import to_float
 from ua3dtalk_jax.head import emotion as head_emotion
+from ua3dtalk_jax.head import emotion_control as control
 from ua3dtalk_jax.head import face_prior
 from ua3dtalk_jax.head import prior as head_prior
 from ua3dtalk_jax.head.stage1_model import Stage1Model, prior_stats, save_stage1
 from ua3dtalk_jax.head.workdir import Workdir
-from ua3dtalk_jax.models.emotion import control
 from ua3dtalk_jax.train.stage1 import emotion as emo
 from ua3dtalk_jax.train.stage1 import face as stage1_face
 from ua3dtalk_jax.train.stage1 import prior
