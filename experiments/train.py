@@ -49,7 +49,7 @@ def main(argv):
     run.enable_compile_cache(_CACHE.value)
     try:
         cfg = apply_overrides(get_config(_CONFIG.value), _SET.value)
-        feature_source(cfg)
+        feature_source(cfg.stage1.features)
         check_choice(cfg.data.audio_feature)
         subject = run.training_subject(_SUBJECT.value, _DATA_ROOT.value, cfg.synthetic)
         name = os.path.basename(os.path.normpath(subject))

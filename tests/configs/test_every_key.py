@@ -60,7 +60,7 @@ def _other(key: str, old):
 def _resolved(cfg, workdir: str):
     """The config as a run that does not train stage 1 resolves, saves and reads it back."""
     pretrained.resolve(cfg.stage1, trains_stage1=False)
-    feature_source(cfg)
+    feature_source(cfg.stage1.features)
     save_config(cfg, workdir)
     return load_config(workdir)
 

@@ -27,7 +27,7 @@ from ua3dtalk_jax.head.checkpoint import Checkpointer
 from ua3dtalk_jax.head.stage2_model import load_stage2
 from ua3dtalk_jax.head.workdir import Workdir
 from ua3dtalk_jax.train.stage1.loop import TrainState, apply_grads, init_state, run_steps
-from ua3dtalk_jax.train.stage2.loop import Phase
+from ua3dtalk_jax.train.stage2.phase import Phase
 
 ROOT = Path(__file__).resolve().parents[2]
 RESUME_TOL = 1e-5  # float32 round-off; the CPU programs and every step's key are deterministic

@@ -51,7 +51,7 @@ def test_features_are_the_extras_standardised_on_the_train_rows(ua_subject, tmp_
 def test_the_default_source_still_needs_stage_1(ua_subject, tmp_path):
     root, _ = ua_subject
     subject = Subject.open(str(root))
-    assert feature_source(get_config("cpu")) == feature_source(None) == "stage1"
+    assert feature_source(get_config("cpu").stage1.features) == feature_source(None) == "stage1"
     with pytest.raises(Stage1Missing, match="--stage=1"):
         Workdir(str(tmp_path)).stage1_features(subject, get_config("tiny"))
 
@@ -59,7 +59,7 @@ def test_the_default_source_still_needs_stage_1(ua_subject, tmp_path):
 def test_bad_source_missing_extras_and_emotion_override_are_refused(ua_subject, tmp_path):
     root, _ = ua_subject
     with pytest.raises(ValueError, match=r"stage1.features.source='ua'.*stage1, subject"):
-        feature_source(_cfg(source="ua"))
+        feature_source(_cfg(source="ua").stage1.features)
     subject = Subject.open(str(root))
     with pytest.raises(ValueError, match="emotion override needs stage 1"):
         Workdir(str(tmp_path)).stage1_features(subject, _cfg(), emotion="happy")

@@ -96,7 +96,7 @@ def shared_stage1(
     """The workdir whose stage-1 checkpoint every configuration copies (trained here with
     `train`, `train.run.train`'s signature, if needed); None when stage 2 reads the subject's
     precomputed features (`stage1.features.source`)."""
-    if feature_source(base) == "subject":
+    if feature_source(base.stage1.features) == "subject":
         log("ablation: no stage 1 (stage1.features.source=subject)")
         return None
     src = stage1_from or os.path.join(root, SHARED_STAGE1)
@@ -205,7 +205,8 @@ def run_ablation(
     subject = Subject.open(subject_path, audio_feature=base.data.audio_feature)
     log(resolve_audio(base.data, base.model.audio, subject))
     pretrained.resolve(
-        base.stage1, trains_stage1=stage1_from is None and feature_source(base) == "stage1"
+        base.stage1,
+        trains_stage1=stage1_from is None and feature_source(base.stage1.features) == "stage1",
     )
     os.makedirs(root, exist_ok=True)
     src = shared_stage1(train, base, subject_path, root, stage1_from, log)

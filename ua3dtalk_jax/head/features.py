@@ -135,9 +135,10 @@ def stage1_features(
     return out
 
 
-def feature_source(cfg) -> str:
-    """`stage1.features.source` of a full config ("stage1" for None: no config given)."""
-    source = cfg.stage1.features.source if cfg is not None else "stage1"
+def feature_source(features) -> str:
+    """The checked `source` of the stage-1 config's `features` block (`cfg.stage1.features`):
+    where stage 2 reads f_exp, f_tone, f_emo from; "stage1" for None (no config given)."""
+    source = features.source if features is not None else "stage1"
     if source not in SOURCES:
         raise ValueError(f"stage1.features.source={source!r}: use one of {', '.join(SOURCES)}")
     return source

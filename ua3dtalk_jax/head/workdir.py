@@ -234,7 +234,7 @@ class Workdir:
         in the subject folder), or, when `cfg` (the full config) says
         `stage1.features.source=subject`, from the subject's UA-3DTalk extras (no emotion
         override there). Raises `Stage1Missing` without the checkpoint it needs."""
-        if features_lib.feature_source(cfg) == "subject":
+        if features_lib.feature_source(_features(cfg)) == "subject":
             if emotion not in (None, "audio"):
                 raise ValueError(
                     f"emotion={emotion!r}: an emotion override needs stage 1's per-class f_emo "
@@ -293,7 +293,7 @@ class Workdir:
 
 def check_drivable(cfg, workdir: str) -> None:
     """Refuses a model whose stage 2 read the subject's UA-3DTalk extras: new audio has none."""
-    if features_lib.feature_source(cfg) == "subject":
+    if features_lib.feature_source(cfg.stage1.features) == "subject":
         raise ValueError(
             f"{workdir}: its stage 2 was trained on the subject's precomputed UA-3DTalk features "
             "(stage1.features.source=subject), which new audio does not have; train this "
@@ -316,3 +316,8 @@ def _diff(a, b, prefix=""):
             yield from _diff(a.get(k), b.get(k), f"{prefix}{k}.")
     elif a != b:
         yield prefix.rstrip(".")
+
+
+def _features(cfg):
+    """The stage-1 `features` block of a full config, or None."""
+    return None if cfg is None else cfg.stage1.features

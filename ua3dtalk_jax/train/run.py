@@ -95,7 +95,7 @@ def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=pri
     if stage not in STAGES:
         raise ValueError(f"--stage must be one of {STAGES}, got {stage!r}")
     check_config(cfg)
-    source = feature_source(cfg)
+    source = feature_source(cfg.stage1.features)
     subject = Subject.open(subject_path, audio_feature=check_choice(cfg.data.audio_feature))
     log(resolve_audio(cfg.data, cfg.model.audio, subject))
     wd = Workdir(workdir)
@@ -146,7 +146,7 @@ def train(
 
     if subject is None:
         subject = prepare(cfg, subject_path, workdir, stage, log=log)
-    source = feature_source(cfg)
+    source = feature_source(cfg.stage1.features)
     out = {"subject": os.path.abspath(subject_path), "workdir": os.path.abspath(workdir)}
     if stage == "all" and source == "subject":
         log(

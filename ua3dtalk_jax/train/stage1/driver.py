@@ -69,35 +69,9 @@ def train_prior(
     params = head_prior.init_params(models, cfg, jax.random.fold_in(key, 0), data.exp_dim)
     arrays = {"crops": data.crops, "mel": data.mel, "exp": data.exp}
     m = {}
-    t = cfg.data.sync_frames
-
-    if syncnet is None:
-        step, tx = prior.make_syncnet_step(cfg, models["syncnet"], data.n_train)
-        st, h = run_steps(
-            step,
-            init_state(params["syncnet"], tx),
-            arrays,
-            jax.random.fold_in(key, 1),
-            cfg.syncnet.steps,
-            log,
-            "syncnet",
-            progress,
-        )
-        params["syncnet"], m["syncnet"] = st.params, _summary(h)
-    else:
-        params["syncnet"], m["syncnet"] = jax.tree.map(jnp.asarray, syncnet), {"pretrained": 1.0}
-    for split, (lo, hi) in {"train": (0, data.n_train), "val": (data.n_train, data.n)}.items():
-        if hi - lo > t + AUC_SHIFT:
-            m["syncnet"][f"auc_{split}"] = prior.sync_auc(
-                models["syncnet"],
-                params["syncnet"],
-                arrays,
-                lo,
-                hi,
-                t,
-                AUC_SHIFT,
-                cfg.syncnet.mel_offset,
-            )
+    params["syncnet"], m["syncnet"] = _train_syncnet(
+        data, cfg, models, params["syncnet"], arrays, key, log, syncnet, progress
+    )
 
     step, tx = prior.make_lip_step(cfg, models["lip_expert"], models["syncnet"], data.n_train)
     st, h = run_steps(
@@ -141,6 +115,33 @@ def train_prior(
         )
     m["prior_stats"] = prior_stats(feats["f_exp"], tone["f_tone"], data.n_train)
     return models, params, m
+
+
+def _train_syncnet(data: Stage1Data, cfg, models, init, arrays, key, log, syncnet, progress):
+    """Step 1: SyncNet trained from `init`, or the user's frozen `syncnet`; returns (params,
+    metrics with the AUC at an `AUC_SHIFT`-frame shift on each split long enough)."""
+    if syncnet is None:
+        step, tx = prior.make_syncnet_step(cfg, models["syncnet"], data.n_train)
+        st, h = run_steps(
+            step,
+            init_state(init, tx),
+            arrays,
+            jax.random.fold_in(key, 1),
+            cfg.syncnet.steps,
+            log,
+            "syncnet",
+            progress,
+        )
+        params, m = st.params, _summary(h)
+    else:
+        params, m = jax.tree.map(jnp.asarray, syncnet), {"pretrained": 1.0}
+    t = cfg.data.sync_frames
+    for split, (lo, hi) in {"train": (0, data.n_train), "val": (data.n_train, data.n)}.items():
+        if hi - lo > t + AUC_SHIFT:
+            m[f"auc_{split}"] = prior.sync_auc(
+                models["syncnet"], params, arrays, lo, hi, t, AUC_SHIFT, cfg.syncnet.mel_offset
+            )
+    return params, m
 
 
 def _train_regressor(

@@ -63,33 +63,19 @@ def run_stage2(
     extent = scene_extent(np.stack([subject.viewmat(int(i)) for i in subject.split("train")]))
     validate = make_validator(cfg, subject, features, workdir, writer)
     times = {}
-
-    def branch(part, stop=None, position=0):
-        t = time.time()
-        out = train_branch(
-            cfg,
-            part,
-            subject,
-            features,
-            workdir,
-            extent=extent,
-            mesh=mesh,
-            writer=writer,
-            log=log,
-            validate=validate,
-            stop=stop,
-            position=position,
-        )
-        times[part] = time.time() - t
-        return out
-
-    t = time.time()
-    if side_by_side and jax.process_count() == 1:
-        jobs = {p: functools.partial(branch, p, position=i) for i, p in enumerate(PARTS)}
-        branches = side_by_side_run(jobs)  # each job is branch(part, stop)
-    else:  # several processes: every host must issue the same collectives in the same order
-        branches = {p: branch(p) for p in PARTS}
-    times["branches"] = time.time() - t
+    branches = _train_branches(
+        cfg,
+        subject,
+        features,
+        workdir,
+        side_by_side,
+        times,
+        extent=extent,
+        mesh=mesh,
+        writer=writer,
+        log=log,
+        validate=validate,
+    )
     t = time.time()
     states = train_fuse(
         cfg,
@@ -119,3 +105,25 @@ def run_stage2(
         "gaussians": {p: int(np.sum(states[p].gaussians.active)) for p in states},
     }
     return summary
+
+
+def _train_branches(cfg, subject, features, workdir, side_by_side, times, **kw) -> dict:
+    """{"face": (state, net), "mouth": (state, net)}, trained side by side (one process) or one
+    after the other; each branch's wall time, and both together ("branches"), into `times`."""
+
+    def branch(part, stop=None, position=0):
+        t = time.time()
+        out = train_branch(
+            cfg, part, subject, features, workdir, stop=stop, position=position, **kw
+        )
+        times[part] = time.time() - t
+        return out
+
+    t = time.time()
+    if side_by_side and jax.process_count() == 1:
+        jobs = {p: functools.partial(branch, p, position=i) for i, p in enumerate(PARTS)}
+        branches = side_by_side_run(jobs)  # each job is branch(part, stop)
+    else:  # several processes: every host must issue the same collectives in the same order
+        branches = {p: branch(p) for p in PARTS}
+    times["branches"] = time.time() - t
+    return branches
