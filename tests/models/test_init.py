@@ -1,6 +1,7 @@
 """`models.init.init_params` (the jitted init) gives exactly the eager `module.init`'s values, for
-every module the project initialises: the stage-1 prior models and emotion encoder, and the
-stage-2 motion networks (so jitting the init changed no trained result)."""
+every module the project initialises: the stage-1 prior models and emotion encoder (marked long),
+and the stage-2 motion networks (the face's in tests/train/test_paper_preset.py), so jitting the
+init changed no trained result."""
 
 import jax
 import numpy as np
@@ -24,6 +25,7 @@ def _same(eager, jitted):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.long  # ~50 s: the eager inits of every stage-1 module (the default suite's budget)
 def test_stage1_modules():
     cfg = get_config("tiny").stage1
     models = head_prior.build_models(cfg, 64)
@@ -45,7 +47,7 @@ def test_stage1_modules():
     _same(enc.init(key, *inputs)["params"], init_params(enc, key, *inputs))
 
 
-@pytest.mark.parametrize("part", ["face", "mouth"])
+@pytest.mark.parametrize("part", ["mouth"])  # the face's: test_paper_preset's buffer-size test
 def test_stage2_motion_networks(part):
     cfg = get_config("tiny")
     net = build_network(cfg.model, part)

@@ -130,6 +130,7 @@ def test_paper_preset_trains_end_to_end(tiny_trained, tmp_path):
     assert np.isfinite(stage1["emotion"]["finetune"]["loss_last"])
 
 
+@pytest.mark.optimized  # as users run: the jitted init is bitwise the eager one there (test_init)
 def test_network_init_does_not_depend_on_the_buffer_size():
     """init_branch initialises the network on a few points (a full paper buffer ran a 65,536-slot
     full-ensemble forward): the parameters are bitwise those of an init on every slot."""
