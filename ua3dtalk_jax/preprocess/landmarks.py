@@ -22,6 +22,7 @@ import numpy as np
 from scipy.signal import savgol_filter
 
 from ua3dtalk_jax import native_log
+from ua3dtalk_jax.data.synthetic.mediapipe_face import TO_68
 
 N_LANDMARKS = 478
 SMOOTH_WINDOW = 5  # frames; odd. 0.2 s at 25 fps: shorter than a blink's closing + opening
@@ -29,17 +30,8 @@ SMOOTH_ORDER = 2
 MIN_DETECTION_CONFIDENCE = 0.5
 MIN_TRACKING_CONFIDENCE = 0.5
 
-# fmt: off
-DLIB68_FROM_MEDIAPIPE = (
-    127, 234, 93, (132, 58), (58, 172), 136, 150, 176, 152, 400, 379, 365, (397, 288), 361, 323,
-    454, 356,                                                            # jaw 0-16
-    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,                       # brows 17-26
-    (168, 6), (197, 195), 5, 4, 75, 97, 2, 326, 305,                     # nose 27-35
-    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,           # eyes 36-47
-    61, 39, 37, 0, 267, 269, 291, 321, 314, 17, 84, 91,                  # outer mouth 48-59
-    78, 82, 13, 312, 308, 317, 14, 87,                                   # inner mouth 60-67
-)
-# fmt: on
+# MediaPipe → iBUG-68 (one table with the synthetic generator's; a pair is averaged)
+DLIB68_FROM_MEDIAPIPE = TO_68
 
 
 def _dlib_matrix() -> np.ndarray:

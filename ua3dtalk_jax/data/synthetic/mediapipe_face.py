@@ -22,7 +22,7 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              109)
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178,
               88, 95)
-# MediaPipe → iBUG-68 (PeizhiYan/Mediapipe_2_Dlib_Landmarks; preprocess.landmarks has the same map);
+# MediaPipe → iBUG-68 (PeizhiYan/Mediapipe_2_Dlib_Landmarks; preprocess.landmarks reads it too);
 # a pair is averaged.
 TO_68 = (
     127, 234, 93, (132, 58), (58, 172), 136, 150, 176, 152, 400, 379, 365, (397, 288), 361, 323,
