@@ -69,9 +69,41 @@ def test_a_soft_matte_keeps_its_alpha_and_a_neck_beside_no_head_is_not_continued
     assert (out[fringe, 3] == round(0.4 * 255)).all()
     beside = [c for c in np.nonzero(neck.any(0))[0] if not head[neck[:, c].argmax() - 1, c]]
     assert len(beside) > 10  # the layout has them: neck columns left and right of the chin
+    strip_cols = np.nonzero(neck.any(0) & (out[..., 3] * head > 0).any(0))[0]
+    side = round(torso.NECK_SIDE * SIZE / torso.REF_SIZE)
     for c in beside:
         top = int(neck[:, c].argmax())
-        assert (out[:top, c, 3] == 0).all(), f"column {c}: continued above background"
+        assert (out[:top, c, 3][~head[:top, c]] == 0).all(), (
+            f"column {c}: continued above background"
+        )
+        if np.abs(strip_cols - c).min() > side:  # beyond the strip's sideways widening
+            assert (out[:top, c, 3] == 0).all(), f"column {c}: continued above the head"
+
+
+def test_the_strip_is_widened_over_the_jaw_lines_lateral_ends():
+    """A chin wider than the neck's top (the jaw line's ends overhang background beside the
+    neck): the strip runs up the neck's columns and is widened NECK_SIDE px sideways over the head,
+    each widened pixel the colour of the strip's edge in its row (then blurred with the strip);
+    nothing beyond."""
+    head = np.zeros((SIZE, SIZE), bool)
+    head[:100, 40:216] = True
+    neck = np.zeros_like(head)
+    neck[100:, 100:156] = True
+    rgb = np.zeros((SIZE, SIZE, 3), np.float32)
+    rgb[neck] = NECK_RGB
+    rgb[100:, 100] = (90.0, 60.0, 30.0)  # the neck's left edge: the colour the left end copies
+    rgb[head] = HEAD_RGB
+    out = torso.torso_rgba(rgb, neck.astype(np.float32), head, neck, np.zeros_like(head))
+    a = out[..., 3]
+    side = round(torso.NECK_SIDE * SIZE / torso.REF_SIZE)
+    rows = slice(100 - REACH, 100)
+    assert (a[rows, 100:156] == 255).all()  # the strip up the neck's columns
+    assert (a[rows, 100 - side : 100] == 255).all() and (a[rows, 156 : 156 + side] == 255).all()
+    assert (a[rows, : 100 - side] == 0).all() and (a[rows, 156 + side :] == 0).all()
+    assert (a[: 100 - REACH - 1] == 0).all()  # no higher than the strip
+    left, right = out[rows, 100 - side : 100, :3], out[rows, 156 : 156 + side, :3]
+    assert (left[..., 2] <= 30 + GREY_TOL).all() and (right[..., 2] <= NECK_RGB[2] + GREY_TOL).all()
+    assert (left[..., 0] < right[..., 0]).all()  # each end continues its own edge colour
 
 
 def test_the_strip_reaches_the_same_share_of_the_frame_at_every_size():

@@ -13,8 +13,12 @@ first dilated NECK_DILATE px up and down) has head directly above it, the colour
 below that top is copied NECK_EXTEND + NECK_PUSH_DOWN + 1 px upward, darkened ×DARKEN per pixel,
 and the copied strip is blurred (BLUR_KERNEL) against vertical streaks; the torso is continued
 TORSO_EXTEND + 1 px up under the head the same way (unblurred; the neck strip wins where both
-reach). The strips are opaque and cover head pixels only: outside the head the layer is the
-person as the frame shows it, and the head is transparent elsewhere.
+reach). The neck strip is then widened NECK_SIDE px sideways over the head pixels of the columns
+it does not run up (each pixel the colour of its neighbour towards the strip): at the jaw line's
+lateral ends the chin overhangs the neck's top, those columns have background or the neck's side
+right below the head, and a jaw rendered a pixel lower there would uncover them. The strips are
+opaque and cover head pixels only: outside the head the layer is the person as the frame shows
+it, and the head is transparent elsewhere.
 
 Lengths are the authors' pixels at their 512² crops (REF_SIZE), scaled with the frame height here
 (at least 1 px), and the darkening per pixel is scaled so that a strip darkens as much over the
@@ -22,7 +26,8 @@ same fraction of the frame. Two departures, both keeping the layer equal to the 
 head: the authors' strip also rewrites (darkens, blurs) the top rows of the neck itself, ours
 starts above them; and they blur the whole torso image and copy the blurred strip back, which
 mixes the background colour into the strip's edges, where here the blur is normalised over the
-layer's own opaque pixels.
+layer's own opaque pixels. The sideways widening is ours (their strip leaves the jaw's lateral ends
+to the torso image's blur).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ NECK_DILATE = 3  # px the neck mask is first grown up and down (bridges parsing 
 TORSO_EXTEND = 8  # px the torso is continued above its top, where the head sits on it
 DARKEN = 0.98  # colour factor per copied pixel, at REF_SIZE
 BLUR_KERNEL = 5  # Gaussian kernel side over the neck strip, at REF_SIZE
+NECK_SIDE = 16  # px the neck strip is widened sideways over the jaw line's lateral ends
 
 
 def _scaled(px: float, height: int) -> int:
@@ -73,6 +79,25 @@ def _paint(rgb, src_rgb, mask, head, length, push_down, per_px) -> np.ndarray:
     return painted
 
 
+def _widen(rgb, strip, head, side) -> np.ndarray:
+    """Widens `strip` (in place in rgb) `side` px sideways over the head pixels of the columns it
+    does not reach, one px a pass, each new pixel the colour of its covered neighbour (the left
+    one where both are); returns the added (H, W) bool footprint."""
+    cover = strip.copy()
+    free = head & ~strip.any(0)[None]
+    for _ in range(side):
+        from_left = np.zeros_like(cover)
+        from_left[:, 1:] = free[:, 1:] & ~cover[:, 1:] & cover[:, :-1]
+        from_right = np.zeros_like(cover)
+        from_right[:, :-1] = free[:, :-1] & ~cover[:, :-1] & cover[:, 1:] & ~from_left[:, :-1]
+        ys, xs = np.nonzero(from_left)
+        rgb[ys, xs] = rgb[ys, xs - 1]
+        ys, xs = np.nonzero(from_right)
+        rgb[ys, xs] = rgb[ys, xs + 1]
+        cover |= from_left | from_right
+    return cover & ~strip
+
+
 def torso_rgba(
     rgb: np.ndarray, alpha: np.ndarray, head: np.ndarray, neck: np.ndarray, torso: np.ndarray
 ) -> np.ndarray:
@@ -101,6 +126,7 @@ def torso_rgba(
     grown = cv2.dilate(neck.astype(np.uint8), np.ones((2 * d + 1, 1), np.uint8)).astype(bool)
     push = _scaled(NECK_PUSH_DOWN, h)
     neck_strip = _paint(out, src, grown, head, _scaled(NECK_EXTEND, h) + push + 1, push, per_px)
+    neck_strip |= _widen(out, neck_strip, head & ~strip, _scaled(NECK_SIDE, h))
     a = np.where(strip | neck_strip, 1.0, a)
     ksize = 2 * round((BLUR_KERNEL // 2) * h / REF_SIZE) + 1
     if ksize > 1 and neck_strip.any():

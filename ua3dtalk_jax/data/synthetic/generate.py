@@ -34,10 +34,11 @@ from ua3dtalk_jax.types import EMOTIONS
 
 # Bumped whenever the generator's output changes; `ensure_synthetic` refuses an older subject
 # instead of silently training on it, and says what changed since (VERSION_CHANGES).
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 VERSION_CHANGES = {
     2: "torso_imgs carry the soft person matte",
     3: "torso_imgs continue the neck under the chin, so no background seam shows under the jaw",
+    4: "the neck continuation also covers the jaw line's lateral ends",
 }
 PRESETS = {
     "default": {"size": 256, "fps": 25, "seconds_train": 60.0, "seconds_test": 10.0},
