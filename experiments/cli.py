@@ -1,9 +1,11 @@
 """Flags and set-up shared by the experiments' command-line tools (absl).
 
-Every tool starts with `cli.run(main)` instead of `app.run(main)`: a flag absl cannot parse
-(unknown, malformed, outside an enum) and a stray positional argument are one line on stderr and
-exit 1, like the tools' own refusals (`fail`), instead of absl's usage text. Required flags are checked by
-`require` inside `main` for the same reason (absl's `mark_flags_as_required` prints two lines).
+Every tool starts with `cli.run(main)` instead of `app.run(main)`. It first bounds glibc's
+allocator (`ua3dtalk_jax.train.heap.bound_heap`: freed memory goes back to the system). Then a flag
+absl cannot parse (unknown, malformed, outside an enum) and a stray positional argument are one
+line on stderr and exit 1, like the tools' own refusals (`fail`), instead of absl's usage text.
+Required flags are checked by `require` inside `main` for the same reason (absl's
+`mark_flags_as_required` prints two lines).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import sys
 
 from absl import app, flags, logging
+
+from ua3dtalk_jax.train import heap
 
 DEFAULT_COMPILE_CACHE = os.path.expanduser("~/.cache/ua3dtalk_jax/xla")
 
@@ -78,6 +82,7 @@ def run(main) -> None:
             fail(argv[0], f"unexpected arguments {rest[1:]} (flags are --name=value)")
         return rest
 
+    heap.bound_heap()  # before XLA's threads allocate (ua3dtalk_jax.train.heap)
     app.run(main, flags_parser=parse)
 
 

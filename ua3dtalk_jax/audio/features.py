@@ -53,6 +53,9 @@ F_AUDIO_WINDOW = 16
 CAMSER_HOP = 160
 MFCC_RATE = SAMPLE_RATE // CAMSER_HOP  # 100 Hz
 
+# Frames per block in stft_magnitude (its float64 temporaries: ~100 MB a block at n_fft 2048).
+STFT_BLOCK = 2048
+
 # Keeps floor(i * rate / fps) exact where float arithmetic gives 7.9999999 for an exact 8.
 _INDEX_EPS = 1e-6
 
@@ -146,7 +149,13 @@ def stft_magnitude(
     x = np.pad(x, pad, mode=pad_mode)
     n = 1 + (len(x) - n_fft) // hop_length
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop_length][:n]
-    return np.abs(np.fft.rfft(frames * win, axis=-1)).astype(np.float32)
+    # In blocks of frames: the windowed frames and their FFT are float64 / complex128, 24·n_fft
+    # bytes a frame (3.5 GB for 15 min of audio at n_fft 2048 in one piece); each row is its own
+    # transform, so the result is bitwise that of one piece (tests/audio/test_features.py).
+    out = np.empty((n, n_fft // 2 + 1), np.float32)
+    for s in range(0, n, STFT_BLOCK):
+        out[s : s + STFT_BLOCK] = np.abs(np.fft.rfft(frames[s : s + STFT_BLOCK] * win, axis=-1))
+    return out
 
 
 def _normalised_log_mel(
@@ -348,7 +357,8 @@ def mfcc(
       (T100, n_mfcc) float32, T100 = 1 + S // 160.
     """
     x = wav if preemphasis_coef is None else preemphasis(wav, preemphasis_coef)
-    power = stft_magnitude(x, n_fft=n_fft, hop_length=CAMSER_HOP) ** 2
+    power = stft_magnitude(x, n_fft=n_fft, hop_length=CAMSER_HOP)
+    np.square(power, out=power)  # in place: the (T100, 1025) array is 0.37 GB for 15 min
     basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=n_mels, htk=True)
     db = librosa.power_to_db(power @ basis.T, ref=1.0, amin=1e-10, top_db=80.0)
     return scipy.fft.dct(db, axis=-1, type=2, norm="ortho")[:, :n_mfcc].astype(np.float32)

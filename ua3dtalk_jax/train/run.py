@@ -17,6 +17,7 @@ from ua3dtalk_jax.configs.overrides import check_config
 from ua3dtalk_jax.data.stage2_audio import resolve_audio
 from ua3dtalk_jax.head.features import feature_source
 from ua3dtalk_jax.head.workdir import Workdir
+from ua3dtalk_jax.train import heap
 
 __all__ = ["prepare", "train"]
 STAGES = ("1", "2", "all")
@@ -139,8 +140,14 @@ def train(
 
     `subject`: the `prepare` result when the caller has already checked the run (the CLI does,
     so that its refusals come before anything is trained); None prepares here.
+
+    Memory: glibc's allocator is bounded (`heap.bound_heap`; the CLI does it as it starts, before
+    XLA's threads exist, which a notebook calling this late only partly gets) and each phase's
+    compiled programs and free heap are released when it ends (`heap.release`).
     """
     from tensorboardX import SummaryWriter
+
+    heap.bound_heap()
 
     from ua3dtalk_jax.train.stage2.driver import run_stage2
 
@@ -155,6 +162,7 @@ def train(
         )
     elif stage in ("1", "all"):
         out["stage1"] = run_stage1(cfg, subject, workdir, log)
+        heap.release()  # stage 1's programs and free heap, before stage 2 (train.heap)
     if stage in ("2", "all"):
         writer = SummaryWriter(Workdir(workdir).tensorboard_dir)
         try:

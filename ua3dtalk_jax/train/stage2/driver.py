@@ -23,7 +23,7 @@ from ua3dtalk_jax.data.stage2_audio import match_subject
 from ua3dtalk_jax.head.stage2_model import save_stage2
 from ua3dtalk_jax.head.validation import make_validator
 from ua3dtalk_jax.head.workdir import Workdir
-from ua3dtalk_jax.train import parallel
+from ua3dtalk_jax.train import heap, parallel
 from ua3dtalk_jax.train.side_by_side import run as side_by_side_run
 from ua3dtalk_jax.train.stage2.loop import train_branch, train_fuse
 from ua3dtalk_jax.train.stage2.state import scene_extent
@@ -76,6 +76,7 @@ def run_stage2(
         log=log,
         validate=validate,
     )
+    heap.release()  # the branches' programs and free heap (train.heap)
     t = time.time()
     states = train_fuse(
         cfg,
@@ -93,6 +94,7 @@ def run_stage2(
     save_stage2(cfg, wd.model_dir, states, extent)
     summary = {}
     if evaluate is not None:
+        heap.release()
         t = time.time()
         heads = {p: (branches[p][1], states[p].net, states[p].gaussians) for p in ("face", "mouth")}
         summary["heldout"] = evaluate(
@@ -124,6 +126,9 @@ def _train_branches(cfg, subject, features, workdir, side_by_side, times, **kw) 
         jobs = {p: functools.partial(branch, p, position=i) for i, p in enumerate(PARTS)}
         branches = side_by_side_run(jobs)  # each job is branch(part, stop)
     else:  # several processes: every host must issue the same collectives in the same order
-        branches = {p: branch(p) for p in PARTS}
+        branches = {}
+        for p in PARTS:
+            branches[p] = branch(p)
+            heap.release()
     times["branches"] = time.time() - t
     return branches
