@@ -72,3 +72,5 @@ def test_release_drops_the_compiled_programs():
     heap.release()
     assert f._cache_size() == 0
     assert float(f(jnp.ones(3))[0]) == 2.0  # compiled again on demand
+    heap.release(programs=False)  # the heap only
+    assert f._cache_size() == 1

@@ -9,12 +9,18 @@ that had ended. Two measures:
   is 8 per core: every thread that allocates gets an arena of its own while fewer exist, and each
   arena keeps the memory freed into it. XLA's thread pools and our two training threads touch
   many. Measured (`experiments.bench_memory`, cpu preset, 1,000 frames at 256²): the stage-2 phases'
-  peaks 5.45–5.84 GB → 3.44–3.86 GB with the cap alone; fixing the mmap threshold (1 MB) as well
-  changed nothing further, and on its own gave 4.19–4.49 GB. glibc's own MALLOC_ARENA_MAX, where
-  set, wins. The cap must be set before the process has spawned its ninth allocating thread
-  (glibc fixes its arena limit then), so the command-line tools set it as they start.
-- `release()` between training phases: drops the compiled programs (`jax.clear_caches`; a later
-  phase that needs one again reads it from the persistent compile cache) and trims the heap.
+  peaks 5.45–5.84 GB → 3.44–3.86 GB with a cap of 2 alone; fixing the mmap threshold (1 MB) as
+  well changed nothing further, and on its own gave 4.19–4.49 GB. In the main job (BUILD_NOTES,
+  "Memory that does not grow with the subject") a cap of 2 cost 6–9 % of training time (threads
+  waiting on each other's arena); 4 costs ~3 % and keeps most of the gain. glibc's own
+  MALLOC_ARENA_MAX, where set, wins. The cap must be set before the process has spawned its ninth
+  allocating thread (glibc fixes its arena limit then), so the command-line tools set it as they
+  start.
+- `release()` between training phases trims the heap (malloc_trim). After stage 1 it also drops
+  the compiled programs (`jax.clear_caches`): stage 2 uses none of them. Not between stage 2's
+  phases: with every program dropped there, the fuse and evaluation phases each took 27 s longer
+  in the main job (XLA compiled again the many small programs of eager operations, which are too
+  quick to compile for the persistent cache to keep).
 
 Neither changes a result: the allocator decides where buffers live, not what they hold. Outside
 glibc (macOS, musl) both are no-ops but for the cache drop.
@@ -27,7 +33,7 @@ import ctypes.util
 import gc
 import os
 
-ARENA_MAX = 2
+ARENA_MAX = 4
 
 # mallopt parameter numbers (glibc malloc.h) and the environment variables that set them.
 _PARAMS = (("MALLOC_ARENA_MAX", -8, ARENA_MAX),)
@@ -67,11 +73,13 @@ def bound_heap() -> dict:
     return done
 
 
-def release() -> None:
-    """Drops every compiled program and hands free heap back to the system (between phases)."""
-    import jax
+def release(programs: bool = True) -> None:
+    """Hands free heap back to the system and, with `programs`, first drops every compiled program
+    (between phases whose programs the next one does not use: stage 1 → stage 2)."""
+    if programs:
+        import jax
 
-    jax.clear_caches()
+        jax.clear_caches()
     gc.collect()
     libc = _libc()
     if libc is not None:

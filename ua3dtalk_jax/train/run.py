@@ -142,8 +142,9 @@ def train(
     so that its refusals come before anything is trained); None prepares here.
 
     Memory: glibc's allocator is bounded (`heap.bound_heap`; the CLI does it as it starts, before
-    XLA's threads exist, which a notebook calling this late only partly gets) and each phase's
-    compiled programs and free heap are released when it ends (`heap.release`).
+    XLA's threads exist, which a notebook calling this late only partly gets); free heap goes back
+    to the system after each phase, and stage 1's compiled programs are dropped after it
+    (`heap.release`).
     """
     from tensorboardX import SummaryWriter
 

@@ -76,7 +76,7 @@ def run_stage2(
         log=log,
         validate=validate,
     )
-    heap.release()  # the branches' programs and free heap (train.heap)
+    heap.release(programs=False)  # free heap (train.heap)
     t = time.time()
     states = train_fuse(
         cfg,
@@ -94,7 +94,7 @@ def run_stage2(
     save_stage2(cfg, wd.model_dir, states, extent)
     summary = {}
     if evaluate is not None:
-        heap.release()
+        heap.release(programs=False)
         t = time.time()
         heads = {p: (branches[p][1], states[p].net, states[p].gaussians) for p in ("face", "mouth")}
         summary["heldout"] = evaluate(
@@ -129,6 +129,6 @@ def _train_branches(cfg, subject, features, workdir, side_by_side, times, **kw) 
         branches = {}
         for p in PARTS:
             branches[p] = branch(p)
-            heap.release()
+            heap.release(programs=False)
     times["branches"] = time.time() - t
     return branches
