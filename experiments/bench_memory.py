@@ -197,19 +197,12 @@ def measure(subject_path: str, workdir: str) -> dict:
 
 def release() -> dict:
     """RSS (GB) after collecting garbage and trimming the heap, then after also dropping the
-    compiled programs (see --release)."""
-    import ctypes
-    import gc
+    compiled programs (see --release; `train.heap.release`)."""
+    from ua3dtalk_jax.train import heap
 
-    import jax
-
-    libc = ctypes.CDLL("libc.so.6")
-    gc.collect()
-    libc.malloc_trim(0)
+    heap.release(programs=False)
     out = {"trimmed_gb": peak_rss.rss_gb()}
-    jax.clear_caches()
-    gc.collect()
-    libc.malloc_trim(0)
+    heap.release()
     out["cleared_gb"] = peak_rss.rss_gb()
     return out
 
