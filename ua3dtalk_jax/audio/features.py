@@ -151,7 +151,7 @@ def stft_magnitude(
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop_length][:n]
     # In blocks of frames: the windowed frames and their FFT are float64 / complex128, 24·n_fft
     # bytes a frame (3.5 GB for 15 min of audio at n_fft 2048 in one piece); each row is its own
-    # transform, so the result is bitwise that of one piece (tests/audio/test_features.py).
+    # transform, so the result is bitwise that of one piece (tests/audio/test_audio_features.py).
     out = np.empty((n, n_fft // 2 + 1), np.float32)
     for s in range(0, n, STFT_BLOCK):
         out[s : s + STFT_BLOCK] = np.abs(np.fft.rfft(frames[s : s + STFT_BLOCK] * win, axis=-1))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 
@@ -40,6 +41,7 @@ _PARAMS = (("MALLOC_ARENA_MAX", -8, ARENA_MAX),)
 _state = {"bound": None}
 
 
+@functools.cache
 def _libc():
     if os.name != "posix":
         return None
