@@ -32,6 +32,13 @@ _SIDE = flags.DEFINE_bool(
     "Train stage 2's face and mouth branches at once, in two threads, as the paper does (the "
     "same result as one after the other; single-process runs only).",
 )
+_PRECOMPILE = flags.DEFINE_bool(
+    "precompile",
+    False,
+    "Compile stage 2's step programs in the background while stage 1 trains (needs "
+    "--compile_cache; the same result). For machines with CPU cores idle during stage 1 (a GPU "
+    "trains it); on 2 CPU cores it slowed stage 1 by more than it saved stage 2.",
+)
 _CACHE = cli.define_compile_cache()
 
 
@@ -68,6 +75,7 @@ def main(argv):
             subject=opened,
             evaluate=evaluate_heldout,
             side_by_side=_SIDE.value,
+            precompile=_PRECOMPILE.value,
         )
     except BaseException:
         if video is not None:

@@ -81,6 +81,33 @@ def run_stage1(cfg, subject, workdir: str, log=print) -> dict:
     return {"seconds": time.time() - t, "metrics": metrics}
 
 
+def _precompiler(cfg, subject, workdir: str, stage: str, wanted: bool, log):
+    """A started `stage2.precompile.Precompiler` when stage 2 will follow a stage 1 trained here
+    and compiled programs persist; else None."""
+    from ua3dtalk_jax.train.stage2 import precompile
+
+    if not (wanted and stage == "all" and precompile.cache_enabled()):
+        return None
+    if Workdir(workdir).has_stage1():
+        return None  # nothing to overlap with
+    log("stage 2: compiling its step programs in the background while stage 1 trains ...")
+    return precompile.Precompiler(cfg, subject, log).start()
+
+
+def _stage1_with_precompile(cfg, subject, workdir: str, stage: str, precompile: bool, log):
+    """`run_stage1`, with stage 2's programs compiled beside it where `_precompiler` says so."""
+    pre = _precompiler(cfg, subject, workdir, stage, precompile, log)
+    try:
+        out = run_stage1(cfg, subject, workdir, log)
+    except BaseException:
+        if pre is not None:
+            pre.stop()
+        raise
+    if pre is not None:
+        pre.join()
+    return out
+
+
 def prepare(cfg, subject_path: str, workdir: str, stage: str = "all", *, log=print):
     """Everything checked before any training: the stage, the feature source, the subject and its
     audio (resolved into `cfg`), the workdir's config and what the stage needs from earlier ones.
@@ -129,6 +156,7 @@ def train(
     subject=None,
     evaluate=None,
     side_by_side: bool = True,
+    precompile: bool = False,
 ) -> dict:
     """Runs stage 1 and/or stage 2, then (with `evaluate`) the held-out evaluation, as flax's
     `train_and_evaluate`; returns the summary (stage 2 also writes summary.json).
@@ -137,6 +165,12 @@ def train(
     eval/, which comes after it in the data flow); None leaves "heldout" out of the summary.
 
     `side_by_side`: stage 2's face and mouth branches at once (`stage2.driver.run_stage2`).
+
+    `precompile`: with stage 1 and stage 2 both to train here and a persistent compilation cache
+    (`enable_compile_cache`), stage 2's step programs are compiled in the background while stage
+    1 trains (`stage2.precompile`). Off by default: on 2 CPU cores it cost stage 1 far more than
+    it saved stage 2 (there is no idle core to compile on); it is for machines whose CPU cores
+    idle while stage 1 trains, e.g. on a GPU.
 
     `subject`: the `prepare` result when the caller has already checked the run (the CLI does,
     so that its refusals come before anything is trained); None prepares here.
@@ -162,7 +196,7 @@ def train(
             "precomputed UA-3DTalk features)"
         )
     elif stage in ("1", "all"):
-        out["stage1"] = run_stage1(cfg, subject, workdir, log)
+        out["stage1"] = _stage1_with_precompile(cfg, subject, workdir, stage, precompile, log)
         heap.release()  # stage 1's programs and free heap, before stage 2 (train.heap)
     if stage in ("2", "all"):
         writer = SummaryWriter(Workdir(workdir).tensorboard_dir)

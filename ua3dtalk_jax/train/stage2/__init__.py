@@ -8,4 +8,6 @@ init.py      the Gaussians' initial points (lifted from the subject's images, or
 step.py      the jitted branch and fuse steps (their losses: `losses.branches`)
 loop.py      the branch and fuse loops: densification, clean-up, validation, stop
 phase.py     a phase's checkpoints, progress bar, NaN guard and metrics log
+precompile.py  every step and validation program compiled ahead into the persistent cache,
+             in the background while stage 1 trains
 """

@@ -64,6 +64,21 @@ def flags(b, part: str, it: int) -> dict:
     }
 
 
+def branch_key(cfg, part: str) -> jax.Array:
+    """The PRNG key a branch is initialised and trained from."""
+    return jax.random.fold_in(jax.random.PRNGKey(cfg.seed), {"face": 1, "mouth": 2}[part])
+
+
+def variants_of(cfg, b) -> list:
+    """The distinct step variants of a branch's schedule, in the order it first reaches them, each
+    with its first iteration: [(Variant, it), ...]."""
+    out = {}
+    for it in sorted({0, b.warmup, b.ensemble_from}):
+        if it < b.iterations:
+            out.setdefault(variant(cfg, b, it), it)
+    return list(out.items())
+
+
 def global_batch(cfg, mesh) -> int:
     n = mesh.devices.size
     return int(-(-cfg.data.batch_size * jax.process_count() // n) * n)
@@ -96,8 +111,7 @@ def train_branch(
     """
     b = cfg.train[part]
     h, w = subject.size
-    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), {"face": 1, "mouth": 2}[part])
-    state, net, g_tx, n_tx = init_branch(cfg, part, key, extent, subject)
+    state, net, g_tx, n_tx = init_branch(cfg, part, branch_key(cfg, part), extent, subject)
     ph = Phase(part, b.iterations, cfg, workdir, writer, log)
     state, start = ph.restore(state)
     if start >= b.iterations:
@@ -234,6 +248,25 @@ def _clean(dcfg, state, campos, ph):
     return state.replace(gaussians=g, stats=stats, g_opt=g_opt)
 
 
+def fuse_inputs(cfg, branches, extent) -> tuple[dict, dict, dict]:
+    """(nets, Gaussian optimisers, states) of the fuse step, each {"face": …, "mouth": …}, from
+    the trained branches {part: (BranchState, MotionNetwork)}: fresh optimiser moments, step 0."""
+    nets = {p: branches[p][1] for p in ("face", "mouth")}
+    txs = {
+        p: gaussian_optimizer(
+            cfg.train[p], extent, branches[p][0].gaussians.sh.shape[1], fuse=cfg.train.fuse, part=p
+        )
+        for p in ("face", "mouth")
+    }
+    states = {
+        p: branches[p][0].replace(
+            g_opt=txs[p].init(trainable(branches[p][0].gaussians)), step=branches[p][0].step * 0
+        )
+        for p in ("face", "mouth")
+    }
+    return nets, txs, states
+
+
 def train_fuse(
     cfg,
     subject,
@@ -254,18 +287,7 @@ def train_fuse(
     """
     f = cfg.train.fuse
     h, w = subject.size
-    nets = {p: branches[p][1] for p in ("face", "mouth")}
-    txs = {
-        p: gaussian_optimizer(
-            cfg.train[p], extent, branches[p][0].gaussians.sh.shape[1], fuse=f, part=p
-        )
-        for p in ("face", "mouth")
-    }
-    states = {p: branches[p][0] for p in ("face", "mouth")}
-    states = {
-        p: s.replace(g_opt=txs[p].init(trainable(s.gaussians)), step=s.step * 0)
-        for p, s in states.items()
-    }
+    nets, txs, states = fuse_inputs(cfg, branches, extent)
     ph = Phase("fuse", f.iterations, cfg, workdir, writer, log)
     states, start = ph.restore(states)
     if start >= f.iterations:

@@ -101,14 +101,19 @@ class FrameSampler:
 
     def load(self, it: int) -> dict:
         """The stacked batch of iteration `it`: (B, …) numpy arrays (uint8 images, bool masks)."""
-        frames = [self.frame(int(i)) for i in self.indices(it)]
-        return {k: np.stack([f[k] for f in frames]) for k in frames[0]}
+        return load_frames(self.subject, self.features, self.indices(it))
 
-    def frame(self, i: int) -> dict:
-        f = self.subject.frame(i, keys=KEYS)
-        for k, v in self.features.items():
-            f[k] = np.asarray(v[i], np.float32)
-        return f
+
+def load_frames(subject, features: dict, indices) -> dict:
+    """Frames `indices` of `subject` stacked as one batch: (B, …) arrays of the subject frame's
+    `KEYS` and each feature's rows (float32)."""
+    frames = []
+    for i in indices:
+        f = subject.frame(int(i), keys=KEYS)
+        for k, v in features.items():
+            f[k] = np.asarray(v[int(i)], np.float32)
+        frames.append(f)
+    return {k: np.stack([f[k] for f in frames]) for k in frames[0]}
 
 
 class Prefetcher:
