@@ -6,6 +6,7 @@ every compilation of their step programs and validation renders must be a persis
 i.e. the precompiled programs are exactly the ones the loops build.
 """
 
+import copy
 import json
 import subprocess
 import sys
@@ -78,7 +79,7 @@ _SCRIPT = textwrap.dedent(
 def _run_loops(tiny_trained, tmp_path, overrides, parts) -> tuple[list, dict]:
     """(program names, the subprocess's result) for `programs()` of the tiny config with
     `overrides`, precompiled, then the loops of `parts` (branch names and/or "fuse")."""
-    cfg = apply_overrides(tiny_trained["cfg"], overrides)
+    cfg = apply_overrides(copy.deepcopy(tiny_trained["cfg"]), overrides)  # the fixture's is shared
     names = [n for n, _ in precompile.programs(cfg, Subject.open(tiny_trained["subject"]))]
     out = subprocess.run(
         [
@@ -141,7 +142,7 @@ def test_the_loops_load_every_precompiled_program_from_the_cache(tiny_trained, t
 
 
 def test_variants_are_listed_once_each_with_their_first_iteration(tiny_trained):
-    cfg = tiny_trained["cfg"]
+    cfg = copy.deepcopy(tiny_trained["cfg"])  # apply_overrides changes it; the fixture's is shared
     b = cfg.train.face
     got = variants_of(cfg, b)
     assert [it for _, it in got] == [0, b.warmup, b.ensemble_from]

@@ -1,20 +1,24 @@
-"""Stage 2's step programs compiled ahead, while stage 1 trains (issue 30 §1).
+"""Stage 2's programs compiled ahead, while stage 1 trains (issue 30 §1; opt-in: `--precompile`).
 
-On 2 CPU cores each stage-2 step variant takes 15–40 s to compile, and the branches stood still
-for it: in the cpu main job the face branch spent ~130 of its ~310 s waiting for its "train" and
-"eval" programs (BUILD_NOTES, "Stage 2's programs compiled during stage 1"). Nothing in a step
-program depends on stage 1's values, only on the config, the subject's frame size, its cameras'
-extent and the widths of the per-frame features; and stage 1 leaves part of the machine idle.
-`Precompiler` compiles every step variant of both branches and the fuse step in a background
-thread, at the lowest CPU priority, into the persistent compilation cache
+Each stage-2 step variant takes 15–40 s to compile on 2 CPU cores, and a branch stands still for
+it. Nothing in a step program depends on stage 1's values, only on the config, the subject's
+frame size, its cameras' extent and the widths of the per-frame features. `Precompiler` compiles
+every step variant of both branches, their validation renders, the fuse step and its render in a
+background thread, at the lowest CPU priority, into the persistent compilation cache
 (`train.run.enable_compile_cache`); stage 2 then finds each program there (a cache hit: the same
 program under the same key) and loads it in about a second. Without a persistent cache it does
 nothing: an executable held in memory would not reach the jitted steps the loops build.
 
+Measured on the cpu main job (BUILD_NOTES, "Where the main job's CPU time goes"): stage 2 ran
+66 s faster, but stage 1 took 293 s longer — on 2 cores the emotion thread already fills what
+Prior Extraction leaves, so there is no idle core to compile on. Hence off by default; it is for
+machines whose CPU cores idle while stage 1 trains (on a GPU).
+
 The programs are built from the loops' own pieces (`loop.branch_key`, `loop.variants_of`,
-`loop.fuse_inputs`, `step.make_branch_step`, `step.make_fuse_step`) with stand-in features of
-the real widths; `tests/train/stage2/test_precompile.py` checks that the loops' steps are cache
-hits. A failure here costs only the time: it is logged and stage 2 compiles as before.
+`loop.fuse_inputs`, `step.make_branch_step`, `step.make_fuse_step`, `head.validation`) with
+stand-in features of the real widths; `tests/train/stage2/test_precompile.py` checks that the
+loops' programs are cache hits. A failure here costs only the time: it is logged and stage 2
+compiles as before.
 """
 
 from __future__ import annotations
