@@ -62,11 +62,10 @@ def validation_frame(subject, features) -> dict:
     return {k: jnp.asarray(v) for k, v in frame_with_features(subject, features, idx).items()}
 
 
-def host(params, state, parts=None) -> tuple:
+def host(params, gaussians) -> tuple:
     """(params, gaussians) fetched to the host: the renders' inputs are then placed the same way
     whatever program made them (a training step's replicated outputs, a densification's), so each
     render compiles once (and `train.stage2.precompile` can compile it ahead)."""
-    gaussians = state.gaussians if parts is None else {p: state[p].gaussians for p in parts}
     return jax.device_get((params, gaussians))
 
 
@@ -82,12 +81,15 @@ def make_validator(cfg, subject, features, workdir, writer=None):
             if phase not in renders:
                 renders[phase] = fused_render(net, use_deform=cfg.train.deform, **kw)
             parts = ("face", "mouth")
-            pred = renders[phase](*host({p: state[p].net for p in parts}, state, parts), f)
+            params, gaussians = (
+                {p: getattr(state[p], k) for p in parts} for k in ("net", "gaussians")
+            )
+            pred = renders[phase](*host(params, gaussians), f)
         else:
             deform = bool(cfg.train.deform and it > cfg.train[phase].warmup)
             if (phase, deform) not in renders:
                 renders[phase, deform] = branch_render(net, use_deform=deform, **kw)
-            pred = renders[phase, deform](*host(state.net, state), f)
+            pred = renders[phase, deform](*host(state.net, state.gaussians), f)
         gt = np.asarray(to_float(f["image"]))
         pred = np.asarray(pred)
         err = np.abs(pred - gt)

@@ -90,15 +90,16 @@ def programs(cfg, subject, mesh=None) -> list[tuple[str, object]]:
         st, net = branch(part)[:2]
         render = validation.branch_render(net, use_deform=deform, **kw)
         frame = validation.validation_frame(subject, features)
-        return render.lower(*validation.host(st.net, st), frame)
+        return render.lower(*validation.host(st.net, st.gaussians), frame)
 
     def lower_fuse_val():
         nets = {p: branch(p)[1] for p in PARTS}
         states = {p: branch(p)[0] for p in PARTS}
         render = validation.fused_render(nets, use_deform=bool(cfg.train.deform), **kw)
         params = {p: states[p].net for p in PARTS}
+        gaussians = {p: states[p].gaussians for p in PARTS}
         frame = validation.validation_frame(subject, features)
-        return render.lower(*validation.host(params, states, PARTS), frame)
+        return render.lower(*validation.host(params, gaussians), frame)
 
     per_part = {p: variants_of(cfg, cfg.train[p]) for p in PARTS}
     out = []
